@@ -1,0 +1,136 @@
+/**
+ * The Sluice event model: a stream is an ordered sequence of these events.
+ * A discriminated union on `type`, noun-verb names. Exactly one terminal event
+ * (`finish`, `error`, `abort`) ends every generation stream.
+ */
+
+export interface StartEvent {
+  type: "start";
+  model: string;
+  created_at: string;
+  /** Free-form request metadata (route, provider, request id, …). */
+  metadata?: Record<string, unknown>;
+}
+
+export interface TextDeltaEvent {
+  type: "text-delta";
+  delta: string;
+}
+
+export interface ReasoningDeltaEvent {
+  type: "reasoning-delta";
+  delta: string;
+}
+
+export interface ToolCallDeltaEvent {
+  type: "tool-call-delta";
+  id: string;
+  name?: string;
+  args_delta: string;
+}
+
+export interface ToolCallEvent {
+  type: "tool-call";
+  id: string;
+  name: string;
+  args: unknown;
+}
+
+export interface DataEvent {
+  type: "data";
+  name: string;
+  value: unknown;
+}
+
+export interface MediaEvent {
+  type: "media";
+  mime: string;
+  data?: string;
+  url?: string;
+}
+
+export interface UsageEvent {
+  type: "usage";
+  input_tokens: number;
+  output_tokens: number;
+  reasoning_tokens?: number;
+  total_tokens?: number;
+}
+
+export type FinishReason = "stop" | "length" | "tool-calls" | "content-filter";
+
+export interface FinishEvent {
+  type: "finish";
+  reason: FinishReason;
+}
+
+export interface ErrorEvent {
+  type: "error";
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+export interface AbortEvent {
+  type: "abort";
+  reason: string;
+  /** Who asked: "client", "admin", "server", … */
+  by: string;
+}
+
+export type SluiceEvent =
+  | StartEvent
+  | TextDeltaEvent
+  | ReasoningDeltaEvent
+  | ToolCallDeltaEvent
+  | ToolCallEvent
+  | DataEvent
+  | MediaEvent
+  | UsageEvent
+  | FinishEvent
+  | ErrorEvent
+  | AbortEvent;
+
+export type SluiceEventType = SluiceEvent["type"];
+export type TerminalEvent = FinishEvent | ErrorEvent | AbortEvent;
+
+export const EVENT_TYPES: readonly SluiceEventType[] = [
+  "start",
+  "text-delta",
+  "reasoning-delta",
+  "tool-call-delta",
+  "tool-call",
+  "data",
+  "media",
+  "usage",
+  "finish",
+  "error",
+  "abort",
+];
+
+export const TERMINAL_TYPES: readonly SluiceEventType[] = ["finish", "error", "abort"];
+
+export function isTerminal(event: { type: string }): event is TerminalEvent {
+  return event.type === "finish" || event.type === "error" || event.type === "abort";
+}
+
+/** Status of a stream. `running` until a terminal event (or close) ends it. */
+export type StreamStatus = "running" | "completed" | "failed" | "cancelled";
+
+/** The status a terminal event puts a stream in. */
+export function statusOf(event: TerminalEvent): Exclude<StreamStatus, "running"> {
+  switch (event.type) {
+    case "finish":
+      return "completed";
+    case "error":
+      return "failed";
+    case "abort":
+      return "cancelled";
+  }
+}
+
+/** An event as read from a stream: its offset and the event. */
+export interface StreamEvent<E = SluiceEvent> {
+  offset: string;
+  event: E;
+}

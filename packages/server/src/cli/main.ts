@@ -1,0 +1,195 @@
+#!/usr/bin/env node
+import process from "node:process";
+import { Command, InvalidArgumentError } from "commander";
+import { ConfigError, loadConfig } from "../config.js";
+import { startMockUpstream } from "../mock-upstream/server.js";
+import { createSluice } from "../server.js";
+import { readSse } from "./sse-client.js";
+
+function intArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`"${v}" is not a non-negative integer`);
+  return n;
+}
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`sluice: ${message}\n`);
+  process.exit(code);
+}
+
+const program = new Command();
+program.name("sluice").description("Run AI generations and stream them, resumably, token by token.").showHelpAfterError();
+
+program
+  .command("serve", { isDefault: true })
+  .description("start the Sluice server (memory store and the demo model need no setup)")
+  .option("--host <host>", "address to bind (default 127.0.0.1)")
+  .option("--port <port>", "port to listen on (default 8080; 0 picks a free one)", intArg)
+  .option("-c, --config <file>", "JSON config file (also SLUICE_CONFIG)")
+  .option("--upstream <url...>", "OpenAI-compatible server(s) whose models to serve, e.g. http://127.0.0.1:11434/v1")
+  .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
+  .action(async (opts: { host?: string; port?: number; config?: string; upstream?: string[]; logLevel?: string }) => {
+    let config: ReturnType<typeof loadConfig>;
+    try {
+      config = loadConfig({
+        ...(opts.config ? { file: opts.config } : {}),
+        overrides: {
+          ...(opts.host !== undefined ? { host: opts.host } : {}),
+          ...(opts.port !== undefined ? { port: opts.port } : {}),
+          ...(opts.upstream ? { upstreams: opts.upstream } : {}),
+          ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
+        },
+      });
+    } catch (err) {
+      if (err instanceof ConfigError) fail(err.message, 2);
+      throw err;
+    }
+    const server = await createSluice(config);
+    let url: string;
+    try {
+      url = await server.listen();
+    } catch (err) {
+      fail(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, 1);
+    }
+    server.logger.info({ url, store: server.store.name, models: server.routes.list().map((r) => r.name) }, "sluice listening");
+    process.stdout.write(`sluice listening on ${url}\n`);
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      server.logger.info({ signal }, "shutting down");
+      await server.close(5000);
+      process.exit(0);
+    };
+    process.on("SIGINT", () => void stop("SIGINT"));
+    process.on("SIGTERM", () => void stop("SIGTERM"));
+  });
+
+program
+  .command("chat")
+  .description("start a generation and stream it into the terminal (Ctrl-C cancels it)")
+  .argument("<prompt>", "what to ask")
+  .option("--url <url>", "Sluice server", process.env.SLUICE_URL ?? "http://127.0.0.1:8080")
+  .option("-m, --model <model>", "model route", "demo")
+  .option("--max-tokens <n>", "max output tokens", intArg)
+  .option("--seed <n>", "demo model seed", intArg)
+  .option("--tokens-per-s <n>", "demo model pace", intArg)
+  .option("--kind <kind>", "demo model answer kind: markdown|json|tool-call|reasoning")
+  .action(async (prompt: string, opts: { url: string; model: string; maxTokens?: number; seed?: number; tokensPerS?: number; kind?: string }) => {
+    const demo: Record<string, unknown> = {};
+    if (opts.seed !== undefined) demo.seed = opts.seed;
+    if (opts.tokensPerS !== undefined) demo.tokens_per_s = opts.tokensPerS;
+    if (opts.kind !== undefined) demo.kind = opts.kind;
+    const body: Record<string, unknown> = { model: opts.model, messages: [{ role: "user", content: prompt }] };
+    if (opts.maxTokens !== undefined) body.max_tokens = opts.maxTokens;
+    if (Object.keys(demo).length > 0 && opts.model === "demo") body.demo = demo;
+    const base = opts.url.replace(/\/$/, "");
+    let res: Response;
+    try {
+      res = await fetch(`${base}/v1/streams`, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body: JSON.stringify(body),
+      });
+    } catch (err) {
+      fail(`cannot reach ${base}: ${(err as Error).message}`);
+    }
+    if (!res.ok || !res.body) fail(`server answered ${res.status}: ${await res.text()}`);
+    const id = res.headers.get("sluice-stream-id") ?? "?";
+    let cancelling = false;
+    process.on("SIGINT", () => {
+      if (cancelling) process.exit(130);
+      cancelling = true;
+      process.stderr.write("\n[cancelling…]\n");
+      void fetch(`${base}/v1/streams/${id}/cancel`, { method: "POST" }).catch(() => process.exit(130));
+    });
+    const code = await printEvents(res.body, false);
+    process.stderr.write(`[stream ${id}]\n`);
+    process.exit(cancelling ? 130 : code);
+  });
+
+program
+  .command("tail")
+  .description("follow a stream from an offset until it ends")
+  .argument("<id>", "stream id")
+  .option("--url <url>", "Sluice server", process.env.SLUICE_URL ?? "http://127.0.0.1:8080")
+  .option("-o, --offset <offset>", "read after this offset (-1 = from the start, now = only new)", "-1")
+  .option("--json", "print every event as a JSON line with its offset")
+  .action(async (id: string, opts: { url: string; offset: string; json?: boolean }) => {
+    const base = opts.url.replace(/\/$/, "");
+    let res: Response;
+    try {
+      res = await fetch(`${base}/v1/streams/${encodeURIComponent(id)}?offset=${encodeURIComponent(opts.offset)}`, {
+        headers: { accept: "text/event-stream" },
+      });
+    } catch (err) {
+      fail(`cannot reach ${base}: ${(err as Error).message}`);
+    }
+    if (res.status === 204) process.exit(0);
+    if (!res.ok || !res.body) fail(`server answered ${res.status}: ${await res.text()}`);
+    process.exit(await printEvents(res.body, Boolean(opts.json)));
+  });
+
+program
+  .command("mock-upstream")
+  .description("serve the demo model as an OpenAI-compatible HTTP server (an honest simulator, for tests and benchmarks)")
+  .option("--host <host>", "address to bind", "127.0.0.1")
+  .option("--port <port>", "port (0 picks a free one)", intArg, 8081)
+  .option("--api-key <key>", "require this bearer key")
+  .action(async (opts: { host: string; port: number; apiKey?: string }) => {
+    const mock = await startMockUpstream({
+      host: opts.host,
+      port: opts.port,
+      ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+      log: (line) => process.stdout.write(`${line}\n`),
+    });
+    process.stdout.write(`mock-upstream listening on ${mock.url}\n`);
+    const stop = async () => {
+      await mock.close();
+      process.exit(0);
+    };
+    process.on("SIGINT", () => void stop());
+    process.on("SIGTERM", () => void stop());
+  });
+
+/** Prints a Sluice SSE stream; returns the exit code its terminal event implies. */
+async function printEvents(body: ReadableStream<Uint8Array>, json: boolean): Promise<number> {
+  let code = 1;
+  let inReasoning = false;
+  for await (const msg of readSse(body)) {
+    if (!msg.event) continue;
+    let ev: Record<string, unknown>;
+    try {
+      ev = JSON.parse(msg.data);
+    } catch {
+      continue;
+    }
+    if (json) {
+      process.stdout.write(`${JSON.stringify({ offset: msg.id, event: ev })}\n`);
+    } else if (ev.type === "text-delta") {
+      if (inReasoning) {
+        process.stdout.write("\n\n");
+        inReasoning = false;
+      }
+      process.stdout.write(String(ev.delta));
+    } else if (ev.type === "reasoning-delta") {
+      inReasoning = true;
+      process.stdout.write(`\x1b[2m${String(ev.delta)}\x1b[0m`);
+    } else if (ev.type === "tool-call") {
+      process.stdout.write(`\n[tool call ${String(ev.name)}(${JSON.stringify(ev.args)})]\n`);
+    }
+    if (ev.type === "finish") {
+      if (!json) process.stdout.write("\n");
+      code = 0;
+    } else if (ev.type === "error") {
+      if (!json) process.stderr.write(`\n[error ${String(ev.code)}: ${String(ev.message)}]\n`);
+      code = 1;
+    } else if (ev.type === "abort") {
+      if (!json) process.stderr.write(`\n[cancelled: ${String(ev.reason)}]\n`);
+      code = 130;
+    }
+  }
+  return code;
+}
+
+program.parseAsync(process.argv).catch((err) => fail((err as Error).stack ?? String(err)));

@@ -1,0 +1,46 @@
+import type { StoredRecord, StreamInfo } from "../stores/store.js";
+
+/**
+ * A codec turns stored records into the bytes one wire format puts on one transport
+ * (e.g. "sse:sluice", "ndjson:sluice"). The fan-out encodes each record once per codec
+ * and shares the result with every reader using that codec.
+ */
+export interface Codec {
+  /** Registry key, e.g. "sse:sluice". */
+  readonly key: string;
+  /** Index into per-record encode caches; assigned by the registry. */
+  index: number;
+  /** Bytes for one record; may be "" when the format has nothing to say about it. */
+  encode(rec: StoredRecord, info: StreamInfoLite): string;
+}
+
+/** The parts of stream info a codec may need (kept small: computed once per tail). */
+export interface StreamInfoLite {
+  id: string;
+  model?: string;
+  created_at: string;
+}
+
+export function lite(info: StreamInfo): StreamInfoLite {
+  const l: StreamInfoLite = { id: info.id, created_at: info.created_at };
+  if (info.model !== undefined) l.model = info.model;
+  return l;
+}
+
+const registry = new Map<string, Codec>();
+
+export function registerCodec(codec: Codec): Codec {
+  const existing = registry.get(codec.key);
+  if (existing) return existing;
+  codec.index = registry.size;
+  registry.set(codec.key, codec);
+  return codec;
+}
+
+export function getCodec(key: string): Codec | undefined {
+  return registry.get(key);
+}
+
+export function codecCount(): number {
+  return registry.size;
+}

@@ -1,0 +1,303 @@
+import { ERROR_CODES, isSluiceError, parseReadPosition, SluiceError, type ErrorCode } from "@sluice/protocol";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Logger } from "pino";
+import type { Config } from "../config.js";
+import { type Hub, type Reader } from "../core/hub.js";
+import { STREAM_ID_RE } from "../core/ids.js";
+import { GenerationRequestSchema, type GenerationRequest } from "../core/request.js";
+import type { RouteTable } from "../core/routes.js";
+import type { Runner } from "../core/runner.js";
+import type { Codec } from "../formats/codec.js";
+import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
+import type { Store, StreamInfo } from "../stores/store.js";
+import { Heartbeats, ResponseSink } from "./sink.js";
+
+export interface AppDeps {
+  config: Config;
+  store: Store;
+  hub: Hub;
+  runner: Runner;
+  routes: RouteTable;
+  logger: Logger | false;
+}
+
+export const STREAM_ID_HEADER = "sluice-stream-id";
+
+/** Wire formats a stream can be read in, per transport. Later formats register here. */
+const FORMATS: Record<string, { sse?: Codec; ndjson?: Codec }> = {
+  sluice: { sse: sseSluice, ndjson: ndjsonSluice },
+};
+
+export function registerFormat(name: string, codecs: { sse?: Codec; ndjson?: Codec }): void {
+  FORMATS[name] = codecs;
+}
+
+function errorBody(code: ErrorCode, message: string) {
+  return { error: { code, message } };
+}
+
+function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
+  return reply.code(err.status).type("application/json").send(err.toBody());
+}
+
+/** Validates a body with zod; the message names each bad field. */
+function parseGenerationRequest(body: unknown): GenerationRequest {
+  if (body === undefined || body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new SluiceError("invalid_request", "the body must be a JSON object");
+  }
+  const r = GenerationRequestSchema.safeParse(body);
+  if (!r.success) {
+    const msg = r.error.issues
+      .slice(0, 5)
+      .map((i) => `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`)
+      .join("; ");
+    throw new SluiceError("invalid_request", msg);
+  }
+  return r.data;
+}
+
+function checkStreamId(id: string): void {
+  if (!STREAM_ID_RE.test(id)) throw new SluiceError("stream_not_found", "no stream with that id");
+}
+
+type Transport = "sse" | "ndjson" | "json";
+
+function pickTransport(req: FastifyRequest): Transport {
+  const accept = String(req.headers.accept ?? "");
+  if (accept.includes("text/event-stream")) return "sse";
+  if (accept.includes("application/x-ndjson")) return "ndjson";
+  return "json";
+}
+
+export function streamLinks(id: string) {
+  const self = `/v1/streams/${id}`;
+  return { self, events: self, cancel: `${self}/cancel`, info: `${self}/info` };
+}
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const { config, store, hub, runner, routes } = deps;
+  const app = Fastify({
+    logger: deps.logger === false ? false : deps.logger,
+    bodyLimit: config.limits.body_bytes,
+    disableRequestLogging: true,
+    return503OnClosing: true,
+  });
+  const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
+  app.addHook("onClose", async () => heartbeats.stop());
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (isSluiceError(err)) return sendError(reply, err);
+    const e = err as { code?: string; statusCode?: number; message?: string; name?: string };
+    if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return sendError(reply, new SluiceError("body_too_large", `the body is larger than ${config.limits.body_bytes} bytes`));
+    }
+    if (e.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      return sendError(
+        reply,
+        new SluiceError("unsupported_media_type", `Content-Type ${req.headers["content-type"] ?? "(none)"} is not accepted here; send application/json`),
+      );
+    }
+    if (e.code === "FST_ERR_CTP_EMPTY_JSON_BODY" || e.code === "FST_ERR_CTP_INVALID_JSON_BODY" || e.name === "SyntaxError") {
+      return sendError(reply, new SluiceError("invalid_json", `the body is not valid JSON: ${e.message ?? ""}`));
+    }
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      return sendError(reply, new SluiceError("invalid_request", e.message ?? "bad request"));
+    }
+    req.log.error({ err }, "unhandled error");
+    return reply.code(500).send(errorBody("internal_error", "internal error"));
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
+  });
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async () => ({ status: "ready", store: store.name }));
+
+  app.get("/v1/models", async () => ({
+    object: "list",
+    data: routes.list().map((r) => ({ id: r.name, object: "model", created: 0, owned_by: r.owned_by })),
+  }));
+
+  // ── start a generation ────────────────────────────────────────────────────
+  app.post("/v1/streams", async (req, reply) => {
+    const request = parseGenerationRequest(req.body);
+    const info = await runner.start(request);
+    reply.header(STREAM_ID_HEADER, info.id);
+    if (pickTransport(req) === "sse") {
+      const codec = codecFor(undefined, "sse");
+      const onDisconnect = request.on_disconnect ?? "continue";
+      await streamTo(req, reply, info, 0, "sse", codec, onDisconnect === "cancel");
+      return reply;
+    }
+    return reply.code(201).send({
+      id: info.id,
+      status: info.status,
+      model: info.model,
+      created_at: info.created_at,
+      links: streamLinks(info.id),
+    });
+  });
+
+  app.get("/v1/streams", async (req) => {
+    const q = req.query as Record<string, string | undefined>;
+    const limit = Math.min(Number(q.limit ?? 100) || 100, 1000);
+    const status = q.status;
+    if (status !== undefined && !["running", "completed", "failed", "cancelled"].includes(status)) {
+      throw new SluiceError("invalid_request", "status must be one of running, completed, failed, cancelled");
+    }
+    const streams = await store.list({ limit, ...(status ? { status: status as StreamInfo["status"] } : {}) });
+    return { streams: streams.map(publicInfo) };
+  });
+
+  // ── read ──────────────────────────────────────────────────────────────────
+  app.get("/v1/streams/:id", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    checkStreamId(id);
+    reply.header(STREAM_ID_HEADER, id);
+    const q = req.query as Record<string, string | undefined>;
+    const transport = pickTransport(req);
+    // A reconnecting EventSource sends Last-Event-ID with the original URL: the header wins.
+    const lastEventId = req.headers["last-event-id"];
+    const rawOffset = typeof lastEventId === "string" && lastEventId !== "" ? lastEventId : q.offset;
+    const pos = parseReadPosition(rawOffset);
+    if (!pos) {
+      throw new SluiceError("invalid_offset", `offset "${rawOffset}" is not -1, now, or an offset of this stream`);
+    }
+    const codec = transport === "json" ? undefined : codecFor(q.format, transport);
+    if (transport === "json") return readPage(reply, id, pos, q);
+    const info = await store.info(id);
+    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const after = pos.kind === "now" ? info.length : pos.seq;
+    if (after > info.length) {
+      throw new SluiceError("offset_out_of_range", `offset ${rawOffset} is past the end of stream ${id}`);
+    }
+    if (info.status !== "running" && after >= info.length) {
+      // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
+      return reply.code(204).send();
+    }
+    await streamTo(req, reply, info, after, transport, codec as Codec, false);
+    return reply;
+  });
+
+  async function readPage(
+    reply: FastifyReply,
+    id: string,
+    pos: NonNullable<ReturnType<typeof parseReadPosition>>,
+    q: Record<string, string | undefined>,
+  ) {
+    if (q.format !== undefined && q.format !== "sluice") {
+      throw new SluiceError("unsupported_format", "JSON pages are in the sluice format; use SSE or NDJSON for other formats");
+    }
+    const max = config.limits.page_limit_max;
+    const limit = q.limit === undefined ? 100 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > max) {
+      throw new SluiceError("invalid_request", `limit must be an integer from 1 to ${max}`);
+    }
+    const info = await store.info(id);
+    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const after = pos.kind === "now" ? info.length : pos.seq;
+    const page = await store.read(id, after, limit);
+    // The record data is already JSON: assemble the page without parsing it.
+    let events = "";
+    for (const rec of page.records) {
+      if (events.length > 0) events += ",";
+      events += `{"offset":"${rec.offset}","event":${rec.data}}`;
+    }
+    const body = `{"stream_id":${JSON.stringify(id)},"status":"${page.status}","events":[${events}],"next_offset":"${page.next_offset}","up_to_date":${page.up_to_date}}`;
+    return reply.type("application/json").send(body);
+  }
+
+  function codecFor(format: string | undefined, transport: "sse" | "ndjson"): Codec {
+    const name = format ?? "sluice";
+    const codecs = FORMATS[name];
+    const codec = codecs?.[transport];
+    if (!codec) {
+      throw new SluiceError(
+        "unsupported_format",
+        `format "${name}" is not available over ${transport}; known formats: ${Object.keys(FORMATS).join(", ")}`,
+      );
+    }
+    return codec;
+  }
+
+  async function streamTo(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    info: StreamInfo,
+    after: number,
+    transport: "sse" | "ndjson",
+    codec: Codec,
+    cancelOnDisconnect: boolean,
+  ): Promise<void> {
+    const res = reply.raw;
+    const headers: Record<string, string> = {
+      "content-type": transport === "sse" ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
+      "cache-control": "no-cache, no-transform",
+      "x-accel-buffering": "no",
+      [STREAM_ID_HEADER]: info.id,
+    };
+    if (req.raw.httpVersionMajor === 1) headers.connection = "keep-alive";
+    const sink = new ResponseSink(res, () => {
+      reply.hijack();
+      res.writeHead(200, headers);
+      if (transport === "sse" && config.sse.retry_ms > 0) res.write(`retry: ${config.sse.retry_ms}\n\n`);
+    });
+    let reader: Reader | undefined;
+    res.on("close", () => {
+      heartbeats.delete(sink);
+      const delivered = reader?.seq ?? after;
+      reader?.detach();
+      if (cancelOnDisconnect && runner.isRunning(info.id)) {
+        req.log.info({ stream: info.id, delivered }, "client disconnected; cancelling (on_disconnect: cancel)");
+        void runner.cancel(info.id, "client-disconnect", "client disconnected");
+      }
+    });
+    reader = await hub.attach(info.id, after, codec, sink);
+    sink.open();
+    if (!sink.closed) heartbeats.add(sink, transport === "sse" ? ": keep-alive\n\n" : "\n");
+  }
+
+  // ── cancel, info, delete ──────────────────────────────────────────────────
+  app.post("/v1/streams/:id/cancel", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    checkStreamId(id);
+    reply.header(STREAM_ID_HEADER, id);
+    const info = await runner.cancel(id, "client", "cancelled by request");
+    return publicInfo(info);
+  });
+
+  app.get("/v1/streams/:id/info", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    checkStreamId(id);
+    reply.header(STREAM_ID_HEADER, id);
+    const info = await store.info(id);
+    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    return { ...publicInfo(info), readers: hub.readerCount(id), running_here: runner.isRunning(id) };
+  });
+
+  app.delete("/v1/streams/:id", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    checkStreamId(id);
+    reply.header(STREAM_ID_HEADER, id);
+    if (runner.isRunning(id)) await runner.cancel(id, "client", "deleted");
+    const deleted = await store.delete(id);
+    if (!deleted) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    return { id, deleted: true };
+  });
+
+  return app;
+}
+
+/** Stream info as the API shows it. */
+export function publicInfo(info: StreamInfo) {
+  const { metadata, ...rest } = info;
+  const out: Record<string, unknown> = { ...rest, links: streamLinks(info.id) };
+  for (const k of ["usage", "finish_reason", "error", "output_tokens", "route", "provider"]) {
+    if (metadata[k] !== undefined) out[k] = metadata[k];
+  }
+  if (metadata.request !== undefined) out.metadata = metadata.request;
+  return out;
+}
+
+export const ERROR_CATALOGUE = ERROR_CODES;

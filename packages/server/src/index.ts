@@ -1,0 +1,11 @@
+export * from "./config.js";
+export * from "./core/clock.js";
+export * from "./core/hub.js";
+export * from "./core/request.js";
+export * from "./core/routes.js";
+export * from "./core/runner.js";
+export { buildApp, publicInfo, registerFormat, STREAM_ID_HEADER } from "./http/app.js";
+export * from "./providers/provider.js";
+export * from "./server.js";
+export * from "./stores/memory.js";
+export * from "./stores/store.js";

@@ -1,0 +1,217 @@
+import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
+import type { Clock } from "../core/clock.js";
+import { realClock } from "../core/clock.js";
+import {
+  type AppendOptions,
+  type AppendResult,
+  type CreateStream,
+  DEFAULT_STORE_LIMITS,
+  type ListOptions,
+  type ReadResult,
+  type RecordInput,
+  type Store,
+  type StoreLimits,
+  type StoreNotice,
+  type StoredRecord,
+  type StreamInfo,
+} from "./store.js";
+
+interface MemStream {
+  info: StreamInfo;
+  records: StoredRecord[];
+  expiresAtMs?: number;
+  listeners: Set<(n: StoreNotice) => void>;
+}
+
+export interface MemoryStoreOptions {
+  limits?: Partial<StoreLimits>;
+  /** Most streams held at once; when full, the oldest ended stream is evicted, and if none has ended, create fails. */
+  maxStreams?: number;
+  clock?: Clock;
+  /** How often expired streams are swept (ms); 0 disables the timer (call sweep()). */
+  sweepIntervalMs?: number;
+}
+
+/** The default store: everything in this process's memory, bounded per stream and in stream count. */
+export class MemoryStore implements Store {
+  readonly name = "memory";
+  private readonly streams = new Map<string, MemStream>();
+  private readonly limits: StoreLimits;
+  private readonly maxStreams: number;
+  private readonly clock: Clock;
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
+    this.maxStreams = opts.maxStreams ?? 100_000;
+    this.clock = opts.clock ?? realClock;
+    const every = opts.sweepIntervalMs ?? 60_000;
+    if (every > 0) {
+      this.timer = setInterval(() => void this.sweep(), every);
+      this.timer.unref();
+    }
+  }
+
+  async create(init: CreateStream): Promise<StreamInfo> {
+    if (this.streams.has(init.id)) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
+    if (this.streams.size >= this.maxStreams) this.evictOne();
+    const info: StreamInfo = {
+      id: init.id,
+      kind: init.kind,
+      content_type: init.content_type,
+      status: "running",
+      metadata: { ...(init.metadata ?? {}) },
+      created_at: new Date(this.clock.now()).toISOString(),
+      length: 0,
+      next_offset: formatOffset(0),
+      bytes: 0,
+    };
+    if (init.tenant !== undefined) info.tenant = init.tenant;
+    if (init.model !== undefined) info.model = init.model;
+    if (init.ttl_s !== undefined) info.metadata.ttl_s = init.ttl_s;
+    this.streams.set(init.id, { info, records: [], listeners: new Set() });
+    return { ...info, metadata: { ...info.metadata } };
+  }
+
+  private evictOne(): void {
+    // Map iteration order is insertion order: the first ended stream is the oldest.
+    for (const [id, s] of this.streams) {
+      if (s.info.status !== "running") {
+        this.remove(id, s);
+        return;
+      }
+    }
+    throw new SluiceError("capacity_exceeded", `the memory store holds its maximum of ${this.maxStreams} running streams`);
+  }
+
+  private get(id: string): MemStream {
+    const s = this.streams.get(id);
+    if (!s || this.expired(s)) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    return s;
+  }
+
+  private expired(s: MemStream): boolean {
+    return s.expiresAtMs !== undefined && s.expiresAtMs <= this.clock.now();
+  }
+
+  async append(id: string, inputs: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
+    const s = this.get(id);
+    const info = s.info;
+    if (info.status !== "running") throw new SluiceError("stream_closed", `stream ${id} has ended (${info.status})`);
+    let bytes = 0;
+    for (const r of inputs) bytes += r.data.length;
+    // A closing append of one record (the terminal event) is always accepted, so a stream that
+    // hit its bound can still end with an error event that says so.
+    const closing = opts.close !== undefined && inputs.length <= 1;
+    if (!closing && info.length + inputs.length > this.limits.maxRecordsPerStream) {
+      throw new SluiceError("stream_too_large", `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`);
+    }
+    if (!closing && info.bytes + bytes > this.limits.maxBytesPerStream) {
+      throw new SluiceError("stream_too_large", `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`);
+    }
+    const added: StoredRecord[] = new Array(inputs.length);
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i] as RecordInput;
+      const seq = info.length + 1;
+      const rec: StoredRecord = { seq, offset: formatOffset(seq), data: input.data };
+      if (input.type !== undefined) rec.type = input.type;
+      s.records.push(rec);
+      added[i] = rec;
+      info.length = seq;
+    }
+    info.bytes += bytes;
+    if (added.length > 0) info.next_offset = (added[added.length - 1] as StoredRecord).offset;
+    if (opts.metadata) Object.assign(info.metadata, opts.metadata);
+    if (opts.close) {
+      info.status = opts.close;
+      const now = this.clock.now();
+      info.ended_at = new Date(now).toISOString();
+      const ttl = typeof info.metadata.ttl_s === "number" ? info.metadata.ttl_s : this.limits.defaultTtlS;
+      s.expiresAtMs = now + ttl * 1000;
+      info.expires_at = new Date(s.expiresAtMs).toISOString();
+    }
+    this.notify(s, { records: added, status: info.status });
+    return { next_offset: info.next_offset, length: info.length, status: info.status };
+  }
+
+  private notify(s: MemStream, notice: StoreNotice): void {
+    for (const l of s.listeners) l(notice);
+  }
+
+  async read(id: string, afterSeq: number, limit: number): Promise<ReadResult> {
+    const s = this.get(id);
+    if (afterSeq > s.info.length) {
+      throw new SluiceError("offset_out_of_range", `offset ${formatOffset(afterSeq)} is past the end of stream ${id}`);
+    }
+    const records = s.records.slice(afterSeq, afterSeq + Math.max(0, limit));
+    const last = records.length > 0 ? (records[records.length - 1] as StoredRecord).seq : afterSeq;
+    return {
+      records,
+      next_offset: formatOffset(last),
+      up_to_date: last >= s.info.length,
+      status: s.info.status,
+    };
+  }
+
+  async info(id: string): Promise<StreamInfo | undefined> {
+    const s = this.streams.get(id);
+    if (!s || this.expired(s)) return undefined;
+    return { ...s.info, metadata: { ...s.info.metadata } };
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const s = this.streams.get(id);
+    if (!s) return false;
+    this.remove(id, s);
+    return true;
+  }
+
+  private remove(id: string, s: MemStream): void {
+    this.streams.delete(id);
+    this.notify(s, { records: [], status: s.info.status, deleted: true });
+    s.listeners.clear();
+  }
+
+  async list(opts: ListOptions): Promise<StreamInfo[]> {
+    const out: StreamInfo[] = [];
+    // Newest first.
+    const all = [...this.streams.values()];
+    for (let i = all.length - 1; i >= 0 && out.length < opts.limit; i--) {
+      const s = all[i] as MemStream;
+      if (this.expired(s)) continue;
+      if (opts.tenant !== undefined && s.info.tenant !== opts.tenant) continue;
+      if (opts.status !== undefined && s.info.status !== opts.status) continue;
+      out.push({ ...s.info, metadata: { ...s.info.metadata } });
+    }
+    return out;
+  }
+
+  subscribe(id: string, listener: (notice: StoreNotice) => void): () => void {
+    const s = this.streams.get(id);
+    if (!s) return () => {};
+    s.listeners.add(listener);
+    return () => s.listeners.delete(listener);
+  }
+
+  async sweep(): Promise<number> {
+    let n = 0;
+    for (const [id, s] of this.streams) {
+      if (this.expired(s)) {
+        this.remove(id, s);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Current stream count (for metrics/tests). */
+  get size(): number {
+    return this.streams.size;
+  }
+}
+
+export type { StreamStatus };

@@ -1,0 +1,121 @@
+import type { StreamStatus } from "@sluice/protocol";
+
+/** Content type of generation streams: each record's data is one Sluice event as JSON. */
+export const EVENTS_CONTENT_TYPE = "application/vnd.sluice.events+json";
+
+export type EndStatus = Exclude<StreamStatus, "running">;
+
+/** What a producer appends: bytes (as a string) and, for event streams, the event type. */
+export interface RecordInput {
+  type?: string;
+  data: string;
+}
+
+/** A record as stored: its sequence number (1-based) and its offset (the fixed-width form of seq). */
+export interface StoredRecord {
+  seq: number;
+  offset: string;
+  type?: string;
+  data: string;
+}
+
+export interface CreateStream {
+  id: string;
+  content_type: string;
+  kind: "generation" | "log";
+  tenant?: string;
+  model?: string;
+  metadata?: Record<string, unknown>;
+  /** Seconds a stream is kept after it ends (the store's default when absent). */
+  ttl_s?: number;
+}
+
+export interface StreamInfo {
+  id: string;
+  kind: "generation" | "log";
+  content_type: string;
+  status: StreamStatus;
+  tenant?: string;
+  model?: string;
+  metadata: Record<string, unknown>;
+  created_at: string;
+  ended_at?: string;
+  expires_at?: string;
+  /** Number of records; also the sequence number of the last one. */
+  length: number;
+  /** Offset of the last record (ZERO_OFFSET when empty): reading after it returns only what comes next. */
+  next_offset: string;
+  bytes: number;
+}
+
+export interface ReadResult {
+  records: StoredRecord[];
+  /** Offset of the last record returned, or the position read from when none. */
+  next_offset: string;
+  /** True when the read reached the current end of the stream. */
+  up_to_date: boolean;
+  status: StreamStatus;
+}
+
+export interface AppendOptions {
+  /** Ends the stream in the same step (atomically with the records). */
+  close?: EndStatus;
+  /** Metadata merged into the stream's metadata in the same step. */
+  metadata?: Record<string, unknown>;
+}
+
+export interface AppendResult {
+  /** Offset of the last record now in the stream. */
+  next_offset: string;
+  length: number;
+  status: StreamStatus;
+}
+
+/** What subscribers of a stream hear after each append on this node. */
+export interface StoreNotice {
+  records: StoredRecord[];
+  status: StreamStatus;
+  deleted?: boolean;
+}
+
+export interface ListOptions {
+  tenant?: string;
+  status?: StreamStatus;
+  limit: number;
+}
+
+/**
+ * The one storage seam. Every implementation passes the same contract suite
+ * (test/store-contract.ts). Errors are SluiceErrors: stream_not_found, stream_exists,
+ * stream_closed, stream_too_large.
+ */
+export interface Store {
+  readonly name: string;
+  create(init: CreateStream): Promise<StreamInfo>;
+  append(id: string, records: RecordInput[], opts?: AppendOptions): Promise<AppendResult>;
+  /** Records with seq > afterSeq, at most `limit`. */
+  read(id: string, afterSeq: number, limit: number): Promise<ReadResult>;
+  info(id: string): Promise<StreamInfo | undefined>;
+  delete(id: string): Promise<boolean>;
+  list(opts: ListOptions): Promise<StreamInfo[]>;
+  /** Live notices for one stream (after each append/close/delete). Returns the unsubscribe function. */
+  subscribe(id: string, listener: (notice: StoreNotice) => void): () => void;
+  /** Removes expired streams now (also done periodically by stores that need it). */
+  sweep(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface StoreLimits {
+  /** Most records one stream may hold. */
+  maxRecordsPerStream: number;
+  /** Most bytes (sum of record data lengths) one stream may hold. */
+  maxBytesPerStream: number;
+  /** Seconds an ended stream is kept. */
+  defaultTtlS: number;
+}
+
+export const DEFAULT_STORE_LIMITS: StoreLimits = {
+  maxRecordsPerStream: 1_000_000,
+  maxBytesPerStream: 64 * 1024 * 1024,
+  defaultTtlS: 24 * 3600,
+};
