@@ -77,11 +77,13 @@ export function streamLinks(id: string) {
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config, store, hub, runner, routes } = deps;
   const app = Fastify({
-    logger: deps.logger === false ? false : deps.logger,
+    ...(deps.logger === false ? { logger: false } : { loggerInstance: deps.logger }),
     bodyLimit: config.limits.body_bytes,
     disableRequestLogging: true,
     return503OnClosing: true,
   });
+  // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
+  app.removeContentTypeParser("text/plain");
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
   app.addHook("onClose", async () => heartbeats.stop());
 

@@ -1,0 +1,127 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readAllJson, textOf, waitForStatus } from "./helpers.js";
+
+const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+const children: ChildProcess[] = [];
+
+function run(args: string[], opts: { cwd?: string; cmd?: string; detached?: boolean } = {}) {
+  const child = spawn(opts.cmd ?? process.execPath, opts.cmd ? args : [CLI, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, SLUICE_LOG_LEVEL: "warn" },
+    detached: opts.detached ?? false,
+  });
+  children.push(child);
+  const result = { child, stdout: "", stderr: "", exit: undefined as Promise<number | null> | undefined };
+  child.stdout?.on("data", (d: Buffer) => {
+    result.stdout += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    result.stderr += d.toString();
+  });
+  result.exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))));
+  return result;
+}
+
+async function until(cond: () => boolean, what: string, ms = 15_000) {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+let serverUrl = "";
+beforeAll(async () => {
+  const srv = run(["serve", "--port", "0"]);
+  await until(() => /listening on http/.test(srv.stdout), "sluice serve");
+  serverUrl = (/listening on (http:\/\/\S+)/.exec(srv.stdout) as RegExpExecArray)[1] as string;
+});
+afterAll(() => {
+  for (const c of children) {
+    try {
+      if (c.exitCode === null) c.pid && c.spawnargs[0] === "npm" ? process.kill(-c.pid, "SIGTERM") : c.kill("SIGTERM");
+    } catch {}
+  }
+});
+
+describe("the sluice CLI", () => {
+  it("serve answers health checks", async () => {
+    const res = await fetch(`${serverUrl}/healthz`);
+    expect(await res.json()).toEqual({ status: "ok" });
+  });
+
+  it("chat streams the answer into the terminal and exits 0", async () => {
+    const chat = run(["chat", "Tell me about rivers", "--url", serverUrl, "--tokens-per-s", "400", "--seed", "3"]);
+    expect(await chat.exit).toBe(0);
+    const id = (/\[stream (st_\w+)\]/.exec(chat.stderr) as RegExpExecArray)[1] as string;
+    const text = textOf(await readAllJson(serverUrl, id));
+    expect(text.length).toBeGreaterThan(100);
+    expect(chat.stdout.trim()).toBe(text.trim());
+  });
+
+  it("Ctrl-C in chat cancels the generation on the server", async () => {
+    const chat = run(["chat", "Write a long essay", "--url", serverUrl, "--tokens-per-s", "20"]);
+    await until(() => chat.stdout.length > 20, "first tokens");
+    chat.child.kill("SIGINT");
+    expect(await chat.exit).toBe(130);
+    const id = (/\[stream (st_\w+)\]/.exec(chat.stderr) as RegExpExecArray)[1] as string;
+    const info = await waitForStatus(serverUrl, id, (s) => s !== "running");
+    expect(info.status).toBe("cancelled");
+  });
+
+  it("tail follows a stream from an offset until it ends", async () => {
+    const start = await fetch(`${serverUrl}/v1/streams`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }], demo: { tokens_per_s: 300, length: 50 } }),
+    });
+    const { id } = (await start.json()) as { id: string };
+    const tail = run(["tail", id, "--url", serverUrl]);
+    expect(await tail.exit).toBe(0);
+    expect(tail.stdout.trim()).toBe(textOf(await readAllJson(serverUrl, id)).trim());
+    const all = await readAllJson(serverUrl, id);
+    const fromMid = run(["tail", id, "--url", serverUrl, "--offset", all[10]?.offset as string, "--json"]);
+    expect(await fromMid.exit).toBe(0);
+    const lines = fromMid.stdout.trim().split("\n").map((l) => JSON.parse(l) as { offset: string });
+    expect(lines.map((l) => l.offset)).toEqual(all.slice(11).map((e) => e.offset));
+  });
+
+  it("reports config errors clearly and exits non-zero", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-cli-"));
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, JSON.stringify({ port: "eighty", routes: { x: { provider: "openai-compatible" } } }));
+    const r1 = run(["serve", "--config", bad]);
+    expect(await r1.exit).toBe(2);
+    expect(r1.stderr).toMatch(/port/);
+    expect(r1.stderr).toMatch(/routes\.x\.base_url/);
+    const notJson = join(dir, "nope.json");
+    writeFileSync(notJson, "{ port: 1 ");
+    const r2 = run(["serve", "--config", notJson]);
+    expect(await r2.exit).toBe(2);
+    expect(r2.stderr).toMatch(/not valid JSON/);
+    const r3 = run(["serve", "--config", join(dir, "missing.json")]);
+    expect(await r3.exit).toBe(2);
+    expect(r3.stderr).toMatch(/cannot read config file/);
+    const r4 = run(["serve", "--port", "abc"]);
+    expect(await r4.exit).not.toBe(0);
+    expect(r4.stderr).toMatch(/not a non-negative integer/);
+  });
+
+  it("npm start -- --port P passes flags through to sluice serve", async () => {
+    const npm = run(["start", "--", "--port", "0"], { cmd: "npm", detached: true });
+    await until(() => /listening on http/.test(npm.stdout), "npm start");
+    const url = (/listening on (http:\/\/\S+)/.exec(npm.stdout) as RegExpExecArray)[1] as string;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(url).not.toMatch(/:8080$/);
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    process.kill(-(npm.child.pid as number), "SIGTERM");
+    await npm.exit;
+  });
+});
