@@ -21,23 +21,39 @@ export const ERROR_CODES = {
     description: "The offset is past the end of the stream.",
   },
   unknown_model: { status: 400, retryable: false, description: "No route serves the requested model." },
-  unsupported_format: { status: 400, retryable: false, description: "The `format` is not one Sluice speaks." },
+  unsupported_format: {
+    status: 400,
+    retryable: false,
+    description: "The `format` is not one Sluice speaks.",
+  },
   unsupported_media_type: {
     status: 415,
     retryable: false,
     description: "The request's Content-Type is not accepted on this route.",
   },
   not_found: { status: 404, retryable: false, description: "No such route." },
-  method_not_allowed: { status: 405, retryable: false, description: "The route exists but not with this method." },
+  method_not_allowed: {
+    status: 405,
+    retryable: false,
+    description: "The route exists but not with this method.",
+  },
   stream_not_found: { status: 404, retryable: false, description: "No stream with this id (or it expired)." },
-  stream_closed: { status: 409, retryable: false, description: "The stream has ended; nothing more can be appended." },
+  stream_closed: {
+    status: 409,
+    retryable: false,
+    description: "The stream has ended; nothing more can be appended.",
+  },
   stream_exists: { status: 409, retryable: false, description: "A stream with this id already exists." },
   stream_too_large: {
     status: 413,
     retryable: false,
     description: "The stream reached its bound on events or bytes.",
   },
-  body_too_large: { status: 413, retryable: false, description: "The request body is larger than the server accepts." },
+  body_too_large: {
+    status: 413,
+    retryable: false,
+    description: "The request body is larger than the server accepts.",
+  },
   capacity_exceeded: {
     status: 503,
     retryable: true,
@@ -63,7 +79,11 @@ export const ERROR_CODES = {
     retryable: true,
     description: "The generation was cut off by a server shutdown or crash; what was generated is kept.",
   },
-  internal_error: { status: 500, retryable: true, description: "A bug or an unexpected failure inside Sluice." },
+  internal_error: {
+    status: 500,
+    retryable: true,
+    description: "A bug or an unexpected failure inside Sluice.",
+  },
 } as const satisfies Record<string, { status: number; retryable: boolean; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -16,7 +16,11 @@ export const RouteConfigSchema = z
   .strict()
   .superRefine((r, ctx) => {
     if (r.provider === "openai-compatible" && !r.base_url) {
-      ctx.addIssue({ code: "custom", message: "an openai-compatible route needs base_url", path: ["base_url"] });
+      ctx.addIssue({
+        code: "custom",
+        message: "an openai-compatible route needs base_url",
+        path: ["base_url"],
+      });
     }
   });
 
@@ -31,11 +35,23 @@ export const ConfigSchema = z
     default_model: z.string().default("demo"),
     limits: z
       .object({
-        body_bytes: z.number().int().positive().default(1024 * 1024),
+        body_bytes: z
+          .number()
+          .int()
+          .positive()
+          .default(1024 * 1024),
         max_events_per_stream: z.number().int().positive().default(1_000_000),
-        max_bytes_per_stream: z.number().int().positive().default(64 * 1024 * 1024),
+        max_bytes_per_stream: z
+          .number()
+          .int()
+          .positive()
+          .default(64 * 1024 * 1024),
         max_streams: z.number().int().positive().default(100_000),
-        stream_ttl_s: z.number().int().positive().default(24 * 3600),
+        stream_ttl_s: z
+          .number()
+          .int()
+          .positive()
+          .default(24 * 3600),
         page_limit_max: z.number().int().positive().default(1000),
       })
       .strict()
@@ -109,7 +125,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (env.SLUICE_HOST) merged.host = env.SLUICE_HOST;
   if (env.SLUICE_PORT) {
     const port = Number(env.SLUICE_PORT);
-    if (!Number.isInteger(port)) throw new ConfigError(`SLUICE_PORT must be an integer, got "${env.SLUICE_PORT}"`);
+    if (!Number.isInteger(port))
+      throw new ConfigError(`SLUICE_PORT must be an integer, got "${env.SLUICE_PORT}"`);
     merged.port = port;
   }
   if (env.SLUICE_LOG_LEVEL) merged.log_level = env.SLUICE_LOG_LEVEL;
@@ -118,5 +135,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     if (k === "upstreams") merged.upstreams = [...((merged.upstreams as string[]) ?? []), ...(v as string[])];
     else merged[k] = v;
   }
-  return parseConfig(merged, file ? `config (${file} + environment + flags)` : "config (environment + flags)");
+  return parseConfig(
+    merged,
+    file ? `config (${file} + environment + flags)` : "config (environment + flags)",
+  );
 }

@@ -35,10 +35,20 @@ export interface CreateOptions {
 /** The models an OPENAI_API_KEY in the environment adds (zero-config convenience). */
 const OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini"];
 
-export async function buildRoutes(config: Config, env: NodeJS.ProcessEnv, logger: Logger): Promise<RouteTable> {
+export async function buildRoutes(
+  config: Config,
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): Promise<RouteTable> {
   const routes = new RouteTable();
   const demo = new DemoProvider();
-  routes.add({ name: "demo", provider: demo, upstream_model: "demo", fallbacks: [], owned_by: "sluice (simulator)" });
+  routes.add({
+    name: "demo",
+    provider: demo,
+    upstream_model: "demo",
+    fallbacks: [],
+    owned_by: "sluice (simulator)",
+  });
 
   if (env.OPENAI_API_KEY) {
     const openai = new OpenAICompatibleProvider({
@@ -46,7 +56,8 @@ export async function buildRoutes(config: Config, env: NodeJS.ProcessEnv, logger
       baseUrl: env.OPENAI_BASE_URL ?? "https://api.openai.com/v1",
       apiKey: env.OPENAI_API_KEY,
     });
-    for (const m of OPENAI_MODELS) routes.add({ name: m, provider: openai, upstream_model: m, fallbacks: [], owned_by: "openai" });
+    for (const m of OPENAI_MODELS)
+      routes.add({ name: m, provider: openai, upstream_model: m, fallbacks: [], owned_by: "openai" });
   }
 
   for (const base of config.upstreams) {
@@ -54,11 +65,15 @@ export async function buildRoutes(config: Config, env: NodeJS.ProcessEnv, logger
     try {
       const models = await listUpstreamModels(base, undefined, AbortSignal.timeout(3000));
       for (const m of models) {
-        if (!routes.has(m)) routes.add({ name: m, provider, upstream_model: m, fallbacks: [], owned_by: base });
+        if (!routes.has(m))
+          routes.add({ name: m, provider, upstream_model: m, fallbacks: [], owned_by: base });
       }
       logger.info({ upstream: base, models }, "upstream models added");
     } catch (err) {
-      logger.warn({ upstream: base, err: (err as Error).message }, "could not list upstream models; unknown model names will be sent to it");
+      logger.warn(
+        { upstream: base, err: (err as Error).message },
+        "could not list upstream models; unknown model names will be sent to it",
+      );
     }
     // Model names nobody else serves go to the (first) upstream: it may load models later.
     routes.setCatchAll({ provider, fallbacks: [], owned_by: base });
@@ -66,7 +81,13 @@ export async function buildRoutes(config: Config, env: NodeJS.ProcessEnv, logger
 
   for (const [name, rc] of Object.entries(config.routes)) {
     if (rc.provider === "demo") {
-      routes.add({ name, provider: demo, upstream_model: "demo", fallbacks: rc.fallbacks ?? [], owned_by: "sluice (simulator)" });
+      routes.add({
+        name,
+        provider: demo,
+        upstream_model: "demo",
+        fallbacks: rc.fallbacks ?? [],
+        owned_by: "sluice (simulator)",
+      });
       continue;
     }
     const apiKey = rc.api_key ?? (rc.api_key_env ? env[rc.api_key_env] : undefined);
@@ -76,7 +97,13 @@ export async function buildRoutes(config: Config, env: NodeJS.ProcessEnv, logger
       ...(apiKey ? { apiKey } : {}),
       ...(rc.headers ? { headers: rc.headers } : {}),
     });
-    routes.add({ name, provider, upstream_model: rc.model ?? name, fallbacks: rc.fallbacks ?? [], owned_by: rc.base_url as string });
+    routes.add({
+      name,
+      provider,
+      upstream_model: rc.model ?? name,
+      fallbacks: rc.fallbacks ?? [],
+      owned_by: rc.base_url as string,
+    });
   }
   return routes;
 }

@@ -25,7 +25,9 @@ function run(args: string[], opts: { cwd?: string; cmd?: string; detached?: bool
   child.stderr?.on("data", (d: Buffer) => {
     result.stderr += d.toString();
   });
-  result.exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))));
+  result.exit = new Promise((resolve) =>
+    child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))),
+  );
   return result;
 }
 
@@ -46,7 +48,8 @@ beforeAll(async () => {
 afterAll(() => {
   for (const c of children) {
     try {
-      if (c.exitCode === null) c.pid && c.spawnargs[0] === "npm" ? process.kill(-c.pid, "SIGTERM") : c.kill("SIGTERM");
+      if (c.exitCode === null)
+        c.pid && c.spawnargs[0] === "npm" ? process.kill(-c.pid, "SIGTERM") : c.kill("SIGTERM");
     } catch {}
   }
 });
@@ -58,7 +61,16 @@ describe("the sluice CLI", () => {
   });
 
   it("chat streams the answer into the terminal and exits 0", async () => {
-    const chat = run(["chat", "Tell me about rivers", "--url", serverUrl, "--tokens-per-s", "400", "--seed", "3"]);
+    const chat = run([
+      "chat",
+      "Tell me about rivers",
+      "--url",
+      serverUrl,
+      "--tokens-per-s",
+      "400",
+      "--seed",
+      "3",
+    ]);
     expect(await chat.exit).toBe(0);
     const id = (/\[stream (st_\w+)\]/.exec(chat.stderr) as RegExpExecArray)[1] as string;
     const text = textOf(await readAllJson(serverUrl, id));
@@ -80,7 +92,11 @@ describe("the sluice CLI", () => {
     const start = await fetch(`${serverUrl}/v1/streams`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }], demo: { tokens_per_s: 300, length: 50 } }),
+      body: JSON.stringify({
+        model: "demo",
+        messages: [{ role: "user", content: "hi" }],
+        demo: { tokens_per_s: 300, length: 50 },
+      }),
     });
     const { id } = (await start.json()) as { id: string };
     const tail = run(["tail", id, "--url", serverUrl]);
@@ -89,7 +105,10 @@ describe("the sluice CLI", () => {
     const all = await readAllJson(serverUrl, id);
     const fromMid = run(["tail", id, "--url", serverUrl, "--offset", all[10]?.offset as string, "--json"]);
     expect(await fromMid.exit).toBe(0);
-    const lines = fromMid.stdout.trim().split("\n").map((l) => JSON.parse(l) as { offset: string });
+    const lines = fromMid.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { offset: string });
     expect(lines.map((l) => l.offset)).toEqual(all.slice(11).map((e) => e.offset));
   });
 

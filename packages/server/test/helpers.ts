@@ -1,5 +1,5 @@
 import { EventSourceParserStream } from "eventsource-parser/stream";
-import { parseConfig, type ConfigInput } from "../src/config.js";
+import { type ConfigInput, parseConfig } from "../src/config.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
 
 export interface Running {
@@ -24,7 +24,10 @@ export interface SseMsg {
 }
 
 /** Reads a whole SSE response with eventsource-parser, stamping each message's arrival time. */
-export async function readSse(res: Response, onMessage?: (m: SseMsg) => void | "stop"): Promise<SseMsg[]> {
+export async function readSse(
+  res: Response,
+  onMessage?: (m: SseMsg) => "stop" | undefined,
+): Promise<SseMsg[]> {
   if (!res.body) throw new Error("no body");
   const out: SseMsg[] = [];
   const stream = res.body
@@ -64,7 +67,12 @@ export async function startStream(url: string, body: unknown): Promise<{ id: str
   return (await res.json()) as { id: string; status: string };
 }
 
-export async function waitForStatus(url: string, id: string, want: (s: string) => boolean, timeoutMs = 10_000) {
+export async function waitForStatus(
+  url: string,
+  id: string,
+  want: (s: string) => boolean,
+  timeoutMs = 10_000,
+) {
   const start = Date.now();
   for (;;) {
     const info = (await (await fetch(`${url}/v1/streams/${id}/info`)).json()) as Record<string, unknown>;
@@ -75,7 +83,10 @@ export async function waitForStatus(url: string, id: string, want: (s: string) =
 }
 
 /** Every event of a finished stream, via JSON pages. */
-export async function readAllJson(url: string, id: string): Promise<{ offset: string; event: Record<string, unknown> }[]> {
+export async function readAllJson(
+  url: string,
+  id: string,
+): Promise<{ offset: string; event: Record<string, unknown> }[]> {
   const out: { offset: string; event: Record<string, unknown> }[] = [];
   let offset = "-1";
   for (;;) {
@@ -90,10 +101,16 @@ export async function readAllJson(url: string, id: string): Promise<{ offset: st
   }
 }
 
-export function textOf(events: { event?: string; data: string }[] | { event: Record<string, unknown> }[]): string {
+export function textOf(
+  events: { event?: string; data: string }[] | { event: Record<string, unknown> }[],
+): string {
   let s = "";
   for (const e of events as unknown[]) {
-    const ev = (typeof (e as { data?: unknown }).data === "string" ? JSON.parse((e as { data: string }).data) : (e as { event: unknown }).event) as {
+    const ev = (
+      typeof (e as { data?: unknown }).data === "string"
+        ? JSON.parse((e as { data: string }).data)
+        : (e as { event: unknown }).event
+    ) as {
       type?: string;
       delta?: string;
     };

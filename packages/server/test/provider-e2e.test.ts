@@ -3,7 +3,16 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
-import { demoBody, type Running, readAllJson, readSse, startSluice, startStream, textOf, waitForStatus } from "./helpers.js";
+import {
+  demoBody,
+  type Running,
+  readAllJson,
+  readSse,
+  startSluice,
+  startStream,
+  textOf,
+  waitForStatus,
+} from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
 
@@ -73,7 +82,9 @@ describe("Sluice → openai-compatible → sluice mock-upstream, over HTTP", () 
   it("cancel mid-stream aborts the upstream request and ends the stream with abort", async () => {
     const aborted = new Promise<unknown>((resolve) => mock.events.once("abort", resolve));
     const { id } = await startStream(s.url, viaMock({ length: 2000, tokens_per_s: 100 }));
-    const reader = readSse(await fetch(`${s.url}/v1/streams/${id}`, { headers: { accept: "text/event-stream" } }));
+    const reader = readSse(
+      await fetch(`${s.url}/v1/streams/${id}`, { headers: { accept: "text/event-stream" } }),
+    );
     await new Promise((r) => setTimeout(r, 150));
     const res = await fetch(`${s.url}/v1/streams/${id}/cancel`, { method: "POST" });
     expect(((await res.json()) as { status: string }).status).toBe("cancelled");
@@ -129,7 +140,9 @@ describe("`sluice mock-upstream` as its own process", () => {
   });
 
   it("serves the demo model and logs when a client aborts its request", async () => {
-    child = spawn(process.execPath, [CLI, "mock-upstream", "--port", "0"], { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(process.execPath, [CLI, "mock-upstream", "--port", "0"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     child.stdout?.on("data", (d: Buffer) => {
       out += d.toString();
     });
@@ -149,16 +162,24 @@ describe("`sluice mock-upstream` as its own process", () => {
     const res = await fetch(`${url}/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "demo", stream: true, messages: [{ role: "user", content: "hi" }], demo: { ttft_ms: 1, tokens_per_s: 50, length: 500 } }),
+      body: JSON.stringify({
+        model: "demo",
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+        demo: { ttft_ms: 1, tokens_per_s: 50, length: 500 },
+      }),
       signal: ac.signal,
     });
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
     await reader.read();
     ac.abort();
     const start = Date.now();
-    while (!/client aborted/.test(out) && Date.now() - start < 5000) await new Promise((r) => setTimeout(r, 20));
+    while (!/client aborted/.test(out) && Date.now() - start < 5000)
+      await new Promise((r) => setTimeout(r, 20));
     expect(out).toMatch(/client aborted/);
-    const recs = (await (await fetch(`${url.replace(/\/v1$/, "")}/mock/requests`)).json()) as { requests: { status: string }[] };
+    const recs = (await (await fetch(`${url.replace(/\/v1$/, "")}/mock/requests`)).json()) as {
+      requests: { status: string }[];
+    };
     expect(recs.requests.at(-1)?.status).toBe("aborted");
     child.kill("SIGTERM");
     await once(child, "exit");

@@ -3,9 +3,9 @@ import { EventSource } from "eventsource";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   demoBody,
+  type Running,
   readAllJson,
   readSse,
-  type Running,
   startSluice,
   startStream,
   textOf,
@@ -63,11 +63,15 @@ describe("SSE over a real socket", () => {
     for (let k = 0; k < 25; k++) {
       const cut = Math.floor(Math.random() * full.length);
       const lastId = full[cut]?.id as string;
-      const rest = (await readSse(await sse(`/v1/streams/${id}?offset=-1`, { "last-event-id": lastId }))).filter((m) => m.event);
+      const rest = (
+        await readSse(await sse(`/v1/streams/${id}?offset=-1`, { "last-event-id": lastId }))
+      ).filter((m) => m.event);
       expect(rest.map((m) => m.id)).toEqual(full.slice(cut + 1).map((m) => m.id));
       expect(rest.map((m) => m.data)).toEqual(full.slice(cut + 1).map((m) => m.data));
       // ?offset= does the same without the header.
-      const viaQuery = (await readSse(await sse(`/v1/streams/${id}?offset=${lastId}`))).filter((m) => m.event);
+      const viaQuery = (await readSse(await sse(`/v1/streams/${id}?offset=${lastId}`))).filter(
+        (m) => m.event,
+      );
       expect(viaQuery.map((m) => m.id)).toEqual(rest.map((m) => m.id));
     }
     // Resuming after the terminal event: nothing more will come, 204 stops an EventSource.
@@ -88,7 +92,9 @@ describe("SSE over a real socket", () => {
     });
     const info = (await (await fetch(`${s.url}/v1/streams/${id}/info`)).json()) as { status: string };
     expect(info.status).toBe("running");
-    const rest = (await readSse(await sse(`/v1/streams/${id}`, { "last-event-id": cut }))).filter((m) => m.event);
+    const rest = (await readSse(await sse(`/v1/streams/${id}`, { "last-event-id": cut }))).filter(
+      (m) => m.event,
+    );
     const log = await readAllJson(s.url, id);
     expect([...first, ...rest.map((m) => m.data)].map((d) => JSON.parse(d))).toEqual(log.map((e) => e.event));
     expect(rest.at(-1)?.event).toBe("finish");
@@ -96,7 +102,10 @@ describe("SSE over a real socket", () => {
 
   it("two concurrent readers see identical sequences", async () => {
     const { id } = await startStream(s.url, demoBody({ length: 80, tokens_per_s: 400 }));
-    const [a, b] = await Promise.all([readSse(await sse(`/v1/streams/${id}`)), readSse(await sse(`/v1/streams/${id}`))]);
+    const [a, b] = await Promise.all([
+      readSse(await sse(`/v1/streams/${id}`)),
+      readSse(await sse(`/v1/streams/${id}`)),
+    ]);
     const fa = a.filter((m) => m.event);
     const fb = b.filter((m) => m.event);
     expect(fa.length).toBeGreaterThan(80);
@@ -210,7 +219,12 @@ describe("other read modes", () => {
     const all = await readAllJson(s.url, id);
     const res = await fetch(`${s.url}/v1/streams/${id}?offset=${all[4]?.offset}&limit=3`);
     expect(res.headers.get("sluice-stream-id")).toBe(id);
-    const page = (await res.json()) as { events: { offset: string }[]; next_offset: string; up_to_date: boolean; status: string };
+    const page = (await res.json()) as {
+      events: { offset: string }[];
+      next_offset: string;
+      up_to_date: boolean;
+      status: string;
+    };
     expect(page.events.map((e) => e.offset)).toEqual(all.slice(5, 8).map((e) => e.offset));
     expect(page.next_offset).toBe(all[7]?.offset);
     expect(page.up_to_date).toBe(false);
@@ -271,7 +285,10 @@ describe("generation lifecycle", () => {
   });
 
   it("timeout_ms ends the generation with deadline_exceeded, keeping the partial text", async () => {
-    const { id } = await startStream(s.url, demoBody({ length: 1000, tokens_per_s: 200 }, { timeout_ms: 150 }));
+    const { id } = await startStream(
+      s.url,
+      demoBody({ length: 1000, tokens_per_s: 200 }, { timeout_ms: 150 }),
+    );
     const info = await waitForStatus(s.url, id, (st) => st !== "running");
     expect(info.status).toBe("failed");
     const log = await readAllJson(s.url, id);
@@ -300,7 +317,9 @@ describe("generation lifecycle", () => {
   it("lists, shows info for and deletes streams", async () => {
     const { id } = await startStream(s.url, demoBody({ length: 5 }));
     await waitForStatus(s.url, id, (st) => st === "completed");
-    const list = (await (await fetch(`${s.url}/v1/streams?status=completed`)).json()) as { streams: { id: string }[] };
+    const list = (await (await fetch(`${s.url}/v1/streams?status=completed`)).json()) as {
+      streams: { id: string }[];
+    };
     expect(list.streams.map((x) => x.id)).toContain(id);
     const info = (await (await fetch(`${s.url}/v1/streams/${id}/info`)).json()) as Record<string, unknown>;
     expect(info).toMatchObject({ id, status: "completed", model: "demo", finish_reason: "stop" });

@@ -2,7 +2,7 @@ import { formatOffset, isOffset, SluiceError } from "@sluice/protocol";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Clock } from "../src/core/clock.js";
-import type { CreateStream, RecordInput, Store, StoreNotice, StoredRecord } from "../src/stores/store.js";
+import type { CreateStream, RecordInput, Store, StoredRecord, StoreNotice } from "../src/stores/store.js";
 
 /** A clock tests move by hand (for expiry). */
 export class ManualClock implements Clock {
@@ -18,7 +18,11 @@ export class ManualClock implements Clock {
 export interface ContractOptions {
   name: string;
   /** A fresh, empty store. Limits given must be honored. */
-  newStore(opts: { clock: Clock; maxRecordsPerStream?: number; defaultTtlS?: number }): Promise<Store> | Store;
+  newStore(opts: {
+    clock: Clock;
+    maxRecordsPerStream?: number;
+    defaultTtlS?: number;
+  }): Promise<Store> | Store;
 }
 
 let counter = 0;
@@ -32,7 +36,10 @@ function gen(id = sid(), extra: Partial<CreateStream> = {}): CreateStream {
 }
 
 function recs(n: number, prefix = "r"): RecordInput[] {
-  return Array.from({ length: n }, (_, i) => ({ type: "text-delta", data: JSON.stringify({ type: "text-delta", delta: `${prefix}${i}` }) }));
+  return Array.from({ length: n }, (_, i) => ({
+    type: "text-delta",
+    data: JSON.stringify({ type: "text-delta", delta: `${prefix}${i}` }),
+  }));
 }
 
 async function expectCode(p: Promise<unknown>, code: string) {
@@ -57,7 +64,14 @@ export function runStoreContract(opts: ContractOptions): void {
       const store = await make();
       const c = gen(sid(), { tenant: "t1", model: "demo", metadata: { a: 1 } });
       const info = await store.create(c);
-      expect(info).toMatchObject({ id: c.id, status: "running", length: 0, tenant: "t1", model: "demo", bytes: 0 });
+      expect(info).toMatchObject({
+        id: c.id,
+        status: "running",
+        length: 0,
+        tenant: "t1",
+        model: "demo",
+        bytes: 0,
+      });
       expect(info.next_offset).toBe(formatOffset(0));
       expect((await store.info(c.id))?.metadata).toMatchObject({ a: 1 });
       expect(await store.info("st_nope")).toBeUndefined();

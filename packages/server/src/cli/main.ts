@@ -18,7 +18,10 @@ function fail(message: string, code = 1): never {
 }
 
 const program = new Command();
-program.name("sluice").description("Run AI generations and stream them, resumably, token by token.").showHelpAfterError();
+program
+  .name("sluice")
+  .description("Run AI generations and stream them, resumably, token by token.")
+  .showHelpAfterError();
 
 program
   .command("serve", { isDefault: true })
@@ -26,44 +29,58 @@ program
   .option("--host <host>", "address to bind (default 127.0.0.1)")
   .option("--port <port>", "port to listen on (default 8080; 0 picks a free one)", intArg)
   .option("-c, --config <file>", "JSON config file (also SLUICE_CONFIG)")
-  .option("--upstream <url...>", "OpenAI-compatible server(s) whose models to serve, e.g. http://127.0.0.1:11434/v1")
+  .option(
+    "--upstream <url...>",
+    "OpenAI-compatible server(s) whose models to serve, e.g. http://127.0.0.1:11434/v1",
+  )
   .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
-  .action(async (opts: { host?: string; port?: number; config?: string; upstream?: string[]; logLevel?: string }) => {
-    let config: ReturnType<typeof loadConfig>;
-    try {
-      config = loadConfig({
-        ...(opts.config ? { file: opts.config } : {}),
-        overrides: {
-          ...(opts.host !== undefined ? { host: opts.host } : {}),
-          ...(opts.port !== undefined ? { port: opts.port } : {}),
-          ...(opts.upstream ? { upstreams: opts.upstream } : {}),
-          ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
-        },
-      });
-    } catch (err) {
-      if (err instanceof ConfigError) fail(err.message, 2);
-      throw err;
-    }
-    const server = await createSluice(config);
-    let url: string;
-    try {
-      url = await server.listen();
-    } catch (err) {
-      fail(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, 1);
-    }
-    server.logger.info({ url, store: server.store.name, models: server.routes.list().map((r) => r.name) }, "sluice listening");
-    process.stdout.write(`sluice listening on ${url}\n`);
-    let stopping = false;
-    const stop = async (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      server.logger.info({ signal }, "shutting down");
-      await server.close(5000);
-      process.exit(0);
-    };
-    process.on("SIGINT", () => void stop("SIGINT"));
-    process.on("SIGTERM", () => void stop("SIGTERM"));
-  });
+  .action(
+    async (opts: {
+      host?: string;
+      port?: number;
+      config?: string;
+      upstream?: string[];
+      logLevel?: string;
+    }) => {
+      let config: ReturnType<typeof loadConfig>;
+      try {
+        config = loadConfig({
+          ...(opts.config ? { file: opts.config } : {}),
+          overrides: {
+            ...(opts.host !== undefined ? { host: opts.host } : {}),
+            ...(opts.port !== undefined ? { port: opts.port } : {}),
+            ...(opts.upstream ? { upstreams: opts.upstream } : {}),
+            ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
+          },
+        });
+      } catch (err) {
+        if (err instanceof ConfigError) fail(err.message, 2);
+        throw err;
+      }
+      const server = await createSluice(config);
+      let url: string;
+      try {
+        url = await server.listen();
+      } catch (err) {
+        fail(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, 1);
+      }
+      server.logger.info(
+        { url, store: server.store.name, models: server.routes.list().map((r) => r.name) },
+        "sluice listening",
+      );
+      process.stdout.write(`sluice listening on ${url}\n`);
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        server.logger.info({ signal }, "shutting down");
+        await server.close(5000);
+        process.exit(0);
+      };
+      process.on("SIGINT", () => void stop("SIGINT"));
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+    },
+  );
 
 program
   .command("chat")
@@ -75,38 +92,53 @@ program
   .option("--seed <n>", "demo model seed", intArg)
   .option("--tokens-per-s <n>", "demo model pace", intArg)
   .option("--kind <kind>", "demo model answer kind: markdown|json|tool-call|reasoning")
-  .action(async (prompt: string, opts: { url: string; model: string; maxTokens?: number; seed?: number; tokensPerS?: number; kind?: string }) => {
-    const demo: Record<string, unknown> = {};
-    if (opts.seed !== undefined) demo.seed = opts.seed;
-    if (opts.tokensPerS !== undefined) demo.tokens_per_s = opts.tokensPerS;
-    if (opts.kind !== undefined) demo.kind = opts.kind;
-    const body: Record<string, unknown> = { model: opts.model, messages: [{ role: "user", content: prompt }] };
-    if (opts.maxTokens !== undefined) body.max_tokens = opts.maxTokens;
-    if (Object.keys(demo).length > 0 && opts.model === "demo") body.demo = demo;
-    const base = opts.url.replace(/\/$/, "");
-    let res: Response;
-    try {
-      res = await fetch(`${base}/v1/streams`, {
-        method: "POST",
-        headers: { "content-type": "application/json", accept: "text/event-stream" },
-        body: JSON.stringify(body),
+  .action(
+    async (
+      prompt: string,
+      opts: {
+        url: string;
+        model: string;
+        maxTokens?: number;
+        seed?: number;
+        tokensPerS?: number;
+        kind?: string;
+      },
+    ) => {
+      const demo: Record<string, unknown> = {};
+      if (opts.seed !== undefined) demo.seed = opts.seed;
+      if (opts.tokensPerS !== undefined) demo.tokens_per_s = opts.tokensPerS;
+      if (opts.kind !== undefined) demo.kind = opts.kind;
+      const body: Record<string, unknown> = {
+        model: opts.model,
+        messages: [{ role: "user", content: prompt }],
+      };
+      if (opts.maxTokens !== undefined) body.max_tokens = opts.maxTokens;
+      if (Object.keys(demo).length > 0 && opts.model === "demo") body.demo = demo;
+      const base = opts.url.replace(/\/$/, "");
+      let res: Response;
+      try {
+        res = await fetch(`${base}/v1/streams`, {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "text/event-stream" },
+          body: JSON.stringify(body),
+        });
+      } catch (err) {
+        fail(`cannot reach ${base}: ${(err as Error).message}`);
+      }
+      if (!res.ok || !res.body) fail(`server answered ${res.status}: ${await res.text()}`);
+      const id = res.headers.get("sluice-stream-id") ?? "?";
+      let cancelling = false;
+      process.on("SIGINT", () => {
+        if (cancelling) process.exit(130);
+        cancelling = true;
+        process.stderr.write("\n[cancelling…]\n");
+        void fetch(`${base}/v1/streams/${id}/cancel`, { method: "POST" }).catch(() => process.exit(130));
       });
-    } catch (err) {
-      fail(`cannot reach ${base}: ${(err as Error).message}`);
-    }
-    if (!res.ok || !res.body) fail(`server answered ${res.status}: ${await res.text()}`);
-    const id = res.headers.get("sluice-stream-id") ?? "?";
-    let cancelling = false;
-    process.on("SIGINT", () => {
-      if (cancelling) process.exit(130);
-      cancelling = true;
-      process.stderr.write("\n[cancelling…]\n");
-      void fetch(`${base}/v1/streams/${id}/cancel`, { method: "POST" }).catch(() => process.exit(130));
-    });
-    const code = await printEvents(res.body, false);
-    process.stderr.write(`[stream ${id}]\n`);
-    process.exit(cancelling ? 130 : code);
-  });
+      const code = await printEvents(res.body, false);
+      process.stderr.write(`[stream ${id}]\n`);
+      process.exit(cancelling ? 130 : code);
+    },
+  );
 
 program
   .command("tail")
@@ -119,9 +151,12 @@ program
     const base = opts.url.replace(/\/$/, "");
     let res: Response;
     try {
-      res = await fetch(`${base}/v1/streams/${encodeURIComponent(id)}?offset=${encodeURIComponent(opts.offset)}`, {
-        headers: { accept: "text/event-stream" },
-      });
+      res = await fetch(
+        `${base}/v1/streams/${encodeURIComponent(id)}?offset=${encodeURIComponent(opts.offset)}`,
+        {
+          headers: { accept: "text/event-stream" },
+        },
+      );
     } catch (err) {
       fail(`cannot reach ${base}: ${(err as Error).message}`);
     }
@@ -132,7 +167,9 @@ program
 
 program
   .command("mock-upstream")
-  .description("serve the demo model as an OpenAI-compatible HTTP server (an honest simulator, for tests and benchmarks)")
+  .description(
+    "serve the demo model as an OpenAI-compatible HTTP server (an honest simulator, for tests and benchmarks)",
+  )
   .option("--host <host>", "address to bind", "127.0.0.1")
   .option("--port <port>", "port (0 picks a free one)", intArg, 8081)
   .option("--api-key <key>", "require this bearer key")

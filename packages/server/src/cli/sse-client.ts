@@ -10,7 +10,7 @@ export interface SseMessage {
 export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
   const stream = body
     .pipeThrough(new TextDecoderStream() as unknown as ReadableWritablePair<string, Uint8Array>)
-   .pipeThrough(new EventSourceParserStream());
+    .pipeThrough(new EventSourceParserStream());
   const reader = stream.getReader();
   try {
     for (;;) {

@@ -1,6 +1,6 @@
 import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
 import { type Codec, lite, type StreamInfoLite } from "../formats/codec.js";
-import type { Store, StoreNotice, StoredRecord } from "../stores/store.js";
+import type { Store, StoredRecord, StoreNotice } from "../stores/store.js";
 
 /**
  * The transport side of a reader: where encoded bytes go. Transports (SSE, NDJSON, …)
@@ -65,7 +65,10 @@ export class Hub {
     try {
       const seq = after === "now" ? tail.lastSeq : after;
       if (seq > tail.lastSeq) {
-        throw new SluiceError("offset_out_of_range", `offset ${formatOffset(seq)} is past the end of stream ${id}`);
+        throw new SluiceError(
+          "offset_out_of_range",
+          `offset ${formatOffset(seq)} is past the end of stream ${id}`,
+        );
       }
       const reader = new Reader(this, tail, codec, sink, seq);
       tail.readers.add(reader);

@@ -5,7 +5,11 @@ const textPart = z.object({ type: z.literal("text"), text: z.string() }).passthr
 export const MessageSchema = z
   .object({
     role: z.enum(["system", "developer", "user", "assistant", "tool"]),
-    content: z.union([z.string(), z.array(z.union([textPart, z.object({ type: z.string() }).passthrough()])), z.null()]),
+    content: z.union([
+      z.string(),
+      z.array(z.union([textPart, z.object({ type: z.string() }).passthrough()])),
+      z.null(),
+    ]),
     name: z.string().optional(),
     tool_call_id: z.string().optional(),
     tool_calls: z.array(z.unknown()).optional(),
@@ -29,7 +33,11 @@ export const ToolSchema = z
   .object({
     type: z.literal("function"),
     function: z
-      .object({ name: z.string().min(1), description: z.string().optional(), parameters: z.unknown().optional() })
+      .object({
+        name: z.string().min(1),
+        description: z.string().optional(),
+        parameters: z.unknown().optional(),
+      })
       .passthrough(),
   })
   .passthrough();
@@ -62,7 +70,11 @@ export function messageText(m: Message): string {
   if (typeof m.content === "string") return m.content;
   if (!m.content) return "";
   return m.content
-    .map((p) => (p.type === "text" && typeof (p as { text?: unknown }).text === "string" ? (p as { text: string }).text : ""))
+    .map((p) =>
+      p.type === "text" && typeof (p as { text?: unknown }).text === "string"
+        ? (p as { text: string }).text
+        : "",
+    )
     .join("");
 }
 

@@ -1,14 +1,20 @@
 import {
   type ErrorEvent,
   isSluiceError,
-  type SluiceEvent,
   SluiceError,
+  type SluiceEvent,
   type StreamStatus,
-  type TerminalEvent,
   statusOf,
+  type TerminalEvent,
 } from "@sluice/protocol";
 import type { Provider, ProviderEvent } from "../providers/provider.js";
-import { EVENTS_CONTENT_TYPE, type EndStatus, type RecordInput, type Store, type StreamInfo } from "../stores/store.js";
+import {
+  type EndStatus,
+  EVENTS_CONTENT_TYPE,
+  type RecordInput,
+  type Store,
+  type StreamInfo,
+} from "../stores/store.js";
 import { type Clock, realClock } from "./clock.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationRequest } from "./request.js";
@@ -95,9 +101,11 @@ export class Runner {
     const controller = new AbortController();
     const gen: Generation = { id, controller, done: Promise.resolve() };
     this.running.set(id, gen);
-    gen.done = this.run(gen, route.provider, { ...request, upstream_model: route.upstream_model }).finally(() => {
-      this.running.delete(id);
-    });
+    gen.done = this.run(gen, route.provider, { ...request, upstream_model: route.upstream_model }).finally(
+      () => {
+        this.running.delete(id);
+      },
+    );
     const info = await this.store.info(id);
     if (!info) throw new SluiceError("internal_error", `stream ${id} vanished after creation`);
     return info;
@@ -114,7 +122,10 @@ export class Runner {
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
-      deadline = setTimeout(() => controller.abort({ kind: "deadline", timeout_ms: ms } satisfies StopReason), ms);
+      deadline = setTimeout(
+        () => controller.abort({ kind: "deadline", timeout_ms: ms } satisfies StopReason),
+        ms,
+      );
     }
     let finishReason: TerminalEvent | undefined;
     let usage: Usage | undefined;
@@ -140,7 +151,9 @@ export class Runner {
         }
         if (appender.failed) throw appender.failed;
       }
-      terminal = signal.aborted ? this.stopEvent(signal.reason) : (finishReason ?? { type: "finish", reason: "stop" });
+      terminal = signal.aborted
+        ? this.stopEvent(signal.reason)
+        : (finishReason ?? { type: "finish", reason: "stop" });
     } catch (err) {
       if (signal.aborted) {
         terminal = this.stopEvent(signal.reason);
@@ -181,7 +194,12 @@ export class Runner {
       case "max_tokens":
         return { type: "finish", reason: "length" };
       case "shutdown":
-        return { type: "error", code: "interrupted", message: "the server shut down during the generation", retryable: true };
+        return {
+          type: "error",
+          code: "interrupted",
+          message: "the server shut down during the generation",
+          retryable: true,
+        };
       default:
         return { type: "abort", reason: "aborted", by: "server" };
     }
@@ -194,7 +212,8 @@ export class Runner {
   async cancel(id: string, by = "client", reason = "cancelled"): Promise<StreamInfo> {
     const gen = this.running.get(id);
     if (gen) {
-      if (!gen.controller.signal.aborted) gen.controller.abort({ kind: "cancel", by, reason } satisfies StopReason);
+      if (!gen.controller.signal.aborted)
+        gen.controller.abort({ kind: "cancel", by, reason } satisfies StopReason);
       await gen.done;
     }
     const info = await this.store.info(id);
@@ -219,7 +238,10 @@ export class Runner {
   async shutdown(graceMs = 0): Promise<void> {
     const all = [...this.running.values()];
     if (graceMs > 0 && all.length > 0) {
-      await Promise.race([Promise.all(all.map((g) => g.done)), new Promise((r) => setTimeout(r, graceMs).unref())]);
+      await Promise.race([
+        Promise.all(all.map((g) => g.done)),
+        new Promise((r) => setTimeout(r, graceMs).unref()),
+      ]);
     }
     for (const g of this.running.values()) g.controller.abort({ kind: "shutdown" } satisfies StopReason);
     await Promise.all([...this.running.values()].map((g) => g.done));
@@ -280,7 +302,12 @@ class Appender {
     if (this.failed) records = []; // what could not be stored is lost; the terminal event says why
     let end = terminal;
     if (this.failed && terminal.type !== "error") {
-      end = encode({ type: "error", code: this.failed.code, message: this.failed.message, retryable: this.failed.retryable });
+      end = encode({
+        type: "error",
+        code: this.failed.code,
+        message: this.failed.message,
+        retryable: this.failed.retryable,
+      });
       status = "failed";
     }
     await this.store.append(this.id, [...records, end], { close: status, metadata });

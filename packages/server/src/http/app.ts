@@ -1,10 +1,15 @@
-import { ERROR_CODES, isSluiceError, parseReadPosition, SluiceError, type ErrorCode } from "@sluice/protocol";
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { ERROR_CODES, type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "../config.js";
-import { type Hub, type Reader } from "../core/hub.js";
+import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
-import { GenerationRequestSchema, type GenerationRequest } from "../core/request.js";
+import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
 import type { Codec } from "../formats/codec.js";
@@ -77,7 +82,9 @@ export function streamLinks(id: string) {
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config, store, hub, runner, routes } = deps;
   const app = Fastify({
-    ...(deps.logger === false ? { logger: false } : { loggerInstance: deps.logger }),
+    ...(deps.logger === false
+      ? { logger: false }
+      : { loggerInstance: deps.logger as unknown as FastifyBaseLogger }),
     bodyLimit: config.limits.body_bytes,
     disableRequestLogging: true,
     return503OnClosing: true,
@@ -91,16 +98,29 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (isSluiceError(err)) return sendError(reply, err);
     const e = err as { code?: string; statusCode?: number; message?: string; name?: string };
     if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-      return sendError(reply, new SluiceError("body_too_large", `the body is larger than ${config.limits.body_bytes} bytes`));
+      return sendError(
+        reply,
+        new SluiceError("body_too_large", `the body is larger than ${config.limits.body_bytes} bytes`),
+      );
     }
     if (e.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       return sendError(
         reply,
-        new SluiceError("unsupported_media_type", `Content-Type ${req.headers["content-type"] ?? "(none)"} is not accepted here; send application/json`),
+        new SluiceError(
+          "unsupported_media_type",
+          `Content-Type ${req.headers["content-type"] ?? "(none)"} is not accepted here; send application/json`,
+        ),
       );
     }
-    if (e.code === "FST_ERR_CTP_EMPTY_JSON_BODY" || e.code === "FST_ERR_CTP_INVALID_JSON_BODY" || e.name === "SyntaxError") {
-      return sendError(reply, new SluiceError("invalid_json", `the body is not valid JSON: ${e.message ?? ""}`));
+    if (
+      e.code === "FST_ERR_CTP_EMPTY_JSON_BODY" ||
+      e.code === "FST_ERR_CTP_INVALID_JSON_BODY" ||
+      e.name === "SyntaxError"
+    ) {
+      return sendError(
+        reply,
+        new SluiceError("invalid_json", `the body is not valid JSON: ${e.message ?? ""}`),
+      );
     }
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       return sendError(reply, new SluiceError("invalid_request", e.message ?? "bad request"));
@@ -148,7 +168,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (status !== undefined && !["running", "completed", "failed", "cancelled"].includes(status)) {
       throw new SluiceError("invalid_request", "status must be one of running, completed, failed, cancelled");
     }
-    const streams = await store.list({ limit, ...(status ? { status: status as StreamInfo["status"] } : {}) });
+    const streams = await store.list({
+      limit,
+      ...(status ? { status: status as StreamInfo["status"] } : {}),
+    });
     return { streams: streams.map(publicInfo) };
   });
 
@@ -164,7 +187,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const rawOffset = typeof lastEventId === "string" && lastEventId !== "" ? lastEventId : q.offset;
     const pos = parseReadPosition(rawOffset);
     if (!pos) {
-      throw new SluiceError("invalid_offset", `offset "${rawOffset}" is not -1, now, or an offset of this stream`);
+      throw new SluiceError(
+        "invalid_offset",
+        `offset "${rawOffset}" is not -1, now, or an offset of this stream`,
+      );
     }
     const codec = transport === "json" ? undefined : codecFor(q.format, transport);
     if (transport === "json") return readPage(reply, id, pos, q);
@@ -189,7 +215,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     q: Record<string, string | undefined>,
   ) {
     if (q.format !== undefined && q.format !== "sluice") {
-      throw new SluiceError("unsupported_format", "JSON pages are in the sluice format; use SSE or NDJSON for other formats");
+      throw new SluiceError(
+        "unsupported_format",
+        "JSON pages are in the sluice format; use SSE or NDJSON for other formats",
+      );
     }
     const max = config.limits.page_limit_max;
     const limit = q.limit === undefined ? 100 : Number(q.limit);
@@ -234,7 +263,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   ): Promise<void> {
     const res = reply.raw;
     const headers: Record<string, string> = {
-      "content-type": transport === "sse" ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
+      "content-type":
+        transport === "sse" ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
       "cache-control": "no-cache, no-transform",
       "x-accel-buffering": "no",
       [STREAM_ID_HEADER]: info.id,
@@ -251,7 +281,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       const delivered = reader?.seq ?? after;
       reader?.detach();
       if (cancelOnDisconnect && runner.isRunning(info.id)) {
-        req.log.info({ stream: info.id, delivered }, "client disconnected; cancelling (on_disconnect: cancel)");
+        req.log.info(
+          { stream: info.id, delivered },
+          "client disconnected; cancelling (on_disconnect: cancel)",
+        );
         void runner.cancel(info.id, "client-disconnect", "client disconnected");
       }
     });

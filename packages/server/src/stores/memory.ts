@@ -10,9 +10,9 @@ import {
   type ReadResult,
   type RecordInput,
   type Store,
+  type StoredRecord,
   type StoreLimits,
   type StoreNotice,
-  type StoredRecord,
   type StreamInfo,
 } from "./store.js";
 
@@ -81,7 +81,10 @@ export class MemoryStore implements Store {
         return;
       }
     }
-    throw new SluiceError("capacity_exceeded", `the memory store holds its maximum of ${this.maxStreams} running streams`);
+    throw new SluiceError(
+      "capacity_exceeded",
+      `the memory store holds its maximum of ${this.maxStreams} running streams`,
+    );
   }
 
   private get(id: string): MemStream {
@@ -97,17 +100,24 @@ export class MemoryStore implements Store {
   async append(id: string, inputs: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
     const s = this.get(id);
     const info = s.info;
-    if (info.status !== "running") throw new SluiceError("stream_closed", `stream ${id} has ended (${info.status})`);
+    if (info.status !== "running")
+      throw new SluiceError("stream_closed", `stream ${id} has ended (${info.status})`);
     let bytes = 0;
     for (const r of inputs) bytes += r.data.length;
     // A closing append of one record (the terminal event) is always accepted, so a stream that
     // hit its bound can still end with an error event that says so.
     const closing = opts.close !== undefined && inputs.length <= 1;
     if (!closing && info.length + inputs.length > this.limits.maxRecordsPerStream) {
-      throw new SluiceError("stream_too_large", `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`);
+      throw new SluiceError(
+        "stream_too_large",
+        `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`,
+      );
     }
     if (!closing && info.bytes + bytes > this.limits.maxBytesPerStream) {
-      throw new SluiceError("stream_too_large", `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`);
+      throw new SluiceError(
+        "stream_too_large",
+        `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`,
+      );
     }
     const added: StoredRecord[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
@@ -141,7 +151,10 @@ export class MemoryStore implements Store {
   async read(id: string, afterSeq: number, limit: number): Promise<ReadResult> {
     const s = this.get(id);
     if (afterSeq > s.info.length) {
-      throw new SluiceError("offset_out_of_range", `offset ${formatOffset(afterSeq)} is past the end of stream ${id}`);
+      throw new SluiceError(
+        "offset_out_of_range",
+        `offset ${formatOffset(afterSeq)} is past the end of stream ${id}`,
+      );
     }
     const records = s.records.slice(afterSeq, afterSeq + Math.max(0, limit));
     const last = records.length > 0 ? (records[records.length - 1] as StoredRecord).seq : afterSeq;
