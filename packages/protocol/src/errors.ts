@@ -31,6 +31,23 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The request's Content-Type is not accepted on this route.",
   },
+  unauthorized: {
+    status: 401,
+    retryable: false,
+    description:
+      "No credentials, or credentials that are wrong, expired or tampered with (API key in `Authorization: Bearer`, `x-api-key`, or a read token in `?token=`).",
+  },
+  forbidden: {
+    status: 403,
+    retryable: false,
+    description: "The credentials are valid but their role or token scope does not allow this action.",
+  },
+  rate_limited: {
+    status: 429,
+    retryable: true,
+    description:
+      "A per-key limit was reached (`limit` names it: concurrent_generations, generations_per_minute, output_tokens_per_minute, connections); `Retry-After` says when to try again.",
+  },
   not_found: { status: 404, retryable: false, description: "No such route." },
   method_not_allowed: {
     status: 405,

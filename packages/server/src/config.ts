@@ -24,6 +24,47 @@ export const RouteConfigSchema = z
     }
   });
 
+const KeyLimitsSchema = z
+  .object({
+    concurrent_generations: z.number().int().positive().optional(),
+    generations_per_minute: z.number().int().positive().optional(),
+    output_tokens_per_minute: z.number().int().positive().optional(),
+    connections: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const ApiKeyConfigSchema = z
+  .object({
+    id: z.string().min(1).max(64),
+    /** SHA-256 (hex) of the key — the recommended form: the config then holds no secret. */
+    key_sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits")
+      .optional(),
+    /** Name of an environment variable holding the key. */
+    key_env: z.string().optional(),
+    /** A file holding the key. */
+    key_file: z.string().optional(),
+    role: z.enum(["admin", "producer", "reader"]),
+    tenant: z.string().min(1).max(128).default("default"),
+    limits: KeyLimitsSchema.optional(),
+  })
+  .strict()
+  .refine((k) => [k.key_sha256, k.key_env, k.key_file].filter((x) => x !== undefined).length === 1, {
+    message: "give exactly one of key_sha256, key_env, key_file",
+  });
+
+export const TokenSecretConfigSchema = z
+  .object({
+    id: z.string().min(1).max(64),
+    secret_env: z.string().optional(),
+    secret_file: z.string().optional(),
+  })
+  .strict()
+  .refine((k) => [k.secret_env, k.secret_file].filter((x) => x !== undefined).length === 1, {
+    message: "give exactly one of secret_env, secret_file",
+  });
+
 export const ConfigSchema = z
   .object({
     host: z.string().min(1).default("127.0.0.1"),
@@ -70,6 +111,41 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ heartbeat_ms: 15_000, retry_ms: 1000 }),
+    auth: z
+      .object({
+        keys: z.array(ApiKeyConfigSchema).max(10_000).default([]),
+        /** Read-token signing secrets: the first signs, all verify (rotation). None → a random per-process secret. */
+        token_secrets: z.array(TokenSecretConfigSchema).max(16).default([]),
+        token_ttl_s: z
+          .number()
+          .int()
+          .positive()
+          .max(7 * 86400)
+          .default(3600),
+        /** Limits for keys that set none of their own. */
+        default_limits: KeyLimitsSchema.default({}),
+      })
+      .strict()
+      .default({ keys: [], token_secrets: [], token_ttl_s: 3600, default_limits: {} }),
+    cors: z
+      .object({ origins: z.array(z.string().min(1)).default([]) })
+      .strict()
+      .default({ origins: [] }),
+    /** Listen on a non-loopback address without API keys (refused unless set). */
+    insecure: z.boolean().default(false),
+    timeouts: z
+      .object({
+        /** Time allowed to send the request headers (slowloris guard). */
+        headers_ms: z.number().int().positive().default(10_000),
+        /** Time allowed to send the whole request (headers and body). */
+        request_ms: z.number().int().positive().default(30_000),
+        /** Idle keep-alive connections are closed after this. */
+        keep_alive_ms: z.number().int().positive().default(5_000),
+        /** How often connections are checked against those timeouts. */
+        check_interval_ms: z.number().int().positive().default(1_000),
+      })
+      .strict()
+      .default({ headers_ms: 10_000, request_ms: 30_000, keep_alive_ms: 5_000, check_interval_ms: 1_000 }),
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

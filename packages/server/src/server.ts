@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
+import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/security.js";
 import type { Config } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
 import { Hub } from "./core/hub.js";
@@ -18,6 +19,7 @@ export interface SluiceServer {
   hub: Hub;
   runner: Runner;
   routes: RouteTable;
+  security: Security;
   logger: Logger;
   /** Starts listening; resolves to the base URL (e.g. http://127.0.0.1:8080). */
   listen(): Promise<string>;
@@ -108,13 +110,36 @@ export async function buildRoutes(
   return routes;
 }
 
+/** The server's logger: credentials in headers, bodies and query strings are redacted. */
+export function createLogger(level: Config["log_level"], destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
+    level,
+    redact: {
+      paths: [
+        "req.headers.authorization",
+        'req.headers["x-api-key"]',
+        "*.api_key",
+        "*.apiKey",
+        "*.key",
+        "*.secret",
+        "*.token",
+        "*.read_token",
+      ],
+      censor: "[REDACTED]",
+    },
+    serializers: {
+      req: (req: { method?: string; url?: string; id?: string }) => ({
+        id: req.id,
+        method: req.method,
+        url: req.url ? redactUrl(req.url) : undefined,
+      }),
+    },
+  };
+  return destination ? pino(options, destination) : pino(options);
+}
+
 export async function createSluice(config: Config, opts: CreateOptions = {}): Promise<SluiceServer> {
-  const logger =
-    opts.logger ??
-    pino({
-      level: config.log_level,
-      redact: ["req.headers.authorization", "*.api_key", "*.apiKey"],
-    });
+  const logger = opts.logger ?? createLogger(config.log_level);
   const clock = opts.clock ?? realClock;
   const store =
     opts.store ??
@@ -135,7 +160,9 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     onError: (err, streamId) => logger.error({ err, stream: streamId }, "generation failed unexpectedly"),
   });
   const hub = new Hub(store);
-  const app = buildApp({ config, store, hub, runner, routes, logger });
+  const security = buildSecurity(config, opts.env ?? process.env);
+  checkBinding(config, security);
+  const app = buildApp({ config, store, hub, runner, routes, security, logger });
 
   return {
     config,
@@ -144,6 +171,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     hub,
     runner,
     routes,
+    security,
     logger,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });

@@ -128,6 +128,9 @@ describe("the sluice CLI", () => {
     const r3 = run(["serve", "--config", join(dir, "missing.json")]);
     expect(await r3.exit).toBe(2);
     expect(r3.stderr).toMatch(/cannot read config file/);
+    const open = run(["serve", "--host", "0.0.0.0", "--port", "0"]);
+    expect(await open.exit).toBe(2);
+    expect(open.stderr).toMatch(/refusing to listen on 0\.0\.0\.0 with no API keys/);
     const r4 = run(["serve", "--port", "abc"]);
     expect(await r4.exit).not.toBe(0);
     expect(r4.stderr).toMatch(/not a non-negative integer/);

@@ -9,9 +9,12 @@ export interface Running {
 }
 
 /** A real Sluice server on 127.0.0.1, a free port, quiet logs. */
-export async function startSluice(overrides: Partial<ConfigInput> = {}): Promise<Running> {
+export async function startSluice(
+  overrides: Partial<ConfigInput> = {},
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): Promise<Running> {
   const config = parseConfig({ host: "127.0.0.1", port: 0, log_level: "silent", ...overrides });
-  const server = await createSluice(config, { env: {} });
+  const server = await createSluice(config, { env: opts.env ?? {} });
   const url = await server.listen();
   return { url, server, close: () => server.close() };
 }

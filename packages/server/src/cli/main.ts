@@ -34,6 +34,7 @@ program
     "OpenAI-compatible server(s) whose models to serve, e.g. http://127.0.0.1:11434/v1",
   )
   .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
+  .option("--insecure", "allow listening beyond loopback with no API keys configured")
   .action(
     async (opts: {
       host?: string;
@@ -41,6 +42,7 @@ program
       config?: string;
       upstream?: string[];
       logLevel?: string;
+      insecure?: boolean;
     }) => {
       let config: ReturnType<typeof loadConfig>;
       try {
@@ -51,13 +53,20 @@ program
             ...(opts.port !== undefined ? { port: opts.port } : {}),
             ...(opts.upstream ? { upstreams: opts.upstream } : {}),
             ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
+            ...(opts.insecure ? { insecure: true } : {}),
           },
         });
       } catch (err) {
         if (err instanceof ConfigError) fail(err.message, 2);
         throw err;
       }
-      const server = await createSluice(config);
+      let server: Awaited<ReturnType<typeof createSluice>>;
+      try {
+        server = await createSluice(config);
+      } catch (err) {
+        if (err instanceof ConfigError) fail(err.message, 2);
+        throw err;
+      }
       let url: string;
       try {
         url = await server.listen();

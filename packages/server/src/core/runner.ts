@@ -37,6 +37,8 @@ export interface RunnerOptions {
 
 export interface StartOptions {
   tenant?: string;
+  /** Called once when the generation has ended, with the output tokens it produced (quotas). */
+  onEnd?: (outputTokens: number) => void;
 }
 
 interface Generation {
@@ -101,11 +103,19 @@ export class Runner {
     const controller = new AbortController();
     const gen: Generation = { id, controller, done: Promise.resolve() };
     this.running.set(id, gen);
-    gen.done = this.run(gen, route.provider, { ...request, upstream_model: route.upstream_model }).finally(
-      () => {
-        this.running.delete(id);
-      },
-    );
+    let outputTokens = 0;
+    const report = (n: number) => {
+      outputTokens = n;
+    };
+    gen.done = this.run(
+      gen,
+      route.provider,
+      { ...request, upstream_model: route.upstream_model },
+      report,
+    ).finally(() => {
+      this.running.delete(id);
+      opts.onEnd?.(outputTokens);
+    });
     const info = await this.store.info(id);
     if (!info) throw new SluiceError("internal_error", `stream ${id} vanished after creation`);
     return info;
@@ -115,6 +125,7 @@ export class Runner {
     gen: Generation,
     provider: Provider,
     request: GenerationRequest & { upstream_model: string },
+    reportTokens: (n: number) => void,
   ): Promise<void> {
     const { id, controller } = gen;
     const signal = controller.signal;
@@ -172,6 +183,7 @@ export class Runner {
       if (deadline) clearTimeout(deadline);
     }
     if (!controller.signal.aborted) controller.abort({ kind: "shutdown" } satisfies StopReason); // release provider resources
+    reportTokens(outputTokens);
     const meta: Record<string, unknown> = { output_tokens: outputTokens };
     if (usage) meta.usage = usage;
     if (terminal.type === "finish") meta.finish_reason = terminal.reason;

@@ -1,3 +1,4 @@
+import { createServer } from "node:http";
 import { ERROR_CODES, type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
@@ -6,6 +7,8 @@ import Fastify, {
   type FastifyRequest,
 } from "fastify";
 import type { Logger } from "pino";
+import { requireAction, requireStreamAccess } from "../auth/principal.js";
+import { redactUrl, registerSecurity, type Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
@@ -23,6 +26,7 @@ export interface AppDeps {
   hub: Hub;
   runner: Runner;
   routes: RouteTable;
+  security: Security;
   logger: Logger | false;
 }
 
@@ -42,6 +46,8 @@ function errorBody(code: ErrorCode, message: string) {
 }
 
 function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
+  const retry = err.details?.retry_after_s;
+  if (typeof retry === "number") reply.header("retry-after", String(retry));
   return reply.code(err.status).type("application/json").send(err.toBody());
 }
 
@@ -80,18 +86,57 @@ export function streamLinks(id: string) {
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const { config, store, hub, runner, routes } = deps;
+  const { config, store, hub, runner, routes, security } = deps;
   const app = Fastify({
     ...(deps.logger === false
       ? { logger: false }
       : { loggerInstance: deps.logger as unknown as FastifyBaseLogger }),
     bodyLimit: config.limits.body_bytes,
     disableRequestLogging: true,
+    maxParamLength: 512,
+    // Errors raised before routing (a path parameter past maxParamLength, a bad URL) get our
+    // JSON error shape too, and never echo the offending input back.
+    frameworkErrors: (error, _req, rawReply) => {
+      const reply = rawReply as unknown as FastifyReply;
+      const code = (error as { code?: string }).code ?? "";
+      const message =
+        code === "FST_ERR_MAX_PARAM_LENGTH"
+          ? "a path parameter is too long"
+          : "the request URL or path is malformed";
+      reply.code(400).type("application/json").send(errorBody("invalid_request", message));
+    },
+    // Our own server so every timeout is set: slow senders of headers or bodies (slowloris)
+    // are cut at their bound, and idle keep-alive connections do not pile up.
+    serverFactory: (handler) => {
+      const t = config.timeouts;
+      const server = createServer(
+        {
+          headersTimeout: t.headers_ms,
+          requestTimeout: t.request_ms,
+          keepAliveTimeout: t.keep_alive_ms,
+          connectionsCheckingInterval: t.check_interval_ms,
+        },
+        handler,
+      );
+      return server;
+    },
     return503OnClosing: true,
   });
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
+  registerSecurity(app, security);
+  app.addHook("onResponse", async (req, reply) => {
+    req.log.debug(
+      {
+        method: req.method,
+        url: redactUrl(req.url),
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+      },
+      "request",
+    );
+  });
   app.addHook("onClose", async () => heartbeats.stop());
 
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -143,8 +188,21 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   // ── start a generation ────────────────────────────────────────────────────
   app.post("/v1/streams", async (req, reply) => {
+    const principal = req.principal;
+    requireAction(principal, "start");
     const request = parseGenerationRequest(req.body);
-    const info = await runner.start(request);
+    const key = req.apiKey;
+    const release = key ? security.quotas.beginGeneration(key.id, key.limits) : undefined;
+    let info: StreamInfo;
+    try {
+      info = await runner.start(request, {
+        ...(principal.tenant !== undefined ? { tenant: principal.tenant } : {}),
+        ...(release ? { onEnd: release } : {}),
+      });
+    } catch (err) {
+      release?.(0);
+      throw err;
+    }
     reply.header(STREAM_ID_HEADER, info.id);
     if (pickTransport(req) === "sse") {
       const codec = codecFor(undefined, "sse");
@@ -152,24 +210,30 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       await streamTo(req, reply, info, 0, "sse", codec, onDisconnect === "cancel");
       return reply;
     }
+    const token = await security.tokens.mint(info.id, info.tenant, ["read"]);
     return reply.code(201).send({
       id: info.id,
       status: info.status,
       model: info.model,
       created_at: info.created_at,
+      read_token: token.token,
+      read_token_expires_at: token.expires_at,
       links: streamLinks(info.id),
     });
   });
 
   app.get("/v1/streams", async (req) => {
+    requireAction(req.principal, "list");
     const q = req.query as Record<string, string | undefined>;
     const limit = Math.min(Number(q.limit ?? 100) || 100, 1000);
     const status = q.status;
     if (status !== undefined && !["running", "completed", "failed", "cancelled"].includes(status)) {
       throw new SluiceError("invalid_request", "status must be one of running, completed, failed, cancelled");
     }
+    const tenant = req.principal.tenant;
     const streams = await store.list({
       limit,
+      ...(tenant !== undefined ? { tenant } : {}),
       ...(status ? { status: status as StreamInfo["status"] } : {}),
     });
     return { streams: streams.map(publicInfo) };
@@ -179,6 +243,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get("/v1/streams/:id", async (req, reply) => {
     const { id } = req.params as { id: string };
     checkStreamId(id);
+    const info = await store.info(id);
+    requireStreamAccess(req.principal, "read", info);
+    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
     reply.header(STREAM_ID_HEADER, id);
     const q = req.query as Record<string, string | undefined>;
     const transport = pickTransport(req);
@@ -193,9 +260,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       );
     }
     const codec = transport === "json" ? undefined : codecFor(q.format, transport);
-    if (transport === "json") return readPage(reply, id, pos, q);
-    const info = await store.info(id);
-    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    if (transport === "json") return readPage(reply, info, pos, q);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
       throw new SluiceError("offset_out_of_range", `offset ${rawOffset} is past the end of stream ${id}`);
@@ -210,7 +275,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   async function readPage(
     reply: FastifyReply,
-    id: string,
+    info: StreamInfo,
     pos: NonNullable<ReturnType<typeof parseReadPosition>>,
     q: Record<string, string | undefined>,
   ) {
@@ -225,8 +290,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (!Number.isInteger(limit) || limit < 1 || limit > max) {
       throw new SluiceError("invalid_request", `limit must be an integer from 1 to ${max}`);
     }
-    const info = await store.info(id);
-    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const id = info.id;
     const after = pos.kind === "now" ? info.length : pos.seq;
     const page = await store.read(id, after, limit);
     // The record data is already JSON: assemble the page without parsing it.
@@ -261,6 +325,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     codec: Codec,
     cancelOnDisconnect: boolean,
   ): Promise<void> {
+    const key = req.apiKey;
+    const releaseConn = key ? security.quotas.openConnection(key.id, key.limits) : undefined;
     const res = reply.raw;
     const headers: Record<string, string> = {
       "content-type":
@@ -277,6 +343,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     });
     let reader: Reader | undefined;
     res.on("close", () => {
+      releaseConn?.();
       heartbeats.delete(sink);
       const delivered = reader?.seq ?? after;
       reader?.detach();
@@ -288,7 +355,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         void runner.cancel(info.id, "client-disconnect", "client disconnected");
       }
     });
-    reader = await hub.attach(info.id, after, codec, sink);
+    try {
+      reader = await hub.attach(info.id, after, codec, sink);
+    } catch (err) {
+      releaseConn?.();
+      throw err;
+    }
     sink.open();
     if (!sink.closed) heartbeats.add(sink, transport === "sse" ? ": keep-alive\n\n" : "\n");
   }
@@ -297,23 +369,51 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.post("/v1/streams/:id/cancel", async (req, reply) => {
     const { id } = req.params as { id: string };
     checkStreamId(id);
+    requireStreamAccess(req.principal, "cancel", await store.info(id));
     reply.header(STREAM_ID_HEADER, id);
-    const info = await runner.cancel(id, "client", "cancelled by request");
+    const by = req.principal.kind === "token" ? "token" : "client";
+    const info = await runner.cancel(id, by, "cancelled by request");
     return publicInfo(info);
+  });
+
+  app.post("/v1/streams/:id/tokens", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    checkStreamId(id);
+    const info = await store.info(id);
+    requireStreamAccess(req.principal, "mint_token", info);
+    const body = (req.body ?? {}) as { scopes?: unknown; ttl_s?: unknown };
+    const scopes = body.scopes ?? ["read"];
+    if (
+      !Array.isArray(scopes) ||
+      scopes.length === 0 ||
+      !scopes.every((x) => x === "read" || x === "cancel")
+    ) {
+      throw new SluiceError("invalid_request", 'scopes must be a non-empty array of "read" and "cancel"');
+    }
+    const maxTtl = config.auth.token_ttl_s;
+    const ttl = body.ttl_s ?? maxTtl;
+    if (typeof ttl !== "number" || !Number.isInteger(ttl) || ttl < 1 || ttl > maxTtl) {
+      throw new SluiceError("invalid_request", `ttl_s must be an integer from 1 to ${maxTtl}`);
+    }
+    reply.header(STREAM_ID_HEADER, id);
+    const t = await security.tokens.mint(id, info?.tenant, [...new Set(scopes as string[])], ttl);
+    return reply.code(201).send({ token: t.token, expires_at: t.expires_at, scopes });
   });
 
   app.get("/v1/streams/:id/info", async (req, reply) => {
     const { id } = req.params as { id: string };
     checkStreamId(id);
-    reply.header(STREAM_ID_HEADER, id);
     const info = await store.info(id);
+    requireStreamAccess(req.principal, "info", info);
     if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    reply.header(STREAM_ID_HEADER, id);
     return { ...publicInfo(info), readers: hub.readerCount(id), running_here: runner.isRunning(id) };
   });
 
   app.delete("/v1/streams/:id", async (req, reply) => {
     const { id } = req.params as { id: string };
     checkStreamId(id);
+    requireStreamAccess(req.principal, "delete", await store.info(id));
     reply.header(STREAM_ID_HEADER, id);
     if (runner.isRunning(id)) await runner.cancel(id, "client", "deleted");
     const deleted = await store.delete(id);

@@ -1,0 +1,239 @@
+import { readFileSync } from "node:fs";
+import { SluiceError } from "@sluice/protocol";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Config } from "../config.js";
+import { ConfigError } from "../config.js";
+import { type ApiKey, type KeyLimits, KeyRing, sha256 } from "./keys.js";
+import { OPEN_PRINCIPAL, type Principal } from "./principal.js";
+import { Quotas } from "./quotas.js";
+import { TokenIssuer } from "./tokens.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: Principal;
+    apiKey: ApiKey | undefined;
+  }
+}
+
+export interface Security {
+  /** False when no API keys are configured: open mode, loopback only. */
+  enabled: boolean;
+  keys: KeyRing;
+  tokens: TokenIssuer;
+  quotas: Quotas;
+  defaultLimits: KeyLimits;
+  corsOrigins: string[];
+}
+
+function readSecret(what: string, env: NodeJS.ProcessEnv, envName?: string, file?: string): string {
+  if (envName !== undefined) {
+    const v = env[envName];
+    if (!v) throw new ConfigError(`${what}: environment variable ${envName} is not set`);
+    return v;
+  }
+  if (file !== undefined) {
+    try {
+      const v = readFileSync(file, "utf8").trim();
+      if (!v) throw new ConfigError(`${what}: ${file} is empty`);
+      return v;
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      throw new ConfigError(`${what}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  }
+  throw new ConfigError(`${what}: no secret given`);
+}
+
+/** Loads keys and token secrets (from env or files; never logged) into their in-memory forms. */
+export function buildSecurity(config: Config, env: NodeJS.ProcessEnv): Security {
+  const keys: ApiKey[] = config.auth.keys.map((k) => {
+    const hash =
+      k.key_sha256 !== undefined
+        ? Buffer.from(k.key_sha256, "hex")
+        : sha256(readSecret(`auth key ${k.id}`, env, k.key_env, k.key_file));
+    return {
+      id: k.id,
+      hash,
+      role: k.role,
+      tenant: k.tenant,
+      limits: { ...config.auth.default_limits, ...(k.limits ?? {}) },
+    };
+  });
+  const ids = new Set<string>();
+  for (const k of keys) {
+    if (ids.has(k.id)) throw new ConfigError(`auth key id "${k.id}" is used twice`);
+    ids.add(k.id);
+  }
+  const tokens =
+    config.auth.token_secrets.length > 0
+      ? new TokenIssuer(
+          config.auth.token_secrets.map((s) => {
+            const secret = readSecret(`token secret ${s.id}`, env, s.secret_env, s.secret_file);
+            if (secret.length < 32)
+              throw new ConfigError(`token secret ${s.id} must be at least 32 characters`);
+            return { id: s.id, secret: new TextEncoder().encode(secret) };
+          }),
+          config.auth.token_ttl_s,
+        )
+      : TokenIssuer.ephemeral(config.auth.token_ttl_s);
+  return {
+    enabled: keys.length > 0,
+    keys: new KeyRing(keys),
+    tokens,
+    quotas: new Quotas(),
+    defaultLimits: config.auth.default_limits,
+    corsOrigins: config.cors.origins,
+  };
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/** Refuses to expose an open (keyless) server beyond loopback unless told to. */
+export function checkBinding(config: Config, security: Security): void {
+  if (!security.enabled && !isLoopback(config.host) && !config.insecure) {
+    throw new ConfigError(
+      `refusing to listen on ${config.host} with no API keys: anyone who can reach it could read and start generations. ` +
+        "Configure auth.keys (see docs/security.md), bind 127.0.0.1, or pass --insecure to accept the risk.",
+    );
+  }
+}
+
+/** Routes anyone may call, with or without credentials. */
+function isPublic(req: FastifyRequest): boolean {
+  const path = req.url.split("?")[0] ?? "";
+  if (path === "/healthz" || path === "/readyz") return true;
+  if (req.method === "GET" || req.method === "HEAD") {
+    // The web app's pages and assets; their data comes from authenticated /v1 routes.
+    return !path.startsWith("/v1/") && !path.startsWith("/ds/") && path !== "/metrics" && path !== "/v1";
+  }
+  return false;
+}
+
+const JWT_RE = /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/;
+
+function credentials(req: FastifyRequest): { value: string; from: "header" | "query" } | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === "string" && auth.length > 0) {
+    const m = /^Bearer\s+(.+)$/i.exec(auth);
+    if (!m) throw new SluiceError("unauthorized", "the Authorization header must be `Bearer <key or token>`");
+    return { value: (m[1] as string).trim(), from: "header" };
+  }
+  const xkey = req.headers["x-api-key"];
+  if (typeof xkey === "string" && xkey.length > 0) return { value: xkey, from: "header" };
+  const q = req.query as Record<string, unknown> | undefined;
+  if (q && typeof q.token === "string" && q.token.length > 0) return { value: q.token, from: "query" };
+  return undefined;
+}
+
+const ALLOW_HEADERS = "authorization, content-type, last-event-id, x-api-key, accept, cache-control";
+const EXPOSE_HEADERS = "sluice-stream-id, retry-after";
+
+function applyCors(sec: Security, req: FastifyRequest, reply: FastifyReply): boolean {
+  const origin = req.headers.origin;
+  if (typeof origin !== "string" || sec.corsOrigins.length === 0) return false;
+  const allowed = sec.corsOrigins.includes("*") || sec.corsOrigins.includes(origin);
+  if (!allowed) return false;
+  reply.header("access-control-allow-origin", sec.corsOrigins.includes("*") ? "*" : origin);
+  reply.header("vary", "Origin");
+  reply.header("access-control-expose-headers", EXPOSE_HEADERS);
+  return true;
+}
+
+/**
+ * Identifies every request's principal (API key, read token, or open mode) and answers CORS
+ * preflights. Which principal may do what to which stream is decided by the routes with
+ * requireAction / requireStreamAccess (principal.ts).
+ */
+export function registerSecurity(
+  app: FastifyInstance,
+  sec: Security,
+  opts: { skipPrefixes?: string[] } = {},
+): void {
+  // Decorated with null so every request object has the same shape (Fastify's advice); set in onRequest.
+  const decorate = app.decorateRequest.bind(app) as unknown as (name: string, value: unknown) => void;
+  decorate("principal", null);
+  decorate("apiKey", undefined);
+  app.addHook("onRequest", async (req, reply) => {
+    const path = req.url.split("?")[0] ?? "";
+    const own = !(opts.skipPrefixes ?? []).some((p) => path.startsWith(p));
+    if (own) {
+      const cors = applyCors(sec, req, reply);
+      if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
+        if (cors) {
+          reply.header("access-control-allow-methods", "GET, POST, DELETE, OPTIONS");
+          reply.header("access-control-allow-headers", ALLOW_HEADERS);
+          reply.header("access-control-max-age", "600");
+        }
+        return reply.code(204).send();
+      }
+    }
+    if (!sec.enabled) {
+      req.principal = OPEN_PRINCIPAL;
+      return;
+    }
+    try {
+      await identify(req, reply);
+    } catch (err) {
+      if (err instanceof SluiceError && err.code === "unauthorized" && !reply.hasHeader("www-authenticate")) {
+        reply.header("www-authenticate", 'Bearer realm="sluice", error="invalid_token"');
+      }
+      throw err;
+    }
+  });
+
+  async function identify(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const cred = credentials(req);
+    if (!cred) {
+      if (isPublic(req)) {
+        req.principal = OPEN_PRINCIPAL_NONE;
+        return;
+      }
+      reply.header("www-authenticate", 'Bearer realm="sluice"');
+      throw new SluiceError(
+        "unauthorized",
+        "this route needs an API key (Authorization: Bearer …) or a read token (?token=…)",
+      );
+    }
+    if (JWT_RE.test(cred.value)) {
+      const claims = await sec.tokens.verify(cred.value);
+      req.principal = {
+        kind: "token",
+        stream: claims.stream,
+        tenant: claims.tenant,
+        scopes: claims.scopes,
+        tokenId: claims.tokenId,
+      };
+      return;
+    }
+    if (cred.from === "query") {
+      throw new SluiceError(
+        "unauthorized",
+        "?token= takes a read token; send API keys in the Authorization header, never in a URL",
+      );
+    }
+    const key = sec.keys.find(cred.value);
+    if (!key) {
+      reply.header("www-authenticate", 'Bearer realm="sluice", error="invalid_token"');
+      throw new SluiceError("unauthorized", "the API key is not valid");
+    }
+    req.apiKey = key;
+    req.principal = { kind: "key", keyId: key.id, role: key.role, tenant: key.tenant };
+  }
+}
+
+/** The principal of an unauthenticated request to a public route: may do nothing with streams. */
+const OPEN_PRINCIPAL_NONE: Principal = {
+  kind: "key",
+  keyId: "(anonymous)",
+  role: "reader",
+  tenant: "\u0000none",
+};
+
+/** Redacts credentials from a URL before it is logged. */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&](?:token|api_key|key)=)[^&#]*/gi, "$1[REDACTED]");
+}
