@@ -14,6 +14,7 @@ import {
   type StoreLimits,
   type StoreNotice,
   type StreamInfo,
+  type StreamPatch,
 } from "./store.js";
 
 interface MemStream {
@@ -125,6 +126,7 @@ export class MemoryStore implements Store {
       const seq = info.length + 1;
       const rec: StoredRecord = { seq, offset: formatOffset(seq), data: input.data };
       if (input.type !== undefined) rec.type = input.type;
+      if (input.encoding !== undefined) rec.encoding = input.encoding;
       s.records.push(rec);
       added[i] = rec;
       info.length = seq;
@@ -169,6 +171,22 @@ export class MemoryStore implements Store {
   async info(id: string): Promise<StreamInfo | undefined> {
     const s = this.streams.get(id);
     if (!s || this.expired(s)) return undefined;
+    return { ...s.info, metadata: { ...s.info.metadata } };
+  }
+
+  async update(id: string, patch: StreamPatch): Promise<StreamInfo | undefined> {
+    const s = this.streams.get(id);
+    if (!s || this.expired(s)) return undefined;
+    if (patch.metadata) Object.assign(s.info.metadata, patch.metadata);
+    if (patch.expires_at === null) {
+      delete s.expiresAtMs;
+      delete s.info.expires_at;
+    } else if (patch.expires_at !== undefined) {
+      const at = Date.parse(patch.expires_at);
+      if (Number.isNaN(at)) throw new SluiceError("invalid_request", `bad expiry ${patch.expires_at}`);
+      s.expiresAtMs = at;
+      s.info.expires_at = new Date(at).toISOString();
+    }
     return { ...s.info, metadata: { ...s.info.metadata } };
   }
 
