@@ -195,7 +195,9 @@ export function runStoreContract(opts: ContractOptions): void {
 
     it("keeps binary records exactly (encoding base64) and text records without an encoding", async () => {
       const store = await make();
-      const { id } = await store.create(gen(sid(), { kind: "log", content_type: "application/octet-stream" }));
+      const { id } = await store.create(
+        gen(sid(), { kind: "log", content_type: "application/octet-stream" }),
+      );
       const bytes = Buffer.from([0, 1, 2, 0x7f, 0x80, 0xfe, 0xff, 0x0a, 0x0d]);
       const notices: StoreNotice[] = [];
       const unsub = store.subscribe(id, (n) => notices.push(n));
@@ -244,6 +246,10 @@ export function runStoreContract(opts: ContractOptions): void {
       await clock.sleep(1_001);
       expect(await store.info(id2)).toBeUndefined();
       await expectCode(store.read(id2, 0, 10), "stream_not_found");
+      // An expired stream's id is free again (even before a sweep).
+      const again = await store.create(gen(id2));
+      expect(again.length).toBe(0);
+      await store.delete(id2);
       await store.sweep();
       expect(await store.update(id2, { metadata: { z: 1 } })).toBeUndefined();
       expect(await store.update("st_missing", { metadata: { z: 1 } })).toBeUndefined();

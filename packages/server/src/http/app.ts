@@ -12,6 +12,7 @@ import { STREAM_ID_RE } from "../core/ids.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
+import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
 import type { Store, StreamInfo } from "../stores/store.js";
@@ -132,6 +133,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
   });
+
+  registerDurableStreams(app, { config, store, hub });
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async () => ({ status: "ready", store: store.name }));

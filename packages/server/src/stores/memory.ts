@@ -54,7 +54,9 @@ export class MemoryStore implements Store {
   }
 
   async create(init: CreateStream): Promise<StreamInfo> {
-    if (this.streams.has(init.id)) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
+    const old = this.streams.get(init.id);
+    if (old && this.expired(old)) this.remove(init.id, old);
+    else if (old) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
     if (this.streams.size >= this.maxStreams) this.evictOne();
     const info: StreamInfo = {
       id: init.id,
