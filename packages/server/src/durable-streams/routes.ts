@@ -761,7 +761,11 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         return cursor;
       },
       (s) => {
-        void store.info(info.id).then((now) => s.sendClosed(now?.length ?? after));
+        // Closed while this reader sat at the tail: say so; deleted: just end.
+        void store.info(info.id).then(
+          (now) => (now && isClosed(now) ? s.sendClosed(now.length) : s.inner.end()),
+          () => s.inner.end(),
+        );
       },
     );
     if (isClosed(info) && after >= info.length) {
