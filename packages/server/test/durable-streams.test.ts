@@ -394,3 +394,27 @@ describe("the DS client writing", () => {
     expect(await res.json()).toEqual([{ hello: "world" }, [1, 2]]);
   });
 });
+
+describe("JSON mode keeps message text", () => {
+  it("numbers beyond double precision, key order and nested arrays survive; whitespace does not break SSE", async () => {
+    const url = path("jsontext");
+    await fetch(url, { method: "PUT", headers: { "content-type": "application/json" } });
+    const body =
+      '[\n  {"big": 12345678901234567890123, "b": 1, "a": "x, [y] \\" z\\n"},\n  [1, [2, 3]],\n  1.50\n]';
+    expect(
+      (await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body })).status,
+    ).toBe(204);
+    const text = await (await fetch(url)).text();
+    expect(text).toBe('[{"big":12345678901234567890123,"b":1,"a":"x, [y] \\" z\\n"},[1,[2,3]],1.50]');
+    const sse = await fetch(`${url}?offset=-1&live=sse`);
+    const reader = sse.body?.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    let got = "";
+    while (!got.includes('"upToDate":true')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += new TextDecoder().decode(value);
+    }
+    await reader.cancel();
+    expect(got).toContain(`event: data\ndata:${text}\n\n`);
+  });
+});

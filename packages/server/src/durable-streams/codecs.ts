@@ -70,16 +70,63 @@ export function bytesRecord(body: Buffer): RecordInput {
 }
 
 /**
- * A JSON-mode body → its messages as compact JSON. Throws SyntaxError on bad JSON.
- * `flatten`: a top-level array is a batch of messages (POST and PUT bodies both flatten).
+ * A JSON-mode body → its messages: a top-level array is a batch (flattened one level), any other
+ * value is one message. Throws SyntaxError on bad JSON. Messages keep their source text (minus
+ * whitespace outside strings), so numbers beyond double precision and key order stay exact.
  */
 export function jsonMessages(body: Buffer): string[] {
-  const value: unknown = JSON.parse(body.toString("utf8"));
-  if (Array.isArray(value)) return value.map((v) => JSON.stringify(v) ?? "null");
-  return [JSON.stringify(value)];
+  const text = body.toString("utf8");
+  JSON.parse(text); // validation only
+  const compact = minifyJson(text);
+  return compact.startsWith("[") ? splitTopLevel(compact.slice(1, -1)) : [compact];
 }
 
 /** The messages of one JSON-mode record (for sub-offset forks). */
 export function recordMessages(rec: { data: string }): string[] {
-  return (JSON.parse(`[${rec.data}]`) as unknown[]).map((v) => JSON.stringify(v) ?? "null");
+  return splitTopLevel(rec.data);
+}
+
+/** Drops whitespace outside strings (valid JSON in, the same value out, on one line). */
+function minifyJson(text: string): string {
+  let out = "";
+  let start = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped char
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+      out += text.slice(start, i);
+      start = i + 1;
+    }
+  }
+  return out + text.slice(start);
+}
+
+/** Splits compact JSON values separated by top-level commas ("1,[2,3],{\"a\":4}" → three values). */
+function splitTopLevel(list: string): string[] {
+  const out: string[] = [];
+  if (list.length === 0) return out;
+  let depth = 0;
+  let inString = false;
+  let start = 0;
+  for (let i = 0; i < list.length; i++) {
+    const c = list.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) depth++;
+    else if (c === 0x5d || c === 0x7d) depth--;
+    else if (c === 0x2c && depth === 0) {
+      out.push(list.slice(start, i));
+      start = i + 1;
+    }
+  }
+  out.push(list.slice(start));
+  return out;
 }
