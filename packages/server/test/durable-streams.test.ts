@@ -418,3 +418,21 @@ describe("JSON mode keeps message text", () => {
     expect(got).toContain(`event: data\ndata:${text}\n\n`);
   });
 });
+
+describe("the two APIs stay apart", () => {
+  it("/v1/streams event reads refuse a Durable Streams stream and point to /ds", async () => {
+    const name = `plain-${process.pid}`;
+    await fetch(`${s.url}/ds/v1/stream/${name}`, {
+      method: "PUT",
+      headers: { "content-type": "text/plain" },
+      body: "x",
+    });
+    for (const accept of ["application/json", "text/event-stream"]) {
+      const r = await fetch(`${s.url}/v1/streams/${name}`, { headers: { accept } });
+      expect(r.status).toBe(404);
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe("stream_not_found");
+      expect(body.error.message).toContain(`/ds/v1/stream/${name}`);
+    }
+  });
+});

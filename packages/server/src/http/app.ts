@@ -197,8 +197,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
     const codec = transport === "json" ? undefined : codecFor(q.format, transport);
     if (transport === "json") return readPage(reply, id, pos, q);
-    const info = await store.info(id);
-    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const info = generationInfo(await store.info(id), id);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
       throw new SluiceError("offset_out_of_range", `offset ${rawOffset} is past the end of stream ${id}`);
@@ -228,8 +227,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (!Number.isInteger(limit) || limit < 1 || limit > max) {
       throw new SluiceError("invalid_request", `limit must be an integer from 1 to ${max}`);
     }
-    const info = await store.info(id);
-    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const info = generationInfo(await store.info(id), id);
     const after = pos.kind === "now" ? info.length : pos.seq;
     const page = await store.read(id, after, limit);
     // The record data is already JSON: assemble the page without parsing it.
@@ -325,6 +323,18 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/** Event reads here are for generation streams; Durable Streams streams (kind "log") read under /ds. */
+function generationInfo(info: StreamInfo | undefined, id: string): StreamInfo {
+  if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+  if (info.kind !== "generation") {
+    throw new SluiceError(
+      "stream_not_found",
+      `${id} is a Durable Streams stream, not a generation: read it at /ds/v1/stream/${id}`,
+    );
+  }
+  return info;
 }
 
 /** Stream info as the API shows it. */
