@@ -436,3 +436,22 @@ describe("the two APIs stay apart", () => {
     }
   });
 });
+
+describe("shutdown", () => {
+  it("ends live DS readers so closing the server does not wait on them", async () => {
+    const own = await startSluice({ durable_streams: { ...DS_OPTS, long_poll_timeout_ms: 60_000 } });
+    const url = `${own.url}/ds/v1/stream/shutdown`;
+    await fetch(url, { method: "PUT", headers: { "content-type": "text/plain" } });
+    const sse = await fetch(`${url}?offset=-1&live=sse`);
+    const sseText = sse.text();
+    const poll = fetch(`${url}?offset=now&live=long-poll`);
+    const t0 = Date.now();
+    while (own.server.hub.readerCount("shutdown") < 2 && Date.now() - t0 < 3000) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await own.close();
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect((await poll).status).toBe(204);
+    expect(await sseText).toContain('"upToDate":true');
+  });
+});

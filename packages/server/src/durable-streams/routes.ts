@@ -88,6 +88,11 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
   if (!opts.enabled) return;
   const deadlines = new Deadlines(opts.long_poll_timeout_ms);
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
+  /** Live reads in progress on this node: ended on shutdown so closing never waits on them. */
+  const live = new Set<() => void>();
+  app.addHook("preClose", async () => {
+    for (const stop of [...live]) stop();
+  });
   app.addHook("onClose", async () => {
     deadlines.stop();
     heartbeats.stop();
@@ -674,6 +679,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         if (settled) return;
         settled = true;
         cancelDeadline?.();
+        live.delete(timeout);
         sink.cancel();
         reader?.detach();
         reply.raw.off("close", onGone);
@@ -710,14 +716,16 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       );
       const onGone = () => finish(() => {});
       reply.raw.on("close", onGone);
-      cancelDeadline = deadlines.add(() =>
+      // Nothing came in time (or the server is shutting down): 204, read again from here.
+      const timeout = () =>
         finish(() => {
           reply.header(H.nextOffset, dsOffset(reader?.seq ?? after));
           reply.header(H.upToDate, "true");
           reply.header(H.cursor, nextCursor(Date.now(), cursorParam));
           reply.code(204).send();
-        }),
-      );
+        });
+      cancelDeadline = deadlines.add(timeout);
+      live.add(timeout);
       hub.attach(info.id, after, codecFor(mode), sink).then(
         (r) => {
           reader = r;
@@ -773,7 +781,14 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       return reply;
     }
     let reader: Reader | undefined;
+    // On shutdown the connection just ends: the client reconnects from its last offset.
+    const stop = () => {
+      reader?.detach();
+      sink.inner.end();
+    };
+    live.add(stop);
     res.on("close", () => {
+      live.delete(stop);
       heartbeats.delete(sink.inner);
       reader?.detach();
     });
