@@ -12,14 +12,7 @@ const options = { baseUrl: "http://127.0.0.1:0/ds", longPollTimeoutMs: LONG_POLL
 let sluice: Running;
 
 beforeAll(async () => {
-  sluice = await startSluice({
-    durable_streams: {
-      enabled: true,
-      long_poll_timeout_ms: LONG_POLL_MS,
-      max_append_bytes: 16 * 1024 * 1024,
-      max_read_bytes: 1024 * 1024,
-    },
-  });
+  sluice = await startSluice({ durable_streams: { long_poll_timeout_ms: LONG_POLL_MS } });
   // The suite reads baseUrl lazily, so the real port can be filled in here.
   options.baseUrl = `${sluice.url}/ds`;
 });

@@ -455,3 +455,37 @@ describe("shutdown", () => {
     expect(await sseText).toContain('"upToDate":true');
   });
 });
+
+describe("SSE text", () => {
+  it("a character split across two appends arrives whole", async () => {
+    const url = path("split");
+    const check = Buffer.from("✓", "utf8"); // 3 bytes
+    await fetch(url, { method: "PUT", headers: { "content-type": "text/plain" } });
+    const res = await fetch(`${url}?offset=now&live=sse`);
+    const reader = res.body?.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    let got = "";
+    const readUntil = async (s: string) => {
+      while (!got.includes(s)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        got += new TextDecoder().decode(value);
+      }
+    };
+    await readUntil('"upToDate":true');
+    for (const part of [
+      Buffer.concat([Buffer.from("a"), check.subarray(0, 1)]),
+      Buffer.concat([check.subarray(1), Buffer.from("b")]),
+    ]) {
+      await fetch(url, { method: "POST", headers: { "content-type": "text/plain" }, body: part });
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await readUntil("b\n");
+    await reader.cancel();
+    const data = got
+      .split("\n\n")
+      .filter((b) => b.startsWith("event: data"))
+      .map((b) => b.slice("event: data\ndata:".length))
+      .join("");
+    expect(data).toBe("a✓b");
+  });
+});

@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import { StringDecoder } from "node:string_decoder";
 import type { Sink, WriteMark } from "../core/hub.js";
 import { ResponseSink } from "../http/sink.js";
 import { jsonArray } from "./codecs.js";
@@ -121,14 +122,18 @@ export function controlEvent(c: ControlFields): string {
 
 const LINE_BREAK = /\r\n|\r|\n/;
 
-/** One `event: data` for a batch of encoded records. */
-export function dataEvent(kind: SseData, mode: Mode, chunk: string): string {
+/**
+ * One `event: data` for a batch of encoded records. Text goes through the reader's decoder, so a
+ * character split across two appends that arrive in different batches still comes out whole.
+ */
+export function dataEvent(kind: SseData, mode: Mode, chunk: string, text?: StringDecoder): string {
   if (kind === "json" && mode === "json") return `event: data\ndata:${jsonArray(chunk)}\n\n`;
   const bytes = Buffer.from(chunk, "latin1");
   if (kind === "base64") return `event: data\ndata:${bytes.toString("base64")}\n\n`;
   // Text: every line its own data: field, so nothing in the payload can end the event early.
   let out = "event: data\n";
-  for (const line of bytes.toString("utf8").split(LINE_BREAK)) {
+  const decoded = text ? text.write(bytes) : bytes.toString("utf8");
+  for (const line of decoded.split(LINE_BREAK)) {
     // A leading space would be eaten by the parser; an extra one keeps it.
     out += line.startsWith(" ") ? `data: ${line}\n` : `data:${line}\n`;
   }
@@ -143,6 +148,7 @@ export class DsSseSink implements Sink {
   readonly inner: ResponseSink;
   private lastUpToDate = false;
   private closedSent = false;
+  private readonly text = new StringDecoder("utf8");
 
   constructor(
     res: ServerResponse,
@@ -166,7 +172,7 @@ export class DsSseSink implements Sink {
       if (mark.upToDate) control.upToDate = true;
     }
     this.lastUpToDate = mark.upToDate;
-    this.inner.write(dataEvent(this.kind, this.mode, chunk) + controlEvent(control));
+    this.inner.write(dataEvent(this.kind, this.mode, chunk, this.text) + controlEvent(control));
   }
 
   idle(seq: number): void {
