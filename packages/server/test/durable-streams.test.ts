@@ -3,6 +3,7 @@ import { DurableStream, stream as dsStream } from "@durable-streams/client";
 import { formatOffset } from "@sluice/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../src/config.js";
+import { Deadlines } from "../src/durable-streams/live.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import {
@@ -487,5 +488,28 @@ describe("SSE text", () => {
       .map((b) => b.slice("event: data\ndata:".length))
       .join("");
     expect(data).toBe("a✓b");
+  });
+});
+
+describe("long-poll deadlines", () => {
+  it("fire in order from one timer; cancelled ones never fire; the timer stops when idle", async () => {
+    let now = 1_000;
+    const d = new Deadlines(100, () => now);
+    const fired: number[] = [];
+    d.add(() => fired.push(1));
+    now += 30;
+    const cancel2 = d.add(() => fired.push(2));
+    now += 30;
+    d.add(() => fired.push(3));
+    cancel2();
+    expect(d.pending).toBe(2);
+    now = 1_105; // past the first deadline only
+    await new Promise((r) => setTimeout(r, 60));
+    expect(fired).toEqual([1]);
+    now = 1_200;
+    await new Promise((r) => setTimeout(r, 60));
+    expect(fired).toEqual([1, 3]);
+    expect(d.pending).toBe(0);
+    d.stop();
   });
 });
