@@ -20,7 +20,7 @@ import {
 
 const DS_OPTS = {
   enabled: true,
-  long_poll_timeout_ms: 400,
+  long_poll_timeout_ms: 5000,
   max_append_bytes: 64 * 1024,
   max_read_bytes: 8 * 1024,
 };
@@ -260,12 +260,23 @@ describe("limits", () => {
       expect(await r.json()).toEqual([{ n: 2 }]);
     }
     expect(s.server.hub.readerCount(id)).toBe(0);
-    // And a long-poll with nothing to wake it answers 204 after the configured wait.
-    const t1 = Date.now();
-    const quiet = await fetch(`${url}?offset=now&live=long-poll`);
-    expect(quiet.status).toBe(204);
-    expect(Date.now() - t1).toBeGreaterThanOrEqual(DS_OPTS.long_poll_timeout_ms - 50);
-    expect(s.server.hub.readerCount(id)).toBe(0);
+  });
+
+  it("a long-poll with nothing to wake it answers 204 after the configured wait, and detaches", async () => {
+    const quick = await startSluice({ durable_streams: { long_poll_timeout_ms: 300 } });
+    try {
+      const url = `${quick.url}/ds/v1/stream/quiet`;
+      await fetch(url, { method: "PUT", headers: { "content-type": "application/json" }, body: "[1]" });
+      const t1 = Date.now();
+      const quiet = await fetch(`${url}?offset=now&live=long-poll`);
+      expect(quiet.status).toBe(204);
+      expect(quiet.headers.get("stream-next-offset")).toBe(`${formatOffset(1)}_${formatOffset(0)}`);
+      expect(quiet.headers.get("stream-up-to-date")).toBe("true");
+      expect(Date.now() - t1).toBeGreaterThanOrEqual(250);
+      expect(quick.server.hub.readerCount("quiet")).toBe(0);
+    } finally {
+      await quick.close();
+    }
   });
 });
 
