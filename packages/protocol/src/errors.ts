@@ -43,6 +43,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The stream has ended; nothing more can be appended.",
   },
+  append_conflict: {
+    status: 409,
+    retryable: true,
+    description:
+      "The stream changed between the read an append was decided on and the append itself; read again and retry.",
+  },
   stream_exists: { status: 409, retryable: false, description: "A stream with this id already exists." },
   stream_read_only: {
     status: 403,

@@ -286,7 +286,19 @@ describe("DS state lives in the Store (two nodes, one store)", () => {
   let urlA: string;
   let urlB: string;
   beforeAll(async () => {
-    const store = new MemoryStore({ sweepIntervalMs: 0 });
+    // One store shared by two nodes, with a few ms of latency per call like a networked store
+    // (so concurrent requests on the two nodes really interleave between read and append).
+    const mem = new MemoryStore({ sweepIntervalMs: 0 });
+    const store = new Proxy(mem, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (typeof v !== "function" || prop === "subscribe") return v;
+        return async (...args: unknown[]) => {
+          await new Promise((r) => setTimeout(r, 2));
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
     const config = parseConfig({ host: "127.0.0.1", port: 0, log_level: "silent", durable_streams: DS_OPTS });
     a = await createSluice(config, { env: {}, store });
     b = await createSluice(config, { env: {}, store });
@@ -367,6 +379,30 @@ describe("DS state lives in the Store (two nodes, one store)", () => {
     expect((await fetch(urlB + p, { method: "HEAD" })).status).toBe(404);
     const meta = (await a.store.list({ limit: 10 })).length;
     expect(meta).toBe(0);
+  });
+
+  it("the same producer append racing on both nodes lands exactly once (compare-and-append)", async () => {
+    const p = `/ds/v1/stream/race-${process.pid}`;
+    await fetch(urlA + p, { method: "PUT", headers: { "content-type": "text/plain" } });
+    const expected: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const init = {
+        method: "POST",
+        headers: {
+          "content-type": "text/plain",
+          "producer-id": "racer",
+          "producer-epoch": "0",
+          "producer-seq": `${i}`,
+        },
+        body: `<${i}>`,
+      };
+      const statuses = (await Promise.all([fetch(urlA + p, init), fetch(urlB + p, init)])).map(
+        (r) => r.status,
+      );
+      expect(statuses.sort()).toEqual([200, 204]);
+      expected.push(`<${i}>`);
+    }
+    expect(await (await fetch(urlB + p)).text()).toBe(expected.join(""));
   });
 
   it("a live SSE reader on one node sees appends and the close made on the other", async () => {

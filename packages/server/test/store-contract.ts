@@ -255,6 +255,30 @@ export function runStoreContract(opts: ContractOptions): void {
       expect(await store.update("st_missing", { metadata: { z: 1 } })).toBeUndefined();
     });
 
+    it("appends with if_length only when the length matches (compare-and-append)", async () => {
+      const store = await make();
+      const { id } = await store.create(gen());
+      await store.append(id, recs(2), { if_length: 0 });
+      await expectCode(
+        store.append(id, recs(1), { if_length: 0, metadata: { lost: true } }),
+        "append_conflict",
+      );
+      await expectCode(store.append(id, [], { if_length: 1, close: "completed" }), "append_conflict");
+      const info = await store.info(id);
+      expect(info).toMatchObject({ length: 2, status: "running" });
+      expect(info?.metadata.lost).toBeUndefined();
+      const r = await store.append(id, recs(1), { if_length: 2, metadata: { won: true } });
+      expect(r.length).toBe(3);
+      expect((await store.info(id))?.metadata.won).toBe(true);
+      // Of two appends decided on the same read, exactly one lands.
+      const results = await Promise.allSettled([
+        store.append(id, recs(1, "a"), { if_length: 3 }),
+        store.append(id, recs(1, "b"), { if_length: 3 }),
+      ]);
+      expect(results.filter((x) => x.status === "fulfilled")).toHaveLength(1);
+      expect((await store.info(id))?.length).toBe(4);
+    });
+
     it("bounds the records of one stream but still accepts the terminal event", async () => {
       const store = await make({ maxRecordsPerStream: 5 });
       const { id } = await store.create(gen());

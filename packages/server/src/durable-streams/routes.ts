@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { SluiceError } from "@sluice/protocol";
+import { isSluiceError, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../config.js";
 import type { Hub, Reader, WriteMark } from "../core/hub.js";
@@ -465,7 +465,9 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           };
         }
 
-        return locked(path, async () => {
+        // Decided on a read, applied with compare-and-append: if another node appended in
+        // between, the store refuses and the checks run again on the new state.
+        const attempt = async (): Promise<FastifyReply> => {
           const info = await load(path);
           const cfg = dsConfig(info);
           const tail = () => ({
@@ -515,6 +517,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           const res = await store.append(path, records, {
             ...(close ? { close: "completed" as const } : {}),
             ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
+            if_length: info.length,
           });
           if (cfg.ttl_s !== undefined || close) await applyExpiry(path, cfg);
           reply.header(H.nextOffset, dsOffset(res.length));
@@ -525,6 +528,15 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
             return reply.code(records.length > 0 ? 200 : 204).send();
           }
           return reply.code(204).send();
+        };
+        return locked(path, async () => {
+          for (let tries = 1; ; tries++) {
+            try {
+              return await attempt();
+            } catch (err) {
+              if (!(isSluiceError(err) && err.code === "append_conflict" && tries < 8)) throw err;
+            }
+          }
         });
       });
 

@@ -105,6 +105,12 @@ export class MemoryStore implements Store {
     const info = s.info;
     if (info.status !== "running")
       throw new SluiceError("stream_closed", `stream ${id} has ended (${info.status})`);
+    if (opts.if_length !== undefined && opts.if_length !== info.length) {
+      throw new SluiceError(
+        "append_conflict",
+        `stream ${id} holds ${info.length} records, not ${opts.if_length}`,
+      );
+    }
     let bytes = 0;
     for (const r of inputs) bytes += r.data.length;
     // A closing append of one record (the terminal event) is always accepted, so a stream that

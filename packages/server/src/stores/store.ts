@@ -71,6 +71,12 @@ export interface AppendOptions {
   close?: EndStatus;
   /** Metadata merged into the stream's metadata in the same step. */
   metadata?: Record<string, unknown>;
+  /**
+   * Compare-and-append: only if the stream holds exactly this many records, else nothing changes
+   * and the append fails with `append_conflict`. Lets a caller that decided from a read (producer
+   * dedup, sequence checks) append atomically across nodes.
+   */
+  if_length?: number;
 }
 
 /** A change to a stream that is not an append: allowed in any status (running or ended). */
