@@ -405,6 +405,22 @@ describe("DS state lives in the Store (two nodes, one store)", () => {
     expect(await (await fetch(urlB + p)).text()).toBe(expected.join(""));
   });
 
+  it("the same PUT racing on both nodes: one 201, one 200; a fork that inherited a TTL is idempotent too", async () => {
+    for (let i = 0; i < 10; i++) {
+      const p = `/ds/v1/stream/put-race-${process.pid}-${i}`;
+      const init = { method: "PUT", headers: { "content-type": "text/plain", "stream-ttl": "600" } };
+      const statuses = (await Promise.all([fetch(urlA + p, init), fetch(urlB + p, init)])).map(
+        (r) => r.status,
+      );
+      expect(statuses.sort()).toEqual([200, 201]);
+      const fork = { method: "PUT", headers: { "stream-forked-from": p.slice(3) } };
+      expect((await fetch(`${urlA + p}-f`, fork)).status).toBe(201);
+      const head = await fetch(`${urlB + p}-f`, { method: "HEAD" });
+      expect(head.headers.get("stream-ttl")).toBe("600");
+      expect((await fetch(`${urlB + p}-f`, fork)).status).toBe(200);
+    }
+  });
+
   it("a live SSE reader on one node sees appends and the close made on the other", async () => {
     const p = `/ds/v1/stream/live-${process.pid}`;
     await fetch(urlA + p, { method: "PUT", headers: { "content-type": "application/json" } });

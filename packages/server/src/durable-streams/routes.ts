@@ -274,37 +274,45 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         const forkFrom = forkFromRaw === undefined ? undefined : parseForkSource(forkFromRaw);
         const body = bodyOfReq(req);
 
+        /** PUT on a stream that exists: 200 for the same configuration, 409 otherwise. */
+        const answerExisting = (existing: StreamInfo): FastifyReply => {
+          if (isGeneration(existing)) {
+            throw new SluiceError("stream_exists", `${path} is a generation stream (read-only here)`);
+          }
+          if (isSoftDeleted(existing)) {
+            throw new SluiceError("stream_exists", `${path} was deleted but forks still inherit from it`);
+          }
+          const cfg = dsConfig(existing);
+          // A fork without TTL headers inherited its source's: any inherited value matches.
+          const ttlSame =
+            forkFrom !== undefined && ttl.ttl_s === undefined && ttl.expires_at === undefined
+              ? true
+              : cfg.ttl_s === ttl.ttl_s && cfg.expires_at === ttl.expires_at;
+          const same =
+            (ctHeader === undefined
+              ? forkFrom !== undefined || mediaType(existing.content_type) === DEFAULT_CONTENT_TYPE
+              : mediaType(ctHeader) === mediaType(existing.content_type)) &&
+            ttlSame &&
+            (cfg.fork?.from ?? undefined) === forkFrom &&
+            (forkSeqAsked === undefined || cfg.fork?.seq === forkSeqAsked) &&
+            (cfg.fork?.sub ?? 0) === sub;
+          if (!same) {
+            throw new SluiceError(
+              "stream_exists",
+              `a stream with a different configuration exists at ${path}`,
+            );
+          }
+          infoHeaders(reply, existing);
+          return reply.code(200).send();
+        };
+
         return locked(path, async () => {
           let existing = await store.info(path);
           if (existing && isSoftDeleted(existing) && (await liveRefs(existing)).length === 0) {
             await hardDelete(existing);
             existing = undefined;
           }
-          if (existing) {
-            if (isGeneration(existing)) {
-              throw new SluiceError("stream_exists", `${path} is a generation stream (read-only here)`);
-            }
-            if (isSoftDeleted(existing)) {
-              throw new SluiceError("stream_exists", `${path} was deleted but forks still inherit from it`);
-            }
-            const cfg = dsConfig(existing);
-            const same =
-              (ctHeader === undefined
-                ? forkFrom !== undefined || mediaType(existing.content_type) === DEFAULT_CONTENT_TYPE
-                : mediaType(ctHeader) === mediaType(existing.content_type)) &&
-              cfg.ttl_s === ttl.ttl_s &&
-              cfg.expires_at === ttl.expires_at &&
-              (cfg.fork?.from ?? undefined) === forkFrom &&
-              (forkSeqAsked === undefined || cfg.fork?.seq === forkSeqAsked) &&
-              (cfg.fork?.sub ?? 0) === sub;
-            if (!same)
-              throw new SluiceError(
-                "stream_exists",
-                `a stream with a different configuration exists at ${path}`,
-              );
-            infoHeaders(reply, existing);
-            return reply.code(200).send();
-          }
+          if (existing) return answerExisting(existing);
 
           let cfg: DsConfig = { ...ttl };
           let contentType = ctHeader ?? DEFAULT_CONTENT_TYPE;
@@ -370,12 +378,20 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
             }
           }
 
-          await store.create({
-            id: path,
-            kind: "log",
-            content_type: contentType,
-            metadata: { [META.config]: cfg },
-          });
+          try {
+            await store.create({
+              id: path,
+              kind: "log",
+              content_type: contentType,
+              metadata: { [META.config]: cfg },
+            });
+          } catch (err) {
+            // Created meanwhile by another node: answer as for any existing stream.
+            const now =
+              isSluiceError(err) && err.code === "stream_exists" ? await store.info(path) : undefined;
+            if (now) return answerExisting(now);
+            throw err;
+          }
           try {
             if (src) {
               // A fork copies what it inherits (same offsets as the source), then lives on its own.
