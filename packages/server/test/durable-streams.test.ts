@@ -197,7 +197,9 @@ describe("limits", () => {
       body: new Uint8Array(DS_OPTS.max_append_bytes + 1),
     });
     expect(big.status).toBe(413);
-    expect(((await big.json()) as { error: { code: string } }).error.code).toBe("body_too_large");
+    const bigErr = (await big.json()) as { error: { code: string; message: string } };
+    expect(bigErr.error.code).toBe("body_too_large");
+    expect(bigErr.error.message).toContain(String(DS_OPTS.max_append_bytes));
     let last = 0;
     for (let i = 0; i < 6; i++) {
       const r = await fetch(url, {

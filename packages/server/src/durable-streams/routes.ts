@@ -231,6 +231,12 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       ds.setErrorHandler((err: unknown, _req, reply) => {
         const extra = (err as { dsHeaders?: Record<string, string> }).dsHeaders;
         if (extra) for (const [k, v] of Object.entries(extra)) reply.header(k, v);
+        if ((err as { code?: string }).code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+          throw new SluiceError(
+            "body_too_large",
+            `an append carries at most ${opts.max_append_bytes} bytes (durable_streams.max_append_bytes)`,
+          );
+        }
         // Everything else is the app's error handling (catalogue codes, JSON bodies).
         throw err;
       });
