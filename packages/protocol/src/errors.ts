@@ -60,7 +60,42 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The stream has ended; nothing more can be appended.",
   },
+  append_conflict: {
+    status: 409,
+    retryable: true,
+    description:
+      "The stream changed between the read an append was decided on and the append itself; read again and retry.",
+  },
   stream_exists: { status: 409, retryable: false, description: "A stream with this id already exists." },
+  stream_read_only: {
+    status: 403,
+    retryable: false,
+    description:
+      "The stream is a generation stream: it is written by its generation only, and is read-only through the Durable Streams API.",
+  },
+  stream_gone: {
+    status: 410,
+    retryable: false,
+    description:
+      "The stream was deleted but forks still inherit from it; its name stays reserved until they are gone.",
+  },
+  content_type_mismatch: {
+    status: 409,
+    retryable: false,
+    description: "The append's Content-Type differs from the stream's.",
+  },
+  sequence_conflict: {
+    status: 409,
+    retryable: false,
+    description:
+      "A `Stream-Seq` or `Producer-Seq` is out of order (not after the last one accepted); the response says what was expected.",
+  },
+  producer_fenced: {
+    status: 403,
+    retryable: false,
+    description:
+      "The `Producer-Epoch` is older than one already seen for this producer (a newer instance took over).",
+  },
   stream_too_large: {
     status: 413,
     retryable: false,

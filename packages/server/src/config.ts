@@ -146,6 +146,32 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ headers_ms: 10_000, request_ms: 30_000, keep_alive_ms: 5_000, check_interval_ms: 1_000 }),
+    /** The Durable Streams protocol, mounted under /ds (docs/durable-streams.md). */
+    durable_streams: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** How long a `live=long-poll` read waits for data before answering 204. */
+        long_poll_timeout_ms: z.number().int().min(50).max(300_000).default(30_000),
+        /** Largest body one append (POST, or PUT with a body) may carry. */
+        max_append_bytes: z
+          .number()
+          .int()
+          .positive()
+          .default(16 * 1024 * 1024),
+        /** A catch-up GET returns at most about this many bytes (always at least one record). */
+        max_read_bytes: z
+          .number()
+          .int()
+          .positive()
+          .default(1024 * 1024),
+      })
+      .strict()
+      .default({
+        enabled: true,
+        long_poll_timeout_ms: 30_000,
+        max_append_bytes: 16 * 1024 * 1024,
+        max_read_bytes: 1024 * 1024,
+      }),
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

@@ -193,6 +193,92 @@ export function runStoreContract(opts: ContractOptions): void {
       expect(await store.info(custom.id)).toBeDefined();
     });
 
+    it("keeps binary records exactly (encoding base64) and text records without an encoding", async () => {
+      const store = await make();
+      const { id } = await store.create(
+        gen(sid(), { kind: "log", content_type: "application/octet-stream" }),
+      );
+      const bytes = Buffer.from([0, 1, 2, 0x7f, 0x80, 0xfe, 0xff, 0x0a, 0x0d]);
+      const notices: StoreNotice[] = [];
+      const unsub = store.subscribe(id, (n) => notices.push(n));
+      await store.append(id, [
+        { data: bytes.toString("base64"), encoding: "base64" },
+        { data: "plain text ✓" },
+      ]);
+      unsub();
+      const page = await store.read(id, 0, 10);
+      expect(page.records.map((r) => r.encoding)).toEqual(["base64", undefined]);
+      expect("encoding" in (page.records[1] as StoredRecord)).toBe(false);
+      expect(Buffer.from((page.records[0] as StoredRecord).data, "base64")).toEqual(bytes);
+      expect(page.records[1]?.data).toBe("plain text ✓");
+      expect(notices[0]?.records.map((r) => r.encoding)).toEqual(["base64", undefined]);
+    });
+
+    it("updates metadata and expiry in any status, without appending", async () => {
+      const store = await make();
+      const { id } = await store.create(gen(sid(), { metadata: { keep: 1, a: { x: 1 } } }));
+      const notices: StoreNotice[] = [];
+      const unsub = store.subscribe(id, (n) => notices.push(n));
+      const u1 = await store.update(id, { metadata: { a: { y: 2 }, b: "new" } });
+      expect(u1?.metadata).toEqual({ keep: 1, a: { y: 2 }, b: "new" });
+      expect(u1?.length).toBe(0);
+      await store.append(id, recs(1), { close: "completed" });
+      // Ended streams take metadata changes and a new expiry too.
+      const later = new Date(clock.now() + 3_600_000).toISOString();
+      const u2 = await store.update(id, { metadata: { c: true }, expires_at: later });
+      expect(u2?.status).toBe("completed");
+      expect(u2?.metadata).toMatchObject({ keep: 1, b: "new", c: true });
+      expect(u2?.expires_at).toBe(later);
+      expect((await store.info(id))?.expires_at).toBe(later);
+      expect(notices).toHaveLength(1); // the closing append only: updates do not notify
+      unsub();
+      // An expiry on a running stream: gone once it passes.
+      const { id: id2 } = await store.create(gen());
+      await store.append(id2, recs(2));
+      await store.update(id2, { expires_at: new Date(clock.now() + 5_000).toISOString() });
+      await clock.sleep(4_000);
+      expect(await store.info(id2)).toBeDefined();
+      // Clearing the expiry keeps it forever.
+      await store.update(id2, { expires_at: null });
+      await clock.sleep(10_000);
+      expect((await store.info(id2))?.expires_at).toBeUndefined();
+      await store.update(id2, { expires_at: new Date(clock.now() + 1_000).toISOString() });
+      await clock.sleep(1_001);
+      expect(await store.info(id2)).toBeUndefined();
+      await expectCode(store.read(id2, 0, 10), "stream_not_found");
+      // An expired stream's id is free again (even before a sweep).
+      const again = await store.create(gen(id2));
+      expect(again.length).toBe(0);
+      await store.delete(id2);
+      await store.sweep();
+      expect(await store.update(id2, { metadata: { z: 1 } })).toBeUndefined();
+      expect(await store.update("st_missing", { metadata: { z: 1 } })).toBeUndefined();
+    });
+
+    it("appends with if_length only when the length matches (compare-and-append)", async () => {
+      const store = await make();
+      const { id } = await store.create(gen());
+      await store.append(id, recs(2), { if_length: 0 });
+      await expectCode(
+        store.append(id, recs(1), { if_length: 0, metadata: { lost: true } }),
+        "append_conflict",
+      );
+      await expectCode(store.append(id, [], { if_length: 1, close: "completed" }), "append_conflict");
+      const info = await store.info(id);
+      expect(info).toMatchObject({ length: 2, status: "running" });
+      expect(info?.metadata.lost).toBeUndefined();
+      const r = await store.append(id, recs(1), { if_length: 2, metadata: { won: true } });
+      expect(r.length).toBe(3);
+      expect((await store.info(id))?.metadata.won).toBe(true);
+      // Of two appends decided on the same read, exactly one lands.
+      const results = await Promise.allSettled([
+        store.append(id, recs(1, "a"), { if_length: 3 }),
+        store.append(id, recs(1, "b"), { if_length: 3 }),
+      ]);
+      expect(results.filter((x) => x.status === "fulfilled")).toHaveLength(1);
+      expect((await store.info(id))?.length).toBe(4);
+    });
+
     it("bounds the records of one stream but still accepts the terminal event", async () => {
       const store = await make({ maxRecordsPerStream: 5 });
       const { id } = await store.create(gen());

@@ -170,6 +170,10 @@ export function registerSecurity(
         }
         return reply.code(204).send();
       }
+    } else if (req.method === "OPTIONS") {
+      // A preflight carries no credentials: the mounted protocol answers it with its own CORS rules.
+      req.principal = OPEN_PRINCIPAL_NONE;
+      return;
     }
     if (!sec.enabled) {
       req.principal = OPEN_PRINCIPAL;

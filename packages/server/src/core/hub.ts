@@ -7,7 +7,10 @@ import type { Store, StoredRecord, StoreNotice } from "../stores/store.js";
  * implement it over a socket.
  */
 export interface Sink {
-  write(chunk: string): void;
+  /** Encoded records; `mark` says where the reader now stands (transports that frame batches use it). */
+  write(chunk: string, mark: WriteMark): void;
+  /** Optional: called each time the reader has delivered everything and waits for more. */
+  idle?(seq: number): void;
   /** Bytes accepted but not yet flushed to the kernel. */
   readonly buffered: number;
   /** Calls cb once when the buffer has drained. */
@@ -15,6 +18,16 @@ export interface Sink {
   /** Ends the response (the stream ended, or it was deleted). */
   end(): void;
   readonly closed: boolean;
+}
+
+/** Where a reader stands after a write. */
+export interface WriteMark {
+  /** Seq of the last record in the chunk. */
+  last: number;
+  /** The chunk reaches the stream's current end. */
+  upToDate: boolean;
+  /** The stream has ended (closed) and the chunk reaches its end: nothing more will come. */
+  ended: boolean;
 }
 
 interface Entry {
@@ -239,6 +252,11 @@ export class Reader {
     if (!this.sink.closed) this.sink.end();
   }
 
+  private mark(): WriteMark {
+    const upToDate = this.seq >= this.tail.lastSeq;
+    return { last: this.seq, upToDate, ended: upToDate && this.tail.status !== "running" };
+  }
+
   private async pump(): Promise<void> {
     const tail = this.tail;
     for (;;) {
@@ -256,6 +274,7 @@ export class Reader {
           this.finish();
         } else {
           this.state = "idle";
+          this.sink.idle?.(this.seq);
         }
         return;
       }
@@ -270,8 +289,8 @@ export class Reader {
       }
       const fromWindow = tail.takeFromWindow(this.seq, this.codec);
       if (fromWindow) {
-        if (fromWindow.chunk.length > 0) this.sink.write(fromWindow.chunk);
         this.seq = fromWindow.last;
+        if (fromWindow.chunk.length > 0) this.sink.write(fromWindow.chunk, this.mark());
         continue;
       }
       // Behind the window: catch up from the store, one page at a time.
@@ -285,8 +304,8 @@ export class Reader {
       }
       let chunk = "";
       for (const rec of page.records) chunk += this.codec.encode(rec, tail.info);
-      if (chunk.length > 0 && !this.sink.closed) this.sink.write(chunk);
       this.seq = (page.records[page.records.length - 1] as StoredRecord).seq;
+      if (chunk.length > 0 && !this.sink.closed) this.sink.write(chunk, this.mark());
     }
   }
 }

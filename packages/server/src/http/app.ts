@@ -15,6 +15,7 @@ import { STREAM_ID_RE } from "../core/ids.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
+import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
 import type { Store, StreamInfo } from "../stores/store.js";
@@ -125,7 +126,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
-  registerSecurity(app, security);
+  // The Durable Streams mount answers its own CORS (the protocol specifies it); auth still applies.
+  registerSecurity(app, security, { skipPrefixes: ["/ds/"] });
   app.addHook("onResponse", async (req, reply) => {
     req.log.debug(
       {
@@ -177,6 +179,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
   });
+
+  registerDurableStreams(app, { config, store, hub });
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async () => ({ status: "ready", store: store.name }));
@@ -243,9 +247,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get("/v1/streams/:id", async (req, reply) => {
     const { id } = req.params as { id: string };
     checkStreamId(id);
-    const info = await store.info(id);
-    requireStreamAccess(req.principal, "read", info);
-    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const found = await store.info(id);
+    requireStreamAccess(req.principal, "read", found);
+    const info = generationInfo(found, id);
     reply.header(STREAM_ID_HEADER, id);
     const q = req.query as Record<string, string | undefined>;
     const transport = pickTransport(req);
@@ -422,6 +426,18 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/** Event reads here are for generation streams; Durable Streams streams (kind "log") read under /ds. */
+function generationInfo(info: StreamInfo | undefined, id: string): StreamInfo {
+  if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+  if (info.kind !== "generation") {
+    throw new SluiceError(
+      "stream_not_found",
+      `${id} is a Durable Streams stream, not a generation: read it at /ds/v1/stream/${id}`,
+    );
+  }
+  return info;
 }
 
 /** Stream info as the API shows it. */

@@ -14,6 +14,7 @@ import {
   type StoreLimits,
   type StoreNotice,
   type StreamInfo,
+  type StreamPatch,
 } from "./store.js";
 
 interface MemStream {
@@ -53,7 +54,9 @@ export class MemoryStore implements Store {
   }
 
   async create(init: CreateStream): Promise<StreamInfo> {
-    if (this.streams.has(init.id)) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
+    const old = this.streams.get(init.id);
+    if (old && this.expired(old)) this.remove(init.id, old);
+    else if (old) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
     if (this.streams.size >= this.maxStreams) this.evictOne();
     const info: StreamInfo = {
       id: init.id,
@@ -102,6 +105,12 @@ export class MemoryStore implements Store {
     const info = s.info;
     if (info.status !== "running")
       throw new SluiceError("stream_closed", `stream ${id} has ended (${info.status})`);
+    if (opts.if_length !== undefined && opts.if_length !== info.length) {
+      throw new SluiceError(
+        "append_conflict",
+        `stream ${id} holds ${info.length} records, not ${opts.if_length}`,
+      );
+    }
     let bytes = 0;
     for (const r of inputs) bytes += r.data.length;
     // A closing append of one record (the terminal event) is always accepted, so a stream that
@@ -125,6 +134,7 @@ export class MemoryStore implements Store {
       const seq = info.length + 1;
       const rec: StoredRecord = { seq, offset: formatOffset(seq), data: input.data };
       if (input.type !== undefined) rec.type = input.type;
+      if (input.encoding !== undefined) rec.encoding = input.encoding;
       s.records.push(rec);
       added[i] = rec;
       info.length = seq;
@@ -169,6 +179,22 @@ export class MemoryStore implements Store {
   async info(id: string): Promise<StreamInfo | undefined> {
     const s = this.streams.get(id);
     if (!s || this.expired(s)) return undefined;
+    return { ...s.info, metadata: { ...s.info.metadata } };
+  }
+
+  async update(id: string, patch: StreamPatch): Promise<StreamInfo | undefined> {
+    const s = this.streams.get(id);
+    if (!s || this.expired(s)) return undefined;
+    if (patch.metadata) Object.assign(s.info.metadata, patch.metadata);
+    if (patch.expires_at === null) {
+      delete s.expiresAtMs;
+      delete s.info.expires_at;
+    } else if (patch.expires_at !== undefined) {
+      const at = Date.parse(patch.expires_at);
+      if (Number.isNaN(at)) throw new SluiceError("invalid_request", `bad expiry ${patch.expires_at}`);
+      s.expiresAtMs = at;
+      s.info.expires_at = new Date(at).toISOString();
+    }
     return { ...s.info, metadata: { ...s.info.metadata } };
   }
 

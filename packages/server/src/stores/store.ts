@@ -5,10 +5,18 @@ export const EVENTS_CONTENT_TYPE = "application/vnd.sluice.events+json";
 
 export type EndStatus = Exclude<StreamStatus, "running">;
 
+/**
+ * How a record's `data` string holds its bytes: absent = the bytes are UTF-8 text and `data` is
+ * that text; "base64" = arbitrary bytes, `data` is their standard base64 (with padding). Stores
+ * keep the field as given and return it unchanged; they never decode.
+ */
+export type RecordEncoding = "base64";
+
 /** What a producer appends: bytes (as a string) and, for event streams, the event type. */
 export interface RecordInput {
   type?: string;
   data: string;
+  encoding?: RecordEncoding;
 }
 
 /** A record as stored: its sequence number (1-based) and its offset (the fixed-width form of seq). */
@@ -17,6 +25,7 @@ export interface StoredRecord {
   offset: string;
   type?: string;
   data: string;
+  encoding?: RecordEncoding;
 }
 
 export interface CreateStream {
@@ -62,6 +71,20 @@ export interface AppendOptions {
   close?: EndStatus;
   /** Metadata merged into the stream's metadata in the same step. */
   metadata?: Record<string, unknown>;
+  /**
+   * Compare-and-append: only if the stream holds exactly this many records, else nothing changes
+   * and the append fails with `append_conflict`. Lets a caller that decided from a read (producer
+   * dedup, sequence checks) append atomically across nodes.
+   */
+  if_length?: number;
+}
+
+/** A change to a stream that is not an append: allowed in any status (running or ended). */
+export interface StreamPatch {
+  /** Merged into the metadata at the top level (a key given replaces that key's value). */
+  metadata?: Record<string, unknown>;
+  /** New expiry (ISO 8601): the stream is gone once it passes. `null` = never expires. */
+  expires_at?: string | null;
 }
 
 export interface AppendResult {
@@ -96,6 +119,12 @@ export interface Store {
   /** Records with seq > afterSeq, at most `limit`. */
   read(id: string, afterSeq: number, limit: number): Promise<ReadResult>;
   info(id: string): Promise<StreamInfo | undefined>;
+  /**
+   * Changes metadata and/or expiry without appending, whatever the stream's status (an append
+   * with `metadata` needs a running stream). Resolves to the new info, or undefined when there is
+   * no such stream (or it expired). Does not notify subscribers.
+   */
+  update(id: string, patch: StreamPatch): Promise<StreamInfo | undefined>;
   delete(id: string): Promise<boolean>;
   list(opts: ListOptions): Promise<StreamInfo[]>;
   /** Live notices for one stream (after each append/close/delete). Returns the unsubscribe function. */
