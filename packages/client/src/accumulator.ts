@@ -122,7 +122,11 @@ function reduce(m: Message, ev: SluiceEvent): Message {
     case "finish":
       return { ...m, status: "completed", finishReason: ev.reason };
     case "error":
-      return { ...m, status: "failed", error: { code: ev.code, message: ev.message, retryable: ev.retryable } };
+      return {
+        ...m,
+        status: "failed",
+        error: { code: ev.code, message: ev.message, retryable: ev.retryable },
+      };
     case "abort":
       return { ...m, status: "cancelled", abort: { reason: ev.reason, by: ev.by } };
     default:

@@ -98,7 +98,11 @@ export class SluiceClient {
         ...(signal ? { signal } : {}),
       });
     } catch (err) {
-      throw new SluiceClientError("network_error", `cannot reach the server: ${(err as Error).message}`, true);
+      throw new SluiceClientError(
+        "network_error",
+        `cannot reach the server: ${(err as Error).message}`,
+        true,
+      );
     }
     if (!res.ok) throw await errorFromResponse(res);
     return (await res.json()) as T;

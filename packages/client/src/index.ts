@@ -1,5 +1,19 @@
-export { type Message, type MessageStatus, MessageAccumulator, emptyMessage, type ToolCallState, type Usage } from "./accumulator.js";
-export { type ClientOptions, type GenerationRequest, type ModelInfo, SluiceClient, type StreamInfo } from "./client.js";
+export type { SluiceEvent, StreamEvent } from "@sluice/protocol";
+export {
+  emptyMessage,
+  type Message,
+  MessageAccumulator,
+  type MessageStatus,
+  type ToolCallState,
+  type Usage,
+} from "./accumulator.js";
+export {
+  type ClientOptions,
+  type GenerationRequest,
+  type ModelInfo,
+  SluiceClient,
+  type StreamInfo,
+} from "./client.js";
 export { type ClientClock, ManualClock, realClock } from "./clock.js";
 export { SluiceClientError, StreamExhausted } from "./errors.js";
 export { Follow, type FollowOptions } from "./follow.js";
@@ -18,5 +32,10 @@ export {
 export { stableMarkdown } from "./markdown.js";
 export { PartialJson, parsePartialJson, partialObjects } from "./partial.js";
 export { type SseMessage, SseParser } from "./sse.js";
-export { SseTransport, type Transport, type WebSocketFactory, type WebSocketLike, WsTransport } from "./transport.js";
-export type { SluiceEvent, StreamEvent } from "@sluice/protocol";
+export {
+  SseTransport,
+  type Transport,
+  type WebSocketFactory,
+  type WebSocketLike,
+  WsTransport,
+} from "./transport.js";

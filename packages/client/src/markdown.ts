@@ -87,7 +87,11 @@ function stableInline(line: string): string {
       if (n % 2 === 1) s = s.slice(0, s.lastIndexOf(mark));
     }
     // Emphasis with a single `*` (not a list bullet).
-    const stars = s.replace(/^\s*[*-]\s/, "  ").replace(/\*\*/g, "").split("*").length - 1;
+    const stars =
+      s
+        .replace(/^\s*[*-]\s/, "  ")
+        .replace(/\*\*/g, "")
+        .split("*").length - 1;
     if (stars % 2 === 1) s = s.slice(0, s.lastIndexOf("*"));
     if (s === before) break;
   }

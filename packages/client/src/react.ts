@@ -70,7 +70,8 @@ export function useSluiceStream(opts: UseSluiceStreamOptions): UseSluiceStream {
           if (follow.current !== f) return;
           setConnection(s);
           if (s.status === "reconnecting") setStatus("reconnecting");
-          else if (s.status === "live") setStatus((st) => (st === "reconnecting" || st === "connecting" ? "streaming" : st));
+          else if (s.status === "live")
+            setStatus((st) => (st === "reconnecting" || st === "connecting" ? "streaming" : st));
         },
       });
       follow.current = f;

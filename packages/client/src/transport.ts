@@ -1,7 +1,7 @@
 import type { SluiceEvent, StreamEvent } from "@sluice/protocol";
 import type { ClientClock } from "./clock.js";
 import { errorFromResponse, SluiceClientError, StreamExhausted } from "./errors.js";
-import { SseParser, type SseMessage } from "./sse.js";
+import { type SseMessage, SseParser } from "./sse.js";
 
 /**
  * One way to read a stream from an offset. `open` resolves once the read is established
@@ -257,7 +257,9 @@ export class WsTransport implements Transport {
 
   async open(id: string, offset: string, signal: AbortSignal): Promise<AsyncIterable<StreamEvent>> {
     const ws = await this.connect();
-    this.subs.get(id)?.fail(new SluiceClientError("superseded", "a newer subscription replaced this one", false));
+    this.subs
+      .get(id)
+      ?.fail(new SluiceClientError("superseded", "a newer subscription replaced this one", false));
     const sub = new Subscription();
     this.subs.set(id, sub);
     ws.send(JSON.stringify({ type: "subscribe", stream: id, offset }));

@@ -6,6 +6,7 @@ import { Hub } from "./core/hub.js";
 import { RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
 import { buildApp } from "./http/app.js";
+import { Metrics } from "./observability/metrics.js";
 import { DemoProvider } from "./providers/demo/provider.js";
 import { listUpstreamModels, OpenAICompatibleProvider } from "./providers/openai-compatible.js";
 import { MemoryStore } from "./stores/memory.js";
@@ -19,6 +20,7 @@ export interface SluiceServer {
   runner: Runner;
   routes: RouteTable;
   logger: Logger;
+  metrics: Metrics;
   /** Starts listening; resolves to the base URL (e.g. http://127.0.0.1:8080). */
   listen(): Promise<string>;
   /** Stops accepting, ends running generations as `interrupted` after `graceMs`, closes the store. */
@@ -116,7 +118,10 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       redact: ["req.headers.authorization", "*.api_key", "*.apiKey"],
     });
   const clock = opts.clock ?? realClock;
-  const store =
+  let hubRef: Hub | undefined;
+  let runnerRef: Runner | undefined;
+  const metrics = new Metrics({ hub: () => hubRef, runner: () => runnerRef, logger });
+  const rawStore =
     opts.store ??
     new MemoryStore({
       clock,
@@ -127,15 +132,19 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
         defaultTtlS: config.limits.stream_ttl_s,
       },
     });
+  const store = metrics.instrumentStore(rawStore);
   const routes = await buildRoutes(config, opts.env ?? process.env, logger);
   const runner = new Runner({
     store,
     routes,
     clock,
     onError: (err, streamId) => logger.error({ err, stream: streamId }, "generation failed unexpectedly"),
+    observer: metrics,
   });
   const hub = new Hub(store);
-  const app = buildApp({ config, store, hub, runner, routes, logger });
+  hubRef = hub;
+  runnerRef = runner;
+  const app = buildApp({ config, store, hub, runner, routes, logger, metrics });
 
   return {
     config,
@@ -145,6 +154,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     runner,
     routes,
     logger,
+    metrics,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
       return address.replace("[::1]", "127.0.0.1");
@@ -153,6 +163,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       await runner.shutdown(graceMs);
       await app.close();
       await store.close();
+      metrics.close();
     },
   };
 }

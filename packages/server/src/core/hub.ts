@@ -42,6 +42,8 @@ export interface HubOptions {
  */
 export class Hub {
   private readonly tails = new Map<string, Tail>();
+  /** Plain counters (read by metrics at scrape time; no cost on the hot path beyond an add). */
+  readonly counters = { charsOut: 0, stalls: 0 };
   readonly windowSize: number;
   readonly highWaterBytes: number;
   readonly catchUpPage: number;
@@ -97,6 +99,11 @@ export class Hub {
     if (tail.readers.size > 0) return;
     if (this.tails.get(tail.id) === tail) this.tails.delete(tail.id);
     tail.unsubscribe();
+  }
+
+  /** Reader count of every stream with readers on this node. */
+  forEachStream(cb: (id: string, readers: number) => void): void {
+    for (const t of this.tails.values()) cb(t.id, t.readers.size);
   }
 
   /** Readers attached on this node (all streams, or one). */
@@ -261,6 +268,7 @@ export class Reader {
       }
       if (this.sink.buffered > this.hub.highWaterBytes) {
         this.state = "blocked";
+        this.hub.counters.stalls++;
         this.sink.onDrain(() => {
           if (this.state !== "blocked") return;
           this.state = "idle";
@@ -270,7 +278,10 @@ export class Reader {
       }
       const fromWindow = tail.takeFromWindow(this.seq, this.codec);
       if (fromWindow) {
-        if (fromWindow.chunk.length > 0) this.sink.write(fromWindow.chunk);
+        if (fromWindow.chunk.length > 0) {
+          this.sink.write(fromWindow.chunk);
+          this.hub.counters.charsOut += fromWindow.chunk.length;
+        }
         this.seq = fromWindow.last;
         continue;
       }
@@ -285,7 +296,10 @@ export class Reader {
       }
       let chunk = "";
       for (const rec of page.records) chunk += this.codec.encode(rec, tail.info);
-      if (chunk.length > 0 && !this.sink.closed) this.sink.write(chunk);
+      if (chunk.length > 0 && !this.sink.closed) {
+        this.sink.write(chunk);
+        this.hub.counters.charsOut += chunk.length;
+      }
       this.seq = (page.records[page.records.length - 1] as StoredRecord).seq;
     }
   }

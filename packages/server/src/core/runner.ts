@@ -17,6 +17,7 @@ import {
 } from "../stores/store.js";
 import { type Clock, realClock } from "./clock.js";
 import { newStreamId } from "./ids.js";
+import type { GenerationObserver, GenerationTrack } from "./observer.js";
 import type { GenerationRequest } from "./request.js";
 import type { RouteTable } from "./routes.js";
 
@@ -33,6 +34,8 @@ export interface RunnerOptions {
   clock?: Clock;
   /** Called on unexpected internal failures (logging). */
   onError?: (err: unknown, streamId: string) => void;
+  /** Told about each generation (metrics, logs); see core/observer.ts. */
+  observer?: GenerationObserver;
 }
 
 export interface StartOptions {
@@ -64,12 +67,14 @@ export class Runner {
   private readonly routes: RouteTable;
   private readonly clock: Clock;
   private readonly onError: (err: unknown, streamId: string) => void;
+  private readonly observer: GenerationObserver | undefined;
 
   constructor(opts: RunnerOptions) {
     this.store = opts.store;
     this.routes = opts.routes;
     this.clock = opts.clock ?? realClock;
     this.onError = opts.onError ?? (() => {});
+    this.observer = opts.observer;
   }
 
   /** Starts a generation; resolves once the stream exists with its `start` event. */
@@ -101,11 +106,15 @@ export class Runner {
     const controller = new AbortController();
     const gen: Generation = { id, controller, done: Promise.resolve() };
     this.running.set(id, gen);
-    gen.done = this.run(gen, route.provider, { ...request, upstream_model: route.upstream_model }).finally(
-      () => {
-        this.running.delete(id);
-      },
-    );
+    const track = this.observer?.begin({ id, route: route.name, model: request.model });
+    gen.done = this.run(
+      gen,
+      route.provider,
+      { ...request, upstream_model: route.upstream_model },
+      track,
+    ).finally(() => {
+      this.running.delete(id);
+    });
     const info = await this.store.info(id);
     if (!info) throw new SluiceError("internal_error", `stream ${id} vanished after creation`);
     return info;
@@ -115,6 +124,7 @@ export class Runner {
     gen: Generation,
     provider: Provider,
     request: GenerationRequest & { upstream_model: string },
+    track?: GenerationTrack,
   ): Promise<void> {
     const { id, controller } = gen;
     const signal = controller.signal;
@@ -143,6 +153,7 @@ export class Runner {
         appender.push(encode(ev));
         if (ev.type === "text-delta" || ev.type === "reasoning-delta" || ev.type === "tool-call-delta") {
           outputTokens++;
+          track?.token();
           if (maxTokens !== undefined && outputTokens >= maxTokens) {
             // The provider should stop by itself at max_tokens; if it doesn't, we stop it.
             controller.abort({ kind: "max_tokens" } satisfies StopReason);
@@ -177,6 +188,7 @@ export class Runner {
     if (terminal.type === "finish") meta.finish_reason = terminal.reason;
     if (terminal.type === "error") meta.error = { code: terminal.code, message: terminal.message };
     await appender.close(encode(terminal), statusOf(terminal), meta).catch((err) => this.onError(err, id));
+    track?.end(terminal);
   }
 
   private stopEvent(reason: unknown): TerminalEvent {

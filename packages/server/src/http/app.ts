@@ -14,8 +14,11 @@ import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
+import type { Metrics } from "../observability/metrics.js";
 import type { Store, StreamInfo } from "../stores/store.js";
+import { registerObservability } from "./observability.js";
 import { Heartbeats, ResponseSink } from "./sink.js";
+import { registerWeb } from "./web.js";
 
 export interface AppDeps {
   config: Config;
@@ -24,6 +27,8 @@ export interface AppDeps {
   runner: Runner;
   routes: RouteTable;
   logger: Logger | false;
+  /** Prometheus metrics and the dashboard's live stats (off when absent). */
+  metrics?: Metrics;
 }
 
 export const STREAM_ID_HEADER = "sluice-stream-id";
@@ -132,6 +137,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
   });
+
+  registerObservability(app, deps);
+  registerWeb(app);
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async () => ({ status: "ready", store: store.name }));
