@@ -92,7 +92,7 @@ describe("reconnect state machine (pure)", () => {
 
 /** A scripted transport: each open() takes the next script step. */
 function scripted(
-  steps: (StreamEvent[] | "refuse" | "fatal" | "exhausted" | { events: StreamEvent[]; then: "drop" })[],
+  steps: (StreamEvent[] | "refuse" | "fatal" | "exhausted" | { events: StreamEvent[]; after: "drop" })[],
 ) {
   const opens: string[] = [];
   const t: Transport = {
@@ -130,10 +130,10 @@ describe("Follow driver with an injected clock", () => {
   it("resumes from the last offset after each drop, waiting the backoff on the clock, no duplicates", async () => {
     const clock = new ManualClock();
     const { t, opens } = scripted([
-      { events: [ev(1), ev(2)], then: "drop" },
+      { events: [ev(1), ev(2)], after: "drop" },
       "refuse",
       // The server replays from the offset asked; an overlapping replay is skipped anyway.
-      { events: [ev(2), ev(3)], then: "drop" },
+      { events: [ev(2), ev(3)], after: "drop" },
       [ev(4), ev(5, "finish")],
     ]);
     const states: string[] = [];
