@@ -68,9 +68,7 @@ describe("GET /metrics", () => {
     const { id } = await startStream(s.url, demoBody({ length: 60, tokens_per_s: 150 }));
     const res = await fetch(`${s.url}/v1/streams/${id}`, { headers: { accept: "text/event-stream" } });
     let mid: Map<string, PromFamily> | undefined;
-    let lastId = "";
     await readSse(res, (m) => {
-      if (m.id) lastId = m.id;
       if (m.event === "text-delta" && !mid) {
         // scrape while the reader is attached (fire and keep reading)
         mid = new Map();
