@@ -120,6 +120,15 @@ describe("GET /metrics", () => {
         for (const v of Object.values(x.labels ?? {})) expect(v.startsWith("st_")).toBe(false);
       }
     }
+    // In the text: the +Inf bucket equals the count, the sum is positive.
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const inf = /sluice_ttft_seconds_bucket\{le="\+Inf",route="demo"\} (\d+)/.exec(text)?.[1];
+    const count = /sluice_ttft_seconds_count\{route="demo"\} (\d+)/.exec(text)?.[1];
+    expect(Number(inf)).toBeGreaterThanOrEqual(3);
+    expect(inf).toBe(count);
+    expect(
+      Number(/sluice_inter_token_seconds_sum\{route="demo"\} ([\d.e-]+)/.exec(text)?.[1]),
+    ).toBeGreaterThan(0);
     // The histogram buckets are cumulative.
     for (const x of after.get("sluice_ttft_seconds")?.metrics ?? []) {
       const counts = Object.entries(x.buckets ?? {})

@@ -1,10 +1,11 @@
 import type { TerminalEvent } from "@sluice/protocol";
 import type { Logger } from "pino";
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { Hub } from "../core/hub.js";
 import type { GenerationObserver, GenerationTrack } from "../core/observer.js";
 import type { Runner } from "../core/runner.js";
 import type { Store } from "../stores/store.js";
+import { BatchedHistogram, type HistogramSeries } from "./batched-histogram.js";
 
 /** Latency buckets in seconds: 1 ms … 30 s. */
 const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -39,8 +40,8 @@ export interface RecentError {
 }
 
 interface RouteChildren {
-  ttft: ReturnType<Histogram<"route">["labels"]>;
-  itl: ReturnType<Histogram<"route">["labels"]>;
+  ttft: HistogramSeries;
+  itl: HistogramSeries;
   tokens: ReturnType<Counter<"route">["labels"]>;
 }
 
@@ -62,8 +63,8 @@ export class Metrics implements GenerationObserver {
   private samples: { t: number; tokens: number; chars: number; started: number }[] = [];
   private sampler: NodeJS.Timeout | undefined;
 
-  readonly ttft: Histogram<"route">;
-  readonly itl: Histogram<"route">;
+  readonly ttft: BatchedHistogram;
+  readonly itl: BatchedHistogram;
   readonly tokens: Counter<"route">;
   readonly streamsStartedC: Counter<"route">;
   readonly streamsEnded: Counter<"status">;
@@ -73,24 +74,24 @@ export class Metrics implements GenerationObserver {
   readonly upstreamErrors: Counter<"route" | "code">;
   readonly upstreamRetries: Counter<"route">;
   readonly slowReaderDisconnects: Counter<"transport">;
-  readonly storeOps: Histogram<"op">;
+  readonly storeOps: BatchedHistogram;
 
   constructor(
     private readonly deps: { hub: () => Hub | undefined; runner: () => Runner | undefined; logger?: Logger },
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
-    this.ttft = new Histogram({
+    this.ttft = new BatchedHistogram({
       name: "sluice_ttft_seconds",
       help: "Time from a generation's start to its first output token, by route",
-      labelNames: ["route"],
+      label: "route",
       buckets: TTFT_BUCKETS,
       registers,
     });
-    this.itl = new Histogram({
+    this.itl = new BatchedHistogram({
       name: "sluice_inter_token_seconds",
       help: "Time between consecutive output tokens of a generation, by route",
-      labelNames: ["route"],
+      label: "route",
       buckets: ITL_BUCKETS,
       registers,
     });
@@ -148,10 +149,10 @@ export class Metrics implements GenerationObserver {
       labelNames: ["transport"],
       registers,
     });
-    this.storeOps = new Histogram({
+    this.storeOps = new BatchedHistogram({
       name: "sluice_store_operation_seconds",
       help: "Latency of store operations, by operation",
-      labelNames: ["op"],
+      label: "op",
       buckets: STORE_BUCKETS,
       registers,
     });
@@ -297,7 +298,7 @@ export class Metrics implements GenerationObserver {
   /** Wraps a store so every async operation's latency lands in sluice_store_operation_seconds. */
   instrumentStore(store: Store): Store {
     const hist = this.storeOps;
-    const children = new Map<string, ReturnType<Histogram<"op">["labels"]>>();
+    const children = new Map<string, HistogramSeries>();
     const timed = new Set(["create", "append", "read", "info", "delete", "list", "sweep"]);
     return new Proxy(store, {
       get(target, prop, receiver) {
@@ -382,7 +383,7 @@ export class Metrics implements GenerationObserver {
 }
 
 /** A histogram's buckets summed over its labels: [{le, count}] (cumulative), count, sum. */
-async function merged(h: Histogram<string>) {
+async function merged(h: BatchedHistogram) {
   const buckets = new Map<string, number>();
   let count = 0;
   let sum = 0;
