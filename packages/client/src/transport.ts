@@ -137,6 +137,22 @@ export interface WebSocketLike {
 }
 export type WebSocketFactory = (url: string) => WebSocketLike;
 
+/**
+ * Error codes after which a subscription is worth retrying from its offset (the server's
+ * catalogue marks them retryable): `slow_reader` is the server cutting a reader that fell
+ * too far behind; resubscribing catches it up from the store.
+ */
+const RETRYABLE_WS_CODES = new Set([
+  "slow_reader",
+  "capacity_exceeded",
+  "internal_error",
+  "interrupted",
+  "rate_limited",
+  "too_many_connections",
+  "too_many_readers",
+  "upstream_unreachable",
+]);
+
 /** An async queue of events for one subscription. */
 class Subscription implements AsyncIterable<StreamEvent> {
   private items: StreamEvent[] = [];
@@ -179,8 +195,9 @@ class Subscription implements AsyncIterable<StreamEvent> {
 /**
  * Reads streams over one WebSocket at `/v1/ws`. Client messages: `{type:"subscribe", stream,
  * offset}`, `{type:"unsubscribe", stream}`. Server messages: `{stream, offset, event}` per
- * event; `{type:"error", stream?, code, message}` on errors; `{type:"end", stream}` when a
- * subscription has nothing more to deliver. A socket close fails every subscription with
+ * event; `{type:"error", stream?, code, message}` on errors (a retryable code such as
+ * `slow_reader` resubscribes from the offset reached); `{type:"end", stream}` when a
+ * subscription has nothing more to deliver; acks (`subscribed`, `unsubscribed`) are ignored. A socket close fails every subscription with
  * a retryable error, so each follower resumes from its own offset on the next socket.
  */
 export class WsTransport implements Transport {
@@ -239,7 +256,7 @@ export class WsTransport implements Transport {
     if (msg.type === "error" || msg.error) {
       const code = msg.code ?? msg.error?.code ?? "ws_error";
       const message = msg.message ?? msg.error?.message ?? code;
-      const retryable = code === "overloaded" || code === "internal_error";
+      const retryable = RETRYABLE_WS_CODES.has(code);
       if (sub && msg.stream) {
         this.subs.delete(msg.stream);
         sub.fail(new SluiceClientError(code, message, retryable));

@@ -112,6 +112,43 @@ describe("WebSocket transport (one socket, many streams)", () => {
     ).toEqual(["a", "b"]);
   });
 
+  it("a slow_reader cut resubscribes from the offset reached; end after the terminal event is harmless", async () => {
+    const sockets: ScriptedSocket[] = [];
+    const clock = new ManualClock();
+    const client = new SluiceClient({
+      baseUrl: "http://127.0.0.1:1",
+      transport: "ws",
+      webSocket: (url) => {
+        const s = new ScriptedSocket(url);
+        sockets.push(s);
+        return s;
+      },
+      clock,
+      random: () => 0,
+    });
+    let text = "";
+    const run = (async () => {
+      for await (const { event } of client.follow("a")) if (event.type === "text-delta") text += event.delta;
+    })();
+    await until(() => sockets.length === 1);
+    const s0 = sockets[0] as ScriptedSocket;
+    s0.open();
+    await until(() => s0.sent.length === 1);
+    s0.emit({ type: "subscribed", stream: "a", offset: off(0) });
+    s0.emit(delta("a", 1));
+    s0.emit({ type: "error", code: "slow_reader", stream: "a", offset: off(1), message: "too slow" });
+    await until(() => clock.pending === 1);
+    clock.advance(0);
+    await until(() => s0.sent.length === 2);
+    expect(s0.sent[1]).toEqual({ type: "subscribe", stream: "a", offset: off(1) });
+    s0.emit(delta("a", 2));
+    s0.emit(finish("a", 3));
+    s0.emit({ type: "end", stream: "a", status: "completed" });
+    await run;
+    expect(text).toBe("a1 a2 ");
+    expect(sockets.length).toBe(1);
+  });
+
   it("an error message with a code fails that follower only", async () => {
     const sockets: ScriptedSocket[] = [];
     const client = new SluiceClient({
