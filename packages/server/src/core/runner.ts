@@ -46,6 +46,8 @@ interface Generation {
   id: string;
   controller: AbortController;
   done: Promise<void>;
+  /** The observer's tracker for this generation (metrics), if any. */
+  track?: GenerationTrack | undefined;
 }
 
 export interface Usage {
@@ -104,17 +106,14 @@ export class Runner {
     };
     await this.store.append(id, [encode(start)]);
     const controller = new AbortController();
-    const gen: Generation = { id, controller, done: Promise.resolve() };
-    this.running.set(id, gen);
     const track = this.observer?.begin({ id, route: route.name, model: request.model });
-    gen.done = this.run(
-      gen,
-      route.provider,
-      { ...request, upstream_model: route.upstream_model },
-      track,
-    ).finally(() => {
-      this.running.delete(id);
-    });
+    const gen: Generation = { id, controller, done: Promise.resolve(), track };
+    this.running.set(id, gen);
+    gen.done = this.run(gen, route.provider, { ...request, upstream_model: route.upstream_model }).finally(
+      () => {
+        this.running.delete(id);
+      },
+    );
     const info = await this.store.info(id);
     if (!info) throw new SluiceError("internal_error", `stream ${id} vanished after creation`);
     return info;
@@ -124,9 +123,8 @@ export class Runner {
     gen: Generation,
     provider: Provider,
     request: GenerationRequest & { upstream_model: string },
-    track?: GenerationTrack,
   ): Promise<void> {
-    const { id, controller } = gen;
+    const { id, controller, track } = gen;
     const signal = controller.signal;
     const appender = new Appender(this.store, id);
     let deadline: NodeJS.Timeout | undefined;
