@@ -1,4 +1,5 @@
 import { useEffect, useState } from "react";
+import { authHeaders } from "./client.js";
 
 interface Hist {
   buckets: { le: string; count: number }[];
@@ -91,7 +92,10 @@ export function Dashboard() {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const tick = async () => {
       try {
-        const res = await fetch("/v1/stats", { cache: "no-store" });
+        const res = await fetch("/v1/stats", { cache: "no-store", headers: authHeaders() });
+        if (res.status === 401 || res.status === 403) {
+          throw new Error(`HTTP ${res.status}: enter an API key allowed to see server stats (top right)`);
+        }
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const s = (await res.json()) as Stats;
         if (!stop) {

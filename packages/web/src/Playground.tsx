@@ -45,7 +45,11 @@ export function Playground() {
         setModels(list);
         if (list.length > 0 && !list.some((m) => m.id === "demo")) setModel(list[0]?.id ?? "demo");
       })
-      .catch((err: Error) => setModelsError(err.message));
+      .catch((err: { code?: string; message: string }) =>
+        setModelsError(
+          err.code === "unauthorized" ? `${err.message} — enter an API key (top right)` : err.message,
+        ),
+      );
   }, []);
 
   // Timing: first token and tokens/s, measured here as the text arrives.
@@ -162,11 +166,19 @@ export function Playground() {
       {s.error && (
         <div className="err" data-testid="error">
           {s.error.code}: {s.error.message}
+          {s.error.code === "unauthorized" || s.error.code === "forbidden"
+            ? " — enter an API key (top right)"
+            : ""}
         </div>
       )}
       {s.message.error && (
         <div className="err" data-testid="stream-error">
           generation failed: {s.message.error.code}: {s.message.error.message}
+        </div>
+      )}
+      {s.message.abort && (
+        <div className="muted" data-testid="aborted">
+          Stopped: {s.message.abort.reason} (by {s.message.abort.by}).
         </div>
       )}
       {s.message.reasoning && (
