@@ -301,8 +301,8 @@ export class Metrics implements GenerationObserver {
     const children = new Map<string, HistogramSeries>();
     const timed = new Set(["create", "append", "read", "info", "delete", "list", "sweep"]);
     return new Proxy(store, {
-      get(target, prop, receiver) {
-        const v = Reflect.get(target, prop, receiver);
+      get(target, prop) {
+        const v = Reflect.get(target, prop); // getters run on the store itself (private fields)
         if (typeof v !== "function") return v;
         if (typeof prop !== "string" || !timed.has(prop)) return v.bind(target);
         let child = children.get(prop);
