@@ -45,6 +45,7 @@ describe("web static handler", () => {
       expect(r.headers.get("content-type")).toBe("text/html; charset=utf-8");
       expect(r.headers.get("cache-control")).toBe("no-cache");
       expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(r.headers.get("content-security-policy")).toContain("script-src 'self'");
     }
     const js = await fetch(`${url}/assets/index-AbC123.js`);
     expect(js.status).toBe(200);

@@ -80,6 +80,11 @@ async function serverText(id: string): Promise<string> {
 describe.skipIf(!ready)("web playground and dashboard in chromium", () => {
   it("streams the answer progressively, with TTFT and tokens/s, and ends with the generation's exact text", async () => {
     const { page, ctx } = await newPage();
+    const problems: string[] = [];
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(m.text());
+    });
+    page.on("pageerror", (e) => problems.push(e.message));
     const id = await startFromUi(page, 60);
     const states = new Set<string>();
     let sawStreaming = false;
@@ -109,6 +114,8 @@ describe.skipIf(!ready)("web playground and dashboard in chromium", () => {
         .count(),
     ).toBeGreaterThan(0);
     await shot(page, "playground-completed");
+    // No script errors and no Content-Security-Policy violations.
+    expect(problems).toEqual([]);
     await ctx.close();
   });
 

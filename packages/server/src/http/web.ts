@@ -50,7 +50,14 @@ export function registerWeb(app: FastifyInstance, opts: { root?: string } = {}):
         );
     }
     return reply
-      .headers({ ...security, "cache-control": "no-cache" })
+      .headers({
+        ...security,
+        "cache-control": "no-cache",
+        // Model output is rendered as HTML (escaped by the app); the policy is the second line of defence.
+        "content-security-policy":
+          "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+          "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+      })
       .type(TYPES[".html"] as string)
       .send(await readFile(file));
   }
