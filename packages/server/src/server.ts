@@ -118,9 +118,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       redact: ["req.headers.authorization", "*.api_key", "*.apiKey"],
     });
   const clock = opts.clock ?? realClock;
-  let hubRef: Hub | undefined;
-  let runnerRef: Runner | undefined;
-  const metrics = new Metrics({ hub: () => hubRef, runner: () => runnerRef, logger });
+  const metrics = new Metrics({ logger });
   const rawStore =
     opts.store ??
     new MemoryStore({
@@ -142,8 +140,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     observer: metrics,
   });
   const hub = new Hub(store);
-  hubRef = hub;
-  runnerRef = runner;
+  metrics.attach({ hub, runner });
   const app = buildApp({ config, store, hub, runner, routes, logger, metrics });
 
   return {

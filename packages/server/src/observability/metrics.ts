@@ -76,9 +76,10 @@ export class Metrics implements GenerationObserver {
   readonly slowReaderDisconnects: Counter<"transport">;
   readonly storeOps: BatchedHistogram;
 
-  constructor(
-    private readonly deps: { hub: () => Hub | undefined; runner: () => Runner | undefined; logger?: Logger },
-  ) {
+  private hub: Hub | undefined;
+  private runner: Runner | undefined;
+
+  constructor(private readonly opts: { logger?: Logger } = {}) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     this.ttft = new BatchedHistogram({
@@ -162,7 +163,7 @@ export class Metrics implements GenerationObserver {
       help: "Generations running on this node",
       registers,
       collect() {
-        this.set(self.deps.runner()?.runningCount ?? 0);
+        this.set(self.runner?.runningCount ?? 0);
       },
     });
     new Gauge({
@@ -170,7 +171,7 @@ export class Metrics implements GenerationObserver {
       help: "Readers attached on this node (all streams)",
       registers,
       collect() {
-        this.set(self.deps.hub()?.readerCount() ?? 0);
+        this.set(self.hub?.readerCount() ?? 0);
       },
     });
     new Gauge({
@@ -180,7 +181,7 @@ export class Metrics implements GenerationObserver {
       registers,
       collect() {
         const counts: Record<string, number> = { "1": 0, "2-4": 0, "5-16": 0, "17-64": 0, "65+": 0 };
-        self.deps.hub()?.forEachStream((_id, n) => {
+        self.hub?.forEachStream((_id, n) => {
           if (n === 0) return;
           const b = n === 1 ? "1" : n <= 4 ? "2-4" : n <= 16 ? "5-16" : n <= 64 ? "17-64" : "65+";
           counts[b] = (counts[b] ?? 0) + 1;
@@ -194,7 +195,7 @@ export class Metrics implements GenerationObserver {
       registers,
       collect() {
         let max = 0;
-        self.deps.hub()?.forEachStream((_id, n) => {
+        self.hub?.forEachStream((_id, n) => {
           if (n > max) max = n;
         });
         this.set(max);
@@ -206,7 +207,7 @@ export class Metrics implements GenerationObserver {
       help: "Stream bytes written to readers (counted as characters: bytes for ASCII JSON)",
       registers,
       collect() {
-        const now = self.deps.hub()?.counters.charsOut ?? 0;
+        const now = self.hub?.counters.charsOut ?? 0;
         if (now > charsSeen) this.inc(now - charsSeen);
         charsSeen = now;
       },
@@ -217,7 +218,7 @@ export class Metrics implements GenerationObserver {
       help: "Times a reader's socket was full and its delivery paused until it drained",
       registers,
       collect() {
-        const now = self.deps.hub()?.counters.stalls ?? 0;
+        const now = self.hub?.counters.stalls ?? 0;
         if (now > stallsSeen) this.inc(now - stallsSeen);
         stallsSeen = now;
       },
@@ -225,6 +226,12 @@ export class Metrics implements GenerationObserver {
     this.sampler = setInterval(() => this.sample(), 1000);
     this.sampler.unref();
     this.sample();
+  }
+
+  /** Connects the live sources (the hub's reader counts and counters, the runner's running count). */
+  attach(sources: { hub?: Hub; runner?: Runner }): void {
+    this.hub = sources.hub;
+    this.runner = sources.runner;
   }
 
   private route(name: string): { label: string; c: RouteChildren } {
@@ -247,7 +254,7 @@ export class Metrics implements GenerationObserver {
     this.streamsStarted++;
     const t = new Track(this, info.id, label, info.model, c);
     this.live.set(info.id, t);
-    this.deps.logger?.info({ stream: info.id, route: info.route, model: info.model }, "generation started");
+    this.opts.logger?.info({ stream: info.id, route: info.route, model: info.model }, "generation started");
     return t;
   }
 
@@ -272,7 +279,7 @@ export class Metrics implements GenerationObserver {
     }
     this.recent.unshift({ ...t.snapshot(), status, ended_at: Date.now() });
     if (this.recent.length > 20) this.recent.length = 20;
-    this.deps.logger?.info(
+    this.opts.logger?.info(
       { stream: t.id, route: t.route, status, tokens: t.tokens, ttft_ms: t.ttftMs },
       "generation ended",
     );
@@ -289,7 +296,7 @@ export class Metrics implements GenerationObserver {
     this.samples.push({
       t: Date.now(),
       tokens: this.tokensNow(),
-      chars: this.deps.hub()?.counters.charsOut ?? 0,
+      chars: this.hub?.counters.charsOut ?? 0,
       started: this.streamsStarted,
     });
     if (this.samples.length > 121) this.samples.shift();
@@ -323,7 +330,7 @@ export class Metrics implements GenerationObserver {
   /** The live picture for the dashboard. */
   async stats() {
     const now = Date.now();
-    const hub = this.deps.hub();
+    const hub = this.hub;
     const live = [...this.live.values()].map((t) => ({
       ...t.snapshot(),
       age_ms: now - t.started_at,
