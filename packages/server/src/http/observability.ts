@@ -25,7 +25,8 @@ export function registerObservability(app: FastifyInstance, deps: { metrics?: Me
     req.log.debug(
       {
         method: req.method,
-        url: req.url,
+        // The path only: query strings may carry credentials (?token=…).
+        url: req.url.split("?")[0],
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime),
         ...(stream && !(req.params as { id?: string } | undefined)?.id ? { stream } : {}),
