@@ -42,8 +42,11 @@ export interface HubOptions {
  */
 export class Hub {
   private readonly tails = new Map<string, Tail>();
-  /** Plain counters (read by metrics at scrape time; no cost on the hot path beyond an add). */
-  readonly counters = { charsOut: 0, stalls: 0 };
+  /**
+   * Plain counters, read by metrics at scrape time (no cost on the hot path beyond an add):
+   * characters written to readers, readers paused on a full socket, slow readers cut.
+   */
+  readonly counters = { charsOut: 0, stalls: 0, cuts: 0 };
   readonly windowSize: number;
   readonly highWaterBytes: number;
   readonly catchUpPage: number;

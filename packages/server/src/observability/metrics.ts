@@ -73,7 +73,7 @@ export class Metrics implements GenerationObserver {
   readonly cancels: Counter<"by">;
   readonly upstreamErrors: Counter<"route" | "code">;
   readonly upstreamRetries: Counter<"route">;
-  readonly slowReaderDisconnects: Counter<"transport">;
+  readonly slowReaderDisconnects: Counter;
   readonly storeOps: BatchedHistogram;
 
   private hub: Hub | undefined;
@@ -81,6 +81,7 @@ export class Metrics implements GenerationObserver {
 
   constructor(private readonly opts: { logger?: Logger } = {}) {
     const registers = [this.registry];
+    const self = this;
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     this.ttft = new BatchedHistogram({
       name: "sluice_ttft_seconds",
@@ -144,11 +145,16 @@ export class Metrics implements GenerationObserver {
       labelNames: ["route"],
       registers,
     });
+    let cutsSeen = 0;
     this.slowReaderDisconnects = new Counter({
       name: "sluice_slow_reader_disconnects_total",
-      help: "Readers disconnected because they could not keep up, by transport",
-      labelNames: ["transport"],
+      help: "Readers disconnected because they fell too far behind (the hub's cuts; they resume from their offset)",
       registers,
+      collect() {
+        const now = self.hub?.counters.cuts ?? 0;
+        if (now > cutsSeen) this.inc(now - cutsSeen);
+        cutsSeen = now;
+      },
     });
     this.storeOps = new BatchedHistogram({
       name: "sluice_store_operation_seconds",
@@ -157,7 +163,6 @@ export class Metrics implements GenerationObserver {
       buckets: STORE_BUCKETS,
       registers,
     });
-    const self = this;
     new Gauge({
       name: "sluice_live_streams",
       help: "Generations running on this node",
