@@ -5,6 +5,8 @@ export default defineConfig({
   resolve: {
     alias: {
       "@sluice/protocol": fileURLToPath(new URL("./packages/protocol/src/index.ts", import.meta.url)),
+      "@sluice/client/react": fileURLToPath(new URL("./packages/client/src/react.ts", import.meta.url)),
+      "@sluice/client": fileURLToPath(new URL("./packages/client/src/index.ts", import.meta.url)),
     },
   },
   test: {

@@ -7,6 +7,7 @@ import { Hub } from "./core/hub.js";
 import { RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
 import { buildApp } from "./http/app.js";
+import { Metrics } from "./observability/metrics.js";
 import { DemoProvider } from "./providers/demo/provider.js";
 import { listUpstreamModels, OpenAICompatibleProvider } from "./providers/openai-compatible.js";
 import { MemoryStore } from "./stores/memory.js";
@@ -21,6 +22,7 @@ export interface SluiceServer {
   routes: RouteTable;
   security: Security;
   logger: Logger;
+  metrics: Metrics;
   /** Starts listening; resolves to the base URL (e.g. http://127.0.0.1:8080). */
   listen(): Promise<string>;
   /** Stops accepting, ends running generations as `interrupted` after `graceMs`, closes the store. */
@@ -141,7 +143,8 @@ export function createLogger(level: Config["log_level"], destination?: pino.Dest
 export async function createSluice(config: Config, opts: CreateOptions = {}): Promise<SluiceServer> {
   const logger = opts.logger ?? createLogger(config.log_level);
   const clock = opts.clock ?? realClock;
-  const store =
+  const metrics = new Metrics({ logger });
+  const rawStore =
     opts.store ??
     new MemoryStore({
       clock,
@@ -152,17 +155,20 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
         defaultTtlS: config.limits.stream_ttl_s,
       },
     });
+  const store = metrics.instrumentStore(rawStore);
   const routes = await buildRoutes(config, opts.env ?? process.env, logger);
   const runner = new Runner({
     store,
     routes,
     clock,
     onError: (err, streamId) => logger.error({ err, stream: streamId }, "generation failed unexpectedly"),
+    observer: metrics,
   });
   const hub = new Hub(store);
   const security = buildSecurity(config, opts.env ?? process.env);
   checkBinding(config, security);
-  const app = buildApp({ config, store, hub, runner, routes, security, logger });
+  metrics.attach({ hub, runner });
+  const app = buildApp({ config, store, hub, runner, routes, security, logger, metrics });
 
   return {
     config,
@@ -173,6 +179,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     routes,
     security,
     logger,
+    metrics,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
       return address.replace("[::1]", "127.0.0.1");
@@ -181,6 +188,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       await runner.shutdown(graceMs);
       await app.close();
       await store.close();
+      metrics.close();
     },
   };
 }

@@ -566,7 +566,8 @@ describe("binding, CORS and logs", () => {
     await fetch(`${url}/v1/streams/${st.id}/info`, { headers: { "x-api-key": KEYS.readerA } });
     await fetch(`${url}/v1/streams?token=${KEYS.adminA}`);
     await server.close();
-    expect(logged).toMatch(/REDACTED/);
+    // The requests were logged (with their stream id), just never their credentials.
+    expect(logged).toMatch(/"msg":"request"/);
     expect(logged).toContain(st.id);
     for (const secret of [...Object.values(KEYS), st.read_token, SECRET, OLD_SECRET])
       expect(logged).not.toContain(secret);

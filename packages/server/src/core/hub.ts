@@ -55,6 +55,11 @@ export interface HubOptions {
  */
 export class Hub {
   private readonly tails = new Map<string, Tail>();
+  /**
+   * Plain counters, read by metrics at scrape time (no cost on the hot path beyond an add):
+   * characters written to readers, readers paused on a full socket, slow readers cut.
+   */
+  readonly counters = { charsOut: 0, stalls: 0, cuts: 0 };
   readonly windowSize: number;
   readonly highWaterBytes: number;
   readonly catchUpPage: number;
@@ -110,6 +115,11 @@ export class Hub {
     if (tail.readers.size > 0) return;
     if (this.tails.get(tail.id) === tail) this.tails.delete(tail.id);
     tail.unsubscribe();
+  }
+
+  /** Reader count of every stream with readers on this node. */
+  forEachStream(cb: (id: string, readers: number) => void): void {
+    for (const t of this.tails.values()) cb(t.id, t.readers.size);
   }
 
   /** Readers attached on this node (all streams, or one). */
@@ -280,6 +290,7 @@ export class Reader {
       }
       if (this.sink.buffered > this.hub.highWaterBytes) {
         this.state = "blocked";
+        this.hub.counters.stalls++;
         this.sink.onDrain(() => {
           if (this.state !== "blocked") return;
           this.state = "idle";
@@ -290,7 +301,10 @@ export class Reader {
       const fromWindow = tail.takeFromWindow(this.seq, this.codec);
       if (fromWindow) {
         this.seq = fromWindow.last;
-        if (fromWindow.chunk.length > 0) this.sink.write(fromWindow.chunk, this.mark());
+        if (fromWindow.chunk.length > 0) {
+          this.sink.write(fromWindow.chunk, this.mark());
+          this.hub.counters.charsOut += fromWindow.chunk.length;
+        }
         continue;
       }
       // Behind the window: catch up from the store, one page at a time.
@@ -305,7 +319,10 @@ export class Reader {
       let chunk = "";
       for (const rec of page.records) chunk += this.codec.encode(rec, tail.info);
       this.seq = (page.records[page.records.length - 1] as StoredRecord).seq;
-      if (chunk.length > 0 && !this.sink.closed) this.sink.write(chunk, this.mark());
+      if (chunk.length > 0 && !this.sink.closed) {
+        this.sink.write(chunk, this.mark());
+        this.hub.counters.charsOut += chunk.length;
+      }
     }
   }
 }

@@ -17,6 +17,7 @@ import {
 } from "../stores/store.js";
 import { type Clock, realClock } from "./clock.js";
 import { newStreamId } from "./ids.js";
+import type { GenerationObserver, GenerationTrack } from "./observer.js";
 import type { GenerationRequest } from "./request.js";
 import type { RouteTable } from "./routes.js";
 
@@ -33,6 +34,8 @@ export interface RunnerOptions {
   clock?: Clock;
   /** Called on unexpected internal failures (logging). */
   onError?: (err: unknown, streamId: string) => void;
+  /** Told about each generation (metrics, logs); see core/observer.ts. */
+  observer?: GenerationObserver;
 }
 
 export interface StartOptions {
@@ -45,6 +48,8 @@ interface Generation {
   id: string;
   controller: AbortController;
   done: Promise<void>;
+  /** The observer's tracker for this generation (metrics), if any. */
+  track?: GenerationTrack | undefined;
 }
 
 export interface Usage {
@@ -66,12 +71,14 @@ export class Runner {
   private readonly routes: RouteTable;
   private readonly clock: Clock;
   private readonly onError: (err: unknown, streamId: string) => void;
+  private readonly observer: GenerationObserver | undefined;
 
   constructor(opts: RunnerOptions) {
     this.store = opts.store;
     this.routes = opts.routes;
     this.clock = opts.clock ?? realClock;
     this.onError = opts.onError ?? (() => {});
+    this.observer = opts.observer;
   }
 
   /** Starts a generation; resolves once the stream exists with its `start` event. */
@@ -101,7 +108,8 @@ export class Runner {
     };
     await this.store.append(id, [encode(start)]);
     const controller = new AbortController();
-    const gen: Generation = { id, controller, done: Promise.resolve() };
+    const track = this.observer?.begin({ id, route: route.name, model: request.model });
+    const gen: Generation = { id, controller, done: Promise.resolve(), track };
     this.running.set(id, gen);
     let outputTokens = 0;
     const report = (n: number) => {
@@ -127,7 +135,7 @@ export class Runner {
     request: GenerationRequest & { upstream_model: string },
     reportTokens: (n: number) => void,
   ): Promise<void> {
-    const { id, controller } = gen;
+    const { id, controller, track } = gen;
     const signal = controller.signal;
     const appender = new Appender(this.store, id);
     let deadline: NodeJS.Timeout | undefined;
@@ -154,6 +162,7 @@ export class Runner {
         appender.push(encode(ev));
         if (ev.type === "text-delta" || ev.type === "reasoning-delta" || ev.type === "tool-call-delta") {
           outputTokens++;
+          track?.token();
           if (maxTokens !== undefined && outputTokens >= maxTokens) {
             // The provider should stop by itself at max_tokens; if it doesn't, we stop it.
             controller.abort({ kind: "max_tokens" } satisfies StopReason);
@@ -189,6 +198,7 @@ export class Runner {
     if (terminal.type === "finish") meta.finish_reason = terminal.reason;
     if (terminal.type === "error") meta.error = { code: terminal.code, message: terminal.message };
     await appender.close(encode(terminal), statusOf(terminal), meta).catch((err) => this.onError(err, id));
+    track?.end(terminal);
   }
 
   private stopEvent(reason: unknown): TerminalEvent {

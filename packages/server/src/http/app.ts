@@ -8,7 +8,7 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { requireAction, requireStreamAccess } from "../auth/principal.js";
-import { redactUrl, registerSecurity, type Security } from "../auth/security.js";
+import { registerSecurity, type Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
@@ -18,8 +18,11 @@ import type { Runner } from "../core/runner.js";
 import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
+import type { Metrics } from "../observability/metrics.js";
 import type { Store, StreamInfo } from "../stores/store.js";
+import { registerObservability } from "./observability.js";
 import { Heartbeats, ResponseSink } from "./sink.js";
+import { registerWeb } from "./web.js";
 
 export interface AppDeps {
   config: Config;
@@ -29,6 +32,8 @@ export interface AppDeps {
   routes: RouteTable;
   security: Security;
   logger: Logger | false;
+  /** Prometheus metrics and the dashboard's live stats (off when absent). */
+  metrics?: Metrics;
 }
 
 export const STREAM_ID_HEADER = "sluice-stream-id";
@@ -128,17 +133,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
   // The Durable Streams mount answers its own CORS (the protocol specifies it); auth still applies.
   registerSecurity(app, security, { skipPrefixes: ["/ds/"] });
-  app.addHook("onResponse", async (req, reply) => {
-    req.log.debug(
-      {
-        method: req.method,
-        url: redactUrl(req.url),
-        status: reply.statusCode,
-        ms: Math.round(reply.elapsedTime),
-      },
-      "request",
-    );
-  });
   app.addHook("onClose", async () => heartbeats.stop());
 
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -181,6 +175,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   registerDurableStreams(app, { config, store, hub });
+  registerObservability(app, deps);
+  registerWeb(app);
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async () => ({ status: "ready", store: store.name }));

@@ -1,0 +1,17 @@
+import type { TerminalEvent } from "@sluice/protocol";
+
+/**
+ * How the core reports what happens, without knowing about metrics or logs: the runner
+ * calls `begin` once per generation and gets a tracker back (one allocation per
+ * generation; `token()` is called per output token and must stay allocation-free).
+ */
+export interface GenerationObserver {
+  begin(info: { id: string; route: string; model: string }): GenerationTrack | undefined;
+}
+
+export interface GenerationTrack {
+  /** An output token (text, reasoning or tool-argument delta) was produced. */
+  token(): void;
+  /** The generation ended with this terminal event. */
+  end(terminal: TerminalEvent): void;
+}
