@@ -15,6 +15,8 @@ import type { Runner } from "../core/runner.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
 import type { Store, StreamInfo } from "../stores/store.js";
+import { registerAiSdk } from "./ai-sdk.js";
+import { registerOpenAI } from "./openai.js";
 import { Heartbeats, ResponseSink } from "./sink.js";
 
 export interface AppDeps {
@@ -321,6 +323,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return { id, deleted: true };
   });
 
+  registerOpenAI(app, deps);
+  registerAiSdk(app, deps);
   return app;
 }
 
@@ -328,7 +332,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 export function publicInfo(info: StreamInfo) {
   const { metadata, ...rest } = info;
   const out: Record<string, unknown> = { ...rest, links: streamLinks(info.id) };
-  for (const k of ["usage", "finish_reason", "error", "output_tokens", "route", "provider"]) {
+  for (const k of ["usage", "finish_reason", "error", "output_tokens", "route", "provider", "attempts"]) {
     if (metadata[k] !== undefined) out[k] = metadata[k];
   }
   if (metadata.request !== undefined) out.metadata = metadata.request;
