@@ -165,20 +165,21 @@ export class Runner {
                 }
                 if (ev.index !== index) out = { ...ev, index };
               }
-              appender.push(encode(out));
-              appended++;
               if (
                 ev.type === "text-delta" ||
                 ev.type === "reasoning-delta" ||
                 ev.type === "tool-call-delta"
               ) {
-                outputTokens++;
                 if (maxTokens !== undefined && outputTokens >= maxTokens) {
-                  // The provider should stop by itself at max_tokens; if it doesn't, we stop it.
+                  // The provider should stop by itself at max_tokens (and may still send its
+                  // usage and finish); a token past it means it doesn't, so we stop it.
                   controller.abort({ kind: "max_tokens" } satisfies StopReason);
                   break;
                 }
+                outputTokens++;
               }
+              appender.push(encode(out));
+              appended++;
               if (appender.failed) throw appender.failed;
             }
             break routes;
