@@ -402,3 +402,32 @@ describe("GET /v1/streams/{id}?format=openai", () => {
     expect(text).toBe(textOf(await readAllJson(s.url, id)));
   });
 });
+
+describe("on_disconnect on the route", () => {
+  it("a route with on_disconnect: cancel cancels when the SDK aborts; the request can override it", async () => {
+    const s2 = await startSluice({ routes: { strict: { provider: "demo", on_disconnect: "cancel" } } });
+    try {
+      const c2 = new OpenAI({ baseURL: `${s2.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const run = async (extra: Record<string, unknown>) => {
+        const controller = new AbortController();
+        const { data: stream, response } = await c2.chat.completions
+          .create(
+            body(
+              { model: "strict", messages, stream: true as const },
+              { demo: demo({ tokens_per_s: 100, length: 100 }), ...extra },
+            ),
+            { signal: controller.signal },
+          )
+          .withResponse();
+        let n = 0;
+        for await (const _ of stream) if (++n === 3) controller.abort();
+        const id = response.headers.get("sluice-stream-id") as string;
+        return waitForStatus(s2.url, id, (st) => st !== "running");
+      };
+      expect((await run({})).status).toBe("cancelled");
+      expect((await run({ on_disconnect: "continue" })).status).toBe("completed");
+    } finally {
+      await s2.close();
+    }
+  });
+});

@@ -150,7 +150,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.header(STREAM_ID_HEADER, info.id);
     if (pickTransport(req) === "sse") {
       const codec = codecFor(undefined, "sse");
-      const onDisconnect = request.on_disconnect ?? "continue";
+      const onDisconnect = request.on_disconnect ?? routes.resolve(request.model).on_disconnect ?? "continue";
       await streamTo(req, reply, info, 0, "sse", codec, onDisconnect === "cancel");
       return reply;
     }

@@ -124,16 +124,13 @@ export function registerOpenAI(app: FastifyInstance, deps: AppDeps): void {
       return reply;
     }
     // Not streaming: wait for the end (a client leaving cancels only with on_disconnect: cancel).
-    let gone = false;
     reply.raw.on("close", () => {
       if (reply.raw.writableFinished) return;
-      gone = true;
       if (onDisconnect === "cancel" && runner.isRunning(info.id)) {
         void runner.cancel(info.id, "client-disconnect", "client disconnected");
       }
     });
     await runner.settled(info.id);
-    if (gone) return reply;
     const completion = await assembleCompletion(store, info);
     if (completion.error) return sendOpenAIError(reply, completion.error);
     return reply.type("application/json").send(completion.body);
