@@ -7,7 +7,9 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../src/config.js";
 import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
+import { createSluice } from "../src/server.js";
 import { type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/anthropic/${name}`, import.meta.url));
@@ -295,6 +297,39 @@ describe("anthropic provider against sluice mock-upstream over HTTP", () => {
     const events = (await readAllJson(s2.url, id)).map((e) => e.event);
     expect(events.filter((e) => e.type === "text-delta")).toHaveLength(6);
     expect(String(events[events.length - 1]?.message)).toContain("overloaded_error");
+  });
+
+  it("ANTHROPIC_API_KEY adds the Claude routes (ANTHROPIC_BASE_URL points them at the mock)", async () => {
+    const config = parseConfig({ host: "127.0.0.1", port: 0, log_level: "silent" });
+    const server = await createSluice(config, {
+      env: { ANTHROPIC_API_KEY: "sk-ant-mock", ANTHROPIC_BASE_URL: `http://127.0.0.1:${mock.port}` },
+    });
+    const url = await server.listen();
+    try {
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as {
+        data: { id: string; owned_by: string }[];
+      };
+      expect(models.data.find((m) => m.id === "claude-haiku-4-5")?.owned_by).toBe("anthropic");
+      const r = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "claude-haiku-4-5",
+          messages: [{ role: "user", content: "hi" }],
+          demo: demo({ length: 7 }),
+        }),
+      });
+      expect(r.status).toBe(200);
+      const b = (await r.json()) as {
+        usage: { completion_tokens: number };
+        choices: { message: { content: string } }[];
+      };
+      expect(b.usage.completion_tokens).toBe(7);
+      expect(b.choices[0]?.message.content.length).toBeGreaterThan(0);
+      expect(mock.requests[mock.requests.length - 1]?.model).toBe("claude-haiku-4-5");
+    } finally {
+      await server.close();
+    }
   });
 
   it("the mock answers non-streaming Messages requests and checks x-api-key", async () => {

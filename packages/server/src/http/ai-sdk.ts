@@ -149,7 +149,8 @@ export function registerAiSdk(app: FastifyInstance, deps: AppDeps): void {
       after: 0,
       codec: sseAiSdk,
       headers: UI_MESSAGE_STREAM_HEADERS,
-      cancelOnDisconnect: request.on_disconnect === "cancel",
+      cancelOnDisconnect:
+        (request.on_disconnect ?? deps.routes.resolve(request.model).on_disconnect) === "cancel",
     });
     return reply;
   });
