@@ -210,3 +210,17 @@ describe("after the first token", () => {
     expect(up.requests).toHaveLength(0);
   });
 });
+
+describe("stream bounds at the end of a generation", () => {
+  it("when usage and the terminal event do not both fit, the stream still ends (error stream_too_large)", async () => {
+    const s = await startSluice({ limits: { max_events_per_stream: 12 } });
+    servers.push(s);
+    for (const length of [10, 30]) {
+      const { info, events } = await run(s, "demo", { length });
+      expect(info.status).toBe("failed");
+      expect(events[events.length - 1]).toMatchObject({ type: "error", code: "stream_too_large" });
+      // The bound, plus the terminal event (a closing append of one record is always accepted).
+      expect(events.length).toBeLessThanOrEqual(13);
+    }
+  });
+});

@@ -353,6 +353,9 @@ class Appender {
   ) {}
 
   push(rec: RecordInput): void {
+    // After a failed append nothing more is stored (and a drain would finish synchronously,
+    // leaving `inFlight` set to a settled promise that close() would await forever).
+    if (this.failed) return;
     this.pending.push(rec);
     if (!this.inFlight) this.inFlight = this.drain();
   }
@@ -380,7 +383,7 @@ class Appender {
     let records = this.pending;
     this.pending = [];
     if (this.failed) records = []; // what could not be stored is lost; the terminal event says why
-    let end = tail;
+    let end = this.failed ? [terminal] : tail;
     if (this.failed && terminal.type !== "error") {
       end = [
         encode({
@@ -392,7 +395,17 @@ class Appender {
       ];
       status = "failed";
     }
-    await this.store.append(this.id, [...records, ...end], { close: status, metadata });
+    try {
+      await this.store.append(this.id, [...records, ...end], { close: status, metadata });
+    } catch (err) {
+      if (!isSluiceError(err) || err.code !== "stream_too_large") throw err;
+      // The last records do not fit: a closing append of the terminal event alone always does.
+      const error = { code: err.code, message: err.message };
+      await this.store.append(this.id, [encode({ type: "error", ...error, retryable: err.retryable })], {
+        close: "failed",
+        metadata: { ...metadata, error },
+      });
+    }
   }
 }
 
