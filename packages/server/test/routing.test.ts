@@ -108,7 +108,22 @@ describe("retries and fallbacks before the first token", () => {
         retry: { max_attempts: 3, max_wait_ms: 5000 },
       },
     });
-    const { info, ms } = await run(s, "limited");
+    const pending = run(s, "limited");
+    // While the runner waits out Retry-After, the failed try is already in stream info.
+    let seenWhileRunning: Attempt[] | undefined;
+    for (let i = 0; i < 80 && !seenWhileRunning; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      const list = (await (await fetch(`${s.url}/v1/streams?status=running`)).json()) as {
+        streams: { id: string }[];
+      };
+      const id = list.streams[0]?.id;
+      if (!id) continue;
+      const live = (await (await fetch(`${s.url}/v1/streams/${id}/info`)).json()) as Record<string, unknown>;
+      if (live.status === "running" && Array.isArray(live.attempts))
+        seenWhileRunning = live.attempts as Attempt[];
+    }
+    expect(seenWhileRunning?.[0]?.error?.upstream_status).toBe(429);
+    const { info, ms } = await pending;
     expect(info.status).toBe("completed");
     const attempts = info.attempts as Attempt[];
     expect(attempts).toHaveLength(2);

@@ -193,12 +193,15 @@ export class Runner {
             const wait = typeof retryAfter === "number" ? retryAfter : policy.base_delay_ms * 2 ** (n - 1);
             const last = ri === chain.length - 1 && n === policy.max_attempts;
             if (last) throw err;
-            if (n < policy.max_attempts && wait <= policy.max_wait_ms) {
-              attempt.retry_in_ms = wait;
+            const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
+            if (!retrySame && ri === chain.length - 1) throw err;
+            if (retrySame) attempt.retry_in_ms = wait;
+            // Show the failed try in stream info while the next one is pending (best effort).
+            await this.store.append(id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
+            if (retrySame) {
               await this.clock.sleep(wait, signal);
               continue;
             }
-            if (ri === chain.length - 1) throw err;
             continue routes;
           }
         }
