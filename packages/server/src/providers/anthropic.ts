@@ -274,7 +274,7 @@ export class MessageState {
       case "content_block_start": {
         const index = typeof d.index === "number" ? d.index : 0;
         const block = isRecord(d.content_block) ? d.content_block : {};
-        if (block.type === "tool_use" || block.type === "server_tool_use") {
+        if (block.type === "tool_use") {
           const tool = { id: String(block.id ?? `toolu_${index}`), name: String(block.name ?? ""), json: "" };
           this.#tools.set(index, tool);
           yield { type: "tool-call-delta", id: tool.id, name: tool.name, args_delta: "" };
