@@ -27,6 +27,8 @@ export interface ToolCallDeltaEvent {
   id: string;
   name?: string;
   args_delta: string;
+  /** Position of this call among the generation's tool calls (0-based; set by the runner). */
+  index?: number;
 }
 
 export interface ToolCallEvent {
@@ -34,6 +36,8 @@ export interface ToolCallEvent {
   id: string;
   name: string;
   args: unknown;
+  /** Position of this call among the generation's tool calls (0-based; set by the runner). */
+  index?: number;
 }
 
 export interface DataEvent {

@@ -3,7 +3,7 @@ import { z } from "zod";
 
 export const RouteConfigSchema = z
   .object({
-    provider: z.enum(["openai-compatible", "demo"]),
+    provider: z.enum(["openai-compatible", "anthropic", "demo"]),
     base_url: z.string().url().optional(),
     api_key: z.string().optional(),
     /** Name of an environment variable holding the key (so config files carry no secrets). */
@@ -12,6 +12,22 @@ export const RouteConfigSchema = z
     model: z.string().optional(),
     headers: z.record(z.string(), z.string()).optional(),
     fallbacks: z.array(z.string()).optional(),
+    /** `anthropic-version` header (anthropic routes); default 2023-06-01. */
+    anthropic_version: z.string().optional(),
+    /** What a disconnect of the client that started a generation does on the protocol routes. */
+    on_disconnect: z.enum(["continue", "cancel"]).optional(),
+    /** Retries before the first token (connect error, 429, 5xx), then the fallbacks. */
+    retry: z
+      .object({
+        /** Tries of this route in all (1 = no retry). Default 2. */
+        max_attempts: z.number().int().min(1).max(10).optional(),
+        /** First backoff, doubled each retry, when the upstream sends no Retry-After. Default 200. */
+        base_delay_ms: z.number().int().min(0).max(60_000).optional(),
+        /** A longer wait (Retry-After included) is not taken: the next fallback is tried. Default 10000. */
+        max_wait_ms: z.number().int().min(0).max(600_000).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((r, ctx) => {

@@ -4,10 +4,11 @@ import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/se
 import type { Config } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
 import { Hub } from "./core/hub.js";
-import { RouteTable } from "./core/routes.js";
+import { DEFAULT_RETRY, type Route, RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
 import { buildApp } from "./http/app.js";
 import { Metrics } from "./observability/metrics.js";
+import { ANTHROPIC_BASE_URL, AnthropicProvider } from "./providers/anthropic.js";
 import { DemoProvider } from "./providers/demo/provider.js";
 import { listUpstreamModels, OpenAICompatibleProvider } from "./providers/openai-compatible.js";
 import { MemoryStore } from "./stores/memory.js";
@@ -38,6 +39,13 @@ export interface CreateOptions {
 
 /** The models an OPENAI_API_KEY in the environment adds (zero-config convenience). */
 const OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini"];
+/** The models an ANTHROPIC_API_KEY adds. */
+const ANTHROPIC_MODELS = [
+  "claude-opus-4-1",
+  "claude-sonnet-4-5",
+  "claude-haiku-4-5",
+  "claude-3-5-haiku-latest",
+];
 
 export async function buildRoutes(
   config: Config,
@@ -64,6 +72,16 @@ export async function buildRoutes(
       routes.add({ name: m, provider: openai, upstream_model: m, fallbacks: [], owned_by: "openai" });
   }
 
+  if (env.ANTHROPIC_API_KEY) {
+    const anthropic = new AnthropicProvider({
+      name: "anthropic",
+      baseUrl: env.ANTHROPIC_BASE_URL ?? ANTHROPIC_BASE_URL,
+      apiKey: env.ANTHROPIC_API_KEY,
+    });
+    for (const m of ANTHROPIC_MODELS)
+      routes.add({ name: m, provider: anthropic, upstream_model: m, fallbacks: [], owned_by: "anthropic" });
+  }
+
   for (const base of config.upstreams) {
     const provider = new OpenAICompatibleProvider({ name: `upstream ${base}`, baseUrl: base });
     try {
@@ -84,6 +102,9 @@ export async function buildRoutes(
   }
 
   for (const [name, rc] of Object.entries(config.routes)) {
+    const extra: Partial<Route> = {};
+    if (rc.on_disconnect) extra.on_disconnect = rc.on_disconnect;
+    if (rc.retry) extra.retry = { ...DEFAULT_RETRY, ...rc.retry };
     if (rc.provider === "demo") {
       routes.add({
         name,
@@ -91,22 +112,33 @@ export async function buildRoutes(
         upstream_model: "demo",
         fallbacks: rc.fallbacks ?? [],
         owned_by: "sluice (simulator)",
+        ...extra,
       });
       continue;
     }
     const apiKey = rc.api_key ?? (rc.api_key_env ? env[rc.api_key_env] : undefined);
-    const provider = new OpenAICompatibleProvider({
-      name,
-      baseUrl: rc.base_url as string,
-      ...(apiKey ? { apiKey } : {}),
-      ...(rc.headers ? { headers: rc.headers } : {}),
-    });
+    const provider =
+      rc.provider === "anthropic"
+        ? new AnthropicProvider({
+            name,
+            baseUrl: rc.base_url ?? ANTHROPIC_BASE_URL,
+            ...(apiKey ? { apiKey } : {}),
+            ...(rc.anthropic_version ? { version: rc.anthropic_version } : {}),
+            ...(rc.headers ? { headers: rc.headers } : {}),
+          })
+        : new OpenAICompatibleProvider({
+            name,
+            baseUrl: rc.base_url as string,
+            ...(apiKey ? { apiKey } : {}),
+            ...(rc.headers ? { headers: rc.headers } : {}),
+          });
     routes.add({
       name,
       provider,
       upstream_model: rc.model ?? name,
       fallbacks: rc.fallbacks ?? [],
-      owned_by: rc.base_url as string,
+      owned_by: rc.base_url ?? (rc.provider === "anthropic" ? "anthropic" : "upstream"),
+      ...extra,
     });
   }
   return routes;

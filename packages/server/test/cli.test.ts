@@ -55,6 +55,45 @@ afterAll(() => {
 });
 
 describe("the sluice CLI", () => {
+  it("mock-upstream --fail-status/--fail-times/--retry-after injects faults, then serves both APIs", async () => {
+    const mock = run([
+      "mock-upstream",
+      "--port",
+      "0",
+      "--fail-status",
+      "503",
+      "--fail-times",
+      "1",
+      "--retry-after",
+      "2",
+    ]);
+    await until(() => /listening on http/.test(mock.stdout), "mock-upstream");
+    const base = (/listening on (http:\/\/\S+)/.exec(mock.stdout) as RegExpExecArray)[1] as string;
+    const chat = () =>
+      fetch(`${base}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "demo",
+          messages: [{ role: "user", content: "hi" }],
+          demo: { length: 3 },
+        }),
+      });
+    const first = await chat();
+    expect(first.status).toBe(503);
+    expect(first.headers.get("retry-after")).toBe("2");
+    expect(((await first.json()) as { error: { type: string } }).error.type).toBe("server_error");
+    const second = await chat();
+    expect(second.status).toBe(200);
+    const messages = await fetch(`${base.replace(/\/v1$/, "")}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "anthropic-version": "2023-06-01" },
+      body: JSON.stringify({ model: "demo", max_tokens: 5, messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(messages.status).toBe(200);
+    expect(((await messages.json()) as { type: string }).type).toBe("message");
+  });
+
   it("serve answers health checks", async () => {
     const res = await fetch(`${serverUrl}/healthz`);
     expect(await res.json()).toEqual({ status: "ok" });

@@ -153,156 +153,23 @@ describe("access matrix: every route × every kind of caller", () => {
     { name: "API key in the query string", headers: () => ({}), query: () => `token=${KEYS.adminA}` },
   ];
   //                         none wrong malf  B    rdr  rdrX prod adm  tokQ tokH old  tokC othS othT exp  sig  tamp none keyQ
+  // biome-ignore format: a table reads best as one row per route
   const matrix: Record<string, Expect[]> = {
-    start: [401, 401, 401, "ok", 403, 403, "ok", "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
-    list: [
-      401,
-      401,
-      401,
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      403,
-      403,
-      403,
-      403,
-      403,
-      403,
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
-    read: [
-      401,
-      401,
-      401,
-      404,
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      404,
-      404,
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
-    readSse: [
-      401,
-      401,
-      401,
-      404,
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      404,
-      404,
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
-    info: [
-      401,
-      401,
-      401,
-      404,
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      404,
-      404,
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
-    mintToken: [
-      401,
-      401,
-      401,
-      404,
-      403,
-      403,
-      "ok",
-      "ok",
-      403,
-      403,
-      403,
-      403,
-      404,
-      404,
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
-    cancel: [
-      401,
-      401,
-      401,
-      404,
-      403,
-      403,
-      "ok",
-      "ok",
-      403,
-      403,
-      403,
-      "ok",
-      404,
-      404,
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
-    delete: [401, 401, 401, 404, 403, 403, 403, "ok", 403, 403, 403, 403, 404, 404, 401, 401, 401, 401, 401],
-    models: [
-      401,
-      401,
-      401,
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      "ok",
-      401,
-      401,
-      401,
-      401,
-      401,
-    ],
+    //               none wrong malf  B    rdr  rdrX prod adm  tokQ tokH old  tokC othS othT exp  sig  tamp none keyQ
+    start:           [401, 401, 401, "ok", 403, 403, "ok", "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
+    list:            [401, 401, 401, "ok", "ok", "ok", "ok", "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
+    read:            [401, 401, 401, 404, "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", 404, 404, 401, 401, 401, 401, 401],
+    readSse:         [401, 401, 401, 404, "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", 404, 404, 401, 401, 401, 401, 401],
+    readOpenAI:      [401, 401, 401, 404, "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", 404, 404, 401, 401, 401, 401, 401],
+    info:            [401, 401, 401, 404, "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", 404, 404, 401, 401, 401, 401, 401],
+    mintToken:       [401, 401, 401, 404, 403, 403, "ok", "ok", 403, 403, 403, 403, 404, 404, 401, 401, 401, 401, 401],
+    cancel:          [401, 401, 401, 404, 403, 403, "ok", "ok", 403, 403, 403, "ok", 404, 404, 401, 401, 401, 401, 401],
+    delete:          [401, 401, 401, 404, 403, 403, 403, "ok", 403, 403, 403, 403, 404, 404, 401, 401, 401, 401, 401],
+    models:          [401, 401, 401, "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", 401, 401, 401, 401, 401],
+    chatCompletions: [401, 401, 401, "ok", 403, 403, "ok", "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
+    aiSdkChat:       [401, 401, 401, "ok", 403, 403, "ok", "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
+    metrics:         [401, 401, 401, "ok", 403, 403, 403, "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
+    stats:           [401, 401, 401, "ok", 403, 403, 403, "ok", 403, 403, 403, 403, 403, 403, 401, 401, 401, 401, 401],
   };
 
   async function attempt(route: string, c: Caller, id: string): Promise<Response> {
@@ -320,9 +187,11 @@ describe("access matrix: every route × every kind of caller", () => {
         return fetch(`${s.url}/v1/streams${q}`, { headers: h });
       case "read":
         return fetch(`${s.url}/v1/streams/${id}${q}`, { headers: h });
-      case "readSse": {
+      case "readSse":
+      case "readOpenAI": {
         const ac = new AbortController();
-        const res = await fetch(`${s.url}/v1/streams/${id}${q}`, {
+        const fmt = route === "readOpenAI" ? `${q ? "&" : "?"}format=openai` : "";
+        const res = await fetch(`${s.url}/v1/streams/${id}${q}${fmt}`, {
           headers: { ...h, accept: "text/event-stream" },
           signal: ac.signal,
         });
@@ -348,6 +217,28 @@ describe("access matrix: every route × every kind of caller", () => {
         return fetch(`${s.url}/v1/streams/${id}${q}`, { method: "DELETE", headers: h });
       case "models":
         return fetch(`${s.url}/v1/models${q}`, { headers: h });
+      case "chatCompletions":
+        return fetch(`${s.url}/v1/chat/completions${q}`, {
+          method: "POST",
+          headers: { ...h, ...json },
+          body: JSON.stringify({ ...demoBody({ length: 3 }), stream: false }),
+        });
+      case "aiSdkChat":
+        return fetch(`${s.url}/v1/ai-sdk/chat${q}`, {
+          method: "POST",
+          headers: { ...h, ...json },
+          body: JSON.stringify({
+            id: `chat-${Math.random()}`,
+            messages: [{ id: "m1", role: "user", parts: [{ type: "text", text: "hi" }] }],
+            model: "demo",
+            demo: { length: 3, ttft_ms: 1 },
+          }),
+        });
+
+      case "metrics":
+        return fetch(`${s.url}/metrics${q}`, { headers: h });
+      case "stats":
+        return fetch(`${s.url}/v1/stats${q}`, { headers: h });
     }
     throw new Error(route);
   }
@@ -368,6 +259,7 @@ describe("access matrix: every route × every kind of caller", () => {
         if (want !== "ok") {
           // A refusal says why with a code, and carries no stream data.
           const body = JSON.parse(text) as { error: { code: string } };
+          // (OpenAI routes answer in OpenAI's error shape, whose `code` is still ours.)
           const code = { 401: "unauthorized", 403: "forbidden", 404: "stream_not_found" }[want];
           if (body.error.code !== code) failures.push(`${c.name}: code ${body.error.code}, want ${code}`);
           if (/text-delta|"delta"/.test(text) || text.includes(target.read_token))
@@ -375,6 +267,11 @@ describe("access matrix: every route × every kind of caller", () => {
           if (want === 401 && res.headers.get("www-authenticate") === null && !c.query) {
             failures.push(`${c.name}: 401 without WWW-Authenticate`);
           }
+        }
+        if (route === "stats" && okStatus) {
+          const shown = JSON.stringify(JSON.parse(text).live ?? []);
+          if (c.name.startsWith("other tenant") && shown.includes(target.id))
+            failures.push(`${c.name}: stats show the stream`);
         }
         if (route === "list" && okStatus) {
           const ids = (JSON.parse(text) as { streams: { id: string }[] }).streams.map((x) => x.id);

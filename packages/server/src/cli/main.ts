@@ -177,26 +177,51 @@ program
 program
   .command("mock-upstream")
   .description(
-    "serve the demo model as an OpenAI-compatible HTTP server (an honest simulator, for tests and benchmarks)",
+    "serve the demo model as an OpenAI-compatible (and Anthropic Messages) HTTP server (an honest simulator, for tests and benchmarks)",
   )
   .option("--host <host>", "address to bind", "127.0.0.1")
   .option("--port <port>", "port (0 picks a free one)", intArg, 8081)
-  .option("--api-key <key>", "require this bearer key")
-  .action(async (opts: { host: string; port: number; apiKey?: string }) => {
-    const mock = await startMockUpstream({
-      host: opts.host,
-      port: opts.port,
-      ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
-      log: (line) => process.stdout.write(`${line}\n`),
-    });
-    process.stdout.write(`mock-upstream listening on ${mock.url}\n`);
-    const stop = async () => {
-      await mock.close();
-      process.exit(0);
-    };
-    process.on("SIGINT", () => void stop());
-    process.on("SIGTERM", () => void stop());
-  });
+  .option("--api-key <key>", "require this key (Authorization: Bearer, or x-api-key)")
+  .option(
+    "--fail-status <status>",
+    "fault injection: answer this HTTP status instead of a completion",
+    intArg,
+  )
+  .option("--fail-times <n>", "only the first N requests fail (default: all)", intArg)
+  .option("--retry-after <seconds>", "with --fail-status: send Retry-After", intArg)
+  .action(
+    async (opts: {
+      host: string;
+      port: number;
+      apiKey?: string;
+      failStatus?: number;
+      failTimes?: number;
+      retryAfter?: number;
+    }) => {
+      const mock = await startMockUpstream({
+        host: opts.host,
+        port: opts.port,
+        ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+        ...(opts.failStatus
+          ? {
+              fault: {
+                status: opts.failStatus,
+                ...(opts.failTimes !== undefined ? { times: opts.failTimes } : {}),
+                ...(opts.retryAfter !== undefined ? { retry_after: opts.retryAfter } : {}),
+              },
+            }
+          : {}),
+        log: (line) => process.stdout.write(`${line}\n`),
+      });
+      process.stdout.write(`mock-upstream listening on ${mock.url}\n`);
+      const stop = async () => {
+        await mock.close();
+        process.exit(0);
+      };
+      process.on("SIGINT", () => void stop());
+      process.on("SIGTERM", () => void stop());
+    },
+  );
 
 /** Prints a Sluice SSE stream; returns the exit code its terminal event implies. */
 async function printEvents(body: ReadableStream<Uint8Array>, json: boolean): Promise<number> {

@@ -202,11 +202,16 @@ class Tail {
     if (seq + 1 < this.windowStart) return undefined;
     let chunk = "";
     const from = seq + 1 - this.windowStart;
+    if (codec.needsPrev && from === 0 && this.windowStart > 1) {
+      // The record before the window is not in memory: let the store supply it, unless cached.
+      const first = this.window[0];
+      if (first && first.enc[codec.index] === undefined) return undefined;
+    }
     for (let i = from; i < this.window.length; i++) {
       const e = this.window[i] as Entry;
       let bytes = e.enc[codec.index];
       if (bytes === undefined) {
-        bytes = codec.encode(e.rec, this.info);
+        bytes = codec.encode(e.rec, this.info, i > 0 ? (this.window[i - 1] as Entry).rec : undefined);
         e.enc[codec.index] = bytes;
       }
       chunk += bytes;
@@ -308,8 +313,16 @@ export class Reader {
         continue;
       }
       // Behind the window: catch up from the store, one page at a time.
-      const page = await this.hub.store.read(tail.id, this.seq, this.hub.catchUpPage);
+      // A codec that needs the previous record reads one more, from just before the cursor.
+      const withPrev = this.codec.needsPrev === true && this.seq > 0;
+      const page = await this.hub.store.read(
+        tail.id,
+        withPrev ? this.seq - 1 : this.seq,
+        this.hub.catchUpPage + (withPrev ? 1 : 0),
+      );
       if (this.isDone()) return;
+      let prev: StoredRecord | undefined;
+      if (withPrev && page.records[0]?.seq === this.seq) prev = page.records.shift();
       if (page.records.length === 0) {
         // The store has nothing newer than we thought: trust it.
         this.seq = Math.max(this.seq, Number(page.next_offset));
@@ -317,7 +330,10 @@ export class Reader {
         continue;
       }
       let chunk = "";
-      for (const rec of page.records) chunk += this.codec.encode(rec, tail.info);
+      for (const rec of page.records) {
+        chunk += this.codec.encode(rec, tail.info, prev);
+        prev = rec;
+      }
       this.seq = (page.records[page.records.length - 1] as StoredRecord).seq;
       if (chunk.length > 0 && !this.sink.closed) {
         this.sink.write(chunk, this.mark());

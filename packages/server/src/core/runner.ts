@@ -6,8 +6,9 @@ import {
   type StreamStatus,
   statusOf,
   type TerminalEvent,
+  type UsageEvent,
 } from "@sluice/protocol";
-import type { Provider, ProviderEvent } from "../providers/provider.js";
+import type { ProviderEvent } from "../providers/provider.js";
 import {
   type EndStatus,
   EVENTS_CONTENT_TYPE,
@@ -19,7 +20,7 @@ import { type Clock, realClock } from "./clock.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationObserver, GenerationTrack } from "./observer.js";
 import type { GenerationRequest } from "./request.js";
-import type { RouteTable } from "./routes.js";
+import { DEFAULT_RETRY, type Route, type RouteTable } from "./routes.js";
 
 /** Why a generation's abort signal fired. */
 export type StopReason =
@@ -115,12 +116,7 @@ export class Runner {
     const report = (n: number) => {
       outputTokens = n;
     };
-    gen.done = this.run(
-      gen,
-      route.provider,
-      { ...request, upstream_model: route.upstream_model },
-      report,
-    ).finally(() => {
+    gen.done = this.run(gen, this.routes.chain(route), request, report).finally(() => {
       this.running.delete(id);
       opts.onEnd?.(outputTokens);
     });
@@ -131,8 +127,8 @@ export class Runner {
 
   private async run(
     gen: Generation,
-    provider: Provider,
-    request: GenerationRequest & { upstream_model: string },
+    chain: Route[],
+    request: GenerationRequest,
     reportTokens: (n: number) => void,
   ): Promise<void> {
     const { id, controller, track } = gen;
@@ -147,29 +143,89 @@ export class Runner {
       );
     }
     let finishReason: TerminalEvent | undefined;
-    let usage: Usage | undefined;
+    let usage: UsageEvent | undefined;
     let outputTokens = 0;
+    let appended = 0;
     const maxTokens = request.max_tokens;
+    const toolIndex = new Map<string, number>();
+    const attempts: Attempt[] = [];
     let terminal: TerminalEvent;
     try {
-      for await (const ev of provider.stream(request, { signal, clock: this.clock })) {
-        if (signal.aborted) break;
-        if (ev.type === "finish") {
-          finishReason = ev;
-          continue;
-        }
-        if (ev.type === "usage") usage = pickUsage(ev);
-        appender.push(encode(ev));
-        if (ev.type === "text-delta" || ev.type === "reasoning-delta" || ev.type === "tool-call-delta") {
-          outputTokens++;
-          track?.token();
-          if (maxTokens !== undefined && outputTokens >= maxTokens) {
-            // The provider should stop by itself at max_tokens; if it doesn't, we stop it.
-            controller.abort({ kind: "max_tokens" } satisfies StopReason);
-            break;
+      // Each route of the chain (the route, then its fallbacks) gets up to max_attempts tries, as
+      // long as nothing was appended: after the first token a failure is terminal.
+      routes: for (let ri = 0; ri < chain.length; ri++) {
+        const route = chain[ri] as Route;
+        const policy = route.retry ?? DEFAULT_RETRY;
+        for (let n = 1; n <= policy.max_attempts; n++) {
+          const attempt: Attempt = {
+            route: route.name,
+            provider: route.provider.name,
+            started_at: new Date(this.clock.now()).toISOString(),
+          };
+          attempts.push(attempt);
+          try {
+            const providerRequest = { ...request, upstream_model: route.upstream_model };
+            for await (const ev of route.provider.stream(providerRequest, { signal, clock: this.clock })) {
+              if (signal.aborted) break;
+              if (ev.type === "finish") {
+                finishReason = ev;
+                continue;
+              }
+              if (ev.type === "usage") {
+                // Held back: usage is always the record right before the terminal event.
+                usage = ev;
+                continue;
+              }
+              let out: SluiceEvent = ev;
+              if (ev.type === "tool-call-delta" || ev.type === "tool-call") {
+                let index = toolIndex.get(ev.id);
+                if (index === undefined) {
+                  index = toolIndex.size;
+                  toolIndex.set(ev.id, index);
+                }
+                if (ev.index !== index) out = { ...ev, index };
+              }
+              if (
+                ev.type === "text-delta" ||
+                ev.type === "reasoning-delta" ||
+                ev.type === "tool-call-delta"
+              ) {
+                if (maxTokens !== undefined && outputTokens >= maxTokens) {
+                  // The provider should stop by itself at max_tokens (and may still send its
+                  // usage and finish); a token past it means it doesn't, so we stop it.
+                  controller.abort({ kind: "max_tokens" } satisfies StopReason);
+                  break;
+                }
+                outputTokens++;
+                track?.token();
+              }
+              appender.push(encode(out));
+              appended++;
+              if (appender.failed) throw appender.failed;
+            }
+            break routes;
+          } catch (err) {
+            if (signal.aborted || appended > 0 || !isRetryable(err)) throw err;
+            const e = err as SluiceError;
+            attempt.error = { code: e.code, message: e.message };
+            const status = e.details?.upstream_status;
+            if (typeof status === "number") attempt.error.upstream_status = status;
+            const retryAfter = e.details?.retry_after_ms;
+            const wait = typeof retryAfter === "number" ? retryAfter : policy.base_delay_ms * 2 ** (n - 1);
+            const last = ri === chain.length - 1 && n === policy.max_attempts;
+            if (last) throw err;
+            const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
+            if (!retrySame && ri === chain.length - 1) throw err;
+            if (retrySame) attempt.retry_in_ms = wait;
+            // Show the failed try in stream info while the next one is pending (best effort).
+            await this.store.append(id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
+            if (retrySame) {
+              await this.clock.sleep(wait, signal);
+              continue;
+            }
+            continue routes;
           }
         }
-        if (appender.failed) throw appender.failed;
       }
       terminal = signal.aborted
         ? this.stopEvent(signal.reason)
@@ -194,10 +250,17 @@ export class Runner {
     if (!controller.signal.aborted) controller.abort({ kind: "shutdown" } satisfies StopReason); // release provider resources
     reportTokens(outputTokens);
     const meta: Record<string, unknown> = { output_tokens: outputTokens };
-    if (usage) meta.usage = usage;
+    if (usage) meta.usage = pickUsage(usage);
+    if (attempts.length > 1) {
+      const lastAttempt = attempts[attempts.length - 1] as Attempt;
+      meta.route = lastAttempt.route;
+      meta.provider = lastAttempt.provider;
+    }
+    meta.attempts = attempts;
     if (terminal.type === "finish") meta.finish_reason = terminal.reason;
     if (terminal.type === "error") meta.error = { code: terminal.code, message: terminal.message };
-    await appender.close(encode(terminal), statusOf(terminal), meta).catch((err) => this.onError(err, id));
+    const tail = usage ? [encode(usage), encode(terminal)] : [encode(terminal)];
+    await appender.close(tail, statusOf(terminal), meta).catch((err) => this.onError(err, id));
     track?.end(terminal);
   }
 
@@ -274,6 +337,25 @@ function encode(ev: SluiceEvent): RecordInput {
   return { type: ev.type, data: JSON.stringify(ev) };
 }
 
+/** One try of one route, as stream info shows it (`attempts`). */
+export interface Attempt {
+  route: string;
+  provider: string;
+  started_at: string;
+  error?: { code: string; message: string; upstream_status?: number };
+  /** Set when the runner waited this long and tried the same route again. */
+  retry_in_ms?: number;
+}
+
+/** A failure before the first token that another try (or another route) may not have. */
+function isRetryable(err: unknown): boolean {
+  if (!isSluiceError(err)) return false;
+  if (err.code === "upstream_unreachable") return true;
+  if (err.code !== "upstream_error") return false;
+  const status = err.details?.upstream_status;
+  return typeof status === "number" && (status === 408 || status === 429 || status >= 500);
+}
+
 function pickUsage(ev: ProviderEvent & { type: "usage" }): Usage {
   const u: Usage = { input_tokens: ev.input_tokens, output_tokens: ev.output_tokens };
   if (ev.reasoning_tokens !== undefined) u.reasoning_tokens = ev.reasoning_tokens;
@@ -297,6 +379,9 @@ class Appender {
   ) {}
 
   push(rec: RecordInput): void {
+    // After a failed append nothing more is stored (and a drain would finish synchronously,
+    // leaving `inFlight` set to a settled promise that close() would await forever).
+    if (this.failed) return;
     this.pending.push(rec);
     if (!this.inFlight) this.inFlight = this.drain();
   }
@@ -317,22 +402,36 @@ class Appender {
     }
   }
 
-  async close(terminal: RecordInput, status: EndStatus, metadata: Record<string, unknown>): Promise<void> {
+  /** Appends what is pending plus `tail` (ending with the terminal event) and closes the stream. */
+  async close(tail: RecordInput[], status: EndStatus, metadata: Record<string, unknown>): Promise<void> {
+    const terminal = tail[tail.length - 1] as RecordInput;
     while (this.inFlight) await this.inFlight;
     let records = this.pending;
     this.pending = [];
     if (this.failed) records = []; // what could not be stored is lost; the terminal event says why
-    let end = terminal;
+    let end = this.failed ? [terminal] : tail;
     if (this.failed && terminal.type !== "error") {
-      end = encode({
-        type: "error",
-        code: this.failed.code,
-        message: this.failed.message,
-        retryable: this.failed.retryable,
-      });
+      end = [
+        encode({
+          type: "error",
+          code: this.failed.code,
+          message: this.failed.message,
+          retryable: this.failed.retryable,
+        }),
+      ];
       status = "failed";
     }
-    await this.store.append(this.id, [...records, end], { close: status, metadata });
+    try {
+      await this.store.append(this.id, [...records, ...end], { close: status, metadata });
+    } catch (err) {
+      if (!isSluiceError(err) || err.code !== "stream_too_large") throw err;
+      // The last records do not fit: a closing append of the terminal event alone always does.
+      const error = { code: err.code, message: err.message };
+      await this.store.append(this.id, [encode({ type: "error", ...error, retryable: err.retryable })], {
+        close: "failed",
+        metadata: { ...metadata, error },
+      });
+    }
   }
 }
 

@@ -10,8 +10,14 @@ export interface Codec {
   readonly key: string;
   /** Index into per-record encode caches; assigned by the registry. */
   index: number;
-  /** Bytes for one record; may be "" when the format has nothing to say about it. */
-  encode(rec: StoredRecord, info: StreamInfoLite): string;
+  /**
+   * Bytes for one record; may be "" when the format has nothing to say about it. A codec that
+   * sets `needsPrev` also gets the record before it (undefined only for the first record), so
+   * formats that open and close parts (AI SDK) or move values (OpenAI usage) stay a pure
+   * function of the log: every reader gets the same bytes for a record, wherever it started.
+   */
+  encode(rec: StoredRecord, info: StreamInfoLite, prev?: StoredRecord): string;
+  readonly needsPrev?: boolean;
 }
 
 /** The parts of stream info a codec may need (kept small: computed once per tail). */

@@ -20,8 +20,11 @@ import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Store, StreamInfo } from "../stores/store.js";
+import { registerAiSdk } from "./ai-sdk.js";
 import { registerObservability } from "./observability.js";
+import { registerOpenAI } from "./openai.js";
 import { Heartbeats, ResponseSink } from "./sink.js";
+import { holdConnection, startFor } from "./start.js";
 import { registerWeb } from "./web.js";
 
 export interface AppDeps {
@@ -188,25 +191,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   // ── start a generation ────────────────────────────────────────────────────
   app.post("/v1/streams", async (req, reply) => {
-    const principal = req.principal;
-    requireAction(principal, "start");
     const request = parseGenerationRequest(req.body);
-    const key = req.apiKey;
-    const release = key ? security.quotas.beginGeneration(key.id, key.limits) : undefined;
-    let info: StreamInfo;
-    try {
-      info = await runner.start(request, {
-        ...(principal.tenant !== undefined ? { tenant: principal.tenant } : {}),
-        ...(release ? { onEnd: release } : {}),
-      });
-    } catch (err) {
-      release?.(0);
-      throw err;
-    }
+    const info = await startFor(req, deps, request);
     reply.header(STREAM_ID_HEADER, info.id);
     if (pickTransport(req) === "sse") {
       const codec = codecFor(undefined, "sse");
-      const onDisconnect = request.on_disconnect ?? "continue";
+      const onDisconnect = request.on_disconnect ?? routes.resolve(request.model).on_disconnect ?? "continue";
       await streamTo(req, reply, info, 0, "sse", codec, onDisconnect === "cancel");
       return reply;
     }
@@ -325,8 +315,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     codec: Codec,
     cancelOnDisconnect: boolean,
   ): Promise<void> {
-    const key = req.apiKey;
-    const releaseConn = key ? security.quotas.openConnection(key.id, key.limits) : undefined;
+    const releaseConn = holdConnection(req, security);
     const res = reply.raw;
     const headers: Record<string, string> = {
       "content-type":
@@ -343,7 +332,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     });
     let reader: Reader | undefined;
     res.on("close", () => {
-      releaseConn?.();
+      releaseConn();
       heartbeats.delete(sink);
       const delivered = reader?.seq ?? after;
       reader?.detach();
@@ -358,7 +347,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     try {
       reader = await hub.attach(info.id, after, codec, sink);
     } catch (err) {
-      releaseConn?.();
+      releaseConn();
       throw err;
     }
     sink.open();
@@ -421,6 +410,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return { id, deleted: true };
   });
 
+  registerOpenAI(app, deps);
+  registerAiSdk(app, deps);
   return app;
 }
 
@@ -440,7 +431,7 @@ function generationInfo(info: StreamInfo | undefined, id: string): StreamInfo {
 export function publicInfo(info: StreamInfo) {
   const { metadata, ...rest } = info;
   const out: Record<string, unknown> = { ...rest, links: streamLinks(info.id) };
-  for (const k of ["usage", "finish_reason", "error", "output_tokens", "route", "provider"]) {
+  for (const k of ["usage", "finish_reason", "error", "output_tokens", "route", "provider", "attempts"]) {
     if (metadata[k] !== undefined) out[k] = metadata[k];
   }
   if (metadata.request !== undefined) out.metadata = metadata.request;

@@ -16,6 +16,7 @@ import { DemoOptionsSchema, type GenerationRequest, MessageSchema, ToolSchema } 
 import { planDemo } from "../providers/demo/generator.js";
 import { runDemoPlan } from "../providers/demo/provider.js";
 import type { ProviderEvent } from "../providers/provider.js";
+import { anthropicMessages } from "./anthropic.js";
 
 export interface MockUpstreamOptions {
   /** Port to listen on; 0 (the default) picks a free one. */
@@ -27,6 +28,13 @@ export interface MockUpstreamOptions {
   log?: (line: string, fields?: object) => void;
   /** Paces the generations; the real clock by default. */
   clock?: Clock;
+  /**
+   * Fault injection for the whole server (both APIs): the first `times` generation requests
+   * (default: every one) answer HTTP `status` (with `Retry-After: retry_after` seconds when set)
+   * instead of a completion, as an overloaded or broken upstream does. Per request, the body's
+   * `mock: {status, retry_after}` does the same.
+   */
+  fault?: { status: number; retry_after?: number; times?: number };
 }
 
 export type MockRequestStatus = "streaming" | "completed" | "aborted" | "failed";
@@ -65,6 +73,8 @@ export interface MockUpstream {
 const MAX_RECORDS = 1000;
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 const MODELS = ["demo", "demo-fast"];
+
+export { completionId, HttpError, readBody, sendJson };
 
 /** What the mock accepts: Chat Completions, plus the `demo` options and the `mock` fault injection. */
 const ChatCompletionsBodySchema = z
@@ -222,6 +232,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   /** Generations in flight, so close() can stop them. */
   const inFlight = new Set<AbortController>();
   let closing = false;
+  let faultsLeft = opts.fault ? (opts.fault.times ?? Number.POSITIVE_INFINITY) : 0;
+
+  /** The configured server-wide fault for this request, if any is left. */
+  function takeFault(): { status: number; retry_after?: number } | undefined {
+    if (!opts.fault || faultsLeft <= 0) return undefined;
+    faultsLeft--;
+    return opts.fault;
+  }
 
   function addRecord(record: MockRequestRecord): void {
     requests.push(record);
@@ -236,7 +254,12 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   }
 
   function authorized(req: IncomingMessage): boolean {
-    return !opts.apiKey || req.headers.authorization === `Bearer ${opts.apiKey}`;
+    // OpenAI clients send a bearer token; Anthropic clients send `x-api-key`.
+    return (
+      !opts.apiKey ||
+      req.headers.authorization === `Bearer ${opts.apiKey}` ||
+      req.headers["x-api-key"] === opts.apiKey
+    );
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -258,6 +281,18 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       });
     }
     if (route === "POST /v1/chat/completions") return completions(req, res);
+    if (route === "POST /v1/messages") {
+      return anthropicMessages(req, res, {
+        clock,
+        log,
+        addRecord,
+        end,
+        inFlight,
+        takeFault,
+        isClosing: () => closing,
+        events,
+      });
+    }
     sendJson(
       res,
       404,
@@ -283,12 +318,15 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     };
     addRecord(record);
 
-    if (body.mock) {
+    const fault = body.mock ?? takeFault();
+    if (fault) {
       // Fault injection: the error an overloaded or broken upstream answers before streaming.
-      const { status, retry_after } = body.mock;
+      const { status, retry_after } = fault;
       const headers: Record<string, string> =
         retry_after !== undefined ? { "retry-after": String(retry_after) } : {};
-      const message = body.mock.message ?? `simulated HTTP ${status} from mock-upstream (mock.status)`;
+      const message =
+        (fault as { message?: string }).message ??
+        `simulated HTTP ${status} from mock-upstream (fault injection)`;
       const error =
         status === 429
           ? openAIError(message, "requests", null, "rate_limit_exceeded")

@@ -351,7 +351,7 @@ function mapUsage(usage: Record<string, unknown>): UsageEvent {
 }
 
 /** `reader.read()`, but rejecting with the signal's reason as soon as it aborts. */
-function readOrAbort<T>(
+export function readOrAbort<T>(
   reader: ReadableStreamDefaultReader<T>,
   signal: AbortSignal,
 ): Promise<ReadableStreamReadResult<T>> {
@@ -373,7 +373,7 @@ function readOrAbort<T>(
 }
 
 /** A non-2xx response → upstream_error with the status, the upstream's message and Retry-After. */
-async function httpError(response: Response, signal: AbortSignal, now: number): Promise<SluiceError> {
+export async function httpError(response: Response, signal: AbortSignal, now: number): Promise<SluiceError> {
   let text = "";
   try {
     text = await readTextCapped(response, signal);
@@ -458,12 +458,12 @@ function openAIErrorMessageOf(body: Record<string, unknown>): string | undefined
 }
 
 /** A fetch that failed before any response → upstream_unreachable naming the cause. */
-function unreachable(url: string, err: unknown): SluiceError {
+export function unreachable(url: string, err: unknown): SluiceError {
   return new SluiceError("upstream_unreachable", `cannot reach upstream ${originOf(url)}: ${describe(err)}`);
 }
 
 /** The most telling part of a fetch error: its cause's code and message. */
-function describe(err: unknown): string {
+export function describe(err: unknown): string {
   const cause = isRecord(err) && err.cause !== undefined ? err.cause : err;
   if (isRecord(cause) || cause instanceof Error) {
     const c = cause as { code?: unknown; message?: unknown; errors?: unknown };
@@ -481,7 +481,7 @@ function describe(err: unknown): string {
   return String(cause);
 }
 
-function originOf(url: string): string {
+export function originOf(url: string): string {
   try {
     const u = new URL(url);
     return `${u.origin}${u.pathname}`;

@@ -1,0 +1,238 @@
+/**
+ * The OpenAI-compatible façade: `POST /v1/chat/completions`, streaming and not, on top of the
+ * runner. The generation is a Sluice stream like any other (its id in `Sluice-Stream-Id`), so it
+ * can be read again or resumed with `GET /v1/streams/{id}?format=openai`. A client that drops
+ * does not stop the generation unless the route or request says `on_disconnect: cancel`.
+ */
+import { ERROR_CODES, type ErrorCode, SluiceError as SErr, type SluiceError } from "@sluice/protocol";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { z } from "zod";
+import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
+import { openAIErrorBody, sseOpenAI, sseOpenAIUsage } from "../formats/openai.js";
+import type { StreamInfo } from "../stores/store.js";
+import { type AppDeps, registerFormat } from "./app.js";
+import { describeIssues, ProtocolStreams, STREAM_ID_HEADER, toSluiceError } from "./protocol-stream.js";
+import { startFor } from "./start.js";
+
+const opt = <T extends z.ZodType>(t: T) => t.nullish();
+
+/**
+ * What real OpenAI clients send. Known fields are checked; fields Sluice does not use
+ * (`user`, `seed`, `logit_bias`, `response_format`, …) are accepted and ignored.
+ */
+const ChatCompletionsSchema = z
+  .object({
+    model: z.string().min(1).max(256),
+    messages: z.array(z.unknown()).min(1),
+    stream: opt(z.boolean()),
+    stream_options: opt(z.object({ include_usage: opt(z.boolean()) }).passthrough()),
+    max_tokens: opt(z.number().int().positive()),
+    max_completion_tokens: opt(z.number().int().positive()),
+    temperature: opt(z.number()),
+    top_p: opt(z.number()),
+    stop: opt(z.union([z.string(), z.array(z.string())])),
+    tools: opt(z.array(z.unknown())),
+    tool_choice: z.unknown().optional(),
+    n: opt(z.number().int().min(1).max(1, { message: "only n=1 is supported" })),
+    metadata: opt(z.record(z.string(), z.unknown())),
+    /** Sluice extensions. */
+    on_disconnect: opt(z.enum(["continue", "cancel"])),
+    timeout_ms: z.unknown().optional(),
+    demo: z.unknown().optional(),
+  })
+  .passthrough();
+
+type ChatBody = z.infer<typeof ChatCompletionsSchema>;
+
+function fail(code: ErrorCode, message: string, param?: string): never {
+  throw new SErr(code, message, param ? { param } : undefined);
+}
+
+export function parseChatBody(body: unknown): { request: GenerationRequest; body: ChatBody } {
+  if (body === undefined || body === null || typeof body !== "object" || Array.isArray(body)) {
+    fail("invalid_request", "the body must be a JSON object");
+  }
+  const r = ChatCompletionsSchema.safeParse(body);
+  if (!r.success) {
+    const first = r.error.issues[0];
+    fail("invalid_request", describeIssues(r.error.issues), first?.path.map(String).join("."));
+  }
+  const b = r.data;
+  const candidate: Record<string, unknown> = { model: b.model, messages: b.messages };
+  const maxTokens = b.max_completion_tokens ?? b.max_tokens;
+  if (maxTokens != null) candidate.max_tokens = maxTokens;
+  if (b.temperature != null) candidate.temperature = b.temperature;
+  if (b.top_p != null) candidate.top_p = b.top_p;
+  if (b.stop != null) candidate.stop = b.stop;
+  if (b.tools != null) candidate.tools = b.tools;
+  if (b.tool_choice != null) candidate.tool_choice = b.tool_choice;
+  if (b.metadata != null) candidate.metadata = b.metadata;
+  if (b.on_disconnect != null) candidate.on_disconnect = b.on_disconnect;
+  if (b.timeout_ms != null) candidate.timeout_ms = b.timeout_ms;
+  if (b.demo != null) candidate.demo = b.demo;
+  const g = GenerationRequestSchema.safeParse(candidate);
+  if (!g.success) {
+    const first = g.error.issues[0];
+    fail("invalid_request", describeIssues(g.error.issues), first?.path.map(String).join("."));
+  }
+  return { request: g.data, body: b };
+}
+
+function sendOpenAIError(reply: FastifyReply, err: SluiceError): FastifyReply {
+  const param = typeof err.details?.param === "string" ? err.details.param : null;
+  const headers: Record<string, string> = {};
+  if (err.status === 503 || err.status === 429) headers["retry-after"] = "1";
+  return reply
+    .code(err.status)
+    .headers(headers)
+    .type("application/json")
+    .send(openAIErrorBody(err.code, err.message, param));
+}
+
+export const SSE_HEADERS = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache, no-transform",
+  "x-accel-buffering": "no",
+};
+
+export function registerOpenAI(app: FastifyInstance, deps: AppDeps): void {
+  const { runner, routes, store, config } = deps;
+  const streams = new ProtocolStreams(app, deps);
+  registerFormat("openai", { sse: sseOpenAI });
+  registerFormat("openai-usage", { sse: sseOpenAIUsage });
+
+  const errorHandler = (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    const e = toSluiceError(err, config.limits.body_bytes);
+    if (e.code === "internal_error") req.log.error({ err }, "unhandled error");
+    return sendOpenAIError(reply, e);
+  };
+
+  app.post("/v1/chat/completions", { errorHandler }, async (req, reply) => {
+    const { request, body } = parseChatBody(req.body);
+    const route = routes.resolve(request.model);
+    const onDisconnect = request.on_disconnect ?? route.on_disconnect ?? "continue";
+    const info = await startFor(req, deps, request);
+    reply.header(STREAM_ID_HEADER, info.id);
+    if (body.stream === true) {
+      const codec = body.stream_options?.include_usage === true ? sseOpenAIUsage : sseOpenAI;
+      await streams.pipe(req, reply, {
+        streamId: info.id,
+        after: 0,
+        codec,
+        headers: SSE_HEADERS,
+        cancelOnDisconnect: onDisconnect === "cancel",
+      });
+      return reply;
+    }
+    // Not streaming: wait for the end (a client leaving cancels only with on_disconnect: cancel).
+    reply.raw.on("close", () => {
+      if (reply.raw.writableFinished) return;
+      if (onDisconnect === "cancel" && runner.isRunning(info.id)) {
+        void runner.cancel(info.id, "client-disconnect", "client disconnected");
+      }
+    });
+    await runner.settled(info.id);
+    const completion = await assembleCompletion(store, info);
+    if (completion.error) return sendOpenAIError(reply, completion.error);
+    return reply.type("application/json").send(completion.body);
+  });
+}
+
+/** Reads a finished generation and builds the `chat.completion` object OpenAI answers with. */
+async function assembleCompletion(
+  store: AppDeps["store"],
+  info: StreamInfo,
+): Promise<{ body?: Record<string, unknown>; error?: SluiceError }> {
+  let content = "";
+  let reasoning = "";
+  const calls = new Map<
+    number,
+    { id: string; type: "function"; function: { name: string; arguments: string } }
+  >();
+  let finish = "stop";
+  let usage: Record<string, unknown> | undefined;
+  let after = 0;
+  for (;;) {
+    const page = await store.read(info.id, after, 1000);
+    for (const rec of page.records) {
+      const ev = JSON.parse(rec.data) as Record<string, unknown>;
+      switch (ev.type) {
+        case "text-delta":
+          content += ev.delta as string;
+          break;
+        case "reasoning-delta":
+          reasoning += ev.delta as string;
+          break;
+        case "tool-call-delta": {
+          const index = (ev.index as number | undefined) ?? 0;
+          const call = calls.get(index) ?? {
+            id: ev.id as string,
+            type: "function" as const,
+            function: { name: "", arguments: "" },
+          };
+          if (typeof ev.name === "string") call.function.name = ev.name;
+          call.function.arguments += ev.args_delta as string;
+          calls.set(index, call);
+          break;
+        }
+        case "tool-call": {
+          const index = (ev.index as number | undefined) ?? calls.size;
+          if (!calls.has(index)) {
+            calls.set(index, {
+              id: ev.id as string,
+              type: "function",
+              function: { name: ev.name as string, arguments: JSON.stringify(ev.args ?? {}) },
+            });
+          }
+          break;
+        }
+        case "usage":
+          usage = {
+            prompt_tokens: ev.input_tokens,
+            completion_tokens: ev.output_tokens,
+            total_tokens: ev.total_tokens ?? (ev.input_tokens as number) + (ev.output_tokens as number),
+            ...(ev.reasoning_tokens !== undefined
+              ? { completion_tokens_details: { reasoning_tokens: ev.reasoning_tokens } }
+              : {}),
+          };
+          break;
+        case "finish":
+          finish = {
+            stop: "stop",
+            length: "length",
+            "tool-calls": "tool_calls",
+            "content-filter": "content_filter",
+          }[ev.reason as string] as string;
+          break;
+        case "error": {
+          const code = (ev.code as string) in ERROR_CODES ? (ev.code as ErrorCode) : "upstream_error";
+          return { error: new SErr(code, ev.message as string) };
+        }
+        case "abort":
+          return {
+            error: new SErr("internal_error", `the generation was cancelled (${ev.by}: ${ev.reason})`),
+          };
+      }
+      after = rec.seq;
+    }
+    if (page.up_to_date || page.records.length === 0) break;
+  }
+  const toolCalls = [...calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
+  const message: Record<string, unknown> = {
+    role: "assistant",
+    content: toolCalls.length > 0 && content === "" ? null : content,
+    refusal: null,
+  };
+  if (reasoning !== "") message.reasoning_content = reasoning;
+  if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  return {
+    body: {
+      id: `chatcmpl-${info.id}`,
+      object: "chat.completion",
+      created: Math.floor(Date.parse(info.created_at) / 1000),
+      model: info.model,
+      choices: [{ index: 0, message, logprobs: null, finish_reason: finish }],
+      ...(usage ? { usage } : {}),
+    },
+  };
+}

@@ -1,0 +1,38 @@
+import type { FastifyRequest } from "fastify";
+import { requireAction } from "../auth/principal.js";
+import type { Security } from "../auth/security.js";
+import type { GenerationRequest } from "../core/request.js";
+import type { Runner } from "../core/runner.js";
+import type { StreamInfo } from "../stores/store.js";
+
+/**
+ * Starts a generation on behalf of the request's principal, for every route that starts one
+ * (`/v1/streams`, `/v1/chat/completions`, `/v1/ai-sdk/chat`, WebSocket `start`): the role must
+ * allow it, the key's quotas are reserved (and released with the generation's output tokens
+ * when it ends), and the stream belongs to the principal's tenant.
+ */
+export async function startFor(
+  req: FastifyRequest,
+  deps: { runner: Runner; security: Security },
+  request: GenerationRequest,
+): Promise<StreamInfo> {
+  const principal = req.principal;
+  requireAction(principal, "start");
+  const key = req.apiKey;
+  const release = key ? deps.security.quotas.beginGeneration(key.id, key.limits) : undefined;
+  try {
+    return await deps.runner.start(request, {
+      ...(principal.tenant !== undefined ? { tenant: principal.tenant } : {}),
+      ...(release ? { onEnd: release } : {}),
+    });
+  } catch (err) {
+    release?.(0);
+    throw err;
+  }
+}
+
+/** Reserves a streaming connection against the key's `connections` limit; returns its release. */
+export function holdConnection(req: FastifyRequest, security: Security): () => void {
+  const key = req.apiKey;
+  return key ? security.quotas.openConnection(key.id, key.limits) : () => {};
+}

@@ -1,0 +1,378 @@
+/**
+ * Anthropic Messages API provider: `POST {baseUrl}/v1/messages` with `stream: true`, its SSE
+ * events (parsed with eventsource-parser) mapped to Sluice events:
+ *
+ * - `content_block_delta` `text_delta` → text-delta, `thinking_delta` → reasoning-delta,
+ *   `input_json_delta` → tool-call-delta (the block's `content_block_start` names the call),
+ *   `content_block_stop` of a tool_use block → tool-call with the parsed input;
+ *   `signature_delta` (and other delta kinds) are ignored.
+ * - `message_start` / `message_delta` usage → usage, `message_delta.stop_reason` → finish.
+ * - `ping` and unknown event types are ignored; `event: error` → upstream_error.
+ *
+ * Cancel reaches the upstream: the context's signal aborts the HTTP request.
+ */
+import type { FinishReason } from "@sluice/protocol";
+import { SluiceError } from "@sluice/protocol";
+import { type EventSourceMessage, EventSourceParserStream } from "eventsource-parser/stream";
+import { type Message, messageText } from "../core/request.js";
+import { describe, httpError, originOf, readOrAbort, unreachable } from "./openai-compatible.js";
+import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
+
+export interface AnthropicOptions {
+  name?: string;
+  /** Default https://api.anthropic.com (the provider appends `/v1/messages`). */
+  baseUrl?: string;
+  /** Sent as `x-api-key`. */
+  apiKey?: string;
+  /** `anthropic-version` header; default 2023-06-01. */
+  version?: string;
+  headers?: Record<string, string>;
+  /** max_tokens is required by the Messages API: used when the request has none. Default 4096. */
+  defaultMaxTokens?: number;
+  connectTimeoutMs?: number;
+}
+
+export const ANTHROPIC_BASE_URL = "https://api.anthropic.com";
+export const ANTHROPIC_VERSION = "2023-06-01";
+
+type Block = Record<string, unknown>;
+interface AnthropicMessage {
+  role: "user" | "assistant";
+  content: string | Block[];
+}
+
+/** Chat Completions-style messages → Messages API `system` + `messages`. */
+export function toAnthropicMessages(messages: Message[]): { system?: string; messages: AnthropicMessage[] } {
+  const system: string[] = [];
+  const out: AnthropicMessage[] = [];
+  const push = (role: "user" | "assistant", blocks: Block[]) => {
+    const last = out[out.length - 1];
+    if (last && last.role === role && Array.isArray(last.content)) last.content.push(...blocks);
+    else out.push({ role, content: blocks });
+  };
+  for (const m of messages) {
+    const text = messageText(m);
+    if (m.role === "system" || m.role === "developer") {
+      if (text) system.push(text);
+      continue;
+    }
+    if (m.role === "tool") {
+      push("user", [{ type: "tool_result", tool_use_id: m.tool_call_id ?? "", content: text }]);
+      continue;
+    }
+    const blocks: Block[] = text ? [{ type: "text", text }] : [];
+    if (m.role === "assistant" && Array.isArray(m.tool_calls)) {
+      for (const c of m.tool_calls as { id?: string; function?: { name?: string; arguments?: string } }[]) {
+        let input: unknown = {};
+        try {
+          input = c.function?.arguments ? JSON.parse(c.function.arguments) : {};
+        } catch {
+          input = {};
+        }
+        blocks.push({ type: "tool_use", id: c.id ?? "", name: c.function?.name ?? "", input });
+      }
+    }
+    if (blocks.length > 0) push(m.role === "assistant" ? "assistant" : "user", blocks);
+  }
+  return { ...(system.length ? { system: system.join("\n\n") } : {}), messages: out };
+}
+
+function mapToolChoice(choice: unknown): unknown {
+  if (choice === "auto") return { type: "auto" };
+  if (choice === "required") return { type: "any" };
+  if (choice === "none") return { type: "none" };
+  if (isRecord(choice) && isRecord(choice.function) && typeof choice.function.name === "string") {
+    return { type: "tool", name: choice.function.name };
+  }
+  return undefined;
+}
+
+export function mapStopReason(reason: string): FinishReason {
+  switch (reason) {
+    case "max_tokens":
+    case "model_context_window_exceeded":
+      return "length";
+    case "tool_use":
+      return "tool-calls";
+    case "refusal":
+      return "content-filter";
+    default:
+      return "stop"; // end_turn, stop_sequence, pause_turn, …
+  }
+}
+
+export class AnthropicProvider implements Provider {
+  readonly name: string;
+  readonly #url: string;
+  readonly #apiKey: string | undefined;
+  readonly #version: string;
+  readonly #headers: Record<string, string>;
+  readonly #defaultMaxTokens: number;
+  readonly #connectTimeoutMs: number;
+
+  constructor(opts: AnthropicOptions = {}) {
+    this.name = opts.name ?? "anthropic";
+    this.#url = `${(opts.baseUrl ?? ANTHROPIC_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "")}/v1/messages`;
+    this.#apiKey = opts.apiKey;
+    this.#version = opts.version ?? ANTHROPIC_VERSION;
+    this.#headers = opts.headers ?? {};
+    this.#defaultMaxTokens = opts.defaultMaxTokens ?? 4096;
+    this.#connectTimeoutMs = opts.connectTimeoutMs ?? 120_000;
+  }
+
+  buildBody(request: ProviderRequest): Record<string, unknown> {
+    const { system, messages } = toAnthropicMessages(request.messages);
+    const body: Record<string, unknown> = {
+      model: request.upstream_model,
+      max_tokens: request.max_tokens ?? this.#defaultMaxTokens,
+      messages,
+      stream: true,
+    };
+    if (system !== undefined) body.system = system;
+    if (request.temperature !== undefined) body.temperature = Math.min(1, request.temperature);
+    if (request.top_p !== undefined) body.top_p = request.top_p;
+    if (request.stop !== undefined)
+      body.stop_sequences = Array.isArray(request.stop) ? request.stop : [request.stop];
+    if (request.tools?.length) {
+      body.tools = request.tools.map((t) => ({
+        name: t.function.name,
+        ...(t.function.description ? { description: t.function.description } : {}),
+        input_schema: t.function.parameters ?? { type: "object", properties: {} },
+      }));
+      const choice = mapToolChoice(request.tool_choice);
+      if (choice !== undefined) body.tool_choice = choice;
+    }
+    if (request.demo !== undefined) body.demo = request.demo; // understood by `sluice mock-upstream`
+    return body;
+  }
+
+  async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
+    const { signal } = ctx;
+    if (signal.aborted) throw signal.reason;
+    const url = this.#url;
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      accept: "text/event-stream",
+      "anthropic-version": this.#version,
+    };
+    if (this.#apiKey) headers["x-api-key"] = this.#apiKey;
+    Object.assign(headers, this.#headers);
+
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    let timedOut = false;
+    const timer =
+      this.#connectTimeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            controller.abort(new Error("connect timeout"));
+          }, this.#connectTimeoutMs)
+        : undefined;
+
+    let reader: ReadableStreamDefaultReader<EventSourceMessage> | undefined;
+    try {
+      let response: Response;
+      try {
+        response = await fetch(url, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(this.buildBody(request)),
+          signal: controller.signal,
+        });
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        if (timedOut) {
+          throw new SluiceError(
+            "upstream_unreachable",
+            `upstream ${originOf(url)} did not answer within ${this.#connectTimeoutMs} ms`,
+          );
+        }
+        throw unreachable(url, err);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (!response.ok) throw await httpError(response, signal, ctx.clock.now());
+      if (!response.body || !(response.headers.get("content-type") ?? "").includes("text/event-stream")) {
+        throw new SluiceError("upstream_error", "upstream did not answer with an event stream", {
+          upstream_status: response.status,
+        });
+      }
+      reader = response.body
+        .pipeThrough(new TextDecoderStream())
+        .pipeThrough(new EventSourceParserStream())
+        .getReader();
+
+      const state = new MessageState();
+      for (;;) {
+        let result: ReadableStreamReadResult<EventSourceMessage>;
+        try {
+          result = await readOrAbort(reader, signal);
+        } catch (err) {
+          if (signal.aborted) throw signal.reason;
+          if (err instanceof SluiceError) throw err;
+          throw new SluiceError("upstream_error", `upstream stream was cut off (${describe(err)})`);
+        }
+        if (result.done) break;
+        const msg = result.value;
+        if (msg.data.trim() === "") continue;
+        let data: unknown;
+        try {
+          data = JSON.parse(msg.data);
+        } catch {
+          throw new SluiceError(
+            "upstream_error",
+            `upstream sent an event that is not valid JSON: ${msg.data.slice(0, 200)}`,
+          );
+        }
+        for (const ev of state.apply(msg.event ?? (isRecord(data) ? String(data.type) : ""), data)) {
+          yield ev;
+          if (signal.aborted) throw signal.reason;
+        }
+        if (state.stopped) break;
+      }
+      if (!state.stopped)
+        throw new SluiceError("upstream_error", "upstream stream was cut off (no message_stop)");
+      for (const ev of state.final()) yield ev;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      if (reader) {
+        reader.cancel().catch(() => {});
+        try {
+          reader.releaseLock();
+        } catch {
+          // a pending read on an aborted body
+        }
+      }
+    }
+  }
+}
+
+interface ToolBlock {
+  id: string;
+  name: string;
+  json: string;
+}
+
+/** Folds Messages API events into Sluice events. */
+export class MessageState {
+  stopped = false;
+  #inputTokens = 0;
+  #outputTokens = 0;
+  #sawUsage = false;
+  #stopReason: string | undefined;
+  readonly #tools = new Map<number, ToolBlock>();
+
+  *apply(type: string, data: unknown): Generator<ProviderEvent> {
+    const d = isRecord(data) ? data : {};
+    switch (type) {
+      case "message_start": {
+        const usage = isRecord(d.message) && isRecord(d.message.usage) ? d.message.usage : undefined;
+        if (usage) this.#usage(usage);
+        return;
+      }
+      case "content_block_start": {
+        const index = typeof d.index === "number" ? d.index : 0;
+        const block = isRecord(d.content_block) ? d.content_block : {};
+        if (block.type === "tool_use") {
+          const tool = { id: String(block.id ?? `toolu_${index}`), name: String(block.name ?? ""), json: "" };
+          this.#tools.set(index, tool);
+          yield { type: "tool-call-delta", id: tool.id, name: tool.name, args_delta: "" };
+        } else if (block.type === "text" && typeof block.text === "string" && block.text !== "") {
+          yield { type: "text-delta", delta: block.text };
+        } else if (block.type === "thinking" && typeof block.thinking === "string" && block.thinking !== "") {
+          yield { type: "reasoning-delta", delta: block.thinking };
+        }
+        return;
+      }
+      case "content_block_delta": {
+        const index = typeof d.index === "number" ? d.index : 0;
+        const delta = isRecord(d.delta) ? d.delta : {};
+        if (delta.type === "text_delta" && typeof delta.text === "string" && delta.text !== "") {
+          yield { type: "text-delta", delta: delta.text };
+        } else if (
+          delta.type === "thinking_delta" &&
+          typeof delta.thinking === "string" &&
+          delta.thinking !== ""
+        ) {
+          yield { type: "reasoning-delta", delta: delta.thinking };
+        } else if (delta.type === "input_json_delta" && typeof delta.partial_json === "string") {
+          const tool = this.#tools.get(index);
+          if (tool && delta.partial_json !== "") {
+            tool.json += delta.partial_json;
+            yield { type: "tool-call-delta", id: tool.id, args_delta: delta.partial_json };
+          }
+        }
+        // signature_delta, citations_delta, …: nothing to stream
+        return;
+      }
+      case "content_block_stop": {
+        const index = typeof d.index === "number" ? d.index : 0;
+        const tool = this.#tools.get(index);
+        if (!tool) return;
+        this.#tools.delete(index);
+        let args: unknown = {};
+        const text = tool.json.trim();
+        try {
+          args = text === "" ? {} : JSON.parse(text);
+        } catch {
+          throw new SluiceError(
+            "upstream_error",
+            `upstream sent input for tool call ${tool.id} (${tool.name}) that is not valid JSON: ${text.slice(0, 200)}`,
+          );
+        }
+        yield { type: "tool-call", id: tool.id, name: tool.name, args };
+        return;
+      }
+      case "message_delta": {
+        const delta = isRecord(d.delta) ? d.delta : {};
+        if (typeof delta.stop_reason === "string") this.#stopReason = delta.stop_reason;
+        if (isRecord(d.usage)) this.#usage(d.usage);
+        return;
+      }
+      case "message_stop":
+        this.stopped = true;
+        return;
+      case "error": {
+        const err = isRecord(d.error) ? d.error : {};
+        const kind = typeof err.type === "string" ? err.type : "error";
+        const message = typeof err.message === "string" ? err.message : JSON.stringify(data).slice(0, 200);
+        throw new SluiceError("upstream_error", `upstream error (${kind}): ${message}`, {
+          upstream_error_type: kind,
+        });
+      }
+      default:
+        return; // ping, and event types this version does not know
+    }
+  }
+
+  #usage(u: Record<string, unknown>): void {
+    if (typeof u.input_tokens === "number") {
+      this.#inputTokens =
+        u.input_tokens +
+        (typeof u.cache_read_input_tokens === "number" ? u.cache_read_input_tokens : 0) +
+        (typeof u.cache_creation_input_tokens === "number" ? u.cache_creation_input_tokens : 0);
+      this.#sawUsage = true;
+    }
+    if (typeof u.output_tokens === "number") {
+      this.#outputTokens = u.output_tokens; // cumulative in message_delta
+      this.#sawUsage = true;
+    }
+  }
+
+  *final(): Generator<ProviderEvent> {
+    if (this.#sawUsage) {
+      yield {
+        type: "usage",
+        input_tokens: this.#inputTokens,
+        output_tokens: this.#outputTokens,
+        total_tokens: this.#inputTokens + this.#outputTokens,
+      };
+    }
+    yield { type: "finish", reason: mapStopReason(this.#stopReason ?? "end_turn") };
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,153 @@
+/**
+ * The protocol codecs (OpenAI chunks, AI SDK UI message stream) depend on the record before each
+ * one. Whatever path the hub serves a reader from — the live window, the store, a window that
+ * restarted — a reader attached after seq k gets exactly the bytes of records k+1… of the full
+ * encoding: the same bytes for everyone, wherever they started.
+ */
+import type { SluiceEvent } from "@sluice/protocol";
+import { describe, expect, it } from "vitest";
+import { Hub, type Sink } from "../src/core/hub.js";
+import { sseAiSdk } from "../src/formats/ai-sdk.js";
+import type { Codec } from "../src/formats/codec.js";
+import { lite } from "../src/formats/codec.js";
+import { sseOpenAIUsage } from "../src/formats/openai.js";
+import { MemoryStore } from "../src/stores/memory.js";
+import { EVENTS_CONTENT_TYPE } from "../src/stores/store.js";
+
+class Collect implements Sink {
+  out = "";
+  ended = false;
+  buffered = 0;
+  closed = false;
+  write(chunk: string) {
+    this.out += chunk;
+  }
+  onDrain(cb: () => void) {
+    cb();
+  }
+  end() {
+    this.ended = true;
+    this.closed = true;
+  }
+}
+
+const EVENTS: SluiceEvent[] = [
+  { type: "start", model: "demo", created_at: "2026-01-01T00:00:00.000Z" },
+  { type: "reasoning-delta", delta: "think " },
+  { type: "reasoning-delta", delta: "hard" },
+  { type: "text-delta", delta: "Hello" },
+  { type: "text-delta", delta: ", " },
+  { type: "text-delta", delta: "world" },
+  { type: "tool-call-delta", id: "c1", name: "f", args_delta: '{"a"', index: 0 },
+  { type: "tool-call-delta", id: "c1", args_delta: ":1}", index: 0 },
+  { type: "tool-call", id: "c1", name: "f", args: { a: 1 }, index: 0 },
+  { type: "text-delta", delta: "again" },
+  { type: "usage", input_tokens: 3, output_tokens: 9, total_tokens: 12 },
+  { type: "finish", reason: "tool-calls" },
+];
+
+async function setup() {
+  const store = new MemoryStore();
+  const info = await store.create({
+    id: "st_codec",
+    kind: "generation",
+    content_type: EVENTS_CONTENT_TYPE,
+    model: "demo",
+  });
+  return { store, info };
+}
+
+function reference(codec: Codec, info: ReturnType<typeof lite>): string[] {
+  const recs = EVENTS.map((e, i) => ({
+    seq: i + 1,
+    offset: String(i + 1).padStart(16, "0"),
+    type: e.type,
+    data: JSON.stringify(e),
+  }));
+  return recs.map((r, i) => codec.encode(r, info, recs[i - 1]));
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe.each([
+  ["sse:openai-usage", sseOpenAIUsage],
+  ["sse:ai-sdk", sseAiSdk],
+])("%s through the hub", (_name, codec) => {
+  it("readers attached at every offset, live and after the end, get the exact suffix", async () => {
+    const { store, info } = await setup();
+    const hub = new Hub(store, { windowSize: 3, catchUpPage: 2 });
+    const ref = reference(codec, lite(info));
+    const readers: { after: number; sink: Collect }[] = [];
+    // Append in small batches; after each, attach readers at every offset so far.
+    for (let i = 0; i < EVENTS.length; i += 2) {
+      const batch = EVENTS.slice(i, i + 2).map((e) => ({ type: e.type, data: JSON.stringify(e) }));
+      const last = i + 2 >= EVENTS.length;
+      await store.append("st_codec", batch, last ? { close: "completed" } : {});
+      for (let after = 0; after <= Math.min(i + 2, EVENTS.length); after += 1) {
+        const sink = new Collect();
+        readers.push({ after, sink });
+        await hub.attach("st_codec", after, codec, sink);
+      }
+      await tick();
+    }
+    for (let n = 0; n < 50 && readers.some((r) => !r.sink.ended); n++) await tick();
+    for (const r of readers) {
+      expect(r.sink.ended).toBe(true);
+      expect(r.sink.out).toBe(ref.slice(r.after).join(""));
+    }
+  });
+
+  it("the encoding is a valid stream of its format", () => {
+    const ref = reference(codec, {
+      id: "st_codec",
+      created_at: "2026-01-01T00:00:00.000Z",
+      model: "demo",
+    }).join("");
+    const datas = ref
+      .split("\n")
+      .filter((l) => l.startsWith("data: "))
+      .map((l) => l.slice(6));
+    expect(datas[datas.length - 1]).toBe("[DONE]");
+    const parsed = datas.slice(0, -1).map((d) => JSON.parse(d));
+    if (codec === sseAiSdk) {
+      expect(parsed.map((p) => p.type)).toEqual([
+        "start",
+        "start-step",
+        "reasoning-start",
+        "reasoning-delta",
+        "reasoning-delta",
+        "reasoning-end",
+        "text-start",
+        "text-delta",
+        "text-delta",
+        "text-delta",
+        "text-end",
+        "tool-input-start",
+        "tool-input-delta",
+        "tool-input-delta",
+        "tool-input-available",
+        "text-start",
+        "text-delta",
+        "text-end",
+        "finish-step",
+        "finish",
+      ]);
+    } else {
+      expect(parsed[0].choices[0].delta.role).toBe("assistant");
+      const finish = parsed.find((p) => p.choices[0]?.finish_reason);
+      expect(finish.choices[0].finish_reason).toBe("tool_calls");
+      expect(parsed[parsed.length - 1]).toMatchObject({
+        choices: [],
+        usage: { prompt_tokens: 3, completion_tokens: 9, total_tokens: 12 },
+      });
+      const tools = parsed.flatMap((p) => p.choices[0]?.delta.tool_calls ?? []);
+      expect(tools[0]).toEqual({
+        index: 0,
+        id: "c1",
+        type: "function",
+        function: { name: "f", arguments: '{"a"' },
+      });
+      expect(tools[1]).toEqual({ index: 0, function: { arguments: ":1}" } });
+    }
+  });
+});
