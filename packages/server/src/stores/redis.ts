@@ -255,6 +255,10 @@ export class RedisStore implements Store {
     return true;
   }
 
+  private up(): boolean {
+    return this.client.status === "ready";
+  }
+
   /** Both connections are up. */
   ready(): boolean {
     return this.client.status === "ready" && this.sub.status === "ready";
@@ -331,12 +335,12 @@ export class RedisStore implements Store {
     const deadline = Date.now() + this.outageMs;
     let res: (string | number)[];
     for (;;) {
-      if (this.client.status !== "ready") {
+      if (!this.up()) {
         // Keep the generation's events until Redis is back (bounded by outageMs; the runner
         // bounds what queues behind this append).
-        while (this.client.status !== "ready" && Date.now() < deadline && !this.closed)
+        while (!this.up() && Date.now() < deadline && !this.closed)
           await new Promise((r) => setTimeout(r, 50));
-        if (this.client.status !== "ready") throw this.unavailable();
+        if (!this.up()) throw this.unavailable();
       }
       try {
         res = (await (this.client as unknown as Scripts).sluiceAppend(
