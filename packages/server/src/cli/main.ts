@@ -34,6 +34,10 @@ program
     "OpenAI-compatible server(s) whose models to serve, e.g. http://127.0.0.1:11434/v1",
   )
   .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
+  .option(
+    "--store <store>",
+    "memory (default), sqlite:./data/sluice.db, or redis://host:port (also SLUICE_STORE)",
+  )
   .action(
     async (opts: {
       host?: string;
@@ -41,6 +45,7 @@ program
       config?: string;
       upstream?: string[];
       logLevel?: string;
+      store?: string;
     }) => {
       let config: ReturnType<typeof loadConfig>;
       try {
@@ -51,13 +56,19 @@ program
             ...(opts.port !== undefined ? { port: opts.port } : {}),
             ...(opts.upstream ? { upstreams: opts.upstream } : {}),
             ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
+            ...(opts.store ? { store: opts.store } : {}),
           },
         });
       } catch (err) {
         if (err instanceof ConfigError) fail(err.message, 2);
         throw err;
       }
-      const server = await createSluice(config);
+      let server: Awaited<ReturnType<typeof createSluice>>;
+      try {
+        server = await createSluice(config);
+      } catch (err) {
+        fail(`cannot start: ${(err as Error).message}`, 1);
+      }
       let url: string;
       try {
         url = await server.listen();
@@ -74,7 +85,11 @@ program
         if (stopping) return;
         stopping = true;
         server.logger.info({ signal }, "shutting down");
-        await server.close(5000);
+        try {
+          await server.close(config.shutdown_grace_ms);
+        } catch (err) {
+          server.logger.error({ err }, "error during shutdown");
+        }
         process.exit(0);
       };
       process.on("SIGINT", () => void stop("SIGINT"));

@@ -14,6 +14,7 @@ import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
+import { storeReady } from "../stores/open.js";
 import type { Store, StreamInfo } from "../stores/store.js";
 import { Heartbeats, ResponseSink } from "./sink.js";
 
@@ -134,7 +135,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
-  app.get("/readyz", async () => ({ status: "ready", store: store.name }));
+  app.get("/readyz", async (_req, reply) => {
+    if (!storeReady(store)) return reply.code(503).send({ status: "not_ready", store: store.name });
+    return { status: "ready", store: store.name };
+  });
 
   app.get("/v1/models", async () => ({
     object: "list",
