@@ -215,7 +215,10 @@ export async function followWithReconnects(
 async function* sseMessages(body: ReadableStream<Uint8Array>) {
   const decoder = new TextDecoder();
   let buf = "";
-  for await (const chunk of body) {
+  const reader = body.getReader();
+  for (;;) {
+    const { value: chunk, done } = await reader.read();
+    if (done) return;
     buf += decoder.decode(chunk, { stream: true });
     for (;;) {
       const end = buf.indexOf("\n\n");
