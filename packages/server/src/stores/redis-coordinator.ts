@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { SluiceError } from "@sluice/protocol";
 import type { Redis } from "ioredis";
 import type { Coordinator, CoordinatorHooks } from "../core/coordinator.js";
 import type { RedisStore } from "./redis.js";
@@ -83,7 +84,13 @@ export class RedisCoordinator implements Coordinator {
     this.timer.unref();
   }
 
+  /** Commands on behalf of a request fail fast while Redis is down instead of queueing. */
+  private up(): void {
+    if (this.redis.status !== "ready") throw new SluiceError("store_unavailable", "redis is unreachable");
+  }
+
   async acquire(id: string): Promise<void> {
+    this.up();
     this.owned.add(id);
     try {
       await this.redis.set(this.lease(id), this.nodeId, "PX", this.leaseTtlMs);
@@ -137,11 +144,13 @@ export class RedisCoordinator implements Coordinator {
   }
 
   async requestCancel(id: string, by: string, reason: string): Promise<boolean> {
+    this.up();
     await this.redis.publish(this.cancelChannel, JSON.stringify({ id, by, reason }));
     return this.hasOwner(id);
   }
 
   async hasOwner(id: string): Promise<boolean> {
+    this.up();
     return (await this.redis.exists(this.lease(id))) === 1;
   }
 
