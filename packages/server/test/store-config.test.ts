@@ -38,3 +38,18 @@ describe("store configuration", () => {
     }
   });
 });
+
+describe("docs/operations.md", () => {
+  it("shows exactly the nginx config the cluster test runs (docs/examples/nginx.conf)", async () => {
+    const { readFileSync } = await import("node:fs");
+    const conf = readFileSync(new URL("../../../docs/examples/nginx.conf", import.meta.url), "utf8");
+    const doc = readFileSync(new URL("../../../docs/operations.md", import.meta.url), "utf8");
+    const body = conf
+      .split("\n")
+      .filter((l, i, all) => !(l.startsWith("#") && all.slice(0, i).every((x) => x.startsWith("#"))))
+      .join("\n")
+      .trim();
+    expect(body.length).toBeGreaterThan(200);
+    expect(doc).toContain(body);
+  });
+});
