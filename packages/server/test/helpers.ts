@@ -1,6 +1,7 @@
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { type ConfigInput, parseConfig } from "../src/config.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
+import type { Store } from "../src/stores/store.js";
 
 export interface Running {
   url: string;
@@ -9,9 +10,9 @@ export interface Running {
 }
 
 /** A real Sluice server on 127.0.0.1, a free port, quiet logs. */
-export async function startSluice(overrides: Partial<ConfigInput> = {}): Promise<Running> {
+export async function startSluice(overrides: Partial<ConfigInput> = {}, store?: Store): Promise<Running> {
   const config = parseConfig({ host: "127.0.0.1", port: 0, log_level: "silent", ...overrides });
-  const server = await createSluice(config, { env: {} });
+  const server = await createSluice(config, { env: {}, ...(store ? { store } : {}) });
   const url = await server.listen();
   return { url, server, close: () => server.close() };
 }

@@ -1,8 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { SqliteStore } from "../src/stores/sqlite.js";
+import { demoBody, readAllJson, startSluice, startStream } from "./helpers.js";
 import { runStoreContract } from "./store-contract.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-sqlite-"));
@@ -21,4 +22,20 @@ runStoreContract({
         ...(defaultTtlS !== undefined ? { defaultTtlS } : {}),
       },
     }),
+});
+
+describe("sqlite store at runtime", () => {
+  it("group-commits: a fast generation's events share transactions", async () => {
+    const store = new SqliteStore({ path: join(dir, "batch.db"), sweepIntervalMs: 0 });
+    const s = await startSluice({}, store);
+    try {
+      const { id } = await startStream(s.url, demoBody({ length: 300, tokens_per_s: 3000 }));
+      await s.server.runner.settled(id);
+      const events = await readAllJson(s.url, id);
+      expect(events.length).toBeGreaterThan(300);
+      expect(store.commits).toBeLessThan(events.length / 3);
+    } finally {
+      await s.close();
+    }
+  });
 });
