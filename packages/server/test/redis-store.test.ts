@@ -49,7 +49,10 @@ describe("redis store across nodes", () => {
         writes.push(b.append(id, [{ data: `b${i}` }, { data: `b${i}'` }]));
       }
       await Promise.all(writes);
-      await waitFor(() => heardA.length >= 150 && heardB.length >= 150);
+      await waitFor(() => heardA.length >= 150 && heardB.length >= 150, 15_000).catch((e) => {
+        console.log("DEBUG", heardA.join(","), "\nB", heardB.join(","));
+        throw e;
+      });
       const all = Array.from({ length: 150 }, (_, i) => i + 1);
       expect(heardA).toEqual(all);
       expect(heardB).toEqual(all);
@@ -72,7 +75,7 @@ describe("redis store across nodes", () => {
       const { id } = await s.create({ id: `st_r_${Date.now()}`, kind: "log", content_type: "text/plain" });
       await s.append(id, [{ data: "1" }, { data: "2" }]);
       await r2.stop();
-      await waitFor(() => !s.ready());
+      await waitFor(() => s.client.status !== "ready" && !s.ready(), 15_000);
       await expect(s.info(id)).rejects.toSatisfy(
         (e: unknown) => e instanceof SluiceError && e.code === "store_unavailable",
       );

@@ -31,6 +31,8 @@ export interface RedisStoreOptions {
   syncIntervalMs?: number;
   /** How long an append waits for Redis to come back before failing with store_unavailable (ms). */
   outageMs?: number;
+  /** How long a read, info or list waits for Redis before failing with store_unavailable (ms). */
+  readTimeoutMs?: number;
 }
 
 /**
@@ -207,6 +209,7 @@ export class RedisStore implements Store {
   private readonly followers = new Map<string, Follower>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly outageMs: number;
+  private readonly readTimeoutMs: number;
   private closed = false;
   lastError: string | undefined;
 
@@ -215,6 +218,7 @@ export class RedisStore implements Store {
     this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
     this.clock = opts.clock ?? realClock;
     this.outageMs = opts.outageMs ?? 30_000;
+    this.readTimeoutMs = opts.readTimeoutMs ?? 5000;
     const common = {
       maxRetriesPerRequest: null,
       enableOfflineQueue: true,
@@ -293,6 +297,18 @@ export class RedisStore implements Store {
     if (this.client.status !== "ready") throw this.unavailable();
   }
 
+  /**
+   * A request's command sent just as the connection dropped is queued for resending after
+   * the reconnect; the request itself does not wait for that longer than `readTimeoutMs`.
+   */
+  private timed<T>(p: Promise<T>, ms = this.readTimeoutMs): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(this.unavailable()), ms);
+    });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  }
+
   async create(init: CreateStream): Promise<StreamInfo> {
     this.check();
     const meta: string[] = [];
@@ -343,22 +359,27 @@ export class RedisStore implements Store {
         if (!this.up()) throw this.unavailable();
       }
       try {
-        res = (await (this.client as unknown as Scripts).sluiceAppend(
-          this.k("m", id),
-          this.k("l", id),
-          this.kRunning,
-          this.kExpiry,
-          id,
-          String(this.clock.now()),
-          String(this.limits.maxRecordsPerStream),
-          String(this.limits.maxBytesPerStream),
-          opts.close ?? "",
-          String(this.limits.defaultTtlS),
-          token,
-          String(bytes),
-          payload,
-          this.chan(id),
-          ...meta,
+        // Sent just as the connection drops, the script is resent after the reconnect (the
+        // token makes that safe); the append waits for it at most until the outage deadline.
+        res = (await this.timed(
+          (this.client as unknown as Scripts).sluiceAppend(
+            this.k("m", id),
+            this.k("l", id),
+            this.kRunning,
+            this.kExpiry,
+            id,
+            String(this.clock.now()),
+            String(this.limits.maxRecordsPerStream),
+            String(this.limits.maxBytesPerStream),
+            opts.close ?? "",
+            String(this.limits.defaultTtlS),
+            token,
+            String(bytes),
+            payload,
+            this.chan(id),
+            ...meta,
+          ),
+          Math.max(1, deadline - Date.now()),
         )) as (string | number)[];
         break;
       } catch (err) {
@@ -410,11 +431,13 @@ export class RedisStore implements Store {
 
   async read(id: string, afterSeq: number, limit: number): Promise<ReadResult> {
     this.check();
-    const res = await this.client
-      .multi()
-      .hmget(this.k("m", id), "status", "length", "expires_ms")
-      .xrange(this.k("l", id), `${afterSeq + 1}`, "+", "COUNT", Math.max(1, limit))
-      .exec();
+    const res = await this.timed(
+      this.client
+        .multi()
+        .hmget(this.k("m", id), "status", "length", "expires_ms")
+        .xrange(this.k("l", id), `${afterSeq + 1}`, "+", "COUNT", Math.max(1, limit))
+        .exec(),
+    );
     if (!res) throw this.unavailable();
     const [e1, h] = res[0] as [Error | null, (string | null)[]];
     const [e2, rows] = res[1] as [Error | null, [string, string[]][]];
@@ -441,7 +464,7 @@ export class RedisStore implements Store {
 
   async info(id: string): Promise<StreamInfo | undefined> {
     this.check();
-    const h = await this.client.hgetall(this.k("m", id));
+    const h = await this.timed(this.client.hgetall(this.k("m", id)));
     return this.toInfo(id, h);
   }
 
@@ -490,11 +513,11 @@ export class RedisStore implements Store {
     const out: StreamInfo[] = [];
     const page = 200;
     for (let start = 0; ; start += page) {
-      const ids = await this.client.zrevrange(this.kIndex, start, start + page - 1);
+      const ids = await this.timed(this.client.zrevrange(this.kIndex, start, start + page - 1));
       if (ids.length === 0) return out;
       const p = this.client.pipeline();
       for (const id of ids) p.hgetall(this.k("m", id));
-      const rows = (await p.exec()) ?? [];
+      const rows = (await this.timed(p.exec())) ?? [];
       for (let i = 0; i < ids.length; i++) {
         const info = this.toInfo(ids[i] as string, (rows[i]?.[1] ?? {}) as Record<string, string>);
         if (!info) continue;
