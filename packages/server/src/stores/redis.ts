@@ -383,6 +383,9 @@ export class RedisStore implements Store {
         )) as (string | number)[];
         break;
       } catch (err) {
+        // Redis answered with an error: retrying will not help.
+        if ((err as Error).name === "ReplyError")
+          throw new SluiceError("internal_error", `redis: ${(err as Error).message}`);
         if (Date.now() >= deadline || this.closed) throw this.unavailable();
         this.lastError = (err as Error).message;
         await new Promise((r) => setTimeout(r, 100));
