@@ -180,6 +180,7 @@ export async function followWithReconnects(
     }
     out.connections++;
     if (res.status === 204) break;
+    if (res.status === 404) throw new Error(`follow ${id}: stream not found`);
     if (res.status !== 200 || !res.body) {
       await res.body?.cancel().catch(() => {});
       await new Promise((r) => setTimeout(r, 100));

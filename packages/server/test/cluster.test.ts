@@ -112,6 +112,19 @@ describe("three nodes on one Redis behind nginx", () => {
     expect((await info(a.url, id)).running_here).toBe(false);
   });
 
+  it("DELETE through another node stops the generation on its owner, then deletes it", async () => {
+    const [a, , c] = nodes as [SluiceProc, SluiceProc, SluiceProc];
+    const id = await start(a.url, body({ seed: 12, length: 2000, tokens_per_s: 100 }));
+    const reader = followWithReconnects(a.url, id, { maxPerConnection: 10_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    const res = await fetch(`${c.url}/v1/streams/${id}`, { method: "DELETE" });
+    expect(await res.json()).toEqual({ id, deleted: true });
+    expect((await fetch(`${a.url}/v1/streams/${id}/info`)).status).toBe(404);
+    // The owner's reader saw the generation stop (abort), or was ended by the delete.
+    const r = await reader.catch(() => undefined);
+    if (r?.terminal) expect(r.terminal).toMatchObject({ type: "abort" });
+  });
+
   it("kill -9 of the owner: the stream ends interrupted within the lease bound on the survivors", async () => {
     const [owner, b, c] = nodes as [SluiceProc, SluiceProc, SluiceProc];
     const gen = body({ seed: 9, length: 3000, tokens_per_s: 80 });

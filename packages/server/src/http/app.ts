@@ -319,7 +319,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const { id } = req.params as { id: string };
     checkStreamId(id);
     reply.header(STREAM_ID_HEADER, id);
-    if (runner.isRunning(id)) await runner.cancel(id, "client", "deleted");
+    // A generation running here or on another node is stopped first (its upstream aborted).
+    const before = await store.info(id);
+    if (before?.status === "running" && before.kind === "generation")
+      await runner.cancel(id, "client", "deleted");
     const deleted = await store.delete(id);
     if (!deleted) throw new SluiceError("stream_not_found", `no stream ${id}`);
     return { id, deleted: true };
