@@ -120,6 +120,7 @@ export class RedisCoordinator implements Coordinator {
     this.checking = true;
     try {
       const ids = (await this.store.runningIds()).filter((id) => !this.owned.has(id));
+      if (this.closed) return;
       if (ids.length === 0) return;
       const p = this.redis.pipeline();
       for (const id of ids) {
@@ -127,6 +128,10 @@ export class RedisCoordinator implements Coordinator {
         p.hmget(`${this.prefix}m:${id}`, "kind", "status");
       }
       const res = (await p.exec()) ?? [];
+      // The answers may come from after a reconnect (commands are resent): judge only if
+      // this node has been connected for a whole lease TTL since then.
+      const since = this.readySince;
+      if (since === undefined || Date.now() - since < this.leaseTtlMs) return;
       for (let i = 0; i < ids.length; i++) {
         const leased = res[2 * i]?.[1] as number;
         const [kind, status] = (res[2 * i + 1]?.[1] ?? []) as (string | null)[];
