@@ -67,6 +67,39 @@ describe("redis store across nodes", () => {
     }
   });
 
+  it("keeps any text exactly: emoji, CJK, control characters, quotes, JSON", async () => {
+    const s = new RedisStore({ url: redis.url, prefix: "u:", sweepIntervalMs: 0 });
+    const other = new RedisStore({ url: redis.url, prefix: "u:", sweepIntervalMs: 0 });
+    try {
+      await s.connected();
+      await other.connected();
+      const { id } = await s.create({ id: `st_u_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      // Heard on another node: the records travel in the published notice.
+      const heard: string[] = [];
+      other.subscribe(id, (n) => heard.push(...n.records.map((r) => r.data)));
+      await new Promise((r) => setTimeout(r, 100));
+      const texts = [
+        "héllo 👋🏽 世界",
+        'a "quoted" \\ back\nslash',
+        "\u0000\u0001\t\r\n",
+        '{"type":"text-delta","delta":"∑"}',
+        "",
+      ];
+      await s.append(
+        id,
+        texts.map((data) => ({ data, type: "t-∆" })),
+      );
+      const page = await s.read(id, 0, 10);
+      expect(page.records.map((r) => r.data)).toEqual(texts);
+      expect(page.records.every((r) => r.type === "t-∆")).toBe(true);
+      await waitFor(() => heard.length >= texts.length);
+      expect(heard).toEqual(texts);
+    } finally {
+      await s.close();
+      await other.close();
+    }
+  });
+
   it("reports unavailable while Redis is down and continues after it restarts, losing nothing acknowledged", async () => {
     const r2 = await startRedis({ persist: true });
     const s = new RedisStore({ url: r2.url, sweepIntervalMs: 0, outageMs: 20_000 });
