@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS streams (
   bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS streams_expiry ON streams (expires_ms) WHERE expires_ms IS NOT NULL;
-CREATE INDEX IF NOT EXISTS streams_status ON streams (status);
+CREATE INDEX IF NOT EXISTS streams_status ON streams (status, ord);
+CREATE INDEX IF NOT EXISTS streams_tenant ON streams (tenant, ord);
 CREATE TABLE IF NOT EXISTS events (
   stream TEXT NOT NULL,
   seq INTEGER NOT NULL,
@@ -156,8 +157,12 @@ export class SqliteStore implements Store {
       expired: db.prepare<[number], { id: string }>(
         "SELECT id FROM streams WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT 500",
       ),
-      list: db.prepare<[number, number], StreamRow>(
-        "SELECT * FROM streams WHERE ord < ? ORDER BY ord DESC LIMIT ?",
+      list: db.prepare<
+        [{ before: number; tenant: string | null; status: string | null; limit: number }],
+        StreamRow
+      >(
+        `SELECT * FROM streams WHERE ord < @before AND (@tenant IS NULL OR tenant = @tenant)
+         AND (@status IS NULL OR status = @status) ORDER BY ord DESC LIMIT @limit`,
       ),
     };
   }
@@ -359,7 +364,12 @@ export class SqliteStore implements Store {
     const out: StreamInfo[] = [];
     let before = Number.MAX_SAFE_INTEGER;
     for (;;) {
-      const rows = this.st.list.all(before, 500);
+      const rows = this.st.list.all({
+        before,
+        tenant: opts.tenant ?? null,
+        status: opts.status ?? null,
+        limit: 500,
+      });
       for (const row of rows) {
         before = row.ord;
         if (this.expired(row)) continue;
