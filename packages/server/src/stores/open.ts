@@ -66,6 +66,5 @@ export async function openStore(
 
 /** Whether the store can serve requests now (Redis reachable). */
 export function storeReady(store: Store): boolean {
-  const s = store as Store & { ready?: () => boolean };
-  return typeof s.ready === "function" ? s.ready() : true;
+  return store.ready ? store.ready() : true;
 }
