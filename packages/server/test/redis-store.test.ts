@@ -67,6 +67,33 @@ describe("redis store across nodes", () => {
     }
   });
 
+  it("lets Redis expire an ended stream's keys after its TTL (EXPIRE after close), and sweeps the indexes", async () => {
+    const s = new RedisStore({ url: redis.url, prefix: "ttl:", sweepIntervalMs: 0 });
+    try {
+      await s.connected();
+      const { id } = await s.create({
+        id: `st_t_${Date.now()}`,
+        kind: "log",
+        content_type: "text/plain",
+        ttl_s: 1,
+      });
+      await s.append(id, [{ data: "x" }]);
+      expect(await s.client.pttl(`ttl:m:${id}`)).toBe(-1); // running: no expiry
+      await s.append(id, [], { close: "completed" });
+      const ttl = await s.client.pttl(`ttl:l:${id}`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(1000);
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(await s.client.exists(`ttl:m:${id}`, `ttl:l:${id}`)).toBe(0);
+      expect(await s.info(id)).toBeUndefined();
+      expect(await s.sweep()).toBe(0);
+      expect(await s.client.zscore("ttl:index", id)).toBeNull();
+      expect(await s.client.zscore("ttl:expiry", id)).toBeNull();
+    } finally {
+      await s.close();
+    }
+  });
+
   it("keeps any text exactly: emoji, CJK, control characters, quotes, JSON", async () => {
     const s = new RedisStore({ url: redis.url, prefix: "u:", sweepIntervalMs: 0 });
     const other = new RedisStore({ url: redis.url, prefix: "u:", sweepIntervalMs: 0 });
