@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import type { Config } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
-import { LocalCoordinator } from "./core/coordinator.js";
+import { type Coordinator, LocalCoordinator } from "./core/coordinator.js";
 import { Hub } from "./core/hub.js";
 import { RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
@@ -30,6 +30,8 @@ export interface CreateOptions {
   clock?: Clock;
   logger?: Logger;
   store?: Store;
+  /** With `store`: its ownership coordinator (a LocalCoordinator when absent). */
+  coordinator?: Coordinator;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -118,7 +120,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     });
   const clock = opts.clock ?? realClock;
   const opened = opts.store
-    ? { store: opts.store, coordinator: new LocalCoordinator(opts.store) }
+    ? { store: opts.store, coordinator: opts.coordinator ?? new LocalCoordinator(opts.store) }
     : await openStore(config.store, {
         clock,
         maxStreams: config.limits.max_streams,
