@@ -156,6 +156,9 @@ export class Runner {
       await this.store.append(id, [encode(start)]);
     } catch (err) {
       this.running.delete(id);
+      // Best effort: end the stream that was created (if the store is down, the lease expiry
+      // or the next start does it).
+      await this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
