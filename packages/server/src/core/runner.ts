@@ -158,7 +158,7 @@ export class Runner {
       this.running.delete(id);
       // Best effort: end the stream that was created (if the store is down, the lease expiry
       // or the next start does it).
-      await this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
+      void this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
