@@ -135,6 +135,8 @@ describe("durability", () => {
         count++;
       }
     }
+    // A second server on the same file is refused while the first runs.
+    await expect(node(["--store", db])).rejects.toThrow(/in use by another process/);
     first.kill("SIGKILL");
     await first.exited;
     await reader.cancel().catch(() => {});

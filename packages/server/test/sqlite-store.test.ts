@@ -25,6 +25,15 @@ runStoreContract({
 });
 
 describe("sqlite store at runtime", () => {
+  it("refuses a second store on the same file while the first is open, and takes over after it closes", async () => {
+    const path = join(dir, "locked.db");
+    const first = new SqliteStore({ path, sweepIntervalMs: 0 });
+    expect(() => new SqliteStore({ path, sweepIntervalMs: 0 })).toThrow(/already open/);
+    await first.close();
+    const second = new SqliteStore({ path, sweepIntervalMs: 0 });
+    await second.close();
+  });
+
   it("group-commits: a fast generation's events share transactions", async () => {
     const store = new SqliteStore({ path: join(dir, "batch.db"), sweepIntervalMs: 0 });
     const s = await startSluice({}, store);

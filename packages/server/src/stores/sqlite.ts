@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { formatOffset, SluiceError } from "@sluice/protocol";
 import Database from "better-sqlite3";
@@ -113,13 +113,17 @@ export class SqliteStore implements Store {
   private scheduled = false;
   private closed = false;
   private readonly commitIntervalMs: number;
+  private readonly lockFile: string | undefined;
   /** Transactions committed by the write queue (for metrics and tests). */
   commits = 0;
   private readonly st: ReturnType<SqliteStore["prepare"]>;
 
   constructor(opts: SqliteStoreOptions) {
     this.path = opts.path;
-    if (opts.path !== ":memory:") mkdirSync(dirname(opts.path), { recursive: true });
+    if (opts.path !== ":memory:") {
+      mkdirSync(dirname(opts.path), { recursive: true });
+      this.lockFile = takeLock(`${opts.path}.lock`);
+    }
     this.db = new Database(opts.path);
     this.db.pragma("journal_mode = WAL");
     // WAL + NORMAL: a committed transaction survives a process crash (not necessarily a power loss).
@@ -413,6 +417,50 @@ export class SqliteStore implements Store {
     this.flush();
     this.closed = true;
     this.db.close();
+    if (this.lockFile) {
+      rmSync(this.lockFile, { force: true });
+      lockedHere.delete(this.lockFile);
+    }
+  }
+}
+
+/**
+ * One process per database file: a second server on the same file would close the first
+ * one's running generations as interrupted at its startup. The lock file holds the owner's
+ * pid; a lock left by a process that is gone (crash, kill -9) is taken over, as is one with
+ * this process's own pid that this process does not hold (a container restarted as pid 1).
+ */
+const lockedHere = new Set<string>();
+
+function takeLock(file: string): string {
+  if (lockedHere.has(file)) {
+    throw new Error(`the SQLite store ${file.slice(0, -5)} is already open in this process`);
+  }
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      lockedHere.add(file);
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const pid = Number(readFileSync(file, "utf8").trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      throw new Error(
+        `the SQLite store ${file.slice(0, -5)} is in use by another process (pid ${pid}); use one server per file, or Redis for several nodes`,
+      );
+    }
+    rmSync(file, { force: true });
+  }
+  throw new Error(`cannot lock ${file}`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
