@@ -131,6 +131,11 @@ export const ERROR_CODES = {
     retryable: true,
     description: "The generation was cut off by a server shutdown or crash; what was generated is kept.",
   },
+  store_unavailable: {
+    status: 503,
+    retryable: true,
+    description: "The stream store (e.g. Redis) cannot be reached right now; try again shortly.",
+  },
   internal_error: {
     status: 500,
     retryable: true,

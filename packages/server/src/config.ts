@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { isStoreSpec } from "./stores/open.js";
 
 export const RouteConfigSchema = z
   .object({
@@ -85,7 +86,32 @@ export const ConfigSchema = z
   .object({
     host: z.string().min(1).default("127.0.0.1"),
     port: z.number().int().min(0).max(65535).default(8080),
-    store: z.literal("memory").default("memory"),
+    /** `memory`, `sqlite:PATH` (one node, durable) or `redis://host:port` (several nodes). */
+    store: z
+      .string()
+      .default("memory")
+      .refine(isStoreSpec, { message: 'store must be "memory", "sqlite:PATH" or "redis://host:port"' }),
+    /** Ownership of generations across nodes (Redis store) and Redis outage handling. */
+    cluster: z
+      .object({
+        /** A node's lease on a running generation expires this long after its last renewal. */
+        lease_ttl_ms: z.number().int().min(500).default(8000),
+        /** How often leases are renewed and expired ones looked for. */
+        lease_renew_ms: z.number().int().min(100).default(2000),
+        /** Prefix of every Redis key and channel (several deployments can share a Redis). */
+        redis_prefix: z.string().min(1).default("sluice:"),
+        /** How long appends wait for a lost Redis connection before the generation fails. */
+        outage_ms: z.number().int().min(0).default(30_000),
+        /** Most events one generation buffers in memory while the store is unreachable. */
+        max_buffered_events: z.number().int().positive().default(100_000),
+      })
+      .strict()
+      .refine((c) => c.lease_renew_ms < c.lease_ttl_ms, {
+        message: "lease_renew_ms must be shorter than lease_ttl_ms",
+      })
+      .prefault({}),
+    /** On SIGTERM, running generations get this long to finish before they are closed as interrupted. */
+    shutdown_grace_ms: z.number().int().min(0).default(10_000),
     routes: z.record(z.string().min(1), RouteConfigSchema).default({}),
     /** OpenAI-compatible servers whose models are all added (Ollama, vLLM, llama.cpp, LM Studio…). */
     upstreams: z.array(z.string().url()).default([]),
@@ -248,6 +274,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     merged.port = port;
   }
   if (env.SLUICE_LOG_LEVEL) merged.log_level = env.SLUICE_LOG_LEVEL;
+  if (env.SLUICE_STORE) merged.store = env.SLUICE_STORE;
   for (const [k, v] of Object.entries(opts.overrides ?? {})) {
     if (v === undefined) continue;
     if (k === "upstreams") merged.upstreams = [...((merged.upstreams as string[]) ?? []), ...(v as string[])];

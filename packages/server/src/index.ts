@@ -1,5 +1,6 @@
 export * from "./config.js";
 export * from "./core/clock.js";
+export * from "./core/coordinator.js";
 export * from "./core/hub.js";
 export * from "./core/request.js";
 export * from "./core/routes.js";
@@ -8,4 +9,8 @@ export { buildApp, publicInfo, registerFormat, STREAM_ID_HEADER } from "./http/a
 export * from "./providers/provider.js";
 export * from "./server.js";
 export * from "./stores/memory.js";
+export * from "./stores/open.js";
+export * from "./stores/redis.js";
+export * from "./stores/redis-coordinator.js";
+export * from "./stores/sqlite.js";
 export * from "./stores/store.js";

@@ -3,6 +3,7 @@ import pino, { type Logger } from "pino";
 import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/security.js";
 import type { Config } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
+import { type Coordinator, LocalCoordinator } from "./core/coordinator.js";
 import { Hub } from "./core/hub.js";
 import { DEFAULT_RETRY, type Route, RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
@@ -11,7 +12,7 @@ import { Metrics } from "./observability/metrics.js";
 import { ANTHROPIC_BASE_URL, AnthropicProvider } from "./providers/anthropic.js";
 import { DemoProvider } from "./providers/demo/provider.js";
 import { listUpstreamModels, OpenAICompatibleProvider } from "./providers/openai-compatible.js";
-import { MemoryStore } from "./stores/memory.js";
+import { openStore } from "./stores/open.js";
 import type { Store } from "./stores/store.js";
 
 export interface SluiceServer {
@@ -34,6 +35,8 @@ export interface CreateOptions {
   clock?: Clock;
   logger?: Logger;
   store?: Store;
+  /** With `store`: its ownership coordinator (a LocalCoordinator when absent). */
+  coordinator?: Coordinator;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -175,27 +178,40 @@ export function createLogger(level: Config["log_level"], destination?: pino.Dest
 export async function createSluice(config: Config, opts: CreateOptions = {}): Promise<SluiceServer> {
   const logger = opts.logger ?? createLogger(config.log_level);
   const clock = opts.clock ?? realClock;
+  const opened = opts.store
+    ? { store: opts.store, coordinator: opts.coordinator ?? new LocalCoordinator(opts.store) }
+    : await openStore(config.store, {
+        clock,
+        maxStreams: config.limits.max_streams,
+        limits: {
+          maxRecordsPerStream: config.limits.max_events_per_stream,
+          maxBytesPerStream: config.limits.max_bytes_per_stream,
+          defaultTtlS: config.limits.stream_ttl_s,
+        },
+        redisPrefix: config.cluster.redis_prefix,
+        outageMs: config.cluster.outage_ms,
+        leaseTtlMs: config.cluster.lease_ttl_ms,
+        leaseRenewMs: config.cluster.lease_renew_ms,
+      });
+  const { coordinator } = opened;
   const metrics = new Metrics({ logger });
-  const rawStore =
-    opts.store ??
-    new MemoryStore({
-      clock,
-      maxStreams: config.limits.max_streams,
-      limits: {
-        maxRecordsPerStream: config.limits.max_events_per_stream,
-        maxBytesPerStream: config.limits.max_bytes_per_stream,
-        defaultTtlS: config.limits.stream_ttl_s,
-      },
-    });
-  const store = metrics.instrumentStore(rawStore);
+  const store = metrics.instrumentStore(opened.store);
   const routes = await buildRoutes(config, opts.env ?? process.env, logger);
   const runner = new Runner({
     store,
     routes,
     clock,
+    coordinator,
+    maxBufferedEvents: config.cluster.max_buffered_events,
     onError: (err, streamId) => logger.error({ err, stream: streamId }, "generation failed unexpectedly"),
     observer: metrics,
   });
+  // Generations left running by a crash (one node) or by a dead node (Redis) end as interrupted.
+  await runner
+    .startCoordination()
+    .catch((err) =>
+      logger.warn({ err: (err as Error).message }, "could not check for interrupted generations at startup"),
+    );
   const hub = new Hub(store);
   const security = buildSecurity(config, opts.env ?? process.env);
   checkBinding(config, security);
@@ -217,8 +233,16 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       return address.replace("[::1]", "127.0.0.1");
     },
     async close(graceMs = 0) {
+      // Stop accepting connections now; running generations get up to graceMs to finish
+      // (readers attached to them keep receiving), then the rest end as interrupted.
+      const closing = app.close();
       await runner.shutdown(graceMs);
-      await app.close();
+      // Readers of streams that never end here (or stuck sockets) must not hold the exit.
+      const forced = setTimeout(() => app.server.closeAllConnections(), 2000);
+      forced.unref();
+      await closing;
+      clearTimeout(forced);
+      await coordinator.close();
       await store.close();
       metrics.close();
     },

@@ -1,6 +1,7 @@
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { type ConfigInput, parseConfig } from "../src/config.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
+import type { Store } from "../src/stores/store.js";
 
 export interface Running {
   url: string;
@@ -11,12 +12,18 @@ export interface Running {
 /** A real Sluice server on 127.0.0.1, a free port, quiet logs. */
 export async function startSluice(
   overrides: Partial<ConfigInput> = {},
-  opts: { env?: NodeJS.ProcessEnv } = {},
+  opts: { env?: NodeJS.ProcessEnv; store?: Store } | Store = {},
 ): Promise<Running> {
+  // (A Store as the second argument is the short form of { store }.)
+  const o = isStore(opts) ? { store: opts } : opts;
   const config = parseConfig({ host: "127.0.0.1", port: 0, log_level: "silent", ...overrides });
-  const server = await createSluice(config, { env: opts.env ?? {} });
+  const server = await createSluice(config, { env: o.env ?? {}, ...(o.store ? { store: o.store } : {}) });
   const url = await server.listen();
   return { url, server, close: () => server.close() };
+}
+
+function isStore(x: unknown): x is Store {
+  return typeof (x as Store | undefined)?.append === "function";
 }
 
 export interface SseMsg {

@@ -35,6 +35,10 @@ program
   )
   .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
   .option("--insecure", "allow listening beyond loopback with no API keys configured")
+  .option(
+    "--store <store>",
+    "memory (default), sqlite:./data/sluice.db, or redis://host:port (also SLUICE_STORE)",
+  )
   .action(
     async (opts: {
       host?: string;
@@ -43,6 +47,7 @@ program
       upstream?: string[];
       logLevel?: string;
       insecure?: boolean;
+      store?: string;
     }) => {
       let config: ReturnType<typeof loadConfig>;
       try {
@@ -54,6 +59,7 @@ program
             ...(opts.upstream ? { upstreams: opts.upstream } : {}),
             ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
             ...(opts.insecure ? { insecure: true } : {}),
+            ...(opts.store ? { store: opts.store } : {}),
           },
         });
       } catch (err) {
@@ -65,7 +71,7 @@ program
         server = await createSluice(config);
       } catch (err) {
         if (err instanceof ConfigError) fail(err.message, 2);
-        throw err;
+        fail(`cannot start: ${(err as Error).message}`, 1);
       }
       let url: string;
       try {
@@ -83,7 +89,11 @@ program
         if (stopping) return;
         stopping = true;
         server.logger.info({ signal }, "shutting down");
-        await server.close(5000);
+        try {
+          await server.close(config.shutdown_grace_ms);
+        } catch (err) {
+          server.logger.error({ err }, "error during shutdown");
+        }
         process.exit(0);
       };
       process.on("SIGINT", () => void stop("SIGINT"));

@@ -17,6 +17,7 @@ import {
   type StreamInfo,
 } from "../stores/store.js";
 import { type Clock, realClock } from "./clock.js";
+import { type Coordinator, LocalCoordinator } from "./coordinator.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationObserver, GenerationTrack } from "./observer.js";
 import type { GenerationRequest } from "./request.js";
@@ -37,6 +38,13 @@ export interface RunnerOptions {
   onError?: (err: unknown, streamId: string) => void;
   /** Told about each generation (metrics, logs); see core/observer.ts. */
   observer?: GenerationObserver;
+  /** Ownership across nodes (leases, cancel routing); a LocalCoordinator when absent. */
+  coordinator?: Coordinator;
+  /**
+   * Most events one generation may hold in memory while the store is slow or unreachable;
+   * past it the generation ends with `store_unavailable`.
+   */
+  maxBufferedEvents?: number;
 }
 
 export interface StartOptions {
@@ -73,6 +81,9 @@ export class Runner {
   private readonly clock: Clock;
   private readonly onError: (err: unknown, streamId: string) => void;
   private readonly observer: GenerationObserver | undefined;
+  readonly coordinator: Coordinator;
+  private readonly maxBufferedEvents: number;
+  private accepting = true;
 
   constructor(opts: RunnerOptions) {
     this.store = opts.store;
@@ -80,10 +91,44 @@ export class Runner {
     this.clock = opts.clock ?? realClock;
     this.onError = opts.onError ?? (() => {});
     this.observer = opts.observer;
+    this.coordinator = opts.coordinator ?? new LocalCoordinator(opts.store);
+    this.maxBufferedEvents = opts.maxBufferedEvents ?? 100_000;
+  }
+
+  /**
+   * Starts ownership work: cancels routed from other nodes, orphaned generations closed as
+   * interrupted (at startup for one node, by expired lease across nodes).
+   */
+  async startCoordination(): Promise<void> {
+    await this.coordinator.start({
+      cancelLocal: (id, by, reason) => {
+        const gen = this.running.get(id);
+        if (gen && !gen.controller.signal.aborted)
+          gen.controller.abort({ kind: "cancel", by, reason } satisfies StopReason);
+      },
+      interrupt: (id, message) => this.interrupt(id, message),
+    });
+  }
+
+  /** Closes a generation nobody runs any more with `error` / `interrupted` (its output is kept). */
+  async interrupt(id: string, message: string): Promise<void> {
+    if (this.running.has(id)) return;
+    const ev: ErrorEvent = { type: "error", code: "interrupted", message, retryable: true };
+    try {
+      await this.store.append(id, [encode(ev)], {
+        close: "failed",
+        metadata: { error: { code: ev.code, message } },
+      });
+    } catch (err) {
+      // Another node closed it first, or it is gone: nothing to do.
+      if (!isSluiceError(err) || (err.code !== "stream_closed" && err.code !== "stream_not_found"))
+        this.onError(err, id);
+    }
   }
 
   /** Starts a generation; resolves once the stream exists with its `start` event. */
   async start(request: GenerationRequest, opts: StartOptions = {}): Promise<StreamInfo> {
+    if (!this.accepting) throw new SluiceError("capacity_exceeded", "the server is shutting down");
     const route = this.routes.resolve(request.model);
     const id = newStreamId();
     const createdAt = new Date(this.clock.now()).toISOString();
@@ -100,18 +145,34 @@ export class Runner {
       },
       ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
     };
-    await this.store.create(init);
+    // The lease comes first, so no node ever sees this generation running without an owner.
+    await this.coordinator.acquire(id);
+    try {
+      await this.store.create(init);
+    } catch (err) {
+      await this.coordinator.release(id).catch(() => {});
+      throw err;
+    }
     const start: SluiceEvent = {
       type: "start",
       model: request.model,
       created_at: createdAt,
       metadata: { stream_id: id, route: route.name, provider: route.provider.name },
     };
-    await this.store.append(id, [encode(start)]);
     const controller = new AbortController();
     const track = this.observer?.begin({ id, route: route.name, model: request.model });
     const gen: Generation = { id, controller, done: Promise.resolve(), track };
     this.running.set(id, gen);
+    try {
+      await this.store.append(id, [encode(start)]);
+    } catch (err) {
+      this.running.delete(id);
+      // Best effort: end the stream that was created (if the store is down, the lease expiry
+      // or the next start does it).
+      void this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
+      await this.coordinator.release(id).catch(() => {});
+      throw err;
+    }
     let outputTokens = 0;
     const report = (n: number) => {
       outputTokens = n;
@@ -119,6 +180,7 @@ export class Runner {
     gen.done = this.run(gen, this.routes.chain(route), request, report).finally(() => {
       this.running.delete(id);
       opts.onEnd?.(outputTokens);
+      return this.coordinator.release(id).catch(() => {});
     });
     const info = await this.store.info(id);
     if (!info) throw new SluiceError("internal_error", `stream ${id} vanished after creation`);
@@ -133,7 +195,7 @@ export class Runner {
   ): Promise<void> {
     const { id, controller, track } = gen;
     const signal = controller.signal;
-    const appender = new Appender(this.store, id);
+    const appender = new Appender(this.store, id, this.maxBufferedEvents);
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
@@ -301,9 +363,38 @@ export class Runner {
         gen.controller.abort({ kind: "cancel", by, reason } satisfies StopReason);
       await gen.done;
     }
-    const info = await this.store.info(id);
+    let info = await this.store.info(id);
     if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    if (!gen && info.status === "running" && info.kind === "generation")
+      info = await this.cancelRemote(info, by, reason);
     return info;
+  }
+
+  /**
+   * A generation running on another node: its owner gets the cancel (and aborts the
+   * upstream); this answers once the terminal event is in the store. If no node holds the
+   * lease (the owner died), the stream is closed here.
+   */
+  private async cancelRemote(info: StreamInfo, by: string, reason: string): Promise<StreamInfo> {
+    const id = info.id;
+    const owned = await this.coordinator.requestCancel(id, by, reason);
+    const until = this.clock.now() + 15_000;
+    let current: StreamInfo | undefined = info;
+    let ownerGone = !owned;
+    for (;;) {
+      if (ownerGone) {
+        const ev: SluiceEvent = { type: "abort", reason, by };
+        await this.store.append(id, [encode(ev)], { close: "cancelled", metadata: {} }).catch((err) => {
+          if (!isSluiceError(err) || err.code !== "stream_closed") throw err;
+        });
+      }
+      current = await this.store.info(id);
+      if (!current) throw new SluiceError("stream_not_found", `no stream ${id}`);
+      if (current.status !== "running") return current;
+      if (this.clock.now() > until) return current;
+      await new Promise((r) => setTimeout(r, 20));
+      ownerGone = !(await this.coordinator.hasOwner(id));
+    }
   }
 
   isRunning(id: string): boolean {
@@ -321,6 +412,7 @@ export class Runner {
 
   /** Stops every generation, closing each with `error: interrupted`, after up to `graceMs` to finish. */
   async shutdown(graceMs = 0): Promise<void> {
+    this.accepting = false;
     const all = [...this.running.values()];
     if (graceMs > 0 && all.length > 0) {
       await Promise.race([
@@ -376,12 +468,20 @@ class Appender {
   constructor(
     private readonly store: Store,
     private readonly id: string,
+    private readonly maxPending: number,
   ) {}
 
   push(rec: RecordInput): void {
     // After a failed append nothing more is stored (and a drain would finish synchronously,
     // leaving `inFlight` set to a settled promise that close() would await forever).
     if (this.failed) return;
+    if (this.pending.length >= this.maxPending && !this.failed) {
+      this.failed = new SluiceError(
+        "store_unavailable",
+        `the store could not keep up: more than ${this.maxPending} events waited to be stored`,
+      );
+      return;
+    }
     this.pending.push(rec);
     if (!this.inFlight) this.inFlight = this.drain();
   }

@@ -19,6 +19,7 @@ import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
 import type { Metrics } from "../observability/metrics.js";
+import { storeReady } from "../stores/open.js";
 import type { Store, StreamInfo } from "../stores/store.js";
 import { registerAiSdk } from "./ai-sdk.js";
 import { registerObservability } from "./observability.js";
@@ -182,7 +183,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerWeb(app);
 
   app.get("/healthz", async () => ({ status: "ok" }));
-  app.get("/readyz", async () => ({ status: "ready", store: store.name }));
+  app.get("/readyz", async (_req, reply) => {
+    if (!storeReady(store)) return reply.code(503).send({ status: "not_ready", store: store.name });
+    return { status: "ready", store: store.name };
+  });
 
   app.get("/v1/models", async () => ({
     object: "list",
@@ -404,7 +408,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     checkStreamId(id);
     requireStreamAccess(req.principal, "delete", await store.info(id));
     reply.header(STREAM_ID_HEADER, id);
-    if (runner.isRunning(id)) await runner.cancel(id, "client", "deleted");
+    // A generation running here or on another node is stopped first (its upstream aborted).
+    const before = await store.info(id);
+    if (before?.status === "running" && before.kind === "generation")
+      await runner.cancel(id, "client", "deleted");
     const deleted = await store.delete(id);
     if (!deleted) throw new SluiceError("stream_not_found", `no stream ${id}`);
     return { id, deleted: true };

@@ -131,6 +131,8 @@ export interface Store {
   subscribe(id: string, listener: (notice: StoreNotice) => void): () => void;
   /** Removes expired streams now (also done periodically by stores that need it). */
   sweep(): Promise<number>;
+  /** Whether the store can serve requests now (false while Redis is unreachable); absent = always. */
+  ready?(): boolean;
   close(): Promise<void>;
 }
 

@@ -1,0 +1,650 @@
+import { randomUUID } from "node:crypto";
+import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
+import { Redis } from "ioredis";
+import type { Clock } from "../core/clock.js";
+import { realClock } from "../core/clock.js";
+import {
+  type AppendOptions,
+  type AppendResult,
+  type CreateStream,
+  DEFAULT_STORE_LIMITS,
+  type ListOptions,
+  type ReadResult,
+  type RecordInput,
+  type Store,
+  type StoredRecord,
+  type StoreLimits,
+  type StoreNotice,
+  type StreamInfo,
+} from "./store.js";
+
+export interface RedisStoreOptions {
+  /** redis://host:port[/db] */
+  url: string;
+  /** Key prefix, so several deployments can share one Redis. */
+  prefix?: string;
+  limits?: Partial<StoreLimits>;
+  clock?: Clock;
+  /** How often expired streams are swept (ms); 0 disables the timer. */
+  sweepIntervalMs?: number;
+  /** How often each followed stream is re-checked for anything a lost notice missed (ms). */
+  syncIntervalMs?: number;
+  /** How long an append waits for Redis to come back before failing with store_unavailable (ms). */
+  outageMs?: number;
+  /** How long a read, info or list waits for Redis before failing with store_unavailable (ms). */
+  readTimeoutMs?: number;
+}
+
+/**
+ * Creates a stream atomically. KEYS: meta, log, index, ctr, running.
+ * ARGV: id, now, kind, content_type, tenant, model, then metadata field/value pairs.
+ */
+const CREATE_LUA = `
+local m = KEYS[1]
+if redis.call('EXISTS', m) == 1 then
+  local exp = tonumber(redis.call('HGET', m, 'expires_ms'))
+  if not exp or exp > tonumber(ARGV[2]) then return 'EXISTS' end
+  redis.call('DEL', m, KEYS[2])
+end
+redis.call('HSET', m, 'kind', ARGV[3], 'ct', ARGV[4], 'status', 'running', 'created_ms', ARGV[2], 'length', 0, 'bytes', 0, 'lb', '')
+if ARGV[5] ~= '' then redis.call('HSET', m, 'tenant', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', m, 'model', ARGV[6]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+local c = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[3], c, ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
+return 'OK'
+`;
+
+/**
+ * Appends records (and optionally metadata and the close) atomically; sequence numbers are
+ * allocated here, so appends from any number of nodes stay strictly increasing.
+ * KEYS: meta, log, running, expiry.
+ * ARGV: [1] id, [2] now, [3] max records, [4] max bytes, [5] close status or '', [6] default ttl s,
+ * [7] batch token, [8] added bytes, [9] records JSON [[type, data], ...], [10] notice channel,
+ * then metadata field/value pairs.
+ * Returns {'OK'|'DUP', length, status} or {'NF'} / {'CLOSED', status} / {'LARGE', what}.
+ */
+const APPEND_LUA = `
+local m = KEYS[1]
+local now = tonumber(ARGV[2])
+if redis.call('EXISTS', m) == 0 then return {'NF'} end
+local h = redis.call('HMGET', m, 'status', 'length', 'bytes', 'expires_ms', 'lb', 'm.ttl_s')
+local status = h[1]
+local len = tonumber(h[2])
+if h[4] and tonumber(h[4]) <= now then return {'NF'} end
+if ARGV[7] ~= '' and h[5] == ARGV[7] then return {'DUP', len, status} end
+if status ~= 'running' then return {'CLOSED', status} end
+local recs = cjson.decode(ARGV[9])
+local n = #recs
+local add = tonumber(ARGV[8])
+local closing = ARGV[5] ~= '' and n <= 1
+if not closing and len + n > tonumber(ARGV[3]) then return {'LARGE', 'records'} end
+if not closing and tonumber(h[3]) + add > tonumber(ARGV[4]) then return {'LARGE', 'bytes'} end
+for i = 1, n do
+  len = len + 1
+  local r = recs[i]
+  if r[1] == '' then
+    redis.call('XADD', KEYS[2], len .. '-0', 'd', r[2])
+  else
+    redis.call('XADD', KEYS[2], len .. '-0', 't', r[1], 'd', r[2])
+  end
+end
+redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', ARGV[7])
+for i = 11, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+if ARGV[5] ~= '' then
+  status = ARGV[5]
+  local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[6])
+  local exp = now + ttl * 1000
+  redis.call('HSET', m, 'status', status, 'ended_ms', now, 'expires_ms', exp)
+  redis.call('SREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[4], exp, ARGV[1])
+  redis.call('PEXPIRE', m, math.floor(ttl * 1000))
+  redis.call('PEXPIRE', KEYS[2], math.floor(ttl * 1000))
+end
+redis.call('PUBLISH', ARGV[10], len .. '\\n' .. status .. '\\n' .. ARGV[9])
+return {'OK', len, status}
+`;
+
+/** KEYS: meta, log, index, running, expiry. ARGV: id, channel. */
+const DELETE_LUA = `
+local st = redis.call('HGET', KEYS[1], 'status')
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if not st then return 0 end
+redis.call('PUBLISH', ARGV[2], '0\\n' .. st .. '\\ndeleted')
+return 1
+`;
+
+interface Msg {
+  len: number;
+  status: StreamStatus;
+  records: StoredRecord[];
+  deleted?: boolean;
+}
+
+/** The one live follower of a stream on this node: dedupes, fills gaps, notifies local listeners in order. */
+class Follower {
+  readonly listeners = new Set<(n: StoreNotice) => void>();
+  delivered: number | undefined;
+  status: StreamStatus = "running";
+  private chain: Promise<void> = Promise.resolve();
+  gone = false;
+
+  constructor(
+    private readonly store: RedisStore,
+    readonly id: string,
+  ) {}
+
+  push(task: () => Promise<void> | void): void {
+    this.chain = this.chain.then(task).catch(() => {});
+  }
+
+  emit(n: StoreNotice): void {
+    for (const l of [...this.listeners]) l(n);
+  }
+
+  /** A notice from an append (local or published by any node). */
+  async onMsg(msg: Msg): Promise<void> {
+    if (this.gone) return;
+    if (msg.deleted) {
+      this.gone = true;
+      this.emit({ records: [], status: msg.status, deleted: true });
+      return;
+    }
+    const first = msg.len - msg.records.length + 1;
+    if (this.delivered === undefined) this.delivered = first - 1;
+    let out: StoredRecord[] = [];
+    if (msg.len > this.delivered) {
+      if (first > this.delivered + 1) out = await this.store.range(this.id, this.delivered, first - 1);
+      for (const r of msg.records) if (r.seq > this.delivered) out.push(r);
+      this.delivered = msg.len;
+    }
+    if (out.length > 0 || msg.status !== this.status) {
+      this.status = msg.status;
+      this.emit({ records: out, status: msg.status });
+    }
+  }
+
+  /** Compares with the store and delivers whatever notices were missed (after (re)subscribing, periodically). */
+  async sync(): Promise<void> {
+    if (this.gone) return;
+    const head = await this.store.head(this.id);
+    if (!head) {
+      this.gone = true;
+      this.emit({ records: [], status: this.status, deleted: true });
+      return;
+    }
+    let out: StoredRecord[] = [];
+    if (this.delivered === undefined) {
+      if (head.length > 0) out = await this.store.range(this.id, head.length - 1, head.length);
+      this.delivered = head.length;
+    } else if (head.length > this.delivered) {
+      out = await this.store.range(this.id, this.delivered, head.length);
+      this.delivered = head.length;
+    }
+    if (out.length > 0 || head.status !== this.status) {
+      this.status = head.status;
+      this.emit({ records: out, status: head.status });
+    }
+  }
+}
+
+/**
+ * Streams in Redis: a Redis Stream per log (entry id = `<seq>-0`, so offsets stay Sluice's
+ * 16-digit offsets), a hash per stream for its metadata, sorted sets for listing and expiry.
+ * Appends are one Lua script (atomic with metadata and close, sequence allocated in Redis).
+ * Each append publishes its records on the stream's channel; every node has ONE subscriber
+ * connection and ONE follower per followed stream, which fans out locally through the Hub.
+ */
+export class RedisStore implements Store {
+  readonly name = "redis";
+  readonly client: Redis;
+  readonly prefix: string;
+  private readonly sub: Redis;
+  private readonly limits: StoreLimits;
+  private readonly clock: Clock;
+  private readonly followers = new Map<string, Follower>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly outageMs: number;
+  private readonly readTimeoutMs: number;
+  private closed = false;
+  lastError: string | undefined;
+
+  constructor(opts: RedisStoreOptions) {
+    this.prefix = opts.prefix ?? "sluice:";
+    this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
+    this.clock = opts.clock ?? realClock;
+    this.outageMs = opts.outageMs ?? 30_000;
+    this.readTimeoutMs = opts.readTimeoutMs ?? 5000;
+    const common = {
+      maxRetriesPerRequest: null,
+      enableOfflineQueue: true,
+      retryStrategy: (times: number) => Math.min(100 * times, 1000),
+    };
+    this.client = new Redis(opts.url, { ...common, connectionName: "sluice" });
+    this.sub = new Redis(opts.url, { ...common, connectionName: "sluice-sub" });
+    for (const c of [this.client, this.sub]) c.on("error", (err: Error) => (this.lastError = err.message));
+    this.client.defineCommand("sluiceCreate", { numberOfKeys: 5, lua: CREATE_LUA });
+    this.client.defineCommand("sluiceAppend", { numberOfKeys: 4, lua: APPEND_LUA });
+    this.client.defineCommand("sluiceDelete", { numberOfKeys: 5, lua: DELETE_LUA });
+    this.sub.on("message", (channel: string, message: string) => this.onPublished(channel, message));
+    // After a reconnect, notices published meanwhile were lost: re-check every followed stream.
+    this.sub.on("ready", () => {
+      for (const f of this.followers.values()) f.push(() => f.sync());
+    });
+    const syncEvery = opts.syncIntervalMs ?? 1000;
+    if (syncEvery > 0) {
+      this.timers.push(
+        setInterval(() => {
+          if (!this.ready()) return;
+          for (const f of this.followers.values()) if (f.status === "running") f.push(() => f.sync());
+        }, syncEvery),
+      );
+    }
+    const sweepEvery = opts.sweepIntervalMs ?? 60_000;
+    if (sweepEvery > 0) this.timers.push(setInterval(() => void this.sweep().catch(() => {}), sweepEvery));
+    for (const t of this.timers) t.unref();
+  }
+
+  /** Resolves once connected (or after timeoutMs; the store keeps reconnecting either way). */
+  async connected(timeoutMs = 5000): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (!this.ready()) {
+      if (Date.now() > until) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  }
+
+  private up(): boolean {
+    return this.client.status === "ready";
+  }
+
+  /** Both connections are up. */
+  ready(): boolean {
+    return this.client.status === "ready" && this.sub.status === "ready";
+  }
+
+  private k(kind: "m" | "l", id: string): string {
+    return `${this.prefix}${kind}:${id}`;
+  }
+  private get kIndex() {
+    return `${this.prefix}index`;
+  }
+  private get kRunning() {
+    return `${this.prefix}running`;
+  }
+  private get kExpiry() {
+    return `${this.prefix}expiry`;
+  }
+  private chan(id: string): string {
+    return `${this.prefix}n:${id}`;
+  }
+
+  private unavailable(): SluiceError {
+    return new SluiceError(
+      "store_unavailable",
+      `redis is unreachable${this.lastError ? ` (${this.lastError})` : ""}`,
+    );
+  }
+
+  /** Requests from clients fail fast while Redis is down (they would only queue up). */
+  private check(): void {
+    if (this.closed) throw new SluiceError("store_unavailable", "the store is closed");
+    if (this.client.status !== "ready") throw this.unavailable();
+  }
+
+  /**
+   * A request's command sent just as the connection dropped is queued for resending after
+   * the reconnect; the request itself does not wait for that longer than `readTimeoutMs`.
+   */
+  private timed<T>(p: Promise<T>, ms = this.readTimeoutMs): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(this.unavailable()), ms);
+    });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  async create(init: CreateStream): Promise<StreamInfo> {
+    this.check();
+    const meta: string[] = [];
+    for (const [k, v] of Object.entries(init.metadata ?? {})) meta.push(`m.${k}`, JSON.stringify(v));
+    if (init.ttl_s !== undefined) meta.push("m.ttl_s", String(init.ttl_s));
+    const r = (await (this.client as unknown as Scripts).sluiceCreate(
+      this.k("m", init.id),
+      this.k("l", init.id),
+      this.kIndex,
+      `${this.prefix}ctr`,
+      this.kRunning,
+      init.id,
+      String(this.clock.now()),
+      init.kind,
+      init.content_type,
+      init.tenant ?? "",
+      init.model ?? "",
+      ...meta,
+    )) as string;
+    if (r === "EXISTS") throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
+    const info = await this.info(init.id);
+    if (!info) throw new SluiceError("internal_error", `stream ${init.id} vanished after creation`);
+    return info;
+  }
+
+  async append(id: string, inputs: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
+    if (this.closed) throw new SluiceError("store_unavailable", "the store is closed");
+    let bytes = 0;
+    const pairs: [string, string][] = new Array(inputs.length);
+    for (let i = 0; i < inputs.length; i++) {
+      const r = inputs[i] as RecordInput;
+      bytes += r.data.length;
+      pairs[i] = [r.type ?? "", r.data];
+    }
+    const meta: string[] = [];
+    for (const [k, v] of Object.entries(opts.metadata ?? {})) meta.push(`m.${k}`, JSON.stringify(v));
+    // A token makes a retried append (reply lost in a disconnect) idempotent.
+    const token = randomUUID();
+    const payload = pairs.length === 0 ? "[]" : JSON.stringify(pairs);
+    const deadline = Date.now() + this.outageMs;
+    let res: (string | number)[];
+    for (;;) {
+      if (!this.up()) {
+        // Keep the generation's events until Redis is back (bounded by outageMs; the runner
+        // bounds what queues behind this append).
+        while (!this.up() && Date.now() < deadline && !this.closed)
+          await new Promise((r) => setTimeout(r, 50));
+        if (!this.up()) throw this.unavailable();
+      }
+      try {
+        // Sent just as the connection drops, the script is resent after the reconnect (the
+        // token makes that safe); the append waits for it at most until the outage deadline.
+        res = (await this.timed(
+          (this.client as unknown as Scripts).sluiceAppend(
+            this.k("m", id),
+            this.k("l", id),
+            this.kRunning,
+            this.kExpiry,
+            id,
+            String(this.clock.now()),
+            String(this.limits.maxRecordsPerStream),
+            String(this.limits.maxBytesPerStream),
+            opts.close ?? "",
+            String(this.limits.defaultTtlS),
+            token,
+            String(bytes),
+            payload,
+            this.chan(id),
+            ...meta,
+          ),
+          Math.max(1, deadline - Date.now()),
+        )) as (string | number)[];
+        break;
+      } catch (err) {
+        // Redis answered with an error: retrying will not help.
+        if ((err as Error).name === "ReplyError")
+          throw new SluiceError("internal_error", `redis: ${(err as Error).message}`);
+        if (Date.now() >= deadline || this.closed) throw this.unavailable();
+        this.lastError = (err as Error).message;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    switch (res[0]) {
+      case "NF":
+        throw new SluiceError("stream_not_found", `no stream ${id}`);
+      case "CLOSED":
+        throw new SluiceError("stream_closed", `stream ${id} has ended (${String(res[1])})`);
+      case "LARGE":
+        throw new SluiceError(
+          "stream_too_large",
+          res[1] === "records"
+            ? `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`
+            : `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`,
+        );
+    }
+    const len = Number(res[1]);
+    const status = String(res[2]) as StreamStatus;
+    const f = this.followers.get(id);
+    if (f && res[0] === "OK") {
+      const first = len - inputs.length + 1;
+      const records = inputs.map((r, i) => record(first + i, r.type, r.data));
+      f.push(() => f.onMsg({ len, status, records }));
+    }
+    return { next_offset: formatOffset(len), length: len, status };
+  }
+
+  /** Records with seq in (after, upTo], at most 1000 (for gap filling). */
+  async range(id: string, after: number, upTo: number): Promise<StoredRecord[]> {
+    const end = Math.min(upTo, after + 1000);
+    const rows = (await this.client.xrange(this.k("l", id), `${after + 1}`, `${end}`)) as [
+      string,
+      string[],
+    ][];
+    return rows.map(toRecord);
+  }
+
+  /** Length and status of a stream (undefined when gone). */
+  async head(id: string): Promise<{ length: number; status: StreamStatus } | undefined> {
+    const [status, length, exp] = await this.client.hmget(this.k("m", id), "status", "length", "expires_ms");
+    if (status === null || (exp !== null && Number(exp) <= this.clock.now())) return undefined;
+    return { length: Number(length), status: status as StreamStatus };
+  }
+
+  async read(id: string, afterSeq: number, limit: number): Promise<ReadResult> {
+    this.check();
+    const res = await this.timed(
+      this.client
+        .multi()
+        .hmget(this.k("m", id), "status", "length", "expires_ms")
+        .xrange(this.k("l", id), `${afterSeq + 1}`, "+", "COUNT", Math.max(1, limit))
+        .exec(),
+    );
+    if (!res) throw this.unavailable();
+    const [e1, h] = res[0] as [Error | null, (string | null)[]];
+    const [e2, rows] = res[1] as [Error | null, [string, string[]][]];
+    if (e1 || e2) throw new SluiceError("internal_error", String(e1 ?? e2));
+    const [status, lengthS, exp] = h;
+    if (status === null || status === undefined || (exp != null && Number(exp) <= this.clock.now()))
+      throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const length = Number(lengthS);
+    if (afterSeq > length) {
+      throw new SluiceError(
+        "offset_out_of_range",
+        `offset ${formatOffset(afterSeq)} is past the end of stream ${id}`,
+      );
+    }
+    const records = limit > 0 ? rows.map(toRecord).filter((r) => r.seq <= length) : [];
+    const last = records.length > 0 ? (records[records.length - 1] as StoredRecord).seq : afterSeq;
+    return {
+      records,
+      next_offset: formatOffset(last),
+      up_to_date: last >= length,
+      status: status as StreamStatus,
+    };
+  }
+
+  async info(id: string): Promise<StreamInfo | undefined> {
+    this.check();
+    const h = await this.timed(this.client.hgetall(this.k("m", id)));
+    return this.toInfo(id, h);
+  }
+
+  private toInfo(id: string, h: Record<string, string>): StreamInfo | undefined {
+    if (!h.status) return undefined;
+    if (h.expires_ms !== undefined && Number(h.expires_ms) <= this.clock.now()) return undefined;
+    const metadata: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(h)) if (k.startsWith("m.")) metadata[k.slice(2)] = JSON.parse(v);
+    const length = Number(h.length);
+    const info: StreamInfo = {
+      id,
+      kind: h.kind as StreamInfo["kind"],
+      content_type: h.ct as string,
+      status: h.status as StreamStatus,
+      metadata,
+      created_at: new Date(Number(h.created_ms)).toISOString(),
+      length,
+      next_offset: formatOffset(length),
+      bytes: Number(h.bytes),
+    };
+    if (h.tenant !== undefined) info.tenant = h.tenant;
+    if (h.model !== undefined) info.model = h.model;
+    if (h.ended_ms !== undefined) info.ended_at = new Date(Number(h.ended_ms)).toISOString();
+    if (h.expires_ms !== undefined) info.expires_at = new Date(Number(h.expires_ms)).toISOString();
+    return info;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    this.check();
+    const r = (await (this.client as unknown as Scripts).sluiceDelete(
+      this.k("m", id),
+      this.k("l", id),
+      this.kIndex,
+      this.kRunning,
+      this.kExpiry,
+      id,
+      this.chan(id),
+    )) as number;
+    const f = this.followers.get(id);
+    if (f && r === 1) f.push(() => f.onMsg({ len: 0, status: f.status, records: [], deleted: true }));
+    return r === 1;
+  }
+
+  async list(opts: ListOptions): Promise<StreamInfo[]> {
+    this.check();
+    const out: StreamInfo[] = [];
+    const page = 200;
+    for (let start = 0; ; start += page) {
+      const ids = await this.timed(this.client.zrevrange(this.kIndex, start, start + page - 1));
+      if (ids.length === 0) return out;
+      const p = this.client.pipeline();
+      for (const id of ids) p.hgetall(this.k("m", id));
+      const rows = (await this.timed(p.exec())) ?? [];
+      for (let i = 0; i < ids.length; i++) {
+        const info = this.toInfo(ids[i] as string, (rows[i]?.[1] ?? {}) as Record<string, string>);
+        if (!info) continue;
+        if (opts.tenant !== undefined && info.tenant !== opts.tenant) continue;
+        if (opts.status !== undefined && info.status !== opts.status) continue;
+        out.push(info);
+        if (out.length >= opts.limit) return out;
+      }
+      if (ids.length < page) return out;
+    }
+  }
+
+  /** Ids of streams still running (for ownership checks). */
+  async runningIds(): Promise<string[]> {
+    return this.client.smembers(this.kRunning);
+  }
+
+  subscribe(id: string, listener: (notice: StoreNotice) => void): () => void {
+    let f = this.followers.get(id);
+    if (!f) {
+      const nf = new Follower(this, id);
+      f = nf;
+      this.followers.set(id, nf);
+      // The follower starts where the stream is now: this read is written to the connection
+      // right away, so it is ordered before any append this node makes after subscribing.
+      const head = this.client.status === "ready" ? this.head(id) : Promise.resolve(undefined);
+      nf.push(async () => {
+        const h = await head.catch(() => undefined);
+        if (nf.delivered === undefined && h) {
+          nf.delivered = h.length;
+          nf.status = h.status;
+        }
+      });
+      // Catch up once the subscription is in place: nothing published before it is heard.
+      this.sub.subscribe(this.chan(id)).then(
+        () => nf.push(() => nf.sync()),
+        () => {},
+      );
+    }
+    f.listeners.add(listener);
+    const follower = f;
+    return () => {
+      follower.listeners.delete(listener);
+      if (follower.listeners.size === 0 && this.followers.get(id) === follower) {
+        this.followers.delete(id);
+        follower.gone = true;
+        if (!this.closed) this.sub.unsubscribe(this.chan(id)).catch(() => {});
+      }
+    };
+  }
+
+  private onPublished(channel: string, message: string): void {
+    const id = channel.slice(this.prefix.length + 2);
+    const f = this.followers.get(id);
+    if (!f) return;
+    const nl1 = message.indexOf("\n");
+    const nl2 = message.indexOf("\n", nl1 + 1);
+    const len = Number(message.slice(0, nl1));
+    const status = message.slice(nl1 + 1, nl2) as StreamStatus;
+    const rest = message.slice(nl2 + 1);
+    if (rest === "deleted") {
+      f.push(() => f.onMsg({ len: 0, status, records: [], deleted: true }));
+      return;
+    }
+    const pairs = JSON.parse(rest) as [string, string][];
+    const first = len - pairs.length + 1;
+    const records = pairs.map(([t, d], i) => record(first + i, t === "" ? undefined : t, d));
+    f.push(() => f.onMsg({ len, status, records }));
+  }
+
+  async sweep(): Promise<number> {
+    this.check();
+    let n = 0;
+    for (;;) {
+      const ids = await this.client.zrangebyscore(this.kExpiry, "-inf", this.clock.now(), "LIMIT", 0, 200);
+      if (ids.length === 0) return n;
+      for (const id of ids) {
+        const h = await this.client.hmget(this.k("m", id), "expires_ms");
+        if (h[0] !== null && Number(h[0]) > this.clock.now()) {
+          await this.client.zadd(this.kExpiry, Number(h[0]), id);
+          continue;
+        }
+        if (await this.delete(id)) n++;
+        else await this.client.zrem(this.kExpiry, id);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    await Promise.all(
+      [this.client, this.sub].map(async (c) => {
+        try {
+          if (c.status === "ready") await c.quit();
+          else c.disconnect();
+        } catch {
+          c.disconnect();
+        }
+      }),
+    );
+  }
+}
+
+interface Scripts {
+  sluiceCreate(...args: string[]): Promise<unknown>;
+  sluiceAppend(...args: string[]): Promise<unknown>;
+  sluiceDelete(...args: string[]): Promise<unknown>;
+}
+
+function record(seq: number, type: string | undefined, data: string): StoredRecord {
+  const rec: StoredRecord = { seq, offset: formatOffset(seq), data };
+  if (type !== undefined) rec.type = type;
+  return rec;
+}
+
+function toRecord([entryId, fields]: [string, string[]]): StoredRecord {
+  const seq = Number(entryId.slice(0, entryId.indexOf("-")));
+  let type: string | undefined;
+  let data = "";
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] === "t") type = fields[i + 1];
+    else if (fields[i] === "d") data = fields[i + 1] as string;
+  }
+  return record(seq, type, data);
+}

@@ -1,0 +1,484 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { formatOffset, SluiceError } from "@sluice/protocol";
+import Database from "better-sqlite3";
+import type { Clock } from "../core/clock.js";
+import { realClock } from "../core/clock.js";
+import {
+  type AppendOptions,
+  type AppendResult,
+  type CreateStream,
+  DEFAULT_STORE_LIMITS,
+  type EndStatus,
+  type ListOptions,
+  type ReadResult,
+  type RecordInput,
+  type Store,
+  type StoredRecord,
+  type StoreLimits,
+  type StoreNotice,
+  type StreamInfo,
+} from "./store.js";
+
+export interface SqliteStoreOptions {
+  /** Database file (created with its directory when missing); ":memory:" for a throwaway one. */
+  path: string;
+  limits?: Partial<StoreLimits>;
+  clock?: Clock;
+  /** How often expired streams are swept (ms); 0 disables the timer (call sweep()). */
+  sweepIntervalMs?: number;
+  /**
+   * Group-commit window (ms): writes queued within it share one transaction. 0 commits once
+   * per event-loop turn. Default 4: a few ms of latency for far fewer transactions.
+   */
+  commitIntervalMs?: number;
+}
+
+interface StreamRow {
+  ord: number;
+  id: string;
+  kind: "generation" | "log";
+  content_type: string;
+  status: StreamInfo["status"];
+  tenant: string | null;
+  model: string | null;
+  metadata: string;
+  created_ms: number;
+  ended_ms: number | null;
+  expires_ms: number | null;
+  length: number;
+  bytes: number;
+}
+
+interface EventRow {
+  seq: number;
+  type: string | null;
+  data: string;
+}
+
+type Op =
+  | { kind: "append"; id: string; records: RecordInput[]; opts: AppendOptions; done: Settle<AppendResult> }
+  | { kind: "create"; init: CreateStream; done: Settle<StreamInfo> }
+  | { kind: "delete"; id: string; done: Settle<boolean> };
+
+interface Settle<T> {
+  resolve(v: T): void;
+  reject(e: unknown): void;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS streams (
+  ord INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  tenant TEXT,
+  model TEXT,
+  metadata TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  ended_ms INTEGER,
+  expires_ms INTEGER,
+  length INTEGER NOT NULL DEFAULT 0,
+  bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS streams_expiry ON streams (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS streams_status ON streams (status, ord);
+CREATE INDEX IF NOT EXISTS streams_tenant ON streams (tenant, ord);
+CREATE TABLE IF NOT EXISTS events (
+  stream TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  type TEXT,
+  data TEXT NOT NULL,
+  PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+`;
+
+/**
+ * The embedded durable store: one SQLite file in WAL mode. Writes (create, append, delete)
+ * are queued and committed together every few milliseconds (group commit), so a
+ * generation's events, and those of every other generation running at the same time,
+ * share transactions. An append resolves once its transaction is committed; a process
+ * crash loses nothing that was acknowledged. Reads go straight to the database.
+ */
+export class SqliteStore implements Store {
+  readonly name = "sqlite";
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly limits: StoreLimits;
+  private readonly clock: Clock;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Map<string, Set<(n: StoreNotice) => void>>();
+  private queue: Op[] = [];
+  private scheduled = false;
+  private closed = false;
+  private readonly commitIntervalMs: number;
+  private readonly lockFile: string | undefined;
+  /** Transactions committed by the write queue (for metrics and tests). */
+  commits = 0;
+  private readonly st: ReturnType<SqliteStore["prepare"]>;
+
+  constructor(opts: SqliteStoreOptions) {
+    this.path = opts.path;
+    if (opts.path !== ":memory:") {
+      mkdirSync(dirname(opts.path), { recursive: true });
+      this.lockFile = takeLock(`${opts.path}.lock`);
+    }
+    this.db = new Database(opts.path);
+    this.db.pragma("journal_mode = WAL");
+    // WAL + NORMAL: a committed transaction survives a process crash (not necessarily a power loss).
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.exec(SCHEMA);
+    this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
+    this.clock = opts.clock ?? realClock;
+    this.st = this.prepare();
+    this.commitIntervalMs = opts.commitIntervalMs ?? 4;
+    const every = opts.sweepIntervalMs ?? 60_000;
+    if (every > 0) {
+      this.timer = setInterval(() => void this.sweep(), every);
+      this.timer.unref();
+    }
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      get: db.prepare<[string], StreamRow>("SELECT * FROM streams WHERE id = ?"),
+      insert: db.prepare(
+        `INSERT INTO streams (id, kind, content_type, status, tenant, model, metadata, created_ms)
+         VALUES (@id, @kind, @content_type, 'running', @tenant, @model, @metadata, @created_ms)`,
+      ),
+      addEvent: db.prepare("INSERT INTO events (stream, seq, type, data) VALUES (?, ?, ?, ?)"),
+      grow: db.prepare("UPDATE streams SET length = ?, bytes = ? WHERE id = ?"),
+      setMeta: db.prepare("UPDATE streams SET metadata = ? WHERE id = ?"),
+      end: db.prepare("UPDATE streams SET status = ?, ended_ms = ?, expires_ms = ? WHERE id = ?"),
+      read: db.prepare<[string, number, number], EventRow>(
+        "SELECT seq, type, data FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+      ),
+      delStream: db.prepare("DELETE FROM streams WHERE id = ?"),
+      delEvents: db.prepare("DELETE FROM events WHERE stream = ?"),
+      expired: db.prepare<[number], { id: string }>(
+        "SELECT id FROM streams WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT 500",
+      ),
+      list: db.prepare<
+        [{ before: number; tenant: string | null; status: string | null; limit: number }],
+        StreamRow
+      >(
+        `SELECT * FROM streams WHERE ord < @before AND (@tenant IS NULL OR tenant = @tenant)
+         AND (@status IS NULL OR status = @status) ORDER BY ord DESC LIMIT @limit`,
+      ),
+    };
+  }
+
+  // ── writes: queued, committed once per turn ─────────────────────────────
+  private enqueue<T>(make: (done: Settle<T>) => Op): Promise<T> {
+    if (this.closed) return Promise.reject(new SluiceError("internal_error", "the store is closed"));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push(make({ resolve, reject }));
+      if (!this.scheduled) {
+        this.scheduled = true;
+        if (this.commitIntervalMs > 0) setTimeout(() => this.flush(), this.commitIntervalMs);
+        else setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Commits every queued write in one transaction, then answers and notifies. */
+  private flush(): void {
+    this.scheduled = false;
+    const ops = this.queue;
+    this.queue = [];
+    if (ops.length === 0) return;
+    const results: { op: Op; ok: boolean; value: unknown; notice?: StoreNotice }[] = [];
+    try {
+      this.db.transaction(() => {
+        for (const op of ops) {
+          try {
+            results.push(this.apply(op));
+          } catch (err) {
+            if (!(err instanceof SluiceError)) throw err;
+            results.push({ op, ok: false, value: err });
+          }
+        }
+      })();
+    } catch (err) {
+      for (const op of ops) op.done.reject(new SluiceError("internal_error", `sqlite: ${String(err)}`));
+      return;
+    }
+    this.commits++;
+    for (const r of results) {
+      if (r.ok) (r.op.done as Settle<unknown>).resolve(r.value);
+      else r.op.done.reject(r.value);
+      if (r.notice) {
+        const id = r.op.kind === "create" ? r.op.init.id : r.op.id;
+        const ls = this.listeners.get(id);
+        if (ls) for (const l of [...ls]) l(r.notice);
+        if (r.notice.deleted) this.listeners.delete(id);
+      }
+    }
+  }
+
+  private apply(op: Op): { op: Op; ok: boolean; value: unknown; notice?: StoreNotice } {
+    switch (op.kind) {
+      case "create":
+        return { op, ok: true, value: this.applyCreate(op.init) };
+      case "delete": {
+        const row = this.st.get.get(op.id);
+        if (!row) return { op, ok: true, value: false };
+        this.st.delEvents.run(op.id);
+        this.st.delStream.run(op.id);
+        return { op, ok: true, value: true, notice: { records: [], status: row.status, deleted: true } };
+      }
+      case "append": {
+        const { result, notice } = this.applyAppend(op.id, op.records, op.opts);
+        return { op, ok: true, value: result, notice };
+      }
+    }
+  }
+
+  private applyCreate(init: CreateStream): StreamInfo {
+    const row = this.st.get.get(init.id);
+    if (row && !this.expired(row)) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
+    if (row) {
+      this.st.delEvents.run(init.id);
+      this.st.delStream.run(init.id);
+    }
+    const metadata: Record<string, unknown> = { ...(init.metadata ?? {}) };
+    if (init.ttl_s !== undefined) metadata.ttl_s = init.ttl_s;
+    const created = this.clock.now();
+    this.st.insert.run({
+      id: init.id,
+      kind: init.kind,
+      content_type: init.content_type,
+      tenant: init.tenant ?? null,
+      model: init.model ?? null,
+      metadata: JSON.stringify(metadata),
+      created_ms: created,
+    });
+    return toInfo(this.st.get.get(init.id) as StreamRow);
+  }
+
+  private applyAppend(
+    id: string,
+    inputs: RecordInput[],
+    opts: AppendOptions,
+  ): { result: AppendResult; notice: StoreNotice } {
+    const row = this.st.get.get(id);
+    if (!row || this.expired(row)) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    if (row.status !== "running")
+      throw new SluiceError("stream_closed", `stream ${id} has ended (${row.status})`);
+    let bytes = 0;
+    for (const r of inputs) bytes += r.data.length;
+    const closing = opts.close !== undefined && inputs.length <= 1;
+    if (!closing && row.length + inputs.length > this.limits.maxRecordsPerStream) {
+      throw new SluiceError(
+        "stream_too_large",
+        `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`,
+      );
+    }
+    if (!closing && row.bytes + bytes > this.limits.maxBytesPerStream) {
+      throw new SluiceError(
+        "stream_too_large",
+        `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`,
+      );
+    }
+    const added: StoredRecord[] = new Array(inputs.length);
+    let seq = row.length;
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i] as RecordInput;
+      seq++;
+      this.st.addEvent.run(id, seq, input.type ?? null, input.data);
+      const rec: StoredRecord = { seq, offset: formatOffset(seq), data: input.data };
+      if (input.type !== undefined) rec.type = input.type;
+      added[i] = rec;
+    }
+    if (inputs.length > 0) this.st.grow.run(seq, row.bytes + bytes, id);
+    let metadata: Record<string, unknown> | undefined;
+    if (opts.metadata) {
+      metadata = { ...JSON.parse(row.metadata), ...opts.metadata };
+      this.st.setMeta.run(JSON.stringify(metadata), id);
+    }
+    let status: StreamInfo["status"] = row.status;
+    if (opts.close) {
+      status = opts.close as EndStatus;
+      const now = this.clock.now();
+      const meta = metadata ?? JSON.parse(row.metadata);
+      const ttl = typeof meta.ttl_s === "number" ? meta.ttl_s : this.limits.defaultTtlS;
+      this.st.end.run(status, now, now + ttl * 1000, id);
+    }
+    return {
+      result: { next_offset: formatOffset(seq), length: seq, status },
+      notice: { records: added, status },
+    };
+  }
+
+  create(init: CreateStream): Promise<StreamInfo> {
+    return this.enqueue((done) => ({ kind: "create", init, done }));
+  }
+
+  append(id: string, records: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
+    return this.enqueue((done) => ({ kind: "append", id, records, opts, done }));
+  }
+
+  delete(id: string): Promise<boolean> {
+    return this.enqueue((done) => ({ kind: "delete", id, done }));
+  }
+
+  // ── reads ────────────────────────────────────────────────────────────────
+  private expired(row: StreamRow): boolean {
+    return row.expires_ms !== null && row.expires_ms <= this.clock.now();
+  }
+
+  private live(id: string): StreamRow | undefined {
+    const row = this.st.get.get(id);
+    return row && !this.expired(row) ? row : undefined;
+  }
+
+  async read(id: string, afterSeq: number, limit: number): Promise<ReadResult> {
+    const row = this.live(id);
+    if (!row) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    if (afterSeq > row.length) {
+      throw new SluiceError(
+        "offset_out_of_range",
+        `offset ${formatOffset(afterSeq)} is past the end of stream ${id}`,
+      );
+    }
+    const rows = this.st.read.all(id, afterSeq, Math.max(0, limit));
+    const records: StoredRecord[] = rows.map((r) => {
+      const rec: StoredRecord = { seq: r.seq, offset: formatOffset(r.seq), data: r.data };
+      if (r.type !== null) rec.type = r.type;
+      return rec;
+    });
+    const last = records.length > 0 ? (records[records.length - 1] as StoredRecord).seq : afterSeq;
+    return {
+      records,
+      next_offset: formatOffset(last),
+      up_to_date: last >= row.length,
+      status: row.status,
+    };
+  }
+
+  async info(id: string): Promise<StreamInfo | undefined> {
+    const row = this.live(id);
+    return row ? toInfo(row) : undefined;
+  }
+
+  async list(opts: ListOptions): Promise<StreamInfo[]> {
+    const out: StreamInfo[] = [];
+    let before = Number.MAX_SAFE_INTEGER;
+    for (;;) {
+      const rows = this.st.list.all({
+        before,
+        tenant: opts.tenant ?? null,
+        status: opts.status ?? null,
+        limit: 500,
+      });
+      for (const row of rows) {
+        before = row.ord;
+        if (this.expired(row)) continue;
+        if (opts.tenant !== undefined && row.tenant !== opts.tenant) continue;
+        if (opts.status !== undefined && row.status !== opts.status) continue;
+        out.push(toInfo(row));
+        if (out.length >= opts.limit) return out;
+      }
+      if (rows.length < 500) return out;
+    }
+  }
+
+  subscribe(id: string, listener: (notice: StoreNotice) => void): () => void {
+    let set = this.listeners.get(id);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(id, set);
+    }
+    set.add(listener);
+    return () => {
+      const s = this.listeners.get(id);
+      if (!s) return;
+      s.delete(listener);
+      if (s.size === 0) this.listeners.delete(id);
+    };
+  }
+
+  async sweep(): Promise<number> {
+    if (this.closed) return 0;
+    let n = 0;
+    for (;;) {
+      const ids = this.st.expired.all(this.clock.now()).map((r) => r.id);
+      if (ids.length === 0) return n;
+      for (const id of ids) n += (await this.delete(id)) ? 1 : 0;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.timer) clearInterval(this.timer);
+    this.flush();
+    this.closed = true;
+    this.db.close();
+    if (this.lockFile) {
+      rmSync(this.lockFile, { force: true });
+      lockedHere.delete(this.lockFile);
+    }
+  }
+}
+
+/**
+ * One process per database file: a second server on the same file would close the first
+ * one's running generations as interrupted at its startup. The lock file holds the owner's
+ * pid; a lock left by a process that is gone (crash, kill -9) is taken over, as is one with
+ * this process's own pid that this process does not hold (a container restarted as pid 1).
+ */
+const lockedHere = new Set<string>();
+
+function takeLock(file: string): string {
+  if (lockedHere.has(file)) {
+    throw new Error(`the SQLite store ${file.slice(0, -5)} is already open in this process`);
+  }
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      lockedHere.add(file);
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const pid = Number(readFileSync(file, "utf8").trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      throw new Error(
+        `the SQLite store ${file.slice(0, -5)} is in use by another process (pid ${pid}); use one server per file, or Redis for several nodes`,
+      );
+    }
+    rmSync(file, { force: true });
+  }
+  throw new Error(`cannot lock ${file}`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function toInfo(row: StreamRow): StreamInfo {
+  const info: StreamInfo = {
+    id: row.id,
+    kind: row.kind,
+    content_type: row.content_type,
+    status: row.status,
+    metadata: JSON.parse(row.metadata),
+    created_at: new Date(row.created_ms).toISOString(),
+    length: row.length,
+    next_offset: formatOffset(row.length),
+    bytes: row.bytes,
+  };
+  if (row.tenant !== null) info.tenant = row.tenant;
+  if (row.model !== null) info.model = row.model;
+  if (row.ended_ms !== null) info.ended_at = new Date(row.ended_ms).toISOString();
+  if (row.expires_ms !== null) info.expires_at = new Date(row.expires_ms).toISOString();
+  return info;
+}

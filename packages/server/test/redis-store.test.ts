@@ -1,0 +1,156 @@
+import { SluiceError } from "@sluice/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RedisStore } from "../src/stores/redis.js";
+import { type RedisProc, startRedis } from "./redis-helper.js";
+import { runStoreContract, waitFor } from "./store-contract.js";
+
+let redis: RedisProc;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.close();
+});
+
+let n = 0;
+runStoreContract({
+  name: "redis",
+  newStore: async ({ clock, maxRecordsPerStream, defaultTtlS }) => {
+    const store = new RedisStore({
+      url: redis.url,
+      prefix: `c${++n}:`,
+      clock,
+      sweepIntervalMs: 0,
+      limits: {
+        ...(maxRecordsPerStream !== undefined ? { maxRecordsPerStream } : {}),
+        ...(defaultTtlS !== undefined ? { defaultTtlS } : {}),
+      },
+    });
+    await store.connected();
+    return store;
+  },
+});
+
+describe("redis store across nodes", () => {
+  it("two nodes appending to one stream get strictly increasing seqs; a follower on each hears every record once", async () => {
+    const a = new RedisStore({ url: redis.url, prefix: "x:", sweepIntervalMs: 0 });
+    const b = new RedisStore({ url: redis.url, prefix: "x:", sweepIntervalMs: 0 });
+    try {
+      await a.connected();
+      await b.connected();
+      const { id } = await a.create({ id: `st_x_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      const heardA: number[] = [];
+      const heardB: number[] = [];
+      a.subscribe(id, (n) => heardA.push(...n.records.map((r) => r.seq)));
+      b.subscribe(id, (n) => heardB.push(...n.records.map((r) => r.seq)));
+      const writes: Promise<unknown>[] = [];
+      for (let i = 0; i < 50; i++) {
+        writes.push(a.append(id, [{ data: `a${i}` }]));
+        writes.push(b.append(id, [{ data: `b${i}` }, { data: `b${i}'` }]));
+      }
+      await Promise.all(writes);
+      await waitFor(() => heardA.length >= 150 && heardB.length >= 150, 15_000).catch((e) => {
+        console.log("DEBUG", heardA.join(","), "\nB", heardB.join(","));
+        throw e;
+      });
+      const all = Array.from({ length: 150 }, (_, i) => i + 1);
+      expect(heardA).toEqual(all);
+      expect(heardB).toEqual(all);
+      const page = await b.read(id, 0, 1000);
+      expect(page.records.map((r) => r.seq)).toEqual(all);
+      // Each node's records kept their own order.
+      const fromA = page.records.filter((r) => r.data.startsWith("a")).map((r) => r.data);
+      expect(fromA).toEqual(Array.from({ length: 50 }, (_, i) => `a${i}`));
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("lets Redis expire an ended stream's keys after its TTL (EXPIRE after close), and sweeps the indexes", async () => {
+    const s = new RedisStore({ url: redis.url, prefix: "ttl:", sweepIntervalMs: 0 });
+    try {
+      await s.connected();
+      const { id } = await s.create({
+        id: `st_t_${Date.now()}`,
+        kind: "log",
+        content_type: "text/plain",
+        ttl_s: 1,
+      });
+      await s.append(id, [{ data: "x" }]);
+      expect(await s.client.pttl(`ttl:m:${id}`)).toBe(-1); // running: no expiry
+      await s.append(id, [], { close: "completed" });
+      const ttl = await s.client.pttl(`ttl:l:${id}`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(1000);
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(await s.client.exists(`ttl:m:${id}`, `ttl:l:${id}`)).toBe(0);
+      expect(await s.info(id)).toBeUndefined();
+      expect(await s.sweep()).toBe(0);
+      expect(await s.client.zscore("ttl:index", id)).toBeNull();
+      expect(await s.client.zscore("ttl:expiry", id)).toBeNull();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("keeps any text exactly: emoji, CJK, control characters, quotes, JSON", async () => {
+    const s = new RedisStore({ url: redis.url, prefix: "u:", sweepIntervalMs: 0 });
+    const other = new RedisStore({ url: redis.url, prefix: "u:", sweepIntervalMs: 0 });
+    try {
+      await s.connected();
+      await other.connected();
+      const { id } = await s.create({ id: `st_u_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      // Heard on another node: the records travel in the published notice.
+      const heard: string[] = [];
+      other.subscribe(id, (n) => heard.push(...n.records.map((r) => r.data)));
+      await new Promise((r) => setTimeout(r, 100));
+      const texts = [
+        "héllo 👋🏽 世界",
+        'a "quoted" \\ back\nslash',
+        "\u0000\u0001\t\r\n",
+        '{"type":"text-delta","delta":"∑"}',
+        "",
+      ];
+      await s.append(
+        id,
+        texts.map((data) => ({ data, type: "t-∆" })),
+      );
+      const page = await s.read(id, 0, 10);
+      expect(page.records.map((r) => r.data)).toEqual(texts);
+      expect(page.records.every((r) => r.type === "t-∆")).toBe(true);
+      await waitFor(() => heard.length >= texts.length);
+      expect(heard).toEqual(texts);
+    } finally {
+      await s.close();
+      await other.close();
+    }
+  });
+
+  it("reports unavailable while Redis is down and continues after it restarts, losing nothing acknowledged", async () => {
+    const r2 = await startRedis({ persist: true });
+    const s = new RedisStore({ url: r2.url, sweepIntervalMs: 0, outageMs: 20_000 });
+    try {
+      await s.connected();
+      const { id } = await s.create({ id: `st_r_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      await s.append(id, [{ data: "1" }, { data: "2" }]);
+      await r2.stop();
+      await waitFor(() => s.client.status !== "ready" && !s.ready(), 15_000);
+      await expect(s.info(id)).rejects.toSatisfy(
+        (e: unknown) => e instanceof SluiceError && e.code === "store_unavailable",
+      );
+      // An append during the outage waits for Redis to come back.
+      const pending = s.append(id, [{ data: "3" }]);
+      await new Promise((r) => setTimeout(r, 300));
+      await r2.restart();
+      const res = await pending;
+      expect(res.length).toBe(3);
+      await s.connected();
+      const page = await s.read(id, 0, 10);
+      expect(page.records.map((r) => r.data)).toEqual(["1", "2", "3"]);
+    } finally {
+      await s.close();
+      await r2.close();
+    }
+  });
+});
