@@ -180,7 +180,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
   });
 
-  registerDurableStreams(app, { config, store, hub });
+  registerDurableStreams(app, { config, store, hub, security });
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async () => ({ status: "ready", store: store.name }));
