@@ -386,6 +386,19 @@ describe("/ds tenants", () => {
     ]);
     // The A fork is not visible to B either.
     await refused(await fetch(ds(aForkPath), { headers: B }));
+    // Listing: each tenant sees its own stream at that path, by its DS path (never a store id).
+    for (const [key, tenant] of [
+      [KEYS.readerA, "a"],
+      [KEYS.adminB, "b"],
+    ] as const) {
+      const list = await fetch(`${s.url}/v1/streams?limit=1000`, { headers: bearer(key) });
+      const text = await list.text();
+      expect(text).not.toContain("ds|");
+      const mine = (JSON.parse(text) as { streams: { id: string; tenant: string }[] }).streams.filter(
+        (x) => x.id === path,
+      );
+      expect(mine.map((x) => x.tenant)).toEqual([tenant]);
+    }
     // B deleting "its" path deletes its own stream only.
     expect((await fetch(ds(path), { method: "DELETE", headers: B })).status).toBe(204);
     expect((await fetch(ds(path, "offset=-1"), { headers: bearer(KEYS.readerA) })).status).toBe(200);
