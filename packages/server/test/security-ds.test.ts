@@ -457,6 +457,32 @@ describe("/ds tenants", () => {
   });
 });
 
+describe("/ds store ids are not addressable", () => {
+  it("a namespaced store id (raw, encoded, as a fork source) is a 404 for everyone, never a 5xx", async () => {
+    const path = await createDs(KEYS.producerA);
+    const ids = [
+      `ds|a|${path}`,
+      `ds%7Ca%7C${path}`,
+      `ds%7Ca%7C${encodeURIComponent(path)}`,
+      "ds|a|..",
+      "..%2Fds|a",
+    ];
+    for (const key of [KEYS.adminA, KEYS.adminB]) {
+      for (const id of ids) {
+        const res = await fetch(`${s.url}/ds/v1/stream/${id}?offset=-1`, { headers: bearer(key) });
+        const text = await res.text();
+        expect([400, 404], `${id}: ${res.status}`).toContain(res.status);
+        expect(text).not.toContain(MARKER);
+      }
+      const fork = await fetch(ds(freshPath("f")), {
+        method: "PUT",
+        headers: { ...bearer(key), "stream-forked-from": `/v1/stream/ds%7Ca%7C${path}` },
+      });
+      expect([400, 404]).toContain(fork.status);
+    }
+  });
+});
+
 describe("/ds caching with credentials", () => {
   it("cacheable history is private: a shared cache never serves one tenant's response to another", async () => {
     const path = freshPath("big");
