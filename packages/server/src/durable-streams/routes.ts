@@ -144,7 +144,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
   /**
    * The store id `path` names for this caller. Open mode: the path itself. An API key: a generation
    * of its tenant keeps its own id (so /ds/v1/stream/{generation id} reads it); anything else is in
-   * the tenant's namespace. A read token: the path itself, and access() lets it read only the
+   * the tenant's namespace. A read token: the path itself, and allow() lets it read only the
    * stream it was minted for.
    */
   async function storeIdFor(p: Principal, path: string): Promise<string> {
