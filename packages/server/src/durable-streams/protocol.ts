@@ -240,3 +240,24 @@ export function publicContentType(info: StreamInfo): string {
 export function isClosed(info: StreamInfo): boolean {
   return info.status !== "running";
 }
+
+// ── tenants ─────────────────────────────────────────────────────────────────
+
+/**
+ * With API keys, a tenant's DS streams live in its own namespace in the Store: the path `x` of
+ * tenant `a` is the store id `ds|a|x`. `|` is neither in a DS path (PATH_RE) nor in a stream id,
+ * and the tenant is percent-encoded, so no namespace can collide with another or with a
+ * generation id. In open mode (no tenant) the store id is the path itself.
+ */
+const NS_PREFIX = "ds|";
+
+export function tenantStreamId(tenant: string | undefined, path: string): string {
+  return tenant === undefined ? path : `${NS_PREFIX}${encodeURIComponent(tenant)}|${path}`;
+}
+
+/** The DS path a store id is addressed by (what clients see in messages). */
+export function publicPath(id: string): string {
+  if (!id.startsWith(NS_PREFIX)) return id;
+  const bar = id.indexOf("|", NS_PREFIX.length);
+  return bar < 0 ? id : id.slice(bar + 1);
+}

@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
 import { isSluiceError, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { type Action, type Principal, requireAction, requireStreamAccess } from "../auth/principal.js";
+import type { Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, WriteMark } from "../core/hub.js";
 import { Heartbeats } from "../http/sink.js";
@@ -40,12 +42,16 @@ import {
   parseUint,
   producerState,
   publicContentType,
+  publicPath,
+  tenantStreamId,
 } from "./protocol.js";
 
 export interface DurableStreamsDeps {
   config: Config;
   store: Store;
   hub: Hub;
+  /** Per-key quotas (open live reads count as connections); absent = no quotas. */
+  security?: Security;
 }
 
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
@@ -81,6 +87,10 @@ function dsError(
  * The Durable Streams protocol under /ds: streams at /ds/v1/stream/{path}, kept in Sluice's Store
  * (one record per append; DS state in stream metadata), live reads fanned out by the Hub.
  * Generation streams are readable here too, read-only, in JSON mode.
+ *
+ * Access control is Sluice's (docs/security.md): every route checks the caller's role, and with
+ * API keys a tenant's streams live in its own namespace (tenantStreamId), so another tenant's
+ * stream at the same path is simply a different stream; a read token reads its own stream only.
  */
 export function registerDurableStreams(app: FastifyInstance, deps: DurableStreamsDeps): void {
   const { config, store, hub } = deps;
@@ -131,10 +141,30 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     if (src && isSoftDeleted(src) && (await liveRefs(src)).length === 0) await hardDelete(src);
   }
 
-  /** The stream at `path`: 404 when none (or expired), 410 when deleted but kept for its forks. */
-  async function load(path: string): Promise<StreamInfo> {
-    const info = await store.info(path);
+  /**
+   * The store id `path` names for this caller. Open mode: the path itself. An API key: a generation
+   * of its tenant keeps its own id (so /ds/v1/stream/{generation id} reads it); anything else is in
+   * the tenant's namespace. A read token: the path itself, and allow() lets it read only the
+   * stream it was minted for.
+   */
+  async function storeIdFor(p: Principal, path: string): Promise<string> {
+    if (p.kind !== "key") return path;
+    const plain = await store.info(path);
+    if (plain && isGeneration(plain) && plain.tenant === p.tenant) return path;
+    return tenantStreamId(p.tenant, path);
+  }
+
+  /** Checks `action` on a loaded stream: 404 when it is not the caller's to see, 403 when the role does not allow it. */
+  const allow = (p: Principal, action: Action) => (info: StreamInfo) => requireStreamAccess(p, action, info);
+
+  /**
+   * The stream with store id `id` (addressed as `path`): 404 when none (or expired), or when
+   * `check` says the caller may not see it; 410 when deleted but kept for its forks.
+   */
+  async function load(id: string, path: string, check?: (info: StreamInfo) => void): Promise<StreamInfo> {
+    const info = await store.info(id);
     if (!info) throw new SluiceError("stream_not_found", `no stream at ${MOUNT}/v1/stream/${path}`);
+    check?.(info);
     if (isSoftDeleted(info)) {
       if ((await liveRefs(info)).length === 0) {
         await hardDelete(info);
@@ -229,6 +259,12 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       });
 
       ds.setErrorHandler((err: unknown, _req, reply) => {
+        // A 401 from the security hook comes before this plugin's onRequest: browsers must read it too.
+        if (!reply.hasHeader("access-control-allow-origin")) {
+          reply.header("x-content-type-options", "nosniff");
+          reply.header("access-control-allow-origin", "*");
+          reply.header("access-control-expose-headers", `${EXPOSED_HEADERS}, WWW-Authenticate, Retry-After`);
+        }
         const extra = (err as { dsHeaders?: Record<string, string> }).dsHeaders;
         if (extra) for (const [k, v] of Object.entries(extra)) reply.header(k, v);
         if ((err as { code?: string }).code === "FST_ERR_CTP_BODY_TOO_LARGE") {
@@ -255,6 +291,8 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       // ── PUT: create (or fork) ──────────────────────────────────────────
       ds.put("/v1/stream/*", async (req, reply) => {
         const path = pathOf(req);
+        const principal = req.principal;
+        requireAction(principal, "create");
         const ctHeader = header(req, "content-type")?.trim() || undefined;
         const ttl = parseTtlHeaders(req);
         const closed = flag(req, H.closed);
@@ -277,7 +315,10 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           if (forkSeqAsked === undefined)
             throw new SluiceError("invalid_offset", "Stream-Fork-Offset is not an offset");
         }
-        const forkFrom = forkFromRaw === undefined ? undefined : parseForkSource(forkFromRaw);
+        const forkPath = forkFromRaw === undefined ? undefined : parseForkSource(forkFromRaw);
+        // The source is looked up like any path the caller names: in its own tenant only.
+        const forkFrom = forkPath === undefined ? undefined : await storeIdFor(principal, forkPath);
+        const id = await storeIdFor(principal, path);
         const body = bodyOfReq(req);
 
         /** PUT on a stream that exists: 200 for the same configuration, 409 otherwise. */
@@ -312,8 +353,8 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           return reply.code(200).send();
         };
 
-        return locked(path, async () => {
-          let existing = await store.info(path);
+        return locked(id, async () => {
+          let existing = await store.info(id);
           if (existing && isSoftDeleted(existing) && (await liveRefs(existing)).length === 0) {
             await hardDelete(existing);
             existing = undefined;
@@ -326,9 +367,10 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           let forkSeq = 0;
           if (forkFrom !== undefined) {
             src = await store.info(forkFrom);
-            if (!src) throw new SluiceError("stream_not_found", `no stream at ${forkFrom} to fork from`);
+            if (!src) throw new SluiceError("stream_not_found", `no stream at ${forkPath} to fork from`);
+            requireStreamAccess(principal, "read", src);
             if (isSoftDeleted(src))
-              throw new SluiceError("stream_exists", `${forkFrom} was deleted; it cannot be forked`);
+              throw new SluiceError("stream_exists", `${forkPath} was deleted; it cannot be forked`);
             const srcType = publicContentType(src);
             if (ctHeader !== undefined && mediaType(ctHeader) !== mediaType(srcType)) {
               throw new SluiceError(
@@ -386,15 +428,15 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
 
           try {
             await store.create({
-              id: path,
+              id,
               kind: "log",
+              ...(principal.tenant !== undefined ? { tenant: principal.tenant } : {}),
               content_type: contentType,
               metadata: { [META.config]: cfg },
             });
           } catch (err) {
             // Created meanwhile by another node: answer as for any existing stream.
-            const now =
-              isSluiceError(err) && err.code === "stream_exists" ? await store.info(path) : undefined;
+            const now = isSluiceError(err) && err.code === "stream_exists" ? await store.info(id) : undefined;
             if (now) return answerExisting(now);
             throw err;
           }
@@ -406,7 +448,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
                 const page = await store.read(src.id, after, Math.min(COPY_PAGE, forkSeq - after));
                 if (page.records.length === 0) break;
                 await store.append(
-                  path,
+                  id,
                   page.records.map((r) => {
                     const rec: RecordInput = { data: r.data };
                     if (r.encoding !== undefined) rec.encoding = r.encoding;
@@ -415,18 +457,18 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
                 );
                 after = (page.records[page.records.length - 1] as { seq: number }).seq;
               }
-              if (partial) await store.append(path, [partial]);
-              await store.update(src.id, { metadata: { [META.ref(path)]: true } });
+              if (partial) await store.append(id, [partial]);
+              await store.update(src.id, { metadata: { [META.ref(id)]: true } });
             }
             if (initial.length > 0 || closed) {
-              await store.append(path, initial, closed ? { close: "completed" } : {});
+              await store.append(id, initial, closed ? { close: "completed" } : {});
             }
-            await applyExpiry(path, cfg);
+            await applyExpiry(id, cfg);
           } catch (err) {
-            await store.delete(path).catch(() => {});
+            await store.delete(id).catch(() => {});
             throw err;
           }
-          const info = (await store.info(path)) as StreamInfo;
+          const info = (await store.info(id)) as StreamInfo;
           infoHeaders(reply, info);
           reply.header(
             "location",
@@ -445,7 +487,9 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         const pEpochRaw = header(req, H.producerEpoch);
         const pSeqRaw = header(req, H.producerSeq);
         const streamSeq = header(req, H.seq);
-        const first = await load(path);
+        const check = allow(req.principal, "append");
+        const id = await storeIdFor(req.principal, path);
+        const first = await load(id, path, check);
         if (isGeneration(first)) {
           throw new SluiceError(
             "stream_read_only",
@@ -490,7 +534,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         // Decided on a read, applied with compare-and-append: if another node appended in
         // between, the store refuses and the checks run again on the new state.
         const attempt = async (): Promise<FastifyReply> => {
-          const info = await load(path);
+          const info = await load(id, path, check);
           const cfg = dsConfig(info);
           const tail = () => ({
             [H.nextOffset]: dsOffset(info.length),
@@ -536,12 +580,12 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
             }
             metadata[META.config] = { ...cfg, seq: streamSeq };
           }
-          const res = await store.append(path, records, {
+          const res = await store.append(id, records, {
             ...(close ? { close: "completed" as const } : {}),
             ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
             if_length: info.length,
           });
-          if (cfg.ttl_s !== undefined || close) await applyExpiry(path, cfg);
+          if (cfg.ttl_s !== undefined || close) await applyExpiry(id, cfg);
           reply.header(H.nextOffset, dsOffset(res.length));
           if (res.status !== "running") reply.header(H.closed, "true");
           if (producer) {
@@ -551,7 +595,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           }
           return reply.code(204).send();
         };
-        return locked(path, async () => {
+        return locked(id, async () => {
           for (let tries = 1; ; tries++) {
             try {
               return await attempt();
@@ -567,7 +611,9 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         method: "HEAD",
         url: "/v1/stream/*",
         handler: async (req, reply) => {
-          const info = await load(pathOf(req));
+          const path = pathOf(req);
+          const id = await storeIdFor(req.principal, path);
+          const info = await load(id, path, allow(req.principal, "read"));
           infoHeaders(reply, info);
           const cfg = dsConfig(info);
           if (cfg.ttl_s !== undefined) reply.header(H.ttl, String(cfg.ttl_s));
@@ -580,8 +626,9 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       // ── DELETE ─────────────────────────────────────────────────────────
       ds.delete("/v1/stream/*", async (req, reply) => {
         const path = pathOf(req);
-        return locked(path, async () => {
-          const info = await load(path);
+        const id = await storeIdFor(req.principal, path);
+        return locked(id, async () => {
+          const info = await load(id, path, allow(req.principal, "delete"));
           if (isGeneration(info)) {
             throw new SluiceError(
               "stream_read_only",
@@ -590,7 +637,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           }
           if ((await liveRefs(info)).length > 0) {
             // Forks inherit from it: the name stays taken (410) until the last fork is gone.
-            await store.update(path, { metadata: { [META.deleted]: true } });
+            await store.update(id, { metadata: { [META.deleted]: true } });
           } else {
             await hardDelete(info);
           }
@@ -620,7 +667,8 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
             );
           }
           const cursorParam = Array.isArray(q.cursor) ? q.cursor[0] : q.cursor;
-          const info = await load(path);
+          const id = await storeIdFor(req.principal, path);
+          const info = await load(id, path, allow(req.principal, "read"));
           let after: number;
           if (rawOffset === undefined || rawOffset === "-1") after = 0;
           else if (rawOffset === "now") after = info.length;
@@ -635,6 +683,8 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           await touch(info);
           const mode = modeOfInfo(info);
           if (live === "sse") return sse(req, reply, info, after, mode, cursorParam);
+          // With credentials, a response is the caller's own (another tenant's same URL is another stream).
+          const shared = req.principal.kind === "open" ? "public" : "private";
 
           const chunk = await readChunk(info.id, after, mode);
           const closedAtTail = chunk.upToDate && chunk.status !== "running";
@@ -642,7 +692,8 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           if (live === "long-poll") {
             reply.header(H.cursor, nextCursor(Date.now(), cursorParam));
             reply.header("cache-control", "no-cache");
-            if (chunk.last === after && !closedAtTail) return longPoll(reply, info, after, mode, cursorParam);
+            if (chunk.last === after && !closedAtTail)
+              return longPoll(req, reply, info, after, mode, cursorParam);
             if (chunk.last === after) {
               reply.header(H.nextOffset, dsOffset(after));
               reply.header(H.upToDate, "true");
@@ -662,7 +713,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
                 ? "no-store"
                 : chunk.upToDate
                   ? "no-cache"
-                  : "public, max-age=60, stale-while-revalidate=300",
+                  : `${shared}, max-age=60, stale-while-revalidate=300`,
             );
             if (header(req, "if-none-match") === tag) return reply.code(304).send();
           }
@@ -698,13 +749,22 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     }
   }
 
+  /** Counts a live read against its API key's `connections` quota (429 past it); returns the release. */
+  function openConnection(req: FastifyRequest): () => void {
+    const key = req.apiKey;
+    const quotas = deps.security?.quotas;
+    return key && quotas ? quotas.openConnection(key.id, key.limits) : () => {};
+  }
+
   async function longPoll(
+    req: FastifyRequest,
     reply: FastifyReply,
     info: StreamInfo,
     after: number,
     mode: Mode,
     cursorParam: string | undefined,
   ): Promise<FastifyReply> {
+    const releaseConn = openConnection(req);
     return new Promise<FastifyReply>((resolve, reject) => {
       let reader: Reader | undefined;
       let cancelDeadline: (() => void) | undefined;
@@ -712,6 +772,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       const finish = (fn: () => void) => {
         if (settled) return;
         settled = true;
+        releaseConn();
         cancelDeadline?.();
         live.delete(timeout);
         sink.cancel();
@@ -738,7 +799,9 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
             void store.info(info.id).then((now) => {
               if (!now) {
                 reply.code(404).type("application/json");
-                reply.send(new SluiceError("stream_not_found", `no stream at ${info.id}`).toBody());
+                reply.send(
+                  new SluiceError("stream_not_found", `no stream at ${publicPath(info.id)}`).toBody(),
+                );
                 return;
               }
               reply.header(H.nextOffset, dsOffset(now.length));
@@ -779,6 +842,9 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     cursorParam: string | undefined,
   ): Promise<FastifyReply> {
     const res = reply.raw;
+    // Nothing more to send: answered at once, not a held connection.
+    const endedAtTail = isClosed(info) && after >= info.length;
+    const releaseConn = endedAtTail ? () => {} : openConnection(req);
     const kind: SseData = mode === "json" ? "json" : isTextual(publicContentType(info)) ? "text" : "base64";
     const headers: Record<string, string | number | string[]> = {};
     for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v as string;
@@ -810,7 +876,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         );
       },
     );
-    if (isClosed(info) && after >= info.length) {
+    if (endedAtTail) {
       sink.sendClosed(info.length);
       return reply;
     }
@@ -822,11 +888,17 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     };
     live.add(stop);
     res.on("close", () => {
+      releaseConn();
       live.delete(stop);
       heartbeats.delete(sink.inner);
       reader?.detach();
     });
-    reader = await hub.attach(info.id, after, codecFor(mode), sink);
+    try {
+      reader = await hub.attach(info.id, after, codecFor(mode), sink);
+    } catch (err) {
+      releaseConn();
+      throw err;
+    }
     sink.inner.open();
     if (!sink.closed) heartbeats.add(sink.inner, ": keep-alive\n\n");
     return reply;

@@ -15,6 +15,7 @@ import { STREAM_ID_RE } from "../core/ids.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
+import { publicPath } from "../durable-streams/protocol.js";
 import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
@@ -178,7 +179,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
   });
 
-  registerDurableStreams(app, { config, store, hub });
+  registerDurableStreams(app, { config, store, hub, security });
   registerObservability(app, deps);
   registerWeb(app);
 
@@ -437,7 +438,9 @@ function generationInfo(info: StreamInfo | undefined, id: string): StreamInfo {
 /** Stream info as the API shows it. */
 export function publicInfo(info: StreamInfo) {
   const { metadata, ...rest } = info;
-  const out: Record<string, unknown> = { ...rest, links: streamLinks(info.id) };
+  // A tenant's Durable Streams stream is shown by its DS path, not its namespaced store id.
+  const id = info.kind === "log" ? publicPath(info.id) : info.id;
+  const out: Record<string, unknown> = { ...rest, id, links: streamLinks(id) };
   for (const k of ["usage", "finish_reason", "error", "output_tokens", "route", "provider", "attempts"]) {
     if (metadata[k] !== undefined) out[k] = metadata[k];
   }
