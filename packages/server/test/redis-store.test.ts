@@ -154,7 +154,13 @@ describe("redis store across nodes", () => {
       expect(again.length).toBe(0);
       await waitFor(() => notices.some((n) => n.deleted), 5000);
       expect(await s.sweep()).toBe(0);
+      // A subscriber of the new stream hears its appends.
+      const heard: string[] = [];
+      s.subscribe(id, (n) => heard.push(...n.records.map((r) => r.data)));
+      await new Promise((r) => setTimeout(r, 50));
       await s.append(id, [{ data: "new" }]);
+      await waitFor(() => heard.length > 0, 5000);
+      expect(heard).toEqual(["new"]);
       expect((await s.read(id, 0, 10)).records.map((r) => r.data)).toEqual(["new"]);
     } finally {
       await s.close();

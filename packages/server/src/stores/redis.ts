@@ -629,7 +629,9 @@ export class RedisStore implements Store {
 
   subscribe(id: string, listener: (notice: StoreNotice) => void): () => void {
     let f = this.followers.get(id);
-    if (!f) {
+    // A follower of a stream that was deleted (or replaced after it expired) hears nothing
+    // more: a new subscriber gets a new one (the old one's unsubscribe leaves it alone).
+    if (!f || f.gone) {
       const nf = new Follower(this, id);
       f = nf;
       this.followers.set(id, nf);
