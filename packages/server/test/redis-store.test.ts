@@ -1,8 +1,9 @@
 import { SluiceError } from "@sluice/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisStore } from "../src/stores/redis.js";
+import type { StoreNotice } from "../src/stores/store.js";
 import { type RedisProc, startRedis } from "./redis-helper.js";
-import { runStoreContract, waitFor } from "./store-contract.js";
+import { ManualClock, runStoreContract, waitFor } from "./store-contract.js";
 
 let redis: RedisProc;
 beforeAll(async () => {
@@ -89,6 +90,78 @@ describe("redis store across nodes", () => {
       expect(await s.sweep()).toBe(0);
       expect(await s.client.zscore("ttl:index", id)).toBeNull();
       expect(await s.client.zscore("ttl:expiry", id)).toBeNull();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("keeps the keys' TTLs on update()'s expiry (set, and cleared with null), for a log created later too", async () => {
+    const s = new RedisStore({ url: redis.url, prefix: "upd:", sweepIntervalMs: 0 });
+    try {
+      await s.connected();
+      const { id } = await s.create({ id: `st_upd_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      const keys = [`upd:m:${id}`, `upd:l:${id}`];
+      // Running and still empty (no log key yet): the expiry goes on the hash...
+      const at = new Date(Date.now() + 60_000).toISOString();
+      expect((await s.update(id, { expires_at: at }))?.expires_at).toBe(at);
+      const pttl = await s.client.pttl(keys[0] as string);
+      expect(pttl).toBeGreaterThan(50_000);
+      expect(pttl).toBeLessThanOrEqual(60_000);
+      expect(await s.client.zscore("upd:expiry", id)).toBe(String(Date.parse(at)));
+      // ...and on the log an append creates afterwards.
+      await s.append(id, [{ data: "x" }, { data: "AAE=", encoding: "base64" }]);
+      expect(await s.client.pttl(keys[1] as string)).toBeGreaterThan(50_000);
+      // The encoding is a field of the log entry; a text record has none.
+      const entries = (await s.client.xrange(keys[1] as string, "-", "+")) as [string, string[]][];
+      expect(entries.map(([, f]) => f)).toEqual([
+        ["d", "x"],
+        ["d", "AAE=", "e", "base64"],
+      ]);
+      // null: never expires, no TTL on any key, out of the expiry index.
+      const cleared = await s.update(id, { expires_at: null, metadata: { k: "v" } });
+      expect(cleared?.expires_at).toBeUndefined();
+      expect(cleared?.metadata).toEqual({ k: "v" });
+      for (const k of keys) expect(await s.client.pttl(k)).toBe(-1);
+      expect(await s.client.zscore("upd:expiry", id)).toBeNull();
+      // Ended streams too: the close's TTL is replaced by the new expiry.
+      await s.append(id, [], { close: "completed" });
+      const later = new Date(Date.now() + 3_600_000).toISOString();
+      await s.update(id, { expires_at: later });
+      for (const k of keys) expect(await s.client.pttl(k)).toBeGreaterThan(3_500_000);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a sweep leaves alone a stream re-created over an expired id (and tells the old one's followers it is gone)", async () => {
+    const clock = new ManualClock(Date.now());
+    const s = new RedisStore({
+      url: redis.url,
+      prefix: "recr:",
+      clock,
+      sweepIntervalMs: 0,
+      syncIntervalMs: 0,
+    });
+    try {
+      await s.connected();
+      const id = `st_recr_${Date.now()}`;
+      await s.create({ id, kind: "log", content_type: "text/plain", ttl_s: 60 });
+      const notices: StoreNotice[] = [];
+      s.subscribe(id, (n) => notices.push(n));
+      await s.append(id, [{ data: "old" }], { close: "completed" });
+      clock.t += 61_000;
+      const again = await s.create({ id, kind: "log", content_type: "text/plain" });
+      expect(again.length).toBe(0);
+      await waitFor(() => notices.some((n) => n.deleted), 5000);
+      expect(await s.sweep()).toBe(0);
+      // A subscriber of the new stream hears its appends.
+      const heard: string[] = [];
+      s.subscribe(id, (n) => heard.push(...n.records.map((r) => r.data)));
+      await new Promise((r) => setTimeout(r, 50));
+      await s.append(id, [{ data: "new" }]);
+      await waitFor(() => heard.length > 0, 5000);
+      expect(heard).toEqual(["new"]);
+      expect((await s.read(id, 0, 10)).records.map((r) => r.data)).toEqual(["new"]);
     } finally {
       await s.close();
     }

@@ -1,10 +1,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
 import { SqliteStore } from "../src/stores/sqlite.js";
 import { demoBody, readAllJson, startSluice, startStream } from "./helpers.js";
-import { runStoreContract } from "./store-contract.js";
+import { ManualClock, runStoreContract } from "./store-contract.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-sqlite-"));
 let n = 0;
@@ -32,6 +33,96 @@ describe("sqlite store at runtime", () => {
     await first.close();
     const second = new SqliteStore({ path, sweepIntervalMs: 0 });
     await second.close();
+  });
+
+  it("opens a database file made before records had an encoding (adds the column, keeps the records)", async () => {
+    const path = join(dir, "old-schema.db");
+    const old = new Database(path);
+    old.exec(`
+      CREATE TABLE streams (ord INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+        content_type TEXT NOT NULL, status TEXT NOT NULL, tenant TEXT, model TEXT, metadata TEXT NOT NULL,
+        created_ms INTEGER NOT NULL, ended_ms INTEGER, expires_ms INTEGER, length INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE events (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT, data TEXT NOT NULL,
+        PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+      INSERT INTO streams (id, kind, content_type, status, metadata, created_ms, length, bytes)
+        VALUES ('st_old', 'log', 'text/plain', 'running', '{}', ${Date.now()}, 1, 3);
+      INSERT INTO events (stream, seq, type, data) VALUES ('st_old', 1, NULL, 'old');
+    `);
+    old.close();
+    for (let round = 0; round < 2; round++) {
+      // Twice: the second open finds the column already there.
+      const store = new SqliteStore({ path, sweepIntervalMs: 0 });
+      try {
+        if (round === 0) await store.append("st_old", [{ data: "AP8=", encoding: "base64" }]);
+        const page = await store.read("st_old", 0, 10);
+        expect(page.records).toEqual([
+          { seq: 1, offset: "0000000000000001", data: "old" },
+          { seq: 2, offset: "0000000000000002", data: "AP8=", encoding: "base64" },
+        ]);
+      } finally {
+        await store.close();
+      }
+    }
+  });
+
+  it("checks each conditional append of one group commit against the length at its turn; only a conflicting one fails", async () => {
+    const store = new SqliteStore({ path: join(dir, "cas.db"), sweepIntervalMs: 0, commitIntervalMs: 20 });
+    try {
+      const { id } = await store.create({ id: "st_cas", kind: "log", content_type: "text/plain" });
+      const before = store.commits;
+      // Queued in one turn: one transaction.
+      const results = await Promise.allSettled([
+        store.append(id, [{ data: "a" }], { if_length: 0 }),
+        store.append(id, [{ data: "b" }], { if_length: 0, metadata: { lost: true } }),
+        store.append(id, [{ data: "c" }, { data: "d" }], { if_length: 1 }),
+        store.append(id, [{ data: "e" }]),
+        store.append(id, [{ data: "f" }], { if_length: 3 }),
+        store.append(id, [{ data: "g" }], { if_length: 4 }),
+      ]);
+      expect(store.commits).toBe(before + 1);
+      expect(results.map((r) => r.status)).toEqual([
+        "fulfilled",
+        "rejected",
+        "fulfilled",
+        "fulfilled",
+        "rejected",
+        "fulfilled",
+      ]);
+      expect((results[1] as PromiseRejectedResult).reason.code).toBe("append_conflict");
+      expect((results[4] as PromiseRejectedResult).reason.code).toBe("append_conflict");
+      expect((await store.read(id, 0, 10)).records.map((r) => r.data)).toEqual(["a", "c", "d", "e", "g"]);
+      expect((await store.info(id))?.metadata.lost).toBeUndefined();
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("a sweep leaves alone a stream re-created over an expired id meanwhile", async () => {
+    const clock = new ManualClock();
+    const store = new SqliteStore({ path: join(dir, "sweep.db"), clock, sweepIntervalMs: 0 });
+    try {
+      for (const id of ["st_a", "st_b", "st_c"])
+        await store.create({ id, kind: "log", content_type: "text/plain", ttl_s: 60 });
+      for (const id of ["st_a", "st_b", "st_c"])
+        await store.append(id, [{ data: id }], { close: "completed" });
+      clock.t += 61_000;
+      // Queued ahead of the sweep's deletes, in the same turn as its query (which still sees st_a expired).
+      const recreated = store.create({ id: "st_a", kind: "log", content_type: "text/plain" });
+      expect(await store.sweep()).toBe(2);
+      await recreated;
+      expect((await store.info("st_a"))?.status).toBe("running");
+      await store.create({ id: "st_d", kind: "log", content_type: "text/plain", ttl_s: 60 });
+      await store.append("st_d", [], { close: "completed" });
+      clock.t += 61_000;
+      // An expired stream cannot be revived by an update: it is swept.
+      const updated = store.update("st_d", { expires_at: null });
+      expect(await store.sweep()).toBe(1);
+      expect(await updated).toBeUndefined();
+      expect(await store.info("st_d")).toBeUndefined();
+    } finally {
+      await store.close();
+    }
   });
 
   it("group-commits: a fast generation's events share transactions", async () => {

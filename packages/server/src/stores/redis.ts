@@ -16,6 +16,7 @@ import {
   type StoreLimits,
   type StoreNotice,
   type StreamInfo,
+  type StreamPatch,
 } from "./store.js";
 
 export interface RedisStoreOptions {
@@ -36,20 +37,25 @@ export interface RedisStoreOptions {
 }
 
 /**
- * Creates a stream atomically. KEYS: meta, log, index, ctr, running.
- * ARGV: id, now, kind, content_type, tenant, model, then metadata field/value pairs.
+ * Creates a stream atomically; an expired stream with the same id is replaced (its followers
+ * hear it was deleted). KEYS: meta, log, index, ctr, running, expiry.
+ * ARGV: id, now, kind, content_type, tenant, model, notice channel, then metadata field/value pairs.
  */
 const CREATE_LUA = `
 local m = KEYS[1]
 if redis.call('EXISTS', m) == 1 then
-  local exp = tonumber(redis.call('HGET', m, 'expires_ms'))
+  local h = redis.call('HMGET', m, 'expires_ms', 'status')
+  local exp = tonumber(h[1])
   if not exp or exp > tonumber(ARGV[2]) then return 'EXISTS' end
   redis.call('DEL', m, KEYS[2])
+  redis.call('PUBLISH', ARGV[7], '0\\n' .. h[2] .. '\\ndeleted')
 end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('HSET', m, 'kind', ARGV[3], 'ct', ARGV[4], 'status', 'running', 'created_ms', ARGV[2], 'length', 0, 'bytes', 0, 'lb', '')
 if ARGV[5] ~= '' then redis.call('HSET', m, 'tenant', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', m, 'model', ARGV[6]) end
-for i = 7, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+for i = 8, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
 local c = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], c, ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
@@ -61,9 +67,11 @@ return 'OK'
  * allocated here, so appends from any number of nodes stay strictly increasing.
  * KEYS: meta, log, running, expiry.
  * ARGV: [1] id, [2] now, [3] max records, [4] max bytes, [5] close status or '', [6] default ttl s,
- * [7] batch token, [8] added bytes, [9] records JSON [[type, data], ...], [10] notice channel,
- * then metadata field/value pairs.
- * Returns {'OK'|'DUP', length, status} or {'NF'} / {'CLOSED', status} / {'LARGE', what}.
+ * [7] batch token, [8] added bytes, [9] records JSON [[type, data(, encoding)], ...],
+ * [10] notice channel, [11] required length (compare-and-append) or '', then metadata
+ * field/value pairs.
+ * Returns {'OK'|'DUP', length, status} or {'NF'} / {'CLOSED', status} / {'LARGE', what} /
+ * {'CONFLICT', length}.
  */
 const APPEND_LUA = `
 local m = KEYS[1]
@@ -75,6 +83,7 @@ local len = tonumber(h[2])
 if h[4] and tonumber(h[4]) <= now then return {'NF'} end
 if ARGV[7] ~= '' and h[5] == ARGV[7] then return {'DUP', len, status} end
 if status ~= 'running' then return {'CLOSED', status} end
+if ARGV[11] ~= '' and tonumber(ARGV[11]) ~= len then return {'CONFLICT', len} end
 local recs = cjson.decode(ARGV[9])
 local n = #recs
 local add = tonumber(ARGV[8])
@@ -84,14 +93,18 @@ if not closing and tonumber(h[3]) + add > tonumber(ARGV[4]) then return {'LARGE'
 for i = 1, n do
   len = len + 1
   local r = recs[i]
-  if r[1] == '' then
-    redis.call('XADD', KEYS[2], len .. '-0', 'd', r[2])
-  else
-    redis.call('XADD', KEYS[2], len .. '-0', 't', r[1], 'd', r[2])
-  end
+  local f = {}
+  if r[1] ~= '' then f[#f + 1] = 't'; f[#f + 1] = r[1] end
+  f[#f + 1] = 'd'; f[#f + 1] = r[2]
+  if r[3] then f[#f + 1] = 'e'; f[#f + 1] = r[3] end
+  redis.call('XADD', KEYS[2], len .. '-0', unpack(f))
+end
+-- A running stream given an expiry (update): the log created by this append expires with it.
+if n > 0 and h[4] and ARGV[5] == '' then
+  redis.call('PEXPIRE', KEYS[2], math.max(1, math.floor(tonumber(h[4]) - now)))
 end
 redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', ARGV[7])
-for i = 11, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+for i = 12, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
 if ARGV[5] ~= '' then
   status = ARGV[5]
   local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[6])
@@ -106,9 +119,47 @@ redis.call('PUBLISH', ARGV[10], len .. '\\n' .. status .. '\\n' .. ARGV[9])
 return {'OK', len, status}
 `;
 
-/** KEYS: meta, log, index, running, expiry. ARGV: id, channel. */
+/**
+ * Changes metadata and/or expiry (any status), keeping the keys' TTLs on the expiry.
+ * KEYS: meta, log, expiry. ARGV: [1] id, [2] now, [3] '' (keep) | 'none' (clear) | expiry ms,
+ * then metadata field/value pairs. Returns the hash (flat) or {} when there is no live stream.
+ */
+const UPDATE_LUA = `
+local m = KEYS[1]
+local now = tonumber(ARGV[2])
+local h = redis.call('HMGET', m, 'status', 'expires_ms')
+if not h[1] then return {} end
+if h[2] and tonumber(h[2]) <= now then return {} end
+for i = 4, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+if ARGV[3] == 'none' then
+  redis.call('HDEL', m, 'expires_ms')
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('PERSIST', m)
+  redis.call('PERSIST', KEYS[2])
+elseif ARGV[3] ~= '' then
+  local exp = tonumber(ARGV[3])
+  local ttl = math.max(1, math.floor(exp - now))
+  redis.call('HSET', m, 'expires_ms', ARGV[3])
+  redis.call('ZADD', KEYS[3], exp, ARGV[1])
+  redis.call('PEXPIRE', m, ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return redis.call('HGETALL', m)
+`;
+
+/**
+ * KEYS: meta, log, index, running, expiry. ARGV: id, channel, and for the sweep a time: then
+ * only a stream expired by then is deleted (not one re-created or re-dated meanwhile).
+ */
 const DELETE_LUA = `
 local st = redis.call('HGET', KEYS[1], 'status')
+if st and ARGV[3] and ARGV[3] ~= '' then
+  local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))
+  if not exp or exp > tonumber(ARGV[3]) then
+    if not exp then redis.call('ZREM', KEYS[5], ARGV[1]) else redis.call('ZADD', KEYS[5], exp, ARGV[1]) end
+    return 0
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
@@ -227,7 +278,8 @@ export class RedisStore implements Store {
     this.client = new Redis(opts.url, { ...common, connectionName: "sluice" });
     this.sub = new Redis(opts.url, { ...common, connectionName: "sluice-sub" });
     for (const c of [this.client, this.sub]) c.on("error", (err: Error) => (this.lastError = err.message));
-    this.client.defineCommand("sluiceCreate", { numberOfKeys: 5, lua: CREATE_LUA });
+    this.client.defineCommand("sluiceCreate", { numberOfKeys: 6, lua: CREATE_LUA });
+    this.client.defineCommand("sluiceUpdate", { numberOfKeys: 3, lua: UPDATE_LUA });
     this.client.defineCommand("sluiceAppend", { numberOfKeys: 4, lua: APPEND_LUA });
     this.client.defineCommand("sluiceDelete", { numberOfKeys: 5, lua: DELETE_LUA });
     this.sub.on("message", (channel: string, message: string) => this.onPublished(channel, message));
@@ -320,12 +372,14 @@ export class RedisStore implements Store {
       this.kIndex,
       `${this.prefix}ctr`,
       this.kRunning,
+      this.kExpiry,
       init.id,
       String(this.clock.now()),
       init.kind,
       init.content_type,
       init.tenant ?? "",
       init.model ?? "",
+      this.chan(init.id),
       ...meta,
     )) as string;
     if (r === "EXISTS") throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
@@ -337,11 +391,11 @@ export class RedisStore implements Store {
   async append(id: string, inputs: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) throw new SluiceError("store_unavailable", "the store is closed");
     let bytes = 0;
-    const pairs: [string, string][] = new Array(inputs.length);
+    const pairs: string[][] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
       const r = inputs[i] as RecordInput;
       bytes += r.data.length;
-      pairs[i] = [r.type ?? "", r.data];
+      pairs[i] = r.encoding === undefined ? [r.type ?? "", r.data] : [r.type ?? "", r.data, r.encoding];
     }
     const meta: string[] = [];
     for (const [k, v] of Object.entries(opts.metadata ?? {})) meta.push(`m.${k}`, JSON.stringify(v));
@@ -377,6 +431,7 @@ export class RedisStore implements Store {
             String(bytes),
             payload,
             this.chan(id),
+            opts.if_length === undefined ? "" : String(opts.if_length),
             ...meta,
           ),
           Math.max(1, deadline - Date.now()),
@@ -396,6 +451,11 @@ export class RedisStore implements Store {
         throw new SluiceError("stream_not_found", `no stream ${id}`);
       case "CLOSED":
         throw new SluiceError("stream_closed", `stream ${id} has ended (${String(res[1])})`);
+      case "CONFLICT":
+        throw new SluiceError(
+          "append_conflict",
+          `stream ${id} holds ${String(res[1])} records, not ${String(opts.if_length)}`,
+        );
       case "LARGE":
         throw new SluiceError(
           "stream_too_large",
@@ -409,7 +469,7 @@ export class RedisStore implements Store {
     const f = this.followers.get(id);
     if (f && res[0] === "OK") {
       const first = len - inputs.length + 1;
-      const records = inputs.map((r, i) => record(first + i, r.type, r.data));
+      const records = inputs.map((r, i) => record(first + i, r.type, r.data, r.encoding));
       f.push(() => f.onMsg({ len, status, records }));
     }
     return { next_offset: formatOffset(len), length: len, status };
@@ -471,9 +531,38 @@ export class RedisStore implements Store {
     return this.toInfo(id, h);
   }
 
-  private toInfo(id: string, h: Record<string, string>): StreamInfo | undefined {
+  async update(id: string, patch: StreamPatch): Promise<StreamInfo | undefined> {
+    this.check();
+    let expiry = "";
+    if (patch.expires_at === null) expiry = "none";
+    else if (patch.expires_at !== undefined) {
+      const at = Date.parse(patch.expires_at);
+      if (Number.isNaN(at)) throw new SluiceError("invalid_request", `bad expiry ${patch.expires_at}`);
+      expiry = String(at);
+    }
+    const meta: string[] = [];
+    for (const [k, v] of Object.entries(patch.metadata ?? {})) meta.push(`m.${k}`, JSON.stringify(v));
+    const flat = (await this.timed(
+      (this.client as unknown as Scripts).sluiceUpdate(
+        this.k("m", id),
+        this.k("l", id),
+        this.kExpiry,
+        id,
+        String(this.clock.now()),
+        expiry,
+        ...meta,
+      ),
+    )) as string[];
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i] as string] = flat[i + 1] as string;
+    // The new info even when the expiry given is already past (as the memory store answers).
+    return this.toInfo(id, h, true);
+  }
+
+  private toInfo(id: string, h: Record<string, string>, anyExpiry = false): StreamInfo | undefined {
     if (!h.status) return undefined;
-    if (h.expires_ms !== undefined && Number(h.expires_ms) <= this.clock.now()) return undefined;
+    if (!anyExpiry && h.expires_ms !== undefined && Number(h.expires_ms) <= this.clock.now())
+      return undefined;
     const metadata: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(h)) if (k.startsWith("m.")) metadata[k.slice(2)] = JSON.parse(v);
     const length = Number(h.length);
@@ -540,7 +629,9 @@ export class RedisStore implements Store {
 
   subscribe(id: string, listener: (notice: StoreNotice) => void): () => void {
     let f = this.followers.get(id);
-    if (!f) {
+    // A follower of a stream that was deleted (or replaced after it expired) hears nothing
+    // more: a new subscriber gets a new one (the old one's unsubscribe leaves it alone).
+    if (!f || f.gone) {
       const nf = new Follower(this, id);
       f = nf;
       this.followers.set(id, nf);
@@ -585,9 +676,9 @@ export class RedisStore implements Store {
       f.push(() => f.onMsg({ len: 0, status, records: [], deleted: true }));
       return;
     }
-    const pairs = JSON.parse(rest) as [string, string][];
+    const pairs = JSON.parse(rest) as [string, string, string?][];
     const first = len - pairs.length + 1;
-    const records = pairs.map(([t, d], i) => record(first + i, t === "" ? undefined : t, d));
+    const records = pairs.map(([t, d, e], i) => record(first + i, t === "" ? undefined : t, d, e));
     f.push(() => f.onMsg({ len, status, records }));
   }
 
@@ -598,13 +689,23 @@ export class RedisStore implements Store {
       const ids = await this.client.zrangebyscore(this.kExpiry, "-inf", this.clock.now(), "LIMIT", 0, 200);
       if (ids.length === 0) return n;
       for (const id of ids) {
-        const h = await this.client.hmget(this.k("m", id), "expires_ms");
-        if (h[0] !== null && Number(h[0]) > this.clock.now()) {
-          await this.client.zadd(this.kExpiry, Number(h[0]), id);
-          continue;
+        // Atomic: only if still expired now (not re-created or re-dated since the range read);
+        // otherwise the expiry index is corrected.
+        const r = (await (this.client as unknown as Scripts).sluiceDelete(
+          this.k("m", id),
+          this.k("l", id),
+          this.kIndex,
+          this.kRunning,
+          this.kExpiry,
+          id,
+          this.chan(id),
+          String(this.clock.now()),
+        )) as number;
+        if (r === 1) {
+          n++;
+          const f = this.followers.get(id);
+          if (f) f.push(() => f.onMsg({ len: 0, status: f.status, records: [], deleted: true }));
         }
-        if (await this.delete(id)) n++;
-        else await this.client.zrem(this.kExpiry, id);
       }
     }
   }
@@ -630,21 +731,25 @@ interface Scripts {
   sluiceCreate(...args: string[]): Promise<unknown>;
   sluiceAppend(...args: string[]): Promise<unknown>;
   sluiceDelete(...args: string[]): Promise<unknown>;
+  sluiceUpdate(...args: string[]): Promise<unknown>;
 }
 
-function record(seq: number, type: string | undefined, data: string): StoredRecord {
+function record(seq: number, type: string | undefined, data: string, encoding?: string): StoredRecord {
   const rec: StoredRecord = { seq, offset: formatOffset(seq), data };
   if (type !== undefined) rec.type = type;
+  if (encoding !== undefined && encoding !== null) rec.encoding = encoding as StoredRecord["encoding"];
   return rec;
 }
 
 function toRecord([entryId, fields]: [string, string[]]): StoredRecord {
   const seq = Number(entryId.slice(0, entryId.indexOf("-")));
   let type: string | undefined;
+  let encoding: string | undefined;
   let data = "";
   for (let i = 0; i < fields.length; i += 2) {
     if (fields[i] === "t") type = fields[i + 1];
     else if (fields[i] === "d") data = fields[i + 1] as string;
+    else if (fields[i] === "e") encoding = fields[i + 1];
   }
-  return record(seq, type, data);
+  return record(seq, type, data, encoding);
 }

@@ -18,6 +18,7 @@ import {
   type StoreLimits,
   type StoreNotice,
   type StreamInfo,
+  type StreamPatch,
 } from "./store.js";
 
 export interface SqliteStoreOptions {
@@ -54,12 +55,15 @@ interface EventRow {
   seq: number;
   type: string | null;
   data: string;
+  encoding: string | null;
 }
 
 type Op =
   | { kind: "append"; id: string; records: RecordInput[]; opts: AppendOptions; done: Settle<AppendResult> }
   | { kind: "create"; init: CreateStream; done: Settle<StreamInfo> }
-  | { kind: "delete"; id: string; done: Settle<boolean> };
+  | { kind: "update"; id: string; patch: StreamPatch; done: Settle<StreamInfo | undefined> }
+  /** `onlyExpired`: the sweep's delete, which leaves a stream alone that was re-created or re-dated meanwhile. */
+  | { kind: "delete"; id: string; onlyExpired?: boolean; done: Settle<boolean> };
 
 interface Settle<T> {
   resolve(v: T): void;
@@ -90,6 +94,7 @@ CREATE TABLE IF NOT EXISTS events (
   seq INTEGER NOT NULL,
   type TEXT,
   data TEXT NOT NULL,
+  encoding TEXT,
   PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
 `;
@@ -130,6 +135,9 @@ export class SqliteStore implements Store {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
     this.db.exec(SCHEMA);
+    // Files created before records had an encoding: add the column (NULL = UTF-8 text).
+    const cols = this.db.prepare<[], { name: string }>("PRAGMA table_info(events)").all();
+    if (!cols.some((c) => c.name === "encoding")) this.db.exec("ALTER TABLE events ADD COLUMN encoding TEXT");
     this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
     this.clock = opts.clock ?? realClock;
     this.st = this.prepare();
@@ -149,12 +157,13 @@ export class SqliteStore implements Store {
         `INSERT INTO streams (id, kind, content_type, status, tenant, model, metadata, created_ms)
          VALUES (@id, @kind, @content_type, 'running', @tenant, @model, @metadata, @created_ms)`,
       ),
-      addEvent: db.prepare("INSERT INTO events (stream, seq, type, data) VALUES (?, ?, ?, ?)"),
+      addEvent: db.prepare("INSERT INTO events (stream, seq, type, data, encoding) VALUES (?, ?, ?, ?, ?)"),
       grow: db.prepare("UPDATE streams SET length = ?, bytes = ? WHERE id = ?"),
       setMeta: db.prepare("UPDATE streams SET metadata = ? WHERE id = ?"),
       end: db.prepare("UPDATE streams SET status = ?, ended_ms = ?, expires_ms = ? WHERE id = ?"),
+      setExpiry: db.prepare("UPDATE streams SET expires_ms = ? WHERE id = ?"),
       read: db.prepare<[string, number, number], EventRow>(
-        "SELECT seq, type, data FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, type, data, encoding FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
       ),
       delStream: db.prepare("DELETE FROM streams WHERE id = ?"),
       delEvents: db.prepare("DELETE FROM events WHERE stream = ?"),
@@ -221,11 +230,18 @@ export class SqliteStore implements Store {
 
   private apply(op: Op): { op: Op; ok: boolean; value: unknown; notice?: StoreNotice } {
     switch (op.kind) {
-      case "create":
-        return { op, ok: true, value: this.applyCreate(op.init) };
+      case "create": {
+        // Replacing an expired stream: its subscribers hear that it is gone.
+        const old = this.st.get.get(op.init.id);
+        const value = this.applyCreate(op.init);
+        if (!old) return { op, ok: true, value };
+        return { op, ok: true, value, notice: { records: [], status: old.status, deleted: true } };
+      }
+      case "update":
+        return { op, ok: true, value: this.applyUpdate(op.id, op.patch) };
       case "delete": {
         const row = this.st.get.get(op.id);
-        if (!row) return { op, ok: true, value: false };
+        if (!row || (op.onlyExpired && !this.expired(row))) return { op, ok: true, value: false };
         this.st.delEvents.run(op.id);
         this.st.delStream.run(op.id);
         return { op, ok: true, value: true, notice: { records: [], status: row.status, deleted: true } };
@@ -268,6 +284,14 @@ export class SqliteStore implements Store {
     if (!row || this.expired(row)) throw new SluiceError("stream_not_found", `no stream ${id}`);
     if (row.status !== "running")
       throw new SluiceError("stream_closed", `stream ${id} has ended (${row.status})`);
+    // Checked against the row as it is now in this transaction, i.e. after every write
+    // before it in the same group commit.
+    if (opts.if_length !== undefined && opts.if_length !== row.length) {
+      throw new SluiceError(
+        "append_conflict",
+        `stream ${id} holds ${row.length} records, not ${opts.if_length}`,
+      );
+    }
     let bytes = 0;
     for (const r of inputs) bytes += r.data.length;
     const closing = opts.close !== undefined && inputs.length <= 1;
@@ -288,9 +312,10 @@ export class SqliteStore implements Store {
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i] as RecordInput;
       seq++;
-      this.st.addEvent.run(id, seq, input.type ?? null, input.data);
+      this.st.addEvent.run(id, seq, input.type ?? null, input.data, input.encoding ?? null);
       const rec: StoredRecord = { seq, offset: formatOffset(seq), data: input.data };
       if (input.type !== undefined) rec.type = input.type;
+      if (input.encoding !== undefined) rec.encoding = input.encoding;
       added[i] = rec;
     }
     if (inputs.length > 0) this.st.grow.run(seq, row.bytes + bytes, id);
@@ -313,12 +338,37 @@ export class SqliteStore implements Store {
     };
   }
 
+  private applyUpdate(id: string, patch: StreamPatch): StreamInfo | undefined {
+    const row = this.st.get.get(id);
+    if (!row || this.expired(row)) return undefined;
+    let expires: number | null | undefined;
+    if (patch.expires_at === null) expires = null;
+    else if (patch.expires_at !== undefined) {
+      expires = Date.parse(patch.expires_at);
+      if (Number.isNaN(expires)) throw new SluiceError("invalid_request", `bad expiry ${patch.expires_at}`);
+    }
+    if (patch.metadata) {
+      row.metadata = JSON.stringify({ ...JSON.parse(row.metadata), ...patch.metadata });
+      this.st.setMeta.run(row.metadata, id);
+    }
+    if (expires !== undefined) {
+      row.expires_ms = expires;
+      this.st.setExpiry.run(expires, id);
+    }
+    return toInfo(row);
+  }
+
   create(init: CreateStream): Promise<StreamInfo> {
     return this.enqueue((done) => ({ kind: "create", init, done }));
   }
 
   append(id: string, records: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
     return this.enqueue((done) => ({ kind: "append", id, records, opts, done }));
+  }
+
+  /** Queued with the appends, so it applies in order with them. Does not notify. */
+  update(id: string, patch: StreamPatch): Promise<StreamInfo | undefined> {
+    return this.enqueue((done) => ({ kind: "update", id, patch, done }));
   }
 
   delete(id: string): Promise<boolean> {
@@ -348,6 +398,7 @@ export class SqliteStore implements Store {
     const records: StoredRecord[] = rows.map((r) => {
       const rec: StoredRecord = { seq: r.seq, offset: formatOffset(r.seq), data: r.data };
       if (r.type !== null) rec.type = r.type;
+      if (r.encoding !== null) rec.encoding = r.encoding as StoredRecord["encoding"];
       return rec;
     });
     const last = records.length > 0 ? (records[records.length - 1] as StoredRecord).seq : afterSeq;
@@ -407,7 +458,14 @@ export class SqliteStore implements Store {
     for (;;) {
       const ids = this.st.expired.all(this.clock.now()).map((r) => r.id);
       if (ids.length === 0) return n;
-      for (const id of ids) n += (await this.delete(id)) ? 1 : 0;
+      let removed = 0;
+      for (const id of ids) {
+        const gone = await this.enqueue<boolean>((done) => ({ kind: "delete", id, onlyExpired: true, done }));
+        if (gone) removed++;
+      }
+      n += removed;
+      // Every id found was re-created or re-dated meanwhile: the next query would find them again.
+      if (removed === 0) return n;
     }
   }
 
