@@ -2,9 +2,12 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import type { Config } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
+import { FlowScheduler } from "./core/flow.js";
 import { Hub } from "./core/hub.js";
+import { ConnectionGate } from "./core/limits.js";
 import { RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
+import { type GrpcServer, startGrpc } from "./grpc/server.js";
 import { buildApp } from "./http/app.js";
 import { DemoProvider } from "./providers/demo/provider.js";
 import { listUpstreamModels, OpenAICompatibleProvider } from "./providers/openai-compatible.js";
@@ -19,6 +22,10 @@ export interface SluiceServer {
   runner: Runner;
   routes: RouteTable;
   logger: Logger;
+  flow: FlowScheduler;
+  connections: ConnectionGate;
+  /** The gRPC server once listening (config.grpc_port set). */
+  grpc: GrpcServer | undefined;
   /** Starts listening; resolves to the base URL (e.g. http://127.0.0.1:8080). */
   listen(): Promise<string>;
   /** Stops accepting, ends running generations as `interrupted` after `graceMs`, closes the store. */
@@ -134,10 +141,25 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     clock,
     onError: (err, streamId) => logger.error({ err, stream: streamId }, "generation failed unexpectedly"),
   });
-  const hub = new Hub(store);
-  const app = buildApp({ config, store, hub, runner, routes, logger });
+  const flow = new FlowScheduler({
+    flushIntervalMs: config.flow.flush_interval_ms,
+    maxBatchBytes: config.flow.max_batch_bytes,
+    adaptive: config.flow.adaptive,
+    latencyBudgetMs: config.flow.latency_budget_ms,
+    targetLoopDelayMs: config.flow.target_loop_delay_ms,
+  });
+  const hub = new Hub(store, {
+    flow,
+    windowSize: config.flow.window_records,
+    highWaterBytes: config.flow.high_water_bytes,
+    slowReaderLagBytes: config.flow.slow_reader_lag_bytes,
+    slowReaderMs: config.flow.slow_reader_ms,
+    maxReadersPerStream: config.limits.max_readers_per_stream,
+  });
+  const connections = new ConnectionGate(config.limits.max_connections);
+  const app = buildApp({ config, store, hub, runner, routes, logger, connections });
 
-  return {
+  const server: SluiceServer = {
     config,
     app,
     store,
@@ -145,14 +167,24 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     runner,
     routes,
     logger,
+    flow,
+    connections,
+    grpc: undefined,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
+      if (config.grpc_port !== undefined && !server.grpc) {
+        server.grpc = await startGrpc({ config, store, hub, runner, connections, logger });
+      }
       return address.replace("[::1]", "127.0.0.1");
     },
     async close(graceMs = 0) {
       await runner.shutdown(graceMs);
+      await server.grpc?.close();
       await app.close();
+      hub.stop();
+      flow.stop();
       await store.close();
     },
   };
+  return server;
 }

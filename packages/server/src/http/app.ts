@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { ERROR_CODES, type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
@@ -9,13 +10,15 @@ import type { Logger } from "pino";
 import type { Config } from "../config.js";
 import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
+import { ConnectionGate, Deadlines } from "../core/limits.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
 import type { Codec } from "../formats/codec.js";
 import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
 import type { Store, StreamInfo } from "../stores/store.js";
-import { Heartbeats, ResponseSink } from "./sink.js";
+import { Heartbeats, pickEncoding, ResponseSink } from "./sink.js";
+import { registerWebSocket } from "./ws.js";
 
 export interface AppDeps {
   config: Config;
@@ -24,6 +27,8 @@ export interface AppDeps {
   runner: Runner;
   routes: RouteTable;
   logger: Logger | false;
+  /** Long-lived connection counter (limits.max_connections); one per node, shared with gRPC. */
+  connections?: ConnectionGate;
 }
 
 export const STREAM_ID_HEADER = "sluice-stream-id";
@@ -46,7 +51,7 @@ function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
 }
 
 /** Validates a body with zod; the message names each bad field. */
-function parseGenerationRequest(body: unknown): GenerationRequest {
+export function parseGenerationRequest(body: unknown): GenerationRequest {
   if (body === undefined || body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new SluiceError("invalid_request", "the body must be a JSON object");
   }
@@ -81,18 +86,34 @@ export function streamLinks(id: string) {
 
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config, store, hub, runner, routes } = deps;
-  const app = Fastify({
+  const connections = deps.connections ?? new ConnectionGate(config.limits.max_connections);
+  const app = (Fastify as unknown as (opts: Record<string, unknown>) => FastifyInstance)({
     ...(deps.logger === false
       ? { logger: false }
       : { loggerInstance: deps.logger as unknown as FastifyBaseLogger }),
     bodyLimit: config.limits.body_bytes,
     disableRequestLogging: true,
     return503OnClosing: true,
+    // With a certificate: HTTP/2 (many SSE streams on one connection), HTTP/1.1 fallback.
+    ...(config.tls
+      ? {
+          http2: true,
+          https: {
+            allowHTTP1: true,
+            cert: readFileSync(config.tls.cert),
+            key: readFileSync(config.tls.key),
+          },
+        }
+      : {}),
   });
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
-  app.addHook("onClose", async () => heartbeats.stop());
+  const deadlines = new Deadlines();
+  app.addHook("onClose", async () => {
+    heartbeats.stop();
+    deadlines.stop();
+  });
 
   app.setErrorHandler((err: unknown, req, reply) => {
     if (isSluiceError(err)) return sendError(reply, err);
@@ -228,7 +249,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const info = await store.info(id);
     if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
     const after = pos.kind === "now" ? info.length : pos.seq;
-    const page = await store.read(id, after, limit);
+    let page = await store.read(id, after, limit);
+    if (q.live === "long-poll" && page.records.length === 0 && page.status === "running") {
+      page = await longPoll(reply, id, after, limit, q.timeout_ms);
+    } else if (q.live !== undefined && q.live !== "long-poll") {
+      throw new SluiceError(
+        "invalid_request",
+        "live must be long-poll on JSON reads (use SSE or NDJSON to stream)",
+      );
+    }
     // The record data is already JSON: assemble the page without parsing it.
     let events = "";
     for (const rec of page.records) {
@@ -237,6 +266,37 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
     const body = `{"stream_id":${JSON.stringify(id)},"status":"${page.status}","events":[${events}],"next_offset":"${page.next_offset}","up_to_date":${page.up_to_date}}`;
     return reply.type("application/json").send(body);
+  }
+
+  /**
+   * Waits (up to the bound) until the stream has something after `after` or ends, on the
+   * Hub's notices; one shared timer structure holds every waiting request's deadline.
+   */
+  async function longPoll(
+    reply: FastifyReply,
+    id: string,
+    after: number,
+    limit: number,
+    rawTimeout: string | undefined,
+  ) {
+    const max = config.long_poll.max_wait_ms;
+    const wait = rawTimeout === undefined ? max : Number(rawTimeout);
+    if (!Number.isInteger(wait) || wait < 0 || wait > max) {
+      throw new SluiceError("invalid_request", `timeout_ms must be an integer from 0 to ${max}`);
+    }
+    const release = connections.acquire();
+    const ac = new AbortController();
+    const cancel = deadlines.add(wait, () => ac.abort());
+    const onClose = () => ac.abort();
+    reply.raw.once("close", onClose);
+    try {
+      await hub.waitFor(id, after, ac.signal);
+    } finally {
+      cancel();
+      reply.raw.off("close", onClose);
+      release();
+    }
+    return store.read(id, after, limit);
   }
 
   function codecFor(format: string | undefined, transport: "sse" | "ndjson"): Codec {
@@ -262,6 +322,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     cancelOnDisconnect: boolean,
   ): Promise<void> {
     const res = reply.raw;
+    const flushMs = parseFlushMs((req.query as Record<string, string | undefined>).flush_ms);
+    const encoding = config.compression.enabled
+      ? pickEncoding(req.headers["accept-encoding"], config.compression.encodings)
+      : undefined;
+    const release = connections.acquire();
     const headers: Record<string, string> = {
       "content-type":
         transport === "sse" ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
@@ -270,13 +335,22 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       [STREAM_ID_HEADER]: info.id,
     };
     if (req.raw.httpVersionMajor === 1) headers.connection = "keep-alive";
-    const sink = new ResponseSink(res, () => {
-      reply.hijack();
-      res.writeHead(200, headers);
-      if (transport === "sse" && config.sse.retry_ms > 0) res.write(`retry: ${config.sse.retry_ms}\n\n`);
-    });
+    if (encoding) {
+      headers["content-encoding"] = encoding;
+      headers.vary = "accept-encoding";
+    }
+    const sink = new ResponseSink(
+      res,
+      () => {
+        reply.hijack();
+        res.writeHead(200, headers);
+        if (transport === "sse" && config.sse.retry_ms > 0) sink.write(`retry: ${config.sse.retry_ms}\n\n`);
+      },
+      { encoding, flushMs, cutMessage: transport === "sse" ? sseCut : ndjsonCut },
+    );
     let reader: Reader | undefined;
     res.on("close", () => {
+      release();
       heartbeats.delete(sink);
       const delivered = reader?.seq ?? after;
       reader?.detach();
@@ -288,10 +362,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         void runner.cancel(info.id, "client-disconnect", "client disconnected");
       }
     });
-    reader = await hub.attach(info.id, after, codec, sink);
+    try {
+      reader = await hub.attach(info.id, after, codec, sink);
+    } catch (err) {
+      release();
+      throw err;
+    }
     sink.open();
     if (!sink.closed) heartbeats.add(sink, transport === "sse" ? ": keep-alive\n\n" : "\n");
   }
+
+  registerWebSocket(app, { ...deps, connections });
 
   // ── cancel, info, delete ──────────────────────────────────────────────────
   app.post("/v1/streams/:id/cancel", async (req, reply) => {
@@ -322,6 +403,25 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/** `?flush_ms=`: a reader's own flush cadence (fewer, larger batches on a poor network). */
+export function parseFlushMs(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000) {
+    throw new SluiceError("invalid_request", "flush_ms must be an integer from 0 to 10000");
+  }
+  return n;
+}
+
+/** The last thing a slow SSE reader sees: a comment naming its offset (EventSource resumes by Last-Event-ID). */
+function sseCut(offset: string, message: string): string {
+  return `: slow_reader ${offset} ${message.replace(/[\r\n]/g, " ")}\n\n`;
+}
+
+function ndjsonCut(offset: string, message: string): string {
+  return `${JSON.stringify({ error: { code: "slow_reader", message, offset } })}\n`;
 }
 
 /** Stream info as the API shows it. */
