@@ -29,6 +29,8 @@ export interface FlowOptions {
   sampleMs?: number;
 }
 
+const LOOP_RESOLUTION_MS = 10;
+
 /**
  * One scheduler for every connection on the node: a set of dirty connections flushed by a
  * single setImmediate (cadence 0 or overdue) or a single timer (the earliest due cadence).
@@ -62,7 +64,7 @@ export class FlowScheduler {
     this.targetLoopDelayMs = opts.targetLoopDelayMs ?? 20;
     this.windowMs = this.baseIntervalMs;
     if (opts.adaptive ?? true) {
-      this.histogram = monitorEventLoopDelay({ resolution: 10 });
+      this.histogram = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
       this.histogram.enable();
       this.sampler = setInterval(() => this.sample(), opts.sampleMs ?? 500);
       this.sampler.unref();
@@ -147,9 +149,10 @@ export class FlowScheduler {
   private sample(): void {
     const h = this.histogram;
     if (!h) return;
-    const p99 = h.percentile(99) / 1e6;
+    // The histogram records whole timer intervals: the delay is what exceeds the resolution.
+    const p99 = h.percentile(99) / 1e6 - LOOP_RESOLUTION_MS;
     h.reset();
-    this.loopDelayMs = Number.isFinite(p99) ? p99 : 0;
+    this.loopDelayMs = Number.isFinite(p99) ? Math.max(0, p99) : 0;
     if (this.loopDelayMs > this.targetLoopDelayMs) {
       // Late: widen (double, at least 2 ms) up to the budget.
       this.windowMs = Math.min(this.latencyBudgetMs, Math.max(2, this.windowMs * 2));

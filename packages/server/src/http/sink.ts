@@ -159,10 +159,16 @@ export class ResponseSink implements Sink {
   cut(offset: string, message: string): void {
     if (!this.closed && this.cutMessage) this.write(this.cutMessage(offset, message));
     this.end();
+    const r = this.res as ServerResponse & { stream?: unknown };
     // A reader that does not read will never take the final bytes: free the socket soon.
+    const socket = r.stream ? undefined : r.socket;
     const t = setTimeout(() => this.destroy(), 1000);
     t.unref();
-    this.res.once("close", () => clearTimeout(t));
+    r.once("finish", () => {
+      clearTimeout(t);
+      // HTTP/1.1 would keep the connection alive: close it so the client reconnects afresh.
+      socket?.end();
+    });
   }
 
   destroy(): void {
