@@ -249,14 +249,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const info = await store.info(id);
     if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
     const after = pos.kind === "now" ? info.length : pos.seq;
+    const wait = q.live === undefined ? undefined : longPollWait(q.live, q.timeout_ms);
     let page = await store.read(id, after, limit);
-    if (q.live === "long-poll" && page.records.length === 0 && page.status === "running") {
-      page = await longPoll(reply, id, after, limit, q.timeout_ms);
-    } else if (q.live !== undefined && q.live !== "long-poll") {
-      throw new SluiceError(
-        "invalid_request",
-        "live must be long-poll on JSON reads (use SSE or NDJSON to stream)",
-      );
+    if (wait !== undefined && page.records.length === 0 && page.status === "running") {
+      page = await longPoll(reply, id, after, limit, wait);
     }
     // The record data is already JSON: assemble the page without parsing it.
     let events = "";
@@ -268,22 +264,27 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return reply.type("application/json").send(body);
   }
 
-  /**
-   * Waits (up to the bound) until the stream has something after `after` or ends, on the
-   * Hub's notices; one shared timer structure holds every waiting request's deadline.
-   */
-  async function longPoll(
-    reply: FastifyReply,
-    id: string,
-    after: number,
-    limit: number,
-    rawTimeout: string | undefined,
-  ) {
+  /** `?live=long-poll&timeout_ms=`: how long to wait (ms), within long_poll.max_wait_ms. */
+  function longPollWait(live: string, rawTimeout: string | undefined): number {
+    if (live !== "long-poll") {
+      throw new SluiceError(
+        "invalid_request",
+        "live must be long-poll on JSON reads (use SSE or NDJSON to stream)",
+      );
+    }
     const max = config.long_poll.max_wait_ms;
     const wait = rawTimeout === undefined ? max : Number(rawTimeout);
     if (!Number.isInteger(wait) || wait < 0 || wait > max) {
       throw new SluiceError("invalid_request", `timeout_ms must be an integer from 0 to ${max}`);
     }
+    return wait;
+  }
+
+  /**
+   * Waits (up to the bound) until the stream has something after `after` or ends, on the
+   * Hub's notices; one shared timer structure holds every waiting request's deadline.
+   */
+  async function longPoll(reply: FastifyReply, id: string, after: number, limit: number, wait: number) {
     const release = connections.acquire();
     const ac = new AbortController();
     const cancel = deadlines.add(wait, () => ac.abort());
