@@ -34,6 +34,9 @@ program
     "OpenAI-compatible server(s) whose models to serve, e.g. http://127.0.0.1:11434/v1",
   )
   .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
+  .option("--grpc-port <port>", "also serve gRPC (proto/sluice.proto) on this port; off by default", intArg)
+  .option("--tls-cert <file>", "PEM certificate: serve HTTP/2 over TLS (HTTP/1.1 fallback); needs --tls-key")
+  .option("--tls-key <file>", "PEM private key for --tls-cert")
   .action(
     async (opts: {
       host?: string;
@@ -41,7 +44,11 @@ program
       config?: string;
       upstream?: string[];
       logLevel?: string;
+      grpcPort?: number;
+      tlsCert?: string;
+      tlsKey?: string;
     }) => {
+      if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) fail("--tls-cert and --tls-key go together", 2);
       let config: ReturnType<typeof loadConfig>;
       try {
         config = loadConfig({
@@ -51,13 +58,21 @@ program
             ...(opts.port !== undefined ? { port: opts.port } : {}),
             ...(opts.upstream ? { upstreams: opts.upstream } : {}),
             ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
+            ...(opts.grpcPort !== undefined ? { grpc_port: opts.grpcPort } : {}),
+            ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: opts.tlsCert, key: opts.tlsKey } } : {}),
           },
         });
       } catch (err) {
         if (err instanceof ConfigError) fail(err.message, 2);
         throw err;
       }
-      const server = await createSluice(config);
+      let server: Awaited<ReturnType<typeof createSluice>>;
+      try {
+        server = await createSluice(config);
+      } catch (err) {
+        if (err instanceof ConfigError) fail(err.message, 2);
+        throw err;
+      }
       let url: string;
       try {
         url = await server.listen();
@@ -69,6 +84,7 @@ program
         "sluice listening",
       );
       process.stdout.write(`sluice listening on ${url}\n`);
+      if (server.grpc) process.stdout.write(`sluice gRPC listening on ${server.grpc.address}\n`);
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;

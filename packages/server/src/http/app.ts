@@ -7,7 +7,7 @@ import Fastify, {
   type FastifyRequest,
 } from "fastify";
 import type { Logger } from "pino";
-import type { Config } from "../config.js";
+import { type Config, ConfigError } from "../config.js";
 import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
 import { ConnectionGate, Deadlines } from "../core/limits.js";
@@ -100,8 +100,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
           http2: true,
           https: {
             allowHTTP1: true,
-            cert: readFileSync(config.tls.cert),
-            key: readFileSync(config.tls.key),
+            cert: readPem(config.tls.cert, "tls.cert"),
+            key: readPem(config.tls.key, "tls.key"),
           },
         }
       : {}),
@@ -404,6 +404,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   return app;
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(`cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
 }
 
 /** `?flush_ms=`: a reader's own flush cadence (fewer, larger batches on a poor network). */
