@@ -61,7 +61,7 @@ describe("SSE over a real socket", () => {
     expect(full.map((m) => JSON.parse(m.data))).toEqual(log.map((e) => e.event));
     expect(textOf(full).length).toBeGreaterThan(100);
     for (let k = 0; k < 25; k++) {
-      const cut = Math.floor(Math.random() * (full.length - 1)); // the last one answers 204 (tested below);
+      const cut = Math.floor(Math.random() * (full.length - 1)); // after the last one: 204, tested below
       const lastId = full[cut]?.id as string;
       const rest = (
         await readSse(await sse(`/v1/streams/${id}?offset=-1`, { "last-event-id": lastId }))
