@@ -322,4 +322,42 @@ describe("flow control over real sockets", () => {
     expect(healthyMs).toBeLessThan(30_000);
     expect(s.server.hub.readerCount(id)).toBe(0);
   }, 90_000);
+
+  it("cuts a reader whose connection has not drained for slow_reader_ms (catching up on a finished stream)", async () => {
+    const t = await startSluice({
+      flow: { high_water_bytes: 16 * 1024, slow_reader_lag_bytes: 0, slow_reader_ms: 400, adaptive: false },
+      compression: { enabled: false },
+    });
+    try {
+      const { id } = await startStream(
+        t.url,
+        demoBody({ length: 80_000, tokens_per_s: 1_000_000, ttft_ms: 0 }),
+      );
+      await waitForStatus(t.url, id, (st) => st === "completed", 60_000);
+      const stalled = net.connect(Number(new URL(t.url).port), "127.0.0.1");
+      await new Promise((r) => stalled.once("connect", r));
+      stalled.write(
+        `GET /v1/streams/${id}?offset=-1 HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n`,
+      );
+      stalled.pause();
+      let closed = false;
+      stalled.on("close", () => {
+        closed = true;
+      });
+      stalled.on("error", () => {});
+      const t0 = Date.now();
+      while (t.server.hub.slowReaderCuts === 0 && Date.now() - t0 < 20_000) await sleep(20);
+      expect(t.server.hub.slowReaderCuts).toBe(1);
+      // Never read again: the server frees the connection by itself (a paused client does not
+      // notice the reset until it reads, so look at the server side).
+      while (t.server.connections.size > 0 && Date.now() - t0 < 20_000) await sleep(20);
+      expect(t.server.connections.size).toBe(0);
+      expect(t.server.hub.readerCount(id)).toBe(0);
+      stalled.resume();
+      while (!closed && Date.now() - t0 < 20_000) await sleep(20);
+      expect(closed).toBe(true);
+    } finally {
+      await t.close();
+    }
+  }, 60_000);
 });

@@ -299,4 +299,49 @@ describe("WebSocket /v1/ws", () => {
     expect(c.events(id)).toHaveLength(0);
     c.close();
   });
+
+  it("cuts a stalled socket's subscription with slow_reader and its last offset; the socket survives", async () => {
+    const slow = await startSluice({
+      flow: {
+        high_water_bytes: 16 * 1024,
+        slow_reader_lag_bytes: 256 * 1024,
+        slow_reader_ms: 0,
+        adaptive: false,
+      },
+    });
+    try {
+      const { id } = await startStream(
+        slow.url,
+        demoBody({ length: 100_000, tokens_per_s: 25_000, ttft_ms: 50 }),
+      );
+      const stalled = await Client.open(slow.url);
+      const healthy = await Client.open(slow.url);
+      stalled.send({ type: "subscribe", stream: id });
+      healthy.send({ type: "subscribe", stream: id });
+      await stalled.next((m) => m.type === "subscribed");
+      stalled.ws.pause(); // stop reading the socket
+      const t0 = Date.now();
+      while (slow.server.hub.slowReaderCuts === 0 && Date.now() - t0 < 20_000)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(slow.server.hub.slowReaderCuts).toBe(1);
+      stalled.ws.resume();
+      const err = await stalled.next((m) => m.type === "error" && m.code === "slow_reader", 20_000);
+      expect(err.stream).toBe(id);
+      const delivered = stalled.events(id);
+      expect(err.offset).toBe(delivered.at(-1)?.offset);
+      // The socket is still usable, and resuming from the named offset completes the stream.
+      stalled.send({ type: "subscribe", stream: id, offset: err.offset, id: "resume" });
+      await stalled.next((m) => m.type === "end" && m.stream === id, 60_000);
+      await healthy.next((m) => m.type === "end" && m.stream === id, 60_000);
+      const n = (await (await fetch(`${slow.url}/v1/streams/${id}/info`)).json()) as { length: number };
+      const offsets = stalled.events(id).map((m) => Number(m.offset));
+      expect(offsets.length).toBe(n.length);
+      expect(offsets.every((o, i) => o === i + 1)).toBe(true);
+      expect(healthy.events(id).length).toBe(n.length);
+      stalled.close();
+      healthy.close();
+    } finally {
+      await slow.close();
+    }
+  }, 90_000);
 });
