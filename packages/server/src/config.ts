@@ -80,9 +80,9 @@ export const ConfigSchema = z
           .default(64 * 1024),
         /** Widen the flush window when the event loop is late (within latency_budget_ms). */
         adaptive: z.boolean().default(true),
-        latency_budget_ms: z.number().int().min(1).max(10_000).default(50),
+        latency_budget_ms: z.number().int().min(1).max(10_000).default(25),
         /** Event-loop delay p99 (ms) above which the window widens. */
-        target_loop_delay_ms: z.number().int().min(1).default(20),
+        target_loop_delay_ms: z.number().int().min(1).default(10),
         /** A reader whose connection holds more unflushed bytes than this waits for drain. */
         high_water_bytes: z
           .number()

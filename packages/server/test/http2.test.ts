@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createParser } from "eventsource-parser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { demoBody, type Running, startSluice } from "./helpers.js";
 
 /** A self-signed certificate for 127.0.0.1, made with openssl at test time. */
@@ -191,5 +192,19 @@ describe("HTTP/2 with TLS (sluice serve --tls-cert --tls-key)", () => {
     expect(r.version).toBe("1.1");
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body).data.length).toBeGreaterThan(0);
+  });
+
+  it("serves the WebSocket over TLS (wss://, HTTP/1.1 upgrade)", async () => {
+    const ws = new WebSocket(`${s.url.replace("https", "wss")}/v1/ws`, { ca });
+    const end = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      ws.on("open", () => ws.send(JSON.stringify({ type: "start", ...demoBody({ length: 5 }) })));
+      ws.on("message", (d) => {
+        const m = JSON.parse(String(d));
+        if (m.type === "end") resolve(m);
+      });
+      ws.on("error", reject);
+    });
+    expect(end.status).toBe("completed");
+    ws.close();
   });
 });

@@ -60,8 +60,8 @@ export class FlowScheduler {
   constructor(opts: FlowOptions = {}) {
     this.baseIntervalMs = opts.flushIntervalMs ?? 0;
     this.maxBatchBytes = opts.maxBatchBytes ?? 64 * 1024;
-    this.latencyBudgetMs = Math.max(opts.latencyBudgetMs ?? 50, this.baseIntervalMs);
-    this.targetLoopDelayMs = opts.targetLoopDelayMs ?? 20;
+    this.latencyBudgetMs = Math.max(opts.latencyBudgetMs ?? 25, this.baseIntervalMs);
+    this.targetLoopDelayMs = opts.targetLoopDelayMs ?? 10;
     this.windowMs = this.baseIntervalMs;
     if (opts.adaptive ?? true) {
       this.histogram = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
