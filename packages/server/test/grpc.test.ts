@@ -222,4 +222,11 @@ describe("gRPC (Start, Follow, Cancel)", () => {
       code: grpc.status.NOT_FOUND,
     });
   });
+
+  it("frees every connection slot when follows end, fail or are cancelled", async () => {
+    for (let i = 0; i < 100 && s.server.connections.size > 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(s.server.connections.size).toBe(0);
+    expect(s.server.hub.readerCount()).toBe(0);
+  });
 });

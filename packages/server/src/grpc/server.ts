@@ -141,7 +141,11 @@ class CallSink implements Sink {
   reader: Reader | undefined;
   private done = false;
 
-  constructor(private readonly call: FollowCall) {}
+  constructor(
+    private readonly call: FollowCall,
+    /** Releases the call's resources (reader, connection slot); idempotent. */
+    private readonly finished: () => void,
+  ) {}
 
   write(chunk: string): void {
     if (!this.closed) this.call.write(chunk);
@@ -175,6 +179,7 @@ class CallSink implements Sink {
     const md = new grpc.Metadata();
     if (this.reader) md.set("sluice-status", this.reader.status);
     this.call.end(md);
+    this.finished();
   }
 
   cut(offset: string, message: string): void {
@@ -184,6 +189,7 @@ class CallSink implements Sink {
       "error",
       toGrpcError(new SluiceError("slow_reader", message), { "sluice-offset": offset }) as grpc.ServiceError,
     );
+    this.finished();
   }
 
   get closed(): boolean {
@@ -246,11 +252,11 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
     Follow: (call: FollowCall) => {
       void (async () => {
         let release: (() => void) | undefined;
-        const sink = new CallSink(call);
         const detach = () => {
           sink.reader?.detach();
           release?.();
         };
+        const sink = new CallSink(call, detach);
         // A client cancel or its deadline only detaches this reader.
         call.on("cancelled", detach);
         call.on("close", detach);

@@ -78,7 +78,10 @@ export function registerWebSocket(
   app.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? "").split("?")[0];
     if (path !== WS_PATH) {
-      refuse(socket, 404, "not_found", `no WebSocket route ${path}`);
+      // Another module may serve this upgrade; refuse only when nobody else listens.
+      if (app.server.listenerCount("upgrade") <= 1) {
+        refuse(socket, 404, "not_found", `no WebSocket route ${path}`);
+      }
       return;
     }
     let release: () => void;
@@ -138,7 +141,11 @@ class SubscriptionSink implements Sink {
   writeFrames(frames: string[]): void {
     if (this.closed) return;
     const ws = this.conn.ws;
+    const socket = this.conn.socket;
+    // Catch-up pages arrive outside the group's flush: cork here too (nested corks are fine).
+    socket?.cork();
     for (const f of frames) ws.send(f);
+    socket?.uncork();
   }
 
   get buffered(): number {
@@ -170,7 +177,7 @@ class WsConnection {
   private readonly subs = new Map<string, Subscription>();
   private alive = true;
   readonly group: ReaderGroup;
-  private readonly socket: Duplex | undefined;
+  readonly socket: Duplex | undefined;
   private drainWaiters: (() => void)[] = [];
   private closedDown = false;
 
@@ -218,6 +225,11 @@ class WsConnection {
   onDrain(cb: () => void): void {
     if (this.ws.readyState !== WebSocket.OPEN) {
       setImmediate(cb);
+      return;
+    }
+    if (this.socket && !this.socket.writableNeedDrain) {
+      // The backlog is in ws's own queue (permessage-deflate), not the socket: look again shortly.
+      setTimeout(cb, 5).unref();
       return;
     }
     this.drainWaiters.push(cb);
