@@ -45,7 +45,7 @@ export class FlowScheduler {
   private readonly targetLoopDelayMs: number;
   /** The node-wide window in force (ms): the base, widened under load. */
   windowMs: number;
-  private readonly now_: Set<Flushable> = new Set();
+  private now_: Set<Flushable> = new Set();
   private readonly timed: Set<Flushable> = new Set();
   private immediate: NodeJS.Immediate | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -111,8 +111,8 @@ export class FlowScheduler {
 
   private runNow(): void {
     this.immediate = undefined;
-    const batch = [...this.now_];
-    this.now_.clear();
+    const batch = this.now_;
+    this.now_ = new Set();
     const stamp = performance.now();
     for (const f of batch) {
       if (f.flowState !== 1) continue;
