@@ -205,7 +205,7 @@ describe("coalescing (Hub + FlowScheduler)", () => {
       flushIntervalMs: 0,
       adaptive: true,
       sampleMs: 50,
-      targetLoopDelayMs: 10,
+      targetLoopDelayMs: 15,
       latencyBudgetMs: 40,
     });
     try {
