@@ -229,6 +229,42 @@ describe("coalescing (Hub + FlowScheduler)", () => {
   });
 });
 
+describe("adaptive window under saturation", () => {
+  it("widens when flush rounds themselves are slow (timers starved behind them)", async () => {
+    const flow = new FlowScheduler({
+      flushIntervalMs: 0,
+      adaptive: true,
+      sampleMs: 50,
+      targetLoopDelayMs: 15,
+      latencyBudgetMs: 40,
+    });
+    try {
+      let n = 0;
+      const done = new Promise<void>((resolve) => {
+        const f = {
+          lastFlushAt: Number.NEGATIVE_INFINITY,
+          flowState: 0,
+          flushMs: undefined,
+          flush() {
+            const until = performance.now() + 60;
+            while (performance.now() < until) {
+              /* a heavy round */
+            }
+            if (++n < 8) flow.mark(f, true);
+            else resolve();
+          },
+        };
+        flow.mark(f, true);
+      });
+      await done;
+      expect(flow.loopDelayMs).toBeGreaterThan(15);
+      expect(flow.windowMs).toBeGreaterThanOrEqual(2);
+    } finally {
+      flow.stop();
+    }
+  });
+});
+
 describe("flow control over real sockets", () => {
   let s: Running;
   beforeAll(async () => {

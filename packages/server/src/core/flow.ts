@@ -52,6 +52,11 @@ export class FlowScheduler {
   private timerAt = Number.POSITIVE_INFINITY;
   private histogram: IntervalHistogram | undefined;
   private sampler: NodeJS.Timeout | undefined;
+  private readonly sampleMs: number;
+  private sampledAt = 0;
+  private immediateAt = 0;
+  /** Longest flush-round delay or duration seen since the last sample (ms). */
+  private lagMax = 0;
   /** Last sampled p99 event-loop delay (ms). */
   loopDelayMs = 0;
   /** Flushes performed (metrics/tests). */
@@ -63,10 +68,11 @@ export class FlowScheduler {
     this.latencyBudgetMs = Math.max(opts.latencyBudgetMs ?? 25, this.baseIntervalMs);
     this.targetLoopDelayMs = opts.targetLoopDelayMs ?? 10;
     this.windowMs = this.baseIntervalMs;
+    this.sampleMs = opts.sampleMs ?? 500;
     if (opts.adaptive ?? true) {
       this.histogram = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
       this.histogram.enable();
-      this.sampler = setInterval(() => this.sample(), opts.sampleMs ?? 500);
+      this.sampler = setInterval(() => this.sample(), this.sampleMs);
       this.sampler.unref();
     }
   }
@@ -86,7 +92,10 @@ export class FlowScheduler {
       if (f.flowState === 2) this.timed.delete(f);
       f.flowState = 1;
       this.now_.add(f);
-      if (!this.immediate) this.immediate = setImmediate(() => this.runNow());
+      if (!this.immediate) {
+        this.immediate = setImmediate(() => this.runNow(this.immediateAt));
+        this.immediateAt = performance.now();
+      }
       return;
     }
     if (f.flowState === 2) return;
@@ -109,11 +118,17 @@ export class FlowScheduler {
     this.timer = setTimeout(() => this.runTimed(), Math.max(1, Math.ceil(due - now)));
   }
 
-  private runNow(): void {
+  /** Flushes the ready set; `dueAt` is when this round should have run (for the load measure). */
+  private runNow(dueAt: number): void {
     this.immediate = undefined;
+    const stamp = performance.now();
+    // How late this round started, and (below) how long it ran, are direct measures of load:
+    // a saturated loop can starve the histogram's timer, so they count as loop delay too.
+    const late = stamp - dueAt;
+    if (late > this.lagMax) this.lagMax = late;
+    if (this.histogram && stamp - this.sampledAt >= this.sampleMs) this.sample();
     const batch = this.now_;
     this.now_ = new Set();
-    const stamp = performance.now();
     for (const f of batch) {
       if (f.flowState !== 1) continue;
       f.flowState = 0;
@@ -125,9 +140,12 @@ export class FlowScheduler {
         // A broken connection must not stop the others; its own close handler cleans up.
       }
     }
+    const took = performance.now() - stamp;
+    if (took > this.lagMax) this.lagMax = took;
   }
 
   private runTimed(): void {
+    const dueAt = this.timerAt;
     this.timer = undefined;
     this.timerAt = Number.POSITIVE_INFINITY;
     const now = performance.now();
@@ -142,17 +160,19 @@ export class FlowScheduler {
         next = due;
       }
     }
-    if (this.now_.size > 0) this.runNow();
+    if (this.now_.size > 0) this.runNow(Math.min(dueAt, now));
     if (next !== Number.POSITIVE_INFINITY) this.arm(next, now);
   }
 
   private sample(): void {
     const h = this.histogram;
     if (!h) return;
+    this.sampledAt = performance.now();
     // The histogram records whole timer intervals: the delay is what exceeds the resolution.
     const p99 = h.percentile(99) / 1e6 - LOOP_RESOLUTION_MS;
     h.reset();
-    this.loopDelayMs = Number.isFinite(p99) ? Math.max(0, p99) : 0;
+    this.loopDelayMs = Math.max(Number.isFinite(p99) ? p99 : 0, this.lagMax, 0);
+    this.lagMax = 0;
     if (this.loopDelayMs > this.targetLoopDelayMs) {
       // Late: widen (double, at least 2 ms) up to the budget.
       this.windowMs = Math.min(this.latencyBudgetMs, Math.max(2, this.windowMs * 2));
