@@ -111,6 +111,28 @@ export const ERROR_CODES = {
     retryable: true,
     description: "The server holds as many streams as it is configured to; try again later.",
   },
+  too_many_connections: {
+    status: 503,
+    retryable: true,
+    description:
+      "The server holds its maximum of long-lived connections (`limits.max_connections`); try again later.",
+  },
+  too_many_readers: {
+    status: 503,
+    retryable: true,
+    description: "The stream has its maximum of readers on this node (`limits.max_readers_per_stream`).",
+  },
+  too_many_subscriptions: {
+    status: 429,
+    retryable: false,
+    description: "The WebSocket holds its maximum of subscriptions (`ws.max_subscriptions`).",
+  },
+  slow_reader: {
+    status: 408,
+    retryable: true,
+    description:
+      "The reader fell too far behind (or its connection stopped draining) and was disconnected; resume from the offset it names.",
+  },
   upstream_error: {
     status: 502,
     retryable: true,

@@ -136,16 +136,13 @@ export const ConfigSchema = z
           .positive()
           .default(24 * 3600),
         page_limit_max: z.number().int().positive().default(1000),
+        /** Long-lived connections (SSE/NDJSON readers, WebSockets, long-polls, gRPC follows) at once. */
+        max_connections: z.number().int().positive().default(100_000),
+        /** Readers attached to one stream on this node. */
+        max_readers_per_stream: z.number().int().positive().default(100_000),
       })
       .strict()
-      .default({
-        body_bytes: 1024 * 1024,
-        max_events_per_stream: 1_000_000,
-        max_bytes_per_stream: 64 * 1024 * 1024,
-        max_streams: 100_000,
-        stream_ttl_s: 24 * 3600,
-        page_limit_max: 1000,
-      }),
+      .prefault({}),
     sse: z
       .object({
         heartbeat_ms: z.number().int().min(100).default(15_000),
@@ -214,6 +211,79 @@ export const ConfigSchema = z
         max_append_bytes: 16 * 1024 * 1024,
         max_read_bytes: 1024 * 1024,
       }),
+    /** Coalescing and slow readers (docs/transports.md). */
+    flow: z
+      .object({
+        /** At most one write per connection every this many ms; 0 = next tick. */
+        flush_interval_ms: z.number().int().min(0).max(10_000).default(0),
+        /** A connection with this many pending bytes is flushed at once. */
+        max_batch_bytes: z
+          .number()
+          .int()
+          .min(256)
+          .default(64 * 1024),
+        /** Widen the flush window when the event loop is late (within latency_budget_ms). */
+        adaptive: z.boolean().default(true),
+        latency_budget_ms: z.number().int().min(1).max(10_000).default(25),
+        /** Event-loop delay p99 (ms) above which the window widens. */
+        target_loop_delay_ms: z.number().int().min(1).default(10),
+        /** A reader whose connection holds more unflushed bytes than this waits for drain. */
+        high_water_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(64 * 1024),
+        /** A waiting reader whose stream grew by more than this is disconnected (0 = never). */
+        slow_reader_lag_bytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(4 * 1024 * 1024),
+        /** A reader whose connection has not drained for this long is disconnected (0 = never). */
+        slow_reader_ms: z.number().int().min(0).default(30_000),
+        /** Records kept in memory per live stream. */
+        window_records: z.number().int().min(1).default(1024),
+      })
+      .strict()
+      .prefault({}),
+    /** gzip/brotli for SSE and NDJSON when the client asks (Accept-Encoding). */
+    compression: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Offered encodings, most preferred first. */
+        encodings: z.array(z.enum(["gzip", "br"])).default(["gzip", "br"]),
+      })
+      .strict()
+      .prefault({}),
+    ws: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Negotiate permessage-deflate when the client offers it. */
+        per_message_deflate: z.boolean().default(false),
+        max_payload_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 * 1024),
+        ping_interval_ms: z.number().int().min(100).default(30_000),
+        max_subscriptions: z.number().int().positive().default(1000),
+      })
+      .strict()
+      .prefault({}),
+    long_poll: z
+      .object({
+        /** The longest a long-poll read waits for new events (ms). */
+        max_wait_ms: z.number().int().min(1).max(300_000).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    /** gRPC on its own port; off unless a port is given. */
+    grpc_port: z.number().int().min(0).max(65535).optional(),
+    /** TLS certificate and key (PEM files): serve HTTP/2 with HTTP/1.1 fallback. */
+    tls: z
+      .object({ cert: z.string().min(1), key: z.string().min(1) })
+      .strict()
+      .optional(),
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

@@ -4,9 +4,12 @@ import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/se
 import type { Config } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
 import { type Coordinator, LocalCoordinator } from "./core/coordinator.js";
+import { FlowScheduler } from "./core/flow.js";
 import { Hub } from "./core/hub.js";
+import { ConnectionGate } from "./core/limits.js";
 import { DEFAULT_RETRY, type Route, RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
+import { type GrpcServer, startGrpc } from "./grpc/server.js";
 import { buildApp } from "./http/app.js";
 import { Metrics } from "./observability/metrics.js";
 import { ANTHROPIC_BASE_URL, AnthropicProvider } from "./providers/anthropic.js";
@@ -25,6 +28,10 @@ export interface SluiceServer {
   security: Security;
   logger: Logger;
   metrics: Metrics;
+  flow: FlowScheduler;
+  connections: ConnectionGate;
+  /** The gRPC server once listening (config.grpc_port set). */
+  grpc: GrpcServer | undefined;
   /** Starts listening; resolves to the base URL (e.g. http://127.0.0.1:8080). */
   listen(): Promise<string>;
   /** Stops accepting, ends running generations as `interrupted` after `graceMs`, closes the store. */
@@ -212,13 +219,28 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     .catch((err) =>
       logger.warn({ err: (err as Error).message }, "could not check for interrupted generations at startup"),
     );
-  const hub = new Hub(store);
+  const flow = new FlowScheduler({
+    flushIntervalMs: config.flow.flush_interval_ms,
+    maxBatchBytes: config.flow.max_batch_bytes,
+    adaptive: config.flow.adaptive,
+    latencyBudgetMs: config.flow.latency_budget_ms,
+    targetLoopDelayMs: config.flow.target_loop_delay_ms,
+  });
+  const hub = new Hub(store, {
+    flow,
+    windowSize: config.flow.window_records,
+    highWaterBytes: config.flow.high_water_bytes,
+    slowReaderLagBytes: config.flow.slow_reader_lag_bytes,
+    slowReaderMs: config.flow.slow_reader_ms,
+    maxReadersPerStream: config.limits.max_readers_per_stream,
+  });
+  const connections = new ConnectionGate(config.limits.max_connections);
   const security = buildSecurity(config, opts.env ?? process.env);
   checkBinding(config, security);
   metrics.attach({ hub, runner });
-  const app = buildApp({ config, store, hub, runner, routes, security, logger, metrics });
+  const app = buildApp({ config, store, hub, runner, routes, security, logger, metrics, connections });
 
-  return {
+  const server: SluiceServer = {
     config,
     app,
     store,
@@ -228,8 +250,14 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     security,
     logger,
     metrics,
+    flow,
+    connections,
+    grpc: undefined,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
+      if (config.grpc_port !== undefined && !server.grpc) {
+        server.grpc = await startGrpc({ config, store, hub, runner, connections, logger });
+      }
       return address.replace("[::1]", "127.0.0.1");
     },
     async close(graceMs = 0) {
@@ -242,9 +270,13 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       forced.unref();
       await closing;
       clearTimeout(forced);
+      await server.grpc?.close();
+      hub.stop();
+      flow.stop();
       await coordinator.close();
       await store.close();
       metrics.close();
     },
   };
+  return server;
 }

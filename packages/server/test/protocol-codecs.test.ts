@@ -29,6 +29,9 @@ class Collect implements Sink {
     this.ended = true;
     this.closed = true;
   }
+  cut() {
+    this.end();
+  }
 }
 
 const EVENTS: SluiceEvent[] = [

@@ -39,6 +39,9 @@ program
     "--store <store>",
     "memory (default), sqlite:./data/sluice.db, or redis://host:port (also SLUICE_STORE)",
   )
+  .option("--grpc-port <port>", "also serve gRPC (proto/sluice.proto) on this port; off by default", intArg)
+  .option("--tls-cert <file>", "PEM certificate: serve HTTP/2 over TLS (HTTP/1.1 fallback); needs --tls-key")
+  .option("--tls-key <file>", "PEM private key for --tls-cert")
   .action(
     async (opts: {
       host?: string;
@@ -48,7 +51,11 @@ program
       logLevel?: string;
       insecure?: boolean;
       store?: string;
+      grpcPort?: number;
+      tlsCert?: string;
+      tlsKey?: string;
     }) => {
+      if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) fail("--tls-cert and --tls-key go together", 2);
       let config: ReturnType<typeof loadConfig>;
       try {
         config = loadConfig({
@@ -60,6 +67,8 @@ program
             ...(opts.logLevel ? { log_level: opts.logLevel as "info" } : {}),
             ...(opts.insecure ? { insecure: true } : {}),
             ...(opts.store ? { store: opts.store } : {}),
+            ...(opts.grpcPort !== undefined ? { grpc_port: opts.grpcPort } : {}),
+            ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: opts.tlsCert, key: opts.tlsKey } } : {}),
           },
         });
       } catch (err) {
@@ -84,6 +93,7 @@ program
         "sluice listening",
       );
       process.stdout.write(`sluice listening on ${url}\n`);
+      if (server.grpc) process.stdout.write(`sluice gRPC listening on ${server.grpc.address}\n`);
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;

@@ -1,23 +1,44 @@
 import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
 import { type Codec, lite, type StreamInfoLite } from "../formats/codec.js";
 import type { Store, StoredRecord, StoreNotice } from "../stores/store.js";
+import { FlowScheduler, type Flushable } from "./flow.js";
 
 /**
- * The transport side of a reader: where encoded bytes go. Transports (SSE, NDJSON, …)
- * implement it over a socket.
+ * The transport side of a reader: where encoded bytes go. Transports (SSE, NDJSON,
+ * WebSocket, gRPC) implement it over a connection.
  */
 export interface Sink {
-  /** Encoded records; `mark` says where the reader now stands (transports that frame batches use it). */
+  /**
+   * One batch of encoded records, joined (byte-stream transports); `mark` says where the
+   * reader now stands (transports that frame batches, like Durable Streams, use it).
+   */
   write(chunk: string, mark: WriteMark): void;
   /** Optional: called each time the reader has delivered everything and waits for more. */
   idle?(seq: number): void;
+  /**
+   * Message transports (WebSocket, gRPC) take one frame per record instead; when present,
+   * readers call it rather than `write`.
+   */
+  writeFrames?(frames: string[]): void;
   /** Bytes accepted but not yet flushed to the kernel. */
   readonly buffered: number;
-  /** Calls cb once when the buffer has drained. */
+  /** Calls cb once when the buffer has drained (or the connection closed). */
   onDrain(cb: () => void): void;
-  /** Ends the response (the stream ended, or it was deleted). */
+  /** Ends this reader's output (the stream ended, or it was deleted). */
   end(): void;
   readonly closed: boolean;
+  /**
+   * The reader fell too far behind and is being disconnected: say where it got to (the
+   * offset of the last record written to it) and close.
+   */
+  cut(offset: string, message: string): void;
+  /** The reader's own flush cadence in ms (it asked for one); undefined = the node's. */
+  readonly flushMs?: number | undefined;
+  /**
+   * Set when several readers share one connection (a WebSocket): the connection is then the
+   * unit that is flushed, so all its readers' records go out together.
+   */
+  readonly group?: ReaderGroup | undefined;
 }
 
 /** Where a reader stands after a write. */
@@ -30,53 +51,106 @@ export interface WriteMark {
   ended: boolean;
 }
 
+/** Readers sharing one connection; flushed as one (e.g. corked WebSocket writes). */
+export class ReaderGroup implements Flushable {
+  lastFlushAt = Number.NEGATIVE_INFINITY;
+  flowState = 0;
+  flushMs: number | undefined;
+  readonly dirty = new Set<Reader>();
+
+  constructor(private readonly around: { before?: () => void; after?: () => void } = {}) {}
+
+  flush(): void {
+    if (this.dirty.size === 0) return;
+    this.around.before?.();
+    try {
+      const readers = [...this.dirty];
+      this.dirty.clear();
+      for (const r of readers) r.flush();
+    } finally {
+      this.around.after?.();
+    }
+  }
+}
+
 interface Entry {
   rec: StoredRecord;
   /** Encoded bytes per codec index, filled on first use and shared by every reader. */
   enc: (string | undefined)[];
+  /** Sum of record data lengths up to and including this record (a cheap byte measure). */
+  cum: number;
 }
 
 export interface HubOptions {
   /** Records kept in memory per live stream for readers that are slightly behind. */
   windowSize?: number;
-  /** A reader whose socket holds more than this many unflushed bytes waits for drain. */
+  /** A reader whose connection holds more than this many unflushed bytes waits for drain. */
   highWaterBytes?: number;
   /** Records per store read when catching up. */
   catchUpPage?: number;
+  /** The coalescing scheduler (one per node). A default one (next-tick flushes) is made if absent. */
+  flow?: FlowScheduler;
+  /**
+   * A reader waiting for drain while its stream grew by more than this many bytes is
+   * disconnected (it resumes from its last offset). 0 disables.
+   */
+  slowReaderLagBytes?: number;
+  /** A reader whose connection has not drained for this long is disconnected. 0 disables. */
+  slowReaderMs?: number;
+  /** Most readers attached to one stream on this node. */
+  maxReadersPerStream?: number;
 }
 
 /**
  * Live fan-out. All readers of a stream on this node share one Tail: one store
  * subscription, one window of recent records, one encoding per record per codec.
- * A reader is a cursor (its last delivered seq): live readers are written synchronously
- * when a notice arrives; readers behind the window catch up from the store; a reader
- * whose socket is full waits for drain and then catches up, so memory per reader is
- * bounded by the high-water mark no matter how slow it is.
+ * A reader is a cursor (its last delivered seq). A notice marks its connection dirty in
+ * the node's one FlowScheduler, which flushes every pending record of the connection in
+ * one write at its next slot (coalescing). Readers behind the window catch up from the
+ * store; a reader whose connection is full waits for drain (its next batch is then
+ * larger), and one that stays stuck too long or falls too far behind is disconnected
+ * with its last offset, so memory per reader is bounded no matter how slow it is.
  */
 export class Hub {
   private readonly tails = new Map<string, Tail>();
+  readonly windowSize: number;
+  readonly highWaterBytes: number;
+  readonly catchUpPage: number;
+  readonly flow: FlowScheduler;
+  private readonly ownFlow: boolean;
+  readonly slowReaderLagBytes: number;
+  readonly slowReaderMs: number;
+  readonly maxReadersPerStream: number;
+  /** Readers waiting for drain, checked by one shared timer for the stall bound. */
+  private readonly blocked = new Set<Reader>();
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** Readers disconnected for being too slow (metrics/tests). */
+  slowReaderCuts = 0;
   /**
    * Plain counters, read by metrics at scrape time (no cost on the hot path beyond an add):
    * characters written to readers, readers paused on a full socket, slow readers cut.
    */
   readonly counters = { charsOut: 0, stalls: 0, cuts: 0 };
-  readonly windowSize: number;
-  readonly highWaterBytes: number;
-  readonly catchUpPage: number;
 
   constructor(
     readonly store: Store,
     opts: HubOptions = {},
   ) {
     this.windowSize = opts.windowSize ?? 1024;
-    this.highWaterBytes = opts.highWaterBytes ?? 256 * 1024;
+    this.highWaterBytes = opts.highWaterBytes ?? 64 * 1024;
     this.catchUpPage = opts.catchUpPage ?? 512;
+    this.ownFlow = opts.flow === undefined;
+    this.flow = opts.flow ?? new FlowScheduler({ adaptive: false });
+    this.slowReaderLagBytes = opts.slowReaderLagBytes ?? 4 * 1024 * 1024;
+    this.slowReaderMs = opts.slowReaderMs ?? 30_000;
+    this.maxReadersPerStream = opts.maxReadersPerStream ?? 100_000;
   }
 
   /**
    * Attaches a reader to stream `id` after `afterSeq` ("now" = only new records).
    * Resolves once the reader is registered (delivery then proceeds on its own);
-   * rejects with stream_not_found / offset_out_of_range before anything is written.
+   * rejects with stream_not_found / offset_out_of_range / too_many_readers before
+   * anything is written.
    */
   async attach(id: string, after: number | "now", codec: Codec, sink: Sink): Promise<Reader> {
     const tail = await this.tail(id);
@@ -88,9 +162,15 @@ export class Hub {
           `offset ${formatOffset(seq)} is past the end of stream ${id}`,
         );
       }
+      if (tail.readers.size >= this.maxReadersPerStream) {
+        throw new SluiceError(
+          "too_many_readers",
+          `stream ${id} has its maximum of ${this.maxReadersPerStream} readers on this node`,
+        );
+      }
       const reader = new Reader(this, tail, codec, sink, seq);
       tail.readers.add(reader);
-      reader.wake();
+      reader.kick();
       return reader;
     } finally {
       if (tail.readers.size === 0) this.release(tail);
@@ -112,9 +192,62 @@ export class Hub {
 
   /** @internal */
   release(tail: Tail): void {
-    if (tail.readers.size > 0) return;
+    if (tail.readers.size > 0 || tail.waiters.size > 0) return;
     if (this.tails.get(tail.id) === tail) this.tails.delete(tail.id);
     tail.unsubscribe();
+  }
+
+  /**
+   * Waits until stream `id` has a record after `afterSeq` or has ended, or until `signal`
+   * (a long-poll deadline) fires. Resolves true when there is something to read.
+   */
+  async waitFor(id: string, afterSeq: number, signal: AbortSignal): Promise<boolean> {
+    const tail = await this.tail(id);
+    if (tail.lastSeq > afterSeq || tail.ended) {
+      this.release(tail);
+      return true;
+    }
+    return new Promise<boolean>((resolve) => {
+      const waiter = {
+        afterSeq,
+        done: (v: boolean) => {
+          tail.waiters.delete(waiter);
+          signal.removeEventListener("abort", onAbort);
+          this.release(tail);
+          resolve(v);
+        },
+      };
+      const onAbort = () => waiter.done(false);
+      tail.waiters.add(waiter);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** @internal a reader started waiting for drain. */
+  blockedReader(r: Reader): void {
+    this.blocked.add(r);
+    if (!this.stallTimer && this.slowReaderMs > 0) {
+      const every = Math.max(10, Math.min(1000, Math.floor(this.slowReaderMs / 4)));
+      this.stallTimer = setInterval(() => this.checkStalls(), every);
+      this.stallTimer.unref();
+    }
+  }
+
+  /** @internal */
+  unblockedReader(r: Reader): void {
+    this.blocked.delete(r);
+    if (this.blocked.size === 0 && this.stallTimer) {
+      clearInterval(this.stallTimer);
+      this.stallTimer = undefined;
+    }
+  }
+
+  private checkStalls(): void {
+    const now = performance.now();
+    for (const r of this.blocked) {
+      if (now - r.blockedAt > this.slowReaderMs) r.cut("stalled");
+    }
   }
 
   /** Reader count of every stream with readers on this node. */
@@ -129,6 +262,17 @@ export class Hub {
     for (const t of this.tails.values()) n += t.readers.size;
     return n;
   }
+
+  stop(): void {
+    if (this.stallTimer) clearInterval(this.stallTimer);
+    this.stallTimer = undefined;
+    if (this.ownFlow) this.flow.stop();
+  }
+}
+
+interface Waiter {
+  afterSeq: number;
+  done(v: boolean): void;
 }
 
 class Tail {
@@ -138,6 +282,10 @@ class Tail {
   deleted = false;
   info!: StreamInfoLite;
   readonly readers = new Set<Reader>();
+  /** Long-poll requests waiting for the next record. */
+  readonly waiters = new Set<Waiter>();
+  /** Sum of the data lengths of every record seen live (a running byte measure). */
+  cumBytes = 0;
   /** Contiguous recent records: window[i].rec.seq === windowStart + i. */
   private window: Entry[] = [];
   private windowStart = 1;
@@ -183,7 +331,12 @@ class Tail {
           this.window = [];
           this.windowStart = first;
         }
-        for (const rec of recs) this.window.push({ rec, enc: [] });
+        let cum = this.cumBytes;
+        for (const rec of recs) {
+          cum += rec.data.length;
+          this.window.push({ rec, enc: [], cum });
+        }
+        this.cumBytes = cum;
         const over = this.window.length - this.hub.windowSize;
         if (over > 0) {
           this.window.splice(0, over);
@@ -195,28 +348,74 @@ class Tail {
       this.status = n.status;
     }
     for (const r of this.readers) r.wake();
+    if (this.waiters.size > 0) {
+      for (const w of [...this.waiters]) {
+        if (this.lastSeq > w.afterSeq || this.ended) w.done(true);
+      }
+    }
   }
 
-  /** Encoded bytes of the window records after `seq`, joined; undefined when seq is before the window. */
-  takeFromWindow(seq: number, codec: Codec): { chunk: string; last: number } | undefined {
+  /** True when the window holds the record after `seq`, so takeFromWindow can serve it. */
+  canServe(seq: number, codec?: Codec): boolean {
+    const from = seq + 1 - this.windowStart;
+    if (from < 0 || from >= this.window.length) return false;
+    if (codec?.needsPrev && from === 0 && this.windowStart > 1) {
+      // A codec that needs the record before this one, which is no longer in memory: the
+      // store supplies it, unless this record's bytes are already cached.
+      return (this.window[0] as Entry).enc[codec.index] !== undefined;
+    }
+    return true;
+  }
+
+  /** The bytes of window entry i for a codec, encoded on first use and shared. */
+  private encoded(i: number, codec: Codec): string {
+    const e = this.window[i] as Entry;
+    let bytes = e.enc[codec.index];
+    if (bytes === undefined) {
+      bytes = codec.encode(e.rec, this.info, i > 0 ? (this.window[i - 1] as Entry).rec : undefined);
+      e.enc[codec.index] = bytes;
+    }
+    return bytes;
+  }
+
+  /**
+   * Encoded bytes of the window records after `seq`, joined, up to about `maxBytes`;
+   * undefined when seq is before the window.
+   */
+  takeFromWindow(seq: number, codec: Codec, maxBytes: number): { chunk: string; last: number } | undefined {
     if (seq + 1 < this.windowStart) return undefined;
     let chunk = "";
-    const from = seq + 1 - this.windowStart;
-    if (codec.needsPrev && from === 0 && this.windowStart > 1) {
-      // The record before the window is not in memory: let the store supply it, unless cached.
-      const first = this.window[0];
-      if (first && first.enc[codec.index] === undefined) return undefined;
-    }
-    for (let i = from; i < this.window.length; i++) {
-      const e = this.window[i] as Entry;
-      let bytes = e.enc[codec.index];
-      if (bytes === undefined) {
-        bytes = codec.encode(e.rec, this.info, i > 0 ? (this.window[i - 1] as Entry).rec : undefined);
-        e.enc[codec.index] = bytes;
+    let i = seq + 1 - this.windowStart;
+    for (; i < this.window.length; i++) {
+      chunk += this.encoded(i, codec);
+      if (chunk.length >= maxBytes) {
+        i++;
+        break;
       }
-      chunk += bytes;
     }
-    return { chunk, last: this.windowStart + this.window.length - 1 };
+    return { chunk, last: this.windowStart + i - 1 };
+  }
+
+  /** Like takeFromWindow, one frame per record (message transports). */
+  framesFromWindow(
+    seq: number,
+    codec: Codec,
+    maxBytes: number,
+  ): { frames: string[]; last: number } | undefined {
+    if (seq + 1 < this.windowStart) return undefined;
+    const frames: string[] = [];
+    let size = 0;
+    let i = seq + 1 - this.windowStart;
+    for (; i < this.window.length; i++) {
+      const bytes = this.encoded(i, codec);
+      if (bytes.length > 0) frames.push(bytes);
+      size += bytes.length;
+      if (size >= maxBytes) {
+        i++;
+        break;
+      }
+    }
+    return { frames, last: this.windowStart + i - 1 };
   }
 
   get ended(): boolean {
@@ -224,10 +423,21 @@ class Tail {
   }
 }
 
-type ReaderState = "idle" | "pumping" | "blocked" | "done";
+type ReaderState = "idle" | "scheduled" | "catching" | "blocked" | "done";
 
-export class Reader {
+/**
+ * A cursor on one stream writing to one Sink. For a plain connection the reader is itself
+ * what the FlowScheduler flushes; readers sharing a connection are flushed via its group.
+ */
+export class Reader implements Flushable {
   private state: ReaderState = "idle";
+  lastFlushAt = Number.NEGATIVE_INFINITY;
+  flowState = 0;
+  /** Tail.cumBytes when this reader was last level with the tail (a pending-bytes measure). */
+  private sentCum: number;
+  /** @internal when the reader started waiting for drain (performance.now()). */
+  blockedAt = 0;
+  private blockedCum = 0;
 
   constructor(
     private readonly hub: Hub,
@@ -236,17 +446,56 @@ export class Reader {
     private readonly sink: Sink,
     /** Seq of the last record delivered. */
     public seq: number,
-  ) {}
+  ) {
+    this.sentCum = tail.cumBytes;
+  }
 
   get offset(): string {
     return formatOffset(this.seq);
   }
 
-  /** Something may be available: deliver it unless already delivering or waiting for drain. */
-  wake(): void {
+  get flushMs(): number | undefined {
+    return this.sink.flushMs;
+  }
+
+  get streamId(): string {
+    return this.tail.id;
+  }
+
+  /** The stream's status as this node last heard it. */
+  get status(): StreamStatus {
+    return this.tail.status;
+  }
+
+  /** First delivery after attach: catch-up starts on the next tick, not at the next slot. */
+  kick(): void {
     if (this.state !== "idle") return;
-    this.state = "pumping";
-    this.pump().catch(() => this.finish());
+    if (this.seq < this.tail.lastSeq || this.tail.ended) this.schedule(true);
+    else this.sink.idle?.(this.seq); // already at the end: say so (Durable Streams answers "up to date")
+  }
+
+  /** Something may be available: schedule a flush unless one is pending or the reader waits for drain. */
+  wake(): void {
+    const state = this.state;
+    if (state === "idle") {
+      if (this.seq < this.tail.lastSeq || this.tail.ended) {
+        this.schedule(this.tail.ended || this.tail.cumBytes - this.sentCum >= this.hub.flow.maxBatchBytes);
+      }
+    } else if (state === "blocked") {
+      const lag = this.hub.slowReaderLagBytes;
+      if (lag > 0 && this.tail.cumBytes - this.blockedCum > lag) this.cut("lagging");
+    }
+  }
+
+  private schedule(urgent: boolean): void {
+    this.state = "scheduled";
+    const group = this.sink.group;
+    if (group) {
+      group.dirty.add(this);
+      this.hub.flow.mark(group, urgent);
+    } else {
+      this.hub.flow.mark(this, urgent);
+    }
   }
 
   isDone(): boolean {
@@ -256,7 +505,10 @@ export class Reader {
   /** Detaches (the client went away). */
   detach(): void {
     if (this.state === "done") return;
+    if (this.state === "blocked") this.hub.unblockedReader(this);
     this.state = "done";
+    this.hub.flow.remove(this);
+    this.sink.group?.dirty.delete(this);
     this.tail.readers.delete(this);
     this.hub.release(this.tail);
   }
@@ -267,16 +519,27 @@ export class Reader {
     if (!this.sink.closed) this.sink.end();
   }
 
-  private mark(): WriteMark {
-    const upToDate = this.seq >= this.tail.lastSeq;
-    return { last: this.seq, upToDate, ended: upToDate && this.tail.status !== "running" };
+  /** Disconnects a reader that fell too far behind; the sink tells it where to resume. */
+  cut(why: "stalled" | "lagging"): void {
+    if (this.state === "done") return;
+    this.hub.slowReaderCuts++;
+    this.hub.counters.cuts++;
+    this.detach();
+    const message =
+      why === "stalled"
+        ? `the connection did not drain for ${this.hub.slowReaderMs} ms; resume from offset ${this.offset}`
+        : `the reader fell more than ${this.hub.slowReaderLagBytes} bytes behind; resume from offset ${this.offset}`;
+    if (!this.sink.closed) this.sink.cut(this.offset, message);
   }
 
-  private async pump(): Promise<void> {
+  /** Writes everything pending (one write, or one per max_batch_bytes) — called by the scheduler. */
+  flush(): void {
+    if (this.state !== "scheduled") return;
     const tail = this.tail;
+    const sink = this.sink;
+    const max = this.hub.flow.maxBatchBytes;
     for (;;) {
-      if (this.state === "done") return;
-      if (this.sink.closed) {
+      if (sink.closed) {
         this.detach();
         return;
       }
@@ -285,34 +548,93 @@ export class Reader {
         return;
       }
       if (this.seq >= tail.lastSeq) {
-        if (tail.ended) {
-          this.finish();
-        } else {
+        this.sentCum = tail.cumBytes;
+        if (tail.ended) this.finish();
+        else {
           this.state = "idle";
-          this.sink.idle?.(this.seq);
+          sink.idle?.(this.seq);
         }
         return;
       }
-      if (this.sink.buffered > this.hub.highWaterBytes) {
-        this.state = "blocked";
-        this.hub.counters.stalls++;
-        this.sink.onDrain(() => {
-          if (this.state !== "blocked") return;
-          this.state = "idle";
-          this.wake();
-        });
+      if (sink.buffered > this.hub.highWaterBytes) {
+        this.block();
         return;
       }
-      const fromWindow = tail.takeFromWindow(this.seq, this.codec);
-      if (fromWindow) {
-        this.seq = fromWindow.last;
-        if (fromWindow.chunk.length > 0) {
-          this.sink.write(fromWindow.chunk, this.mark());
-          this.hub.counters.charsOut += fromWindow.chunk.length;
-        }
-        continue;
+      if (!tail.canServe(this.seq, this.codec)) {
+        this.state = "catching";
+        this.catchUp().catch(() => this.finish());
+        return;
       }
-      // Behind the window: catch up from the store, one page at a time.
+      if (sink.writeFrames) {
+        const w = tail.framesFromWindow(this.seq, this.codec, max) as { frames: string[]; last: number };
+        if (w.last <= this.seq) {
+          this.catchUpNow();
+          return;
+        }
+        this.seq = w.last;
+        if (w.frames.length > 0) {
+          sink.writeFrames(w.frames);
+          for (const f of w.frames) this.hub.counters.charsOut += f.length;
+        }
+      } else {
+        const w = tail.takeFromWindow(this.seq, this.codec, max) as { chunk: string; last: number };
+        if (w.last <= this.seq) {
+          this.catchUpNow();
+          return;
+        }
+        this.seq = w.last;
+        if (w.chunk.length > 0) {
+          sink.write(w.chunk, this.mark());
+          this.hub.counters.charsOut += w.chunk.length;
+        }
+      }
+    }
+  }
+
+  /** The window does not hold what the tail says exists: read it from the store. */
+  private catchUpNow(): void {
+    this.state = "catching";
+    this.catchUp().catch(() => this.finish());
+  }
+
+  private mark(): WriteMark {
+    const upToDate = this.seq >= this.tail.lastSeq;
+    return { last: this.seq, upToDate, ended: upToDate && this.tail.status !== "running" };
+  }
+
+  private block(): void {
+    this.state = "blocked";
+    this.hub.counters.stalls++;
+    this.blockedAt = performance.now();
+    this.blockedCum = this.tail.cumBytes;
+    this.hub.blockedReader(this);
+    this.sink.onDrain(() => {
+      if (this.state !== "blocked") return;
+      this.hub.unblockedReader(this);
+      this.state = "idle";
+      // Everything that arrived meanwhile goes out as one larger batch.
+      if (this.seq < this.tail.lastSeq || this.tail.ended || this.sink.closed) this.schedule(true);
+    });
+  }
+
+  /** Behind the window: read from the store a page at a time, then rejoin the live path. */
+  private async catchUp(): Promise<void> {
+    const tail = this.tail;
+    const sink = this.sink;
+    while (this.state === "catching") {
+      if (sink.closed) {
+        this.detach();
+        return;
+      }
+      if (tail.canServe(this.seq, this.codec) || this.seq >= tail.lastSeq) {
+        this.state = "scheduled";
+        this.flush();
+        return;
+      }
+      if (sink.buffered > this.hub.highWaterBytes) {
+        this.block();
+        return;
+      }
       // A codec that needs the previous record reads one more, from just before the cursor.
       const withPrev = this.codec.needsPrev === true && this.seq > 0;
       const page = await this.hub.store.read(
@@ -320,7 +642,7 @@ export class Reader {
         withPrev ? this.seq - 1 : this.seq,
         this.hub.catchUpPage + (withPrev ? 1 : 0),
       );
-      if (this.isDone()) return;
+      if (this.state !== "catching") return;
       let prev: StoredRecord | undefined;
       if (withPrev && page.records[0]?.seq === this.seq) prev = page.records.shift();
       if (page.records.length === 0) {
@@ -329,15 +651,30 @@ export class Reader {
         if (this.seq < tail.lastSeq) tail.lastSeq = this.seq;
         continue;
       }
-      let chunk = "";
-      for (const rec of page.records) {
-        chunk += this.codec.encode(rec, tail.info, prev);
-        prev = rec;
-      }
       this.seq = (page.records[page.records.length - 1] as StoredRecord).seq;
-      if (chunk.length > 0 && !this.sink.closed) {
-        this.sink.write(chunk, this.mark());
-        this.hub.counters.charsOut += chunk.length;
+      if (!sink.closed) {
+        if (sink.writeFrames) {
+          const frames: string[] = [];
+          for (const rec of page.records) {
+            const f = this.codec.encode(rec, tail.info, prev);
+            prev = rec;
+            if (f.length > 0) {
+              frames.push(f);
+              this.hub.counters.charsOut += f.length;
+            }
+          }
+          if (frames.length > 0) sink.writeFrames(frames);
+        } else {
+          let chunk = "";
+          for (const rec of page.records) {
+            chunk += this.codec.encode(rec, tail.info, prev);
+            prev = rec;
+          }
+          if (chunk.length > 0) {
+            sink.write(chunk, this.mark());
+            this.hub.counters.charsOut += chunk.length;
+          }
+        }
       }
     }
   }

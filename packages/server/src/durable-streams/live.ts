@@ -97,6 +97,11 @@ export class LongPollSink implements Sink {
     this.onEnd();
   }
 
+  /** A long-poll holds at most one batch, so it is never behind; a cut just ends it. */
+  cut(): void {
+    this.end();
+  }
+
   /** The response went out some other way (timeout, client gone). */
   cancel(): void {
     this.done = true;
@@ -198,6 +203,11 @@ export class DsSseSink implements Sink {
 
   onDrain(cb: () => void): void {
     this.inner.onDrain(cb);
+  }
+
+  /** A slow reader is disconnected; its last control event told it where to resume. */
+  cut(offset: string, message: string): void {
+    this.inner.cut(offset, message);
   }
 
   end(): void {

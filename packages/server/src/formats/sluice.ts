@@ -22,3 +22,15 @@ export const ndjsonSluice: Codec = registerCodec({
     return `{"offset":"${rec.offset}","event":${rec.data}}\n`;
   },
 });
+
+/**
+ * WebSocket: one message per record, `{"stream":"<id>","offset":"<offset>","event":<event json>}`
+ * — the stream id is part of the bytes, so one encoding serves every socket following it.
+ */
+export const wsSluice: Codec = registerCodec({
+  key: "ws:sluice",
+  index: -1,
+  encode(rec, info) {
+    return `{"stream":"${info.id}","offset":"${rec.offset}","event":${rec.data}}`;
+  },
+});

@@ -1,4 +1,5 @@
-import { createServer } from "node:http";
+import { readFileSync } from "node:fs";
+import { createServer, type RequestListener } from "node:http";
 import { ERROR_CODES, type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
@@ -9,9 +10,10 @@ import Fastify, {
 import type { Logger } from "pino";
 import { requireAction, requireStreamAccess } from "../auth/principal.js";
 import { registerSecurity, type Security } from "../auth/security.js";
-import type { Config } from "../config.js";
+import { type Config, ConfigError } from "../config.js";
 import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
+import { ConnectionGate, Deadlines } from "../core/limits.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
@@ -25,9 +27,10 @@ import type { Store, StreamInfo } from "../stores/store.js";
 import { registerAiSdk } from "./ai-sdk.js";
 import { registerObservability } from "./observability.js";
 import { registerOpenAI } from "./openai.js";
-import { Heartbeats, ResponseSink } from "./sink.js";
+import { Heartbeats, pickEncoding, ResponseSink } from "./sink.js";
 import { holdConnection, startFor } from "./start.js";
 import { registerWeb } from "./web.js";
+import { registerWebSocket } from "./ws.js";
 
 export interface AppDeps {
   config: Config;
@@ -39,6 +42,8 @@ export interface AppDeps {
   logger: Logger | false;
   /** Prometheus metrics and the dashboard's live stats (off when absent). */
   metrics?: Metrics;
+  /** Long-lived connection counter (limits.max_connections); one per node, shared with gRPC. */
+  connections?: ConnectionGate;
 }
 
 export const STREAM_ID_HEADER = "sluice-stream-id";
@@ -63,7 +68,7 @@ function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
 }
 
 /** Validates a body with zod; the message names each bad field. */
-function parseGenerationRequest(body: unknown): GenerationRequest {
+export function parseGenerationRequest(body: unknown): GenerationRequest {
   if (body === undefined || body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new SluiceError("invalid_request", "the body must be a JSON object");
   }
@@ -98,7 +103,8 @@ export function streamLinks(id: string) {
 
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config, store, hub, runner, routes, security } = deps;
-  const app = Fastify({
+  const connections = deps.connections ?? new ConnectionGate(config.limits.max_connections);
+  const app = (Fastify as unknown as (opts: Record<string, unknown>) => FastifyInstance)({
     ...(deps.logger === false
       ? { logger: false }
       : { loggerInstance: deps.logger as unknown as FastifyBaseLogger }),
@@ -107,7 +113,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     maxParamLength: 512,
     // Errors raised before routing (a path parameter past maxParamLength, a bad URL) get our
     // JSON error shape too, and never echo the offending input back.
-    frameworkErrors: (error, _req, rawReply) => {
+    frameworkErrors: (error: Error, _req: unknown, rawReply: unknown) => {
       const reply = rawReply as unknown as FastifyReply;
       const code = (error as { code?: string }).code ?? "";
       const message =
@@ -116,29 +122,48 @@ export function buildApp(deps: AppDeps): FastifyInstance {
           : "the request URL or path is malformed";
       reply.code(400).type("application/json").send(errorBody("invalid_request", message));
     },
-    // Our own server so every timeout is set: slow senders of headers or bodies (slowloris)
-    // are cut at their bound, and idle keep-alive connections do not pile up.
-    serverFactory: (handler) => {
-      const t = config.timeouts;
-      const server = createServer(
-        {
-          headersTimeout: t.headers_ms,
-          requestTimeout: t.request_ms,
-          keepAliveTimeout: t.keep_alive_ms,
-          connectionsCheckingInterval: t.check_interval_ms,
-        },
-        handler,
-      );
-      return server;
-    },
     return503OnClosing: true,
+    // With a certificate: HTTP/2 (many SSE streams on one connection), HTTP/1.1 fallback.
+    ...(config.tls
+      ? {
+          http2: true,
+          https: {
+            allowHTTP1: true,
+            cert: readPem(config.tls.cert, "tls.cert"),
+            key: readPem(config.tls.key, "tls.key"),
+          },
+          // (Fastify applies these to the TLS server it creates.)
+          requestTimeout: config.timeouts.request_ms,
+          keepAliveTimeout: config.timeouts.keep_alive_ms,
+        }
+      : {
+          // Our own server so every timeout is set: slow senders of headers or bodies (slowloris)
+          // are cut at their bound, and idle keep-alive connections do not pile up.
+          serverFactory: (handler: RequestListener) => {
+            const t = config.timeouts;
+            const server = createServer(
+              {
+                headersTimeout: t.headers_ms,
+                requestTimeout: t.request_ms,
+                keepAliveTimeout: t.keep_alive_ms,
+                connectionsCheckingInterval: t.check_interval_ms,
+              },
+              handler,
+            );
+            return server;
+          },
+        }),
   });
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
   // The Durable Streams mount answers its own CORS (the protocol specifies it); auth still applies.
   registerSecurity(app, security, { skipPrefixes: ["/ds/"] });
-  app.addHook("onClose", async () => heartbeats.stop());
+  const deadlines = new Deadlines();
+  app.addHook("onClose", async () => {
+    heartbeats.stop();
+    deadlines.stop();
+  });
 
   app.setErrorHandler((err: unknown, req, reply) => {
     if (isSluiceError(err)) return sendError(reply, err);
@@ -287,7 +312,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
     const id = info.id;
     const after = pos.kind === "now" ? info.length : pos.seq;
-    const page = await store.read(id, after, limit);
+    const wait = q.live === undefined ? undefined : longPollWait(q.live, q.timeout_ms);
+    let page = await store.read(id, after, limit);
+    if (wait !== undefined && page.records.length === 0 && page.status === "running") {
+      page = await longPoll(reply, id, after, limit, wait);
+    }
     // The record data is already JSON: assemble the page without parsing it.
     let events = "";
     for (const rec of page.records) {
@@ -296,6 +325,42 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
     const body = `{"stream_id":${JSON.stringify(id)},"status":"${page.status}","events":[${events}],"next_offset":"${page.next_offset}","up_to_date":${page.up_to_date}}`;
     return reply.type("application/json").send(body);
+  }
+
+  /** `?live=long-poll&timeout_ms=`: how long to wait (ms), within long_poll.max_wait_ms. */
+  function longPollWait(live: string, rawTimeout: string | undefined): number {
+    if (live !== "long-poll") {
+      throw new SluiceError(
+        "invalid_request",
+        "live must be long-poll on JSON reads (use SSE or NDJSON to stream)",
+      );
+    }
+    const max = config.long_poll.max_wait_ms;
+    const wait = rawTimeout === undefined ? max : Number(rawTimeout);
+    if (!Number.isInteger(wait) || wait < 0 || wait > max) {
+      throw new SluiceError("invalid_request", `timeout_ms must be an integer from 0 to ${max}`);
+    }
+    return wait;
+  }
+
+  /**
+   * Waits (up to the bound) until the stream has something after `after` or ends, on the
+   * Hub's notices; one shared timer structure holds every waiting request's deadline.
+   */
+  async function longPoll(reply: FastifyReply, id: string, after: number, limit: number, wait: number) {
+    const release = connections.acquire();
+    const ac = new AbortController();
+    const cancel = deadlines.add(wait, () => ac.abort());
+    const onClose = () => ac.abort();
+    reply.raw.once("close", onClose);
+    try {
+      await hub.waitFor(id, after, ac.signal);
+    } finally {
+      cancel();
+      reply.raw.off("close", onClose);
+      release();
+    }
+    return store.read(id, after, limit);
   }
 
   function codecFor(format: string | undefined, transport: "sse" | "ndjson"): Codec {
@@ -322,6 +387,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   ): Promise<void> {
     const releaseConn = holdConnection(req, security);
     const res = reply.raw;
+    const flushMs = parseFlushMs((req.query as Record<string, string | undefined>).flush_ms);
+    const encoding = config.compression.enabled
+      ? pickEncoding(req.headers["accept-encoding"], config.compression.encodings)
+      : undefined;
+    const release = connections.acquire();
     const headers: Record<string, string> = {
       "content-type":
         transport === "sse" ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
@@ -330,14 +400,23 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       [STREAM_ID_HEADER]: info.id,
     };
     if (req.raw.httpVersionMajor === 1) headers.connection = "keep-alive";
-    const sink = new ResponseSink(res, () => {
-      reply.hijack();
-      res.writeHead(200, headers);
-      if (transport === "sse" && config.sse.retry_ms > 0) res.write(`retry: ${config.sse.retry_ms}\n\n`);
-    });
+    if (encoding) {
+      headers["content-encoding"] = encoding;
+      headers.vary = "accept-encoding";
+    }
+    const sink = new ResponseSink(
+      res,
+      () => {
+        reply.hijack();
+        res.writeHead(200, headers);
+        if (transport === "sse" && config.sse.retry_ms > 0) sink.write(`retry: ${config.sse.retry_ms}\n\n`);
+      },
+      { encoding, flushMs, cutMessage: transport === "sse" ? sseCut : ndjsonCut },
+    );
     let reader: Reader | undefined;
     res.on("close", () => {
       releaseConn();
+      release();
       heartbeats.delete(sink);
       const delivered = reader?.seq ?? after;
       reader?.detach();
@@ -353,11 +432,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       reader = await hub.attach(info.id, after, codec, sink);
     } catch (err) {
       releaseConn();
+      release();
       throw err;
     }
     sink.open();
     if (!sink.closed) heartbeats.add(sink, transport === "sse" ? ": keep-alive\n\n" : "\n");
   }
+
+  registerWebSocket(app, { ...deps, connections });
 
   // ── cancel, info, delete ──────────────────────────────────────────────────
   app.post("/v1/streams/:id/cancel", async (req, reply) => {
@@ -433,6 +515,33 @@ function generationInfo(info: StreamInfo | undefined, id: string): StreamInfo {
     );
   }
   return info;
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(`cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** `?flush_ms=`: a reader's own flush cadence (fewer, larger batches on a poor network). */
+export function parseFlushMs(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000) {
+    throw new SluiceError("invalid_request", "flush_ms must be an integer from 0 to 10000");
+  }
+  return n;
+}
+
+/** The last thing a slow SSE reader sees: a comment naming its offset (EventSource resumes by Last-Event-ID). */
+function sseCut(offset: string, message: string): string {
+  return `: slow_reader ${offset} ${message.replace(/[\r\n]/g, " ")}\n\n`;
+}
+
+function ndjsonCut(offset: string, message: string): string {
+  return `${JSON.stringify({ error: { code: "slow_reader", message, offset } })}\n`;
 }
 
 /** Stream info as the API shows it. */

@@ -1,0 +1,431 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
+import type { FastifyInstance } from "fastify";
+import { type RawData, WebSocket, WebSocketServer } from "ws";
+import { z } from "zod";
+import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
+import type { ConnectionGate } from "../core/limits.js";
+import { wsSluice } from "../formats/sluice.js";
+import { type AppDeps, parseGenerationRequest } from "./app.js";
+
+export const WS_PATH = "/v1/ws";
+
+const base = { id: z.union([z.string().max(256), z.number()]).optional() };
+const streamId = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "not a stream id");
+const flushMs = z.number().int().min(0).max(10_000).optional();
+
+const SubscribeSchema = z
+  .object({
+    ...base,
+    type: z.literal("subscribe"),
+    stream: streamId,
+    offset: z.string().max(32).optional(),
+    flush_ms: flushMs,
+    format: z.literal("sluice").optional(),
+  })
+  .strict();
+const UnsubscribeSchema = z.object({ ...base, type: z.literal("unsubscribe"), stream: streamId }).strict();
+const CancelSchema = z.object({ ...base, type: z.literal("cancel"), stream: streamId }).strict();
+
+type ClientId = string | number | undefined;
+
+function describe(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join(".") : "message"}: ${i.message}`)
+    .join("; ");
+}
+
+/** Answers an upgrade we refuse with a plain HTTP response, then closes the socket. */
+function refuse(socket: Duplex, status: number, code: ErrorCode, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 404 ? "Not Found" : status === 503 ? "Service Unavailable" : "Bad Request"}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * `GET /v1/ws`: one WebSocket carries many streams. Client messages are JSON objects
+ * (`subscribe`, `unsubscribe`, `start`, `cancel`, each with an optional `id` echoed in the
+ * answer); records arrive as `{stream, offset, event}` (bytes shared across sockets via the
+ * `ws:sluice` codec). A bad message gets an error message and never affects the socket's
+ * other subscriptions. One interval pings every socket; one that missed the previous ping's
+ * pong is terminated.
+ */
+export function registerWebSocket(
+  app: FastifyInstance,
+  deps: AppDeps & { connections: ConnectionGate },
+): void {
+  const { config, connections } = deps;
+  if (!config.ws.enabled) return;
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    maxPayload: config.ws.max_payload_bytes,
+    perMessageDeflate: config.ws.per_message_deflate
+      ? { threshold: 256, concurrencyLimit: 10, zlibDeflateOptions: { level: 1 } }
+      : false,
+  });
+  const sockets = new Set<WsConnection>();
+  let pinger: NodeJS.Timeout | undefined;
+
+  const ping = () => {
+    for (const c of sockets) c.ping();
+  };
+
+  app.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== WS_PATH) {
+      // Another module may serve this upgrade; refuse only when nobody else listens.
+      if (app.server.listenerCount("upgrade") <= 1) {
+        refuse(socket, 404, "not_found", `no WebSocket route ${path}`);
+      }
+      return;
+    }
+    let release: () => void;
+    try {
+      release = connections.acquire();
+    } catch (err) {
+      const e = err as SluiceError;
+      refuse(socket, e.status, e.code, e.message);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const conn = new WsConnection(ws, deps, () => {
+        sockets.delete(conn);
+        release();
+        if (sockets.size === 0 && pinger) {
+          clearInterval(pinger);
+          pinger = undefined;
+        }
+      });
+      sockets.add(conn);
+      if (!pinger) {
+        pinger = setInterval(ping, config.ws.ping_interval_ms);
+        pinger.unref();
+      }
+    });
+  });
+
+  app.addHook("onClose", async () => {
+    if (pinger) clearInterval(pinger);
+    pinger = undefined;
+    for (const c of [...sockets]) c.close(1001, "server shutting down");
+    wss.close();
+  });
+}
+
+interface Subscription {
+  stream: string;
+  reader: Reader | undefined;
+  sink: SubscriptionSink;
+}
+
+/** One subscription's view of the socket: frames go out as WebSocket messages. */
+class SubscriptionSink implements Sink {
+  ended = false;
+
+  constructor(
+    private readonly conn: WsConnection,
+    readonly stream: string,
+    readonly flushMs: number | undefined,
+    readonly group: ReaderGroup,
+  ) {}
+
+  write(chunk: string): void {
+    if (!this.closed) this.conn.ws.send(chunk);
+  }
+
+  writeFrames(frames: string[]): void {
+    if (this.closed) return;
+    const ws = this.conn.ws;
+    const socket = this.conn.socket;
+    // Catch-up pages arrive outside the group's flush: cork here too (nested corks are fine).
+    socket?.cork();
+    for (const f of frames) ws.send(f);
+    socket?.uncork();
+  }
+
+  get buffered(): number {
+    return this.conn.ws.bufferedAmount;
+  }
+
+  onDrain(cb: () => void): void {
+    this.conn.onDrain(cb);
+  }
+
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.conn.ended(this);
+  }
+
+  cut(offset: string, message: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.conn.cutSubscription(this, offset, message);
+  }
+
+  get closed(): boolean {
+    return this.ended || this.conn.ws.readyState !== WebSocket.OPEN;
+  }
+}
+
+class WsConnection {
+  private readonly subs = new Map<string, Subscription>();
+  private alive = true;
+  readonly group: ReaderGroup;
+  readonly socket: Duplex | undefined;
+  private drainWaiters: (() => void)[] = [];
+  private closedDown = false;
+
+  constructor(
+    readonly ws: WebSocket,
+    private readonly deps: AppDeps & { connections: ConnectionGate },
+    private readonly onGone: () => void,
+  ) {
+    // ws keeps its net socket in _socket: corking it around a flush turns every message
+    // for every subscription into one writev.
+    this.socket = (ws as unknown as { _socket?: Duplex })._socket;
+    const socket = this.socket;
+    this.group = new ReaderGroup(socket ? { before: () => socket.cork(), after: () => socket.uncork() } : {});
+    socket?.on("drain", () => this.drained());
+    ws.on("pong", () => {
+      this.alive = true;
+    });
+    ws.on("message", (data, isBinary) => {
+      this.alive = true;
+      this.onMessage(data, isBinary);
+    });
+    ws.on("close", () => this.gone());
+    ws.on("error", () => this.gone());
+  }
+
+  ping(): void {
+    if (!this.alive) {
+      this.ws.terminate();
+      this.gone();
+      return;
+    }
+    this.alive = false;
+    try {
+      this.ws.ping();
+    } catch {
+      this.gone();
+    }
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+    this.gone();
+  }
+
+  onDrain(cb: () => void): void {
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      setImmediate(cb);
+      return;
+    }
+    if (this.socket && !this.socket.writableNeedDrain) {
+      // The backlog is in ws's own queue (permessage-deflate), not the socket: look again shortly.
+      setTimeout(cb, 5).unref();
+      return;
+    }
+    this.drainWaiters.push(cb);
+  }
+
+  private drained(): void {
+    if (this.drainWaiters.length === 0) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const cb of waiters) cb();
+  }
+
+  private gone(): void {
+    if (this.closedDown) return;
+    this.closedDown = true;
+    for (const s of this.subs.values()) s.reader?.detach();
+    this.subs.clear();
+    this.deps.hub.flow.remove(this.group);
+    this.drained();
+    this.onGone();
+  }
+
+  private send(msg: Record<string, unknown>): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private sendError(code: ErrorCode, message: string, extra: { stream?: string; id?: ClientId } = {}): void {
+    const msg: Record<string, unknown> = { type: "error", code, message };
+    if (extra.stream !== undefined) msg.stream = extra.stream;
+    if (extra.id !== undefined) msg.id = extra.id;
+    this.send(msg);
+  }
+
+  /** A subscription's reader reached the end of its stream. */
+  ended(sink: SubscriptionSink): void {
+    const sub = this.subs.get(sink.stream);
+    if (!sub || sub.sink !== sink) return;
+    this.subs.delete(sink.stream);
+    const status = sub.reader?.status ?? "running";
+    this.send({ type: "end", stream: sink.stream, status });
+  }
+
+  cutSubscription(sink: SubscriptionSink, offset: string, message: string): void {
+    const sub = this.subs.get(sink.stream);
+    if (sub && sub.sink === sink) this.subs.delete(sink.stream);
+    this.send({ type: "error", code: "slow_reader", stream: sink.stream, offset, message });
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (isBinary) {
+      this.sendError("invalid_request", "messages are JSON text frames");
+      return;
+    }
+    let msg: unknown;
+    try {
+      msg = JSON.parse(data.toString());
+    } catch (err) {
+      this.sendError("invalid_json", `the message is not valid JSON: ${(err as Error).message}`);
+      return;
+    }
+    if (typeof msg !== "object" || msg === null || Array.isArray(msg)) {
+      this.sendError("invalid_request", "a message is a JSON object with a type");
+      return;
+    }
+    const m = msg as Record<string, unknown>;
+    const id = typeof m.id === "string" || typeof m.id === "number" ? m.id : undefined;
+    const handled = () => {
+      switch (m.type) {
+        case "subscribe":
+          return this.subscribe(m, id);
+        case "unsubscribe":
+          return this.unsubscribe(m, id);
+        case "start":
+          return this.start(m, id);
+        case "cancel":
+          return this.cancel(m, id);
+        default:
+          throw new SluiceError(
+            "invalid_request",
+            `unknown message type ${JSON.stringify(m.type ?? null)}; expected subscribe, unsubscribe, start or cancel`,
+          );
+      }
+    };
+    Promise.resolve()
+      .then(handled)
+      .catch((err: unknown) => {
+        const stream = typeof m.stream === "string" ? m.stream : undefined;
+        if (isSluiceError(err)) {
+          this.sendError(err.code, err.message, { ...(stream ? { stream } : {}), id });
+        } else {
+          this.sendError("internal_error", "internal error", { id });
+        }
+      });
+  }
+
+  private parse<T>(schema: z.ZodType<T>, m: unknown): T {
+    const r = schema.safeParse(m);
+    if (!r.success) throw new SluiceError("invalid_request", describe(r.error));
+    return r.data;
+  }
+
+  private async subscribe(m: unknown, id: ClientId, fromSeq?: number): Promise<void> {
+    const msg = this.parse(SubscribeSchema, m);
+    await this.attach(msg.stream, msg.offset, msg.flush_ms, id, fromSeq);
+  }
+
+  private async attach(
+    stream: string,
+    rawOffset: string | undefined,
+    flush: number | undefined,
+    id: ClientId,
+    fromSeq?: number,
+  ): Promise<void> {
+    if (this.subs.has(stream)) {
+      throw new SluiceError("invalid_request", `already subscribed to ${stream}; unsubscribe first`);
+    }
+    if (this.subs.size >= this.deps.config.ws.max_subscriptions) {
+      throw new SluiceError(
+        "too_many_subscriptions",
+        `this socket holds its maximum of ${this.deps.config.ws.max_subscriptions} subscriptions`,
+      );
+    }
+    let after: number | "now";
+    if (fromSeq !== undefined) {
+      after = fromSeq;
+    } else {
+      const pos = parseReadPosition(rawOffset);
+      if (!pos) {
+        throw new SluiceError(
+          "invalid_offset",
+          `offset "${rawOffset}" is not -1, now, or an offset of this stream`,
+        );
+      }
+      after = pos.kind === "now" ? "now" : pos.seq;
+    }
+    const sink = new SubscriptionSink(this, stream, flush, this.group);
+    const sub: Subscription = { stream, reader: undefined, sink };
+    this.subs.set(stream, sub);
+    try {
+      const reader = await this.deps.hub.attach(stream, after, wsSluice, sink);
+      if (this.closedDown || this.subs.get(stream) !== sub) {
+        reader.detach();
+        return;
+      }
+      sub.reader = reader;
+      const ack: Record<string, unknown> = { type: "subscribed", stream, offset: reader.offset };
+      if (id !== undefined) ack.id = id;
+      this.send(ack);
+    } catch (err) {
+      if (this.subs.get(stream) === sub) this.subs.delete(stream);
+      throw err;
+    }
+  }
+
+  private async unsubscribe(m: unknown, id: ClientId): Promise<void> {
+    const msg = this.parse(UnsubscribeSchema, m);
+    const sub = this.subs.get(msg.stream);
+    if (!sub) throw new SluiceError("invalid_request", `not subscribed to ${msg.stream}`);
+    this.subs.delete(msg.stream);
+    sub.sink.ended = true;
+    const offset = sub.reader?.offset;
+    sub.reader?.detach();
+    const ack: Record<string, unknown> = { type: "unsubscribed", stream: msg.stream };
+    if (offset !== undefined) ack.offset = offset;
+    if (id !== undefined) ack.id = id;
+    this.send(ack);
+  }
+
+  private async start(m: Record<string, unknown>, id: ClientId): Promise<void> {
+    const { type: _type, id: _id, subscribe, flush_ms, ...request } = m;
+    if (subscribe !== undefined && typeof subscribe !== "boolean") {
+      throw new SluiceError("invalid_request", "subscribe must be a boolean");
+    }
+    const flush = flush_ms === undefined ? undefined : this.parse(flushMs, flush_ms);
+    const parsed = parseGenerationRequest(request);
+    const info = await this.deps.runner.start(parsed);
+    const started: Record<string, unknown> = {
+      type: "started",
+      stream: info.id,
+      status: info.status,
+      model: info.model,
+      created_at: info.created_at,
+    };
+    if (id !== undefined) started.id = id;
+    this.send(started);
+    if (subscribe !== false && !this.closedDown) {
+      // Subscribed from the first event, so nothing is missed.
+      await this.attach(info.id, undefined, flush, undefined, 0);
+    }
+  }
+
+  private async cancel(m: unknown, id: ClientId): Promise<void> {
+    const msg = this.parse(CancelSchema, m);
+    const info = await this.deps.runner.cancel(msg.stream, "client", "cancelled by request");
+    const ack: Record<string, unknown> = { type: "cancelled", stream: msg.stream, status: info.status };
+    if (id !== undefined) ack.id = id;
+    this.send(ack);
+  }
+}
