@@ -10,7 +10,9 @@ const top = Number(args.find((a) => a.startsWith("--top="))?.slice(6) ?? 25);
 let file = args.find((a) => !a.startsWith("--"));
 if (!file) {
   const dir = join(import.meta.dirname, "results/profile");
-  const files = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile")).map((f) => join(dir, f));
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith(".cpuprofile"))
+    .map((f) => join(dir, f));
   file = files.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
 }
 const prof = JSON.parse(readFileSync(file, "utf8"));
@@ -32,7 +34,14 @@ for (const [id, us] of dt) {
     idle += us;
     continue;
   }
-  const where = f.url ? f.url.replace(/^file:\/\//, "").replace(/.*node_modules\//, "npm:").replace(/.*packages\//, "") : f.functionName.startsWith("(") ? f.functionName : "(native)";
+  const where = f.url
+    ? f.url
+        .replace(/^file:\/\//, "")
+        .replace(/.*node_modules\//, "npm:")
+        .replace(/.*packages\//, "")
+    : f.functionName.startsWith("(")
+      ? f.functionName
+      : "(native)";
   const key = `${f.functionName || "(anonymous)"}  ${where}${f.url ? `:${f.lineNumber + 1}` : ""}`;
   self.set(key, (self.get(key) ?? 0) + us);
   const fk = where.replace(/:\d+$/, "");
@@ -40,7 +49,9 @@ for (const [id, us] of dt) {
 }
 const busy = total - idle;
 const pct = (us) => `${((us / busy) * 100).toFixed(1)}%`.padStart(6);
-console.log(`${file}\nsampled ${(total / 1e6).toFixed(1)} s, busy ${(busy / 1e6).toFixed(1)} s (idle ${(idle / 1e6).toFixed(1)} s); shares of busy time\n`);
+console.log(
+  `${file}\nsampled ${(total / 1e6).toFixed(1)} s, busy ${(busy / 1e6).toFixed(1)} s (idle ${(idle / 1e6).toFixed(1)} s); shares of busy time\n`,
+);
 console.log("top functions by self time:");
 for (const [k, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(us)}  ${k}`);
 console.log("\nby file / package:");

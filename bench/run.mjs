@@ -19,7 +19,15 @@ const QUICK = argv.includes("--quick");
 const PROFILE = argv.includes("--profile");
 const arg = (k) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1];
 const ONLY = arg("only")?.split(",");
-const SCENARIOS = arg("scenarios")?.split(",") ?? ["overhead", "capacity", "capacity100", "fanout", "memory", "resume", "cancel"];
+const SCENARIOS = arg("scenarios")?.split(",") ?? [
+  "overhead",
+  "capacity",
+  "capacity100",
+  "fanout",
+  "memory",
+  "resume",
+  "cancel",
+];
 const SERVER_CORE = 0;
 const CLIENT_CORE = 1;
 const T_START = Date.now();
@@ -54,7 +62,15 @@ const Q = QUICK
       repeats: 3,
       overheadNs: [1, 100, 1000],
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
-      bigOverheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
+      bigOverheadTargets: [
+        "upstream",
+        "relay",
+        "sluice-up",
+        "sluice-demo",
+        "resumable",
+        "durable",
+        "portkey",
+      ],
       ramp: 2000,
       window: 4000,
       gap: 800,
@@ -74,12 +90,30 @@ const Q = QUICK
       cancelTrials: 20,
       cancelWaitMs: 3000,
     };
-const CAP_START = { relay: 1000, "sluice-up": 1000, "sluice-demo": 1000, resumable: 150, durable: 250, portkey: 250 };
+const CAP_START = {
+  relay: 1000,
+  "sluice-up": 1000,
+  "sluice-demo": 1000,
+  resumable: 150,
+  durable: 250,
+  portkey: 250,
+};
 const TTFT_MS = 200;
 const P99_BUDGET_MS = 50;
 const want = (t) => !ONLY || ONLY.includes(t) || t === "upstream";
 
-const results = { meta: {}, overhead: [], capacity: [], capacity100: [], fanout: [], memory: [], resume: [], cancel: [], profile: null, notes: [] };
+const results = {
+  meta: {},
+  overhead: [],
+  capacity: [],
+  capacity100: [],
+  fanout: [],
+  memory: [],
+  resume: [],
+  cancel: [],
+  profile: null,
+  notes: [],
+};
 const log = (...a) => console.log(...a);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const median = (xs) => {
@@ -89,7 +123,11 @@ const median = (xs) => {
 
 // ── setup ─────────────────────────────────────────────────────────────────────
 function ensureInstalled() {
-  if (existsSync(join(BENCH, "node_modules/resumable-stream")) && existsSync(join(BENCH, "node_modules/@portkey-ai/gateway"))) return;
+  if (
+    existsSync(join(BENCH, "node_modules/resumable-stream")) &&
+    existsSync(join(BENCH, "node_modules/@portkey-ai/gateway"))
+  )
+    return;
   log("bench: installing peers under bench/ (npm install --prefix bench) …");
   execFileSync("npm", ["install", "--prefix", BENCH, "--no-audit", "--no-fund"], { stdio: "inherit" });
 }
@@ -114,7 +152,8 @@ ensureBuilt();
 if (spawnSync("taskset", ["-c", "0", "true"]).status !== 0) throw new Error("taskset is needed (util-linux)");
 
 const ports = {};
-for (const k of ["upstream", "sluice", "relay", "redis", "resumable", "durable", "durableControl", "portkey"]) ports[k] = await freePort();
+for (const k of ["upstream", "sluice", "relay", "redis", "resumable", "durable", "durableControl", "portkey"])
+  ports[k] = await freePort();
 const node = process.execPath;
 const SLUICE_CLI = join(ROOT, "packages/server/dist/cli/main.js");
 const sluiceConfig = join(RESULTS, "sluice-bench.json");
@@ -124,7 +163,9 @@ writeFileSync(
     host: "127.0.0.1",
     port: ports.sluice,
     log_level: "warn",
-    routes: { up: { provider: "openai-compatible", base_url: `http://127.0.0.1:${ports.upstream}/v1`, model: "demo" } },
+    routes: {
+      up: { provider: "openai-compatible", base_url: `http://127.0.0.1:${ports.upstream}/v1`, model: "demo" },
+    },
   }),
 );
 
@@ -142,31 +183,101 @@ const dead = {}; // target -> reason
 
 const SPAWN = {};
 function startServers() {
-  spawnPinned("mock-upstream", CLIENT_CORE, node, [SLUICE_CLI, "mock-upstream", "--port", String(ports.upstream)], { cwd: ROOT, logDir: LOGS });
+  spawnPinned(
+    "mock-upstream",
+    CLIENT_CORE,
+    node,
+    [SLUICE_CLI, "mock-upstream", "--port", String(ports.upstream)],
+    { cwd: ROOT, logDir: LOGS },
+  );
   const prof = PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${join(RESULTS, "profile")}`] : [];
-  SPAWN.sluice = () => spawnPinned("sluice", SERVER_CORE, node, [...prof, SLUICE_CLI, "serve", "--config", sluiceConfig], { cwd: ROOT, logDir: LOGS });
+  SPAWN.sluice = () =>
+    spawnPinned("sluice", SERVER_CORE, node, [...prof, SLUICE_CLI, "serve", "--config", sluiceConfig], {
+      cwd: ROOT,
+      logDir: LOGS,
+    });
   SPAWN.sluice();
-  SPAWN.relay = () => spawnPinned("relay", SERVER_CORE, node, [join(BENCH, "peers/relay.mjs"), String(ports.relay), String(ports.upstream)], { cwd: BENCH, logDir: LOGS });
+  SPAWN.relay = () =>
+    spawnPinned(
+      "relay",
+      SERVER_CORE,
+      node,
+      [join(BENCH, "peers/relay.mjs"), String(ports.relay), String(ports.upstream)],
+      { cwd: BENCH, logDir: LOGS },
+    );
   if (want("relay")) SPAWN.relay();
   if (want("resumable")) {
-    spawnPinned("redis", SERVER_CORE, "redis-server", ["--port", String(ports.redis), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "20000"], { cwd: BENCH, logDir: LOGS });
-    SPAWN.resumable = () => spawnPinned("resumable", SERVER_CORE, node, [join(BENCH, "peers/resumable.mjs"), String(ports.resumable), String(ports.upstream), `redis://127.0.0.1:${ports.redis}`], { cwd: BENCH, logDir: LOGS });
+    spawnPinned(
+      "redis",
+      SERVER_CORE,
+      "redis-server",
+      [
+        "--port",
+        String(ports.redis),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxclients",
+        "20000",
+      ],
+      { cwd: BENCH, logDir: LOGS },
+    );
+    SPAWN.resumable = () =>
+      spawnPinned(
+        "resumable",
+        SERVER_CORE,
+        node,
+        [
+          join(BENCH, "peers/resumable.mjs"),
+          String(ports.resumable),
+          String(ports.upstream),
+          `redis://127.0.0.1:${ports.redis}`,
+        ],
+        { cwd: BENCH, logDir: LOGS },
+      );
     SPAWN.resumable();
   }
-  SPAWN.durable = () => spawnPinned("durable", SERVER_CORE, node, [join(BENCH, "peers/durable.mjs"), String(ports.durable), String(ports.durableControl), String(ports.upstream)], { cwd: BENCH, logDir: LOGS });
+  SPAWN.durable = () =>
+    spawnPinned(
+      "durable",
+      SERVER_CORE,
+      node,
+      [
+        join(BENCH, "peers/durable.mjs"),
+        String(ports.durable),
+        String(ports.durableControl),
+        String(ports.upstream),
+      ],
+      { cwd: BENCH, logDir: LOGS },
+    );
   if (want("durable")) SPAWN.durable();
   SPAWN.portkey = () =>
     spawnPinned(
       "portkey",
       SERVER_CORE,
       node,
-      ["--import", join(BENCH, "peers/portkey-bind.mjs"), join(BENCH, "node_modules/@portkey-ai/gateway/build/start-server.js"), `--port=${ports.portkey}`, "--headless"],
+      [
+        "--import",
+        join(BENCH, "peers/portkey-bind.mjs"),
+        join(BENCH, "node_modules/@portkey-ai/gateway/build/start-server.js"),
+        `--port=${ports.portkey}`,
+        "--headless",
+      ],
       { cwd: BENCH, logDir: LOGS, env: { NODE_ENV: "production" } },
     );
   if (want("portkey")) SPAWN.portkey();
 }
 
-const PORT_OF = { sluice: "sluice", relay: "relay", resumable: "resumable", durable: "durable", portkey: "portkey" };
+const PORT_OF = {
+  sluice: "sluice",
+  relay: "relay",
+  resumable: "resumable",
+  durable: "durable",
+  portkey: "portkey",
+};
 /** A fresh server process for a target (the memory scenario measures from a clean heap). */
 async function restart(target) {
   for (const name of SERVER_PROCS[target]) {
@@ -201,7 +312,8 @@ async function waitServers() {
     try {
       await waitPort(port, 30_000);
     } catch (e) {
-      for (const [t, ps] of Object.entries(SERVER_PROCS)) if (ps.includes(name)) dead[t] = `did not start: ${e.message}`;
+      for (const [t, ps] of Object.entries(SERVER_PROCS))
+        if (ps.includes(name)) dead[t] = `did not start: ${e.message}`;
     }
   }
 }
@@ -223,7 +335,11 @@ const serverCpu = (t) => SERVER_PROCS[t].reduce((s, n) => s + cpuMs(procs.get(n)
 const serverRss = (t) => SERVER_PROCS[t].reduce((s, n) => s + rssKb(procs.get(n)?.pid), 0);
 
 // ── the load generator (its own process, its own core) ───────────────────────
-const lg = spawnPinned("loadgen", CLIENT_CORE, node, [join(BENCH, "lib/loadgen.mjs")], { cwd: BENCH, logDir: LOGS, ipc: true });
+const lg = spawnPinned("loadgen", CLIENT_CORE, node, [join(BENCH, "lib/loadgen.mjs")], {
+  cwd: BENCH,
+  logDir: LOGS,
+  ipc: true,
+});
 let jobSeq = 0;
 const waiting = new Map();
 lg.child.on("message", (m) => waiting.get(m.id)?.(m));
@@ -271,7 +387,11 @@ async function warm(target) {
   const run = ++runSeq;
   for (let i = 0; i < Q.warmStreams; i++) {
     const demo = demoOpts({ seed: i + 1, ttft_ms: 20, tokens_per_s: 100, length: 60 });
-    specs.push({ ...liveSpec(target, ports, `w${run}-${i}`, demo), at: Math.random() * 300, localAddress: srcAddr(i) });
+    specs.push({
+      ...liveSpec(target, ports, `w${run}-${i}`, demo),
+      at: Math.random() * 300,
+      localAddress: srcAddr(i),
+    });
   }
   await job({ type: "live", transport: "sse", specs, windowStart: 0, windowEnd: 1, endAt: 1500 }, target);
   await sleep(Q.gap);
@@ -288,9 +408,16 @@ async function liveRun(target, n, tps) {
   const specs = [];
   for (let i = 0; i < n; i++) {
     const demo = demoOpts({ seed: i + 1, ttft_ms: TTFT_MS, tokens_per_s: tps, length });
-    specs.push({ ...liveSpec(target, ports, `r${run}-${i}`, demo), at: Math.random() * ramp, localAddress: srcAddr(i) });
+    specs.push({
+      ...liveSpec(target, ports, `r${run}-${i}`, demo),
+      at: Math.random() * ramp,
+      localAddress: srcAddr(i),
+    });
   }
-  const r = await job({ type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 300 }, target);
+  const r = await job(
+    { type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 300 },
+    target,
+  );
   const expected = (n * tps * Q.window) / 1000;
   r.delivered = r.tokensInWindow / expected;
   r.cpuPerEventUs = r.tokensInWindow ? (r.serverCpuMs * 1000) / r.tokensInWindow : Number.NaN;
@@ -314,7 +441,8 @@ async function quiesce(target) {
   }
 }
 
-const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? "—" : typeof x === "number" ? x.toFixed(d) : String(x));
+const fmt = (x, d = 1) =>
+  x === undefined || x === null || Number.isNaN(x) ? "—" : typeof x === "number" ? x.toFixed(d) : String(x);
 function table(title, head, rows) {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   log(`\n${title}`);
@@ -324,7 +452,10 @@ function table(title, head, rows) {
 }
 async function noteLoad(scenario) {
   const busy = await coreBusy(300);
-  const l = os.loadavg().map((x) => x.toFixed(2)).join(" ");
+  const l = os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ");
   log(`\n[${scenario}] load average ${l}; cores busy before start: ${busy.map((b) => `${b}%`).join(" ")}`);
   return { loadavg: os.loadavg(), busy };
 }
@@ -340,8 +471,11 @@ async function overhead() {
       for (const t of list) {
         if (!targetAlive(t)) continue;
         const r = await liveRun(t, n, 30);
-        (runs[t] ??= []).push(r);
-        log(`  overhead n=${n} ${t}: ttft p50 ${fmt(r.ttft.p50)} p99 ${fmt(r.ttft.p99)} delay p50 ${fmt(r.delay.p50)} p99 ${fmt(r.delay.p99)} ms, failed ${r.failed}`);
+        runs[t] ??= [];
+        runs[t].push(r);
+        log(
+          `  overhead n=${n} ${t}: ttft p50 ${fmt(r.ttft.p50)} p99 ${fmt(r.ttft.p99)} delay p50 ${fmt(r.delay.p50)} p99 ${fmt(r.delay.p99)} ms, failed ${r.failed}`,
+        );
       }
     }
     const base = runs.upstream;
@@ -369,11 +503,37 @@ async function overhead() {
   }
   table(
     "1. Overhead vs reading mock-upstream directly (30 tok/s; ms; 'added' = minus the direct reader's figure, same run)",
-    ["target", "N", "TTFT p50", "added", "TTFT p99", "added", "delay p50", "added", "delay p99", "added", "failed", "loadgen CPU"],
+    [
+      "target",
+      "N",
+      "TTFT p50",
+      "added",
+      "TTFT p99",
+      "added",
+      "delay p50",
+      "added",
+      "delay p99",
+      "added",
+      "failed",
+      "loadgen CPU",
+    ],
     results.overhead.map((r) =>
       r.na
         ? [TARGETS[r.target].label, r.n, `n/a: ${r.na}`, "", "", "", "", "", "", "", "", ""]
-        : [TARGETS[r.target].label, r.n, fmt(r.ttft_p50), fmt(r.ttft_p50_added), fmt(r.ttft_p99), fmt(r.ttft_p99_added), fmt(r.delay_p50), fmt(r.delay_p50_added), fmt(r.delay_p99), fmt(r.delay_p99_added), r.failed, `${fmt(r.loadgen_cpu_pct, 0)}%`],
+        : [
+            TARGETS[r.target].label,
+            r.n,
+            fmt(r.ttft_p50),
+            fmt(r.ttft_p50_added),
+            fmt(r.ttft_p99),
+            fmt(r.ttft_p99_added),
+            fmt(r.delay_p50),
+            fmt(r.delay_p50_added),
+            fmt(r.delay_p99),
+            fmt(r.delay_p99_added),
+            r.failed,
+            `${fmt(r.loadgen_cpu_pct, 0)}%`,
+          ],
     ),
   );
 }
@@ -391,7 +551,9 @@ async function capacityOf(t, tps) {
     for (let rep = 0; rep < Q.capRepeats; rep++) reps.push(await liveRun(t, n, tps));
     const p99 = median(reps.map((r) => r.delay.p99));
     // Pass = the median run passes (with 2 repeats: one passes and the median p99 is in budget).
-    const pass = reps.filter((r) => r.pass).length * 2 > reps.length || (reps.length === 2 && reps.some((r) => r.pass) && p99 <= P99_BUDGET_MS);
+    const pass =
+      reps.filter((r) => r.pass).length * 2 > reps.length ||
+      (reps.length === 2 && reps.some((r) => r.pass) && p99 <= P99_BUDGET_MS);
     const r = reps[0];
     const probe = {
       n,
@@ -408,7 +570,9 @@ async function capacityOf(t, tps) {
       errors: r.errors,
     };
     probes.push(probe);
-    log(`  capacity ${tps} tok/s ${t} n=${n}: p99 ${fmt(p99)} ms, delivered ${fmt(probe.delivered * 100, 0)}%, failed ${probe.failed}, server CPU ${fmt(probe.serverCpuPct, 0)}%, ${fmt(probe.cpuPerEventUs)} µs/event, loadgen ${fmt(probe.loadgenCpuPct, 0)}% → ${pass ? "pass" : "FAIL"}`);
+    log(
+      `  capacity ${tps} tok/s ${t} n=${n}: p99 ${fmt(p99)} ms, delivered ${fmt(probe.delivered * 100, 0)}%, failed ${probe.failed}, server CPU ${fmt(probe.serverCpuPct, 0)}%, ${fmt(probe.cpuPerEventUs)} µs/event, loadgen ${fmt(probe.loadgenCpuPct, 0)}% → ${pass ? "pass" : "FAIL"}`,
+    );
     if (pass) {
       lo = n;
       best = probe;
@@ -424,7 +588,12 @@ async function capacityOf(t, tps) {
     target: t,
     tps,
     capacity: lo,
-    bounded: lo >= Q.maxStreams ? `≥ (the run's cap is ${Q.maxStreams})` : hi === Number.POSITIVE_INFINITY ? "≥" : `< ${hi}`,
+    bounded:
+      lo >= Q.maxStreams
+        ? `≥ (the run's cap is ${Q.maxStreams})`
+        : hi === Number.POSITIVE_INFINITY
+          ? "≥"
+          : `< ${hi}`,
     cpuPerEventUs: best?.cpuPerEventUs,
     at: best,
     probes,
@@ -445,7 +614,16 @@ async function capacity(tps, list, key) {
   const rs = results[key].find((r) => r.target === "resumable");
   table(
     `2. Capacity at ${tps} tok/s per stream: largest N with p99 delivery delay ≤ ${P99_BUDGET_MS} ms (SSE; WS: not on this branch)`,
-    ["target", "capacity", "vs relay", "vs resumable", "p99 at cap", "server CPU µs/event", "vs relay", "probes"],
+    [
+      "target",
+      "capacity",
+      "vs relay",
+      "vs resumable",
+      "p99 at cap",
+      "server CPU µs/event",
+      "vs relay",
+      "probes",
+    ],
     results[key].map((r) =>
       r.na && !r.probes
         ? [TARGETS[r.target].label, `n/a: ${r.na}`, "", "", "", "", "", ""]
@@ -456,7 +634,9 @@ async function capacity(tps, list, key) {
             rs?.capacity ? `${fmt(r.capacity / rs.capacity, 1)}×` : "—",
             fmt(r.at?.p99),
             fmt(r.cpuPerEventUs),
-            relay?.cpuPerEventUs && r.cpuPerEventUs ? `${fmt(r.cpuPerEventUs / relay.cpuPerEventUs, 2)}×` : "—",
+            relay?.cpuPerEventUs && r.cpuPerEventUs
+              ? `${fmt(r.cpuPerEventUs / relay.cpuPerEventUs, 2)}×`
+              : "—",
             r.probes.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" "),
           ],
     ),
@@ -467,7 +647,11 @@ async function capacity(tps, list, key) {
 async function startShared(t, id, demo) {
   const s = sharedStream(t, ports, id, demo);
   if (s.na) return s;
-  const res = await fetch(s.start.url, { method: "POST", headers: { "content-type": "application/json" }, body: s.start.body });
+  const res = await fetch(s.start.url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: s.start.body,
+  });
   if (res.status >= 300) throw new Error(`start ${t}: HTTP ${res.status} ${await res.text()}`);
   const sid = s.start.idFrom === "json" ? (await res.json()).id : s.start.idFrom;
   if (s.start.idFrom !== "json") await res.arrayBuffer();
@@ -482,7 +666,12 @@ async function fanout() {
       const ttft = ramp + 1000;
       const windowStart = ttft + 300;
       const windowEnd = windowStart + Q.window;
-      const demo = demoOpts({ seed: 1, ttft_ms: ttft, tokens_per_s: 30, length: Math.ceil((30 * (Q.window + 1500)) / 1000) });
+      const demo = demoOpts({
+        seed: 1,
+        ttft_ms: ttft,
+        tokens_per_s: 30,
+        length: Math.ceil((30 * (Q.window + 1500)) / 1000),
+      });
       const shared = sharedStream(t, ports, "x", demo);
       if (shared.na) {
         results.fanout.push({ target: t, n, na: shared.na });
@@ -495,8 +684,12 @@ async function fanout() {
       try {
         const s = await startShared(t, `fan${++runSeq}`, demo);
         const specs = [];
-        for (let i = 0; i < n; i++) specs.push({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) });
-        const r = await job({ type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 500 }, t);
+        for (let i = 0; i < n; i++)
+          specs.push({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) });
+        const r = await job(
+          { type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 500 },
+          t,
+        );
         const tokens = (30 * Q.window) / 1000;
         results.fanout.push({
           target: t,
@@ -525,7 +718,17 @@ async function fanout() {
     results.fanout.map((r) =>
       r.na
         ? [TARGETS[r.target].label, r.n, `n/a: ${r.na}`, "", "", "", "", "", ""]
-        : [TARGETS[r.target].label, r.n, fmt(r.p50), fmt(r.p99), fmt(r.max), `${fmt(r.delivered * 100, 0)}%`, r.failed, `${fmt(r.serverCpuPct, 0)}%`, fmt(r.cpuPerEventUs)],
+        : [
+            TARGETS[r.target].label,
+            r.n,
+            fmt(r.p50),
+            fmt(r.p99),
+            fmt(r.max),
+            `${fmt(r.delivered * 100, 0)}%`,
+            r.failed,
+            `${fmt(r.serverCpuPct, 0)}%`,
+            fmt(r.cpuPerEventUs),
+          ],
     ),
   );
 }
@@ -548,32 +751,60 @@ async function memory() {
     if (shared.na) {
       // A relay or gateway holds an upstream request per reader: that is its idle cost.
       const run = ++runSeq;
-      specs = Array.from({ length: n }, (_, i) => ({ ...liveSpec(t, ports, `m${run}-${i}`, demo), at: Math.random() * ramp, localAddress: srcAddr(i) }));
+      specs = Array.from({ length: n }, (_, i) => ({
+        ...liveSpec(t, ports, `m${run}-${i}`, demo),
+        at: Math.random() * ramp,
+        localAddress: srcAddr(i),
+      }));
     } else {
       const s = await startShared(t, `mem${++runSeq}`, demo);
-      specs = Array.from({ length: n }, (_, i) => ({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) }));
-      if (t.startsWith("sluice")) cleanup = () => fetch(`http://127.0.0.1:${ports.sluice}/v1/streams/${s.sid}/cancel`, { method: "POST" }).then((r) => r.arrayBuffer());
+      specs = Array.from({ length: n }, (_, i) => ({
+        ...s.reader(s.sid),
+        at: Math.random() * ramp,
+        localAddress: srcAddr(i),
+      }));
+      if (t.startsWith("sluice"))
+        cleanup = () =>
+          fetch(`http://127.0.0.1:${ports.sluice}/v1/streams/${s.sid}/cancel`, { method: "POST" }).then((r) =>
+            r.arrayBuffer(),
+          );
     }
     await sleep(500);
     const before = serverRss(t);
     let after;
     let headed = 0;
     const timeout = setTimeout(() => lg.child.send({ type: "release" }), ramp + 15_000);
-    const r = await job({ type: "live", transport: "sse", hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 }, t, {
-      onHeld: async (m) => {
-        headed = m.headed;
-        await sleep(1000);
-        after = serverRss(t);
-        lg.child.send({ type: "release" });
+    const r = await job(
+      { type: "live", transport: "sse", hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 },
+      t,
+      {
+        onHeld: async (m) => {
+          headed = m.headed;
+          await sleep(1000);
+          after = serverRss(t);
+          lg.child.send({ type: "release" });
+        },
       },
-    });
+    );
     clearTimeout(timeout);
     after ??= serverRss(t);
     headed = headed || r.headed;
     await cleanup().catch(() => {});
-    const row = { target: t, n, load, open: headed, failed: r.failed, rssBeforeKb: before, rssAfterKb: after, kbPerConn: headed ? (after - before) / headed : Number.NaN, errors: r.errors };
+    const row = {
+      target: t,
+      n,
+      load,
+      open: headed,
+      failed: r.failed,
+      rssBeforeKb: before,
+      rssAfterKb: after,
+      kbPerConn: headed ? (after - before) / headed : Number.NaN,
+      errors: r.errors,
+    };
     results.memory.push(row);
-    log(`  memory ${t}: ${headed}/${n} open, RSS ${before} → ${after} kB = ${fmt(row.kbPerConn, 2)} KB/connection`);
+    log(
+      `  memory ${t}: ${headed}/${n} open, RSS ${before} → ${after} kB = ${fmt(row.kbPerConn, 2)} KB/connection`,
+    );
     await quiesce(t);
   }
   table(
@@ -582,7 +813,14 @@ async function memory() {
     results.memory.map((r) =>
       r.na
         ? [TARGETS[r.target].label, `n/a: ${r.na}`, "", "", "", ""]
-        : [TARGETS[r.target].label, r.open, r.failed, fmt(r.rssBeforeKb / 1024), fmt(r.rssAfterKb / 1024), fmt(r.kbPerConn, 2)],
+        : [
+            TARGETS[r.target].label,
+            r.open,
+            r.failed,
+            fmt(r.rssBeforeKb / 1024),
+            fmt(r.rssAfterKb / 1024),
+            fmt(r.kbPerConn, 2),
+          ],
     ),
   );
 }
@@ -613,7 +851,11 @@ async function resume() {
     const demo = demoOpts({ seed: 3, ttft_ms: 0, tokens_per_s: 1_000_000, length: 10_000 });
     const shared = sharedStream(t, ports, "x", demo);
     if (shared.na || !targetAlive(t)) {
-      results.resume.push({ kind: "catch-up", target: t, na: shared.na ? "no log to resume from: a relay/gateway keeps nothing" : dead[t] });
+      results.resume.push({
+        kind: "catch-up",
+        target: t,
+        na: shared.na ? "no log to resume from: a relay/gateway keeps nothing" : dead[t],
+      });
       continue;
     }
     try {
@@ -623,9 +865,20 @@ async function resume() {
       let events = 0;
       let err;
       for (let k = 0; k < Q.catchupRepeats; k++) {
-        const r = await job({ type: "live", transport: "sse", specs: [{ ...s.reader(s.sid), at: 0 }], windowStart: 0, windowEnd: 60_000, endAt: 60_000 }, t);
+        const r = await job(
+          {
+            type: "live",
+            transport: "sse",
+            specs: [{ ...s.reader(s.sid), at: 0 }],
+            windowStart: 0,
+            windowEnd: 60_000,
+            endAt: 60_000,
+          },
+          t,
+        );
         if (r.failed) err = Object.keys(r.errors)[0];
-        else if (r.eventsTotal < 10_000) err = `got ${r.eventsTotal} of 10,000 events (the response ended after ${fmt(r.endTime.p50, 0)} ms)`;
+        else if (r.eventsTotal < 10_000)
+          err = `got ${r.eventsTotal} of 10,000 events (the response ended after ${fmt(r.endTime.p50, 0)} ms)`;
         else {
           times.push(r.endTime.p50);
           events = r.eventsTotal;
@@ -633,8 +886,22 @@ async function resume() {
       }
       results.resume.push(
         times.length
-          ? { kind: "catch-up", target: t, load, ms: median(times), spread: [Math.min(...times), Math.max(...times)], events, ok: times.length, of: Q.catchupRepeats, err }
-          : { kind: "catch-up", target: t, na: `cannot: ${err}${t === "resumable" ? " (a finished stream is not served: its chunks live only while the producer runs)" : ""}` },
+          ? {
+              kind: "catch-up",
+              target: t,
+              load,
+              ms: median(times),
+              spread: [Math.min(...times), Math.max(...times)],
+              events,
+              ok: times.length,
+              of: Q.catchupRepeats,
+              err,
+            }
+          : {
+              kind: "catch-up",
+              target: t,
+              na: `cannot: ${err}${t === "resumable" ? " (a finished stream is not served: its chunks live only while the producer runs)" : ""}`,
+            },
       );
       log(`  catch-up ${t}: ${times.length ? `${fmt(median(times))} ms for ${events} events` : err}`);
     } catch (e) {
@@ -650,7 +917,11 @@ async function resume() {
       results.resume.push({
         kind: "drop+resume",
         target: t,
-        na: shared.na ? "nothing to resume: a relay/gateway keeps no log" : shared.resume === "none" ? "resumeAt counts the producer's chunks, which a client cannot see on the wire: no exact resume point" : dead[t],
+        na: shared.na
+          ? "nothing to resume: a relay/gateway keeps no log"
+          : shared.resume === "none"
+            ? "resumeAt counts the producer's chunks, which a client cannot see on the wire: no exact resume point"
+            : dead[t],
       });
       continue;
     }
@@ -660,13 +931,24 @@ async function resume() {
         const s = await startShared(t, `rs${++runSeq}`, demo);
         readers.push({ stream: k, reference: true, spec: s.reader(s.sid), at: 0 });
         for (let j = 0; j < Q.resumeReaders; j++) {
-          const drops = Array.from({ length: 1 + Math.floor(Math.random() * 3) }, () => 1 + Math.floor(Math.random() * length)).sort((a, b) => a - b);
-          readers.push({ stream: k, spec: { ...s.reader(s.sid), localAddress: srcAddr(j) }, at: Math.random() * 300, dropAt: drops, pauseMs: Math.random() * 200 });
+          const drops = Array.from(
+            { length: 1 + Math.floor(Math.random() * 3) },
+            () => 1 + Math.floor(Math.random() * length),
+          ).sort((a, b) => a - b);
+          readers.push({
+            stream: k,
+            spec: { ...s.reader(s.sid), localAddress: srcAddr(j) },
+            at: Math.random() * 300,
+            dropAt: drops,
+            pauseMs: Math.random() * 200,
+          });
         }
       }
       const r = await job({ type: "resume", style: shared.resume, readers, timeoutMs: 30_000 }, t);
       results.resume.push({ kind: "drop+resume", target: t, load, ...r });
-      log(`  drop+resume ${t}: ${r.exact}/${r.readers} exact, lost ${r.lost}, dup ${r.dup}, ${r.reconnects} reconnects`);
+      log(
+        `  drop+resume ${t}: ${r.exact}/${r.readers} exact, lost ${r.lost}, dup ${r.dup}, ${r.reconnects} reconnects`,
+      );
     } catch (e) {
       results.resume.push({ kind: "drop+resume", target: t, na: `error: ${e.message}` });
     }
@@ -734,12 +1016,21 @@ async function cancel() {
         let close = () => {};
         let sid;
         if (t === "sluice-up") {
-          const res = await fetch(`http://127.0.0.1:${ports.sluice}/v1/streams`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "up", messages: [{ role: "user", content: "x" }], demo }) });
+          const res = await fetch(`http://127.0.0.1:${ports.sluice}/v1/streams`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ model: "up", messages: [{ role: "user", content: "x" }], demo }),
+          });
           sid = (await res.json()).id;
         } else {
           const spec = liveSpec(t, ports, `c${++runSeq}`, demo);
           const ac = new AbortController();
-          const res = await fetch(`http://127.0.0.1:${spec.port}${spec.path}`, { method: spec.method, headers: spec.headers, body: spec.body, signal: ac.signal });
+          const res = await fetch(`http://127.0.0.1:${spec.port}${spec.path}`, {
+            method: spec.method,
+            headers: spec.headers,
+            body: spec.body,
+            signal: ac.signal,
+          });
           const rd = res.body.getReader();
           (async () => {
             for (;;) if ((await rd.read()).done) break;
@@ -750,13 +1041,23 @@ async function cancel() {
         await sleep(250);
         const t0 = Date.now();
         if (sid) {
-          await fetch(`http://127.0.0.1:${ports.sluice}/v1/streams/${sid}/cancel`, { method: "POST" }).then((r) => r.arrayBuffer());
+          await fetch(`http://127.0.0.1:${ports.sluice}/v1/streams/${sid}/cancel`, { method: "POST" }).then(
+            (r) => r.arrayBuffer(),
+          );
         } else close();
         const at = await upstreamAbortedAt(upId);
         if (at === undefined || Number.isNaN(at)) never++;
         else lat.push(at - t0);
       }
-      results.cancel.push({ target: t, load, how, trials: Q.cancelTrials, p50: median(lat), max: lat.length ? Math.max(...lat) : Number.NaN, never });
+      results.cancel.push({
+        target: t,
+        load,
+        how,
+        trials: Q.cancelTrials,
+        p50: median(lat),
+        max: lat.length ? Math.max(...lat) : Number.NaN,
+        never,
+      });
       log(`  cancel ${t}: p50 ${fmt(median(lat))} ms, never aborted ${never}/${Q.cancelTrials}`);
     } catch (e) {
       results.cancel.push({ target: t, na: `error: ${e.message}` });
@@ -765,7 +1066,11 @@ async function cancel() {
   table(
     "6. Cancel latency: cancel request → mock-upstream sees its request aborted (ms, its own clock)",
     ["target", "how", "p50", "max", `not aborted within ${Q.cancelWaitMs / 1000} s`],
-    results.cancel.map((r) => (r.na ? [TARGETS[r.target].label, `n/a: ${r.na}`, "", "", ""] : [TARGETS[r.target].label, r.how, fmt(r.p50), fmt(r.max), `${r.never}/${r.trials}`])),
+    results.cancel.map((r) =>
+      r.na
+        ? [TARGETS[r.target].label, `n/a: ${r.na}`, "", "", ""]
+        : [TARGETS[r.target].label, r.how, fmt(r.p50), fmt(r.max), `${r.never}/${r.trials}`],
+    ),
   );
 }
 
@@ -791,7 +1096,9 @@ try {
     versions: {
       "resumable-stream": version(join(BENCH, "node_modules/resumable-stream")),
       redis: version(join(BENCH, "node_modules/redis")),
-      "redis-server": (spawnSync("redis-server", ["--version"]).stdout?.toString().match(/v=(\S+)/) ?? [])[1],
+      "redis-server": (spawnSync("redis-server", ["--version"])
+        .stdout?.toString()
+        .match(/v=(\S+)/) ?? [])[1],
       "@durable-streams/server": version(join(BENCH, "node_modules/@durable-streams/server")),
       "@portkey-ai/gateway": version(join(BENCH, "node_modules/@portkey-ai/gateway")),
       "@hono/node-server": version(join(BENCH, "node_modules/@hono/node-server")),
@@ -800,11 +1107,25 @@ try {
     sizes: Q,
     targets: TARGETS,
   };
-  log(`sluice bench (${results.meta.mode}) — node ${process.version}, ${results.meta.cpus} cores, load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+  log(
+    `sluice bench (${results.meta.mode}) — node ${process.version}, ${results.meta.cpus} cores, load ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(" ")}`,
+  );
   startServers();
   await waitServers();
   for (const [t, why] of Object.entries(dead)) log(`  ${t}: ${why}`);
-  const run = { overhead, capacity: () => capacity(30, ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"], "capacity"), capacity100: () => capacity(100, Q.cap100Targets, "capacity100"), fanout, memory, resume, cancel };
+  const run = {
+    overhead,
+    capacity: () =>
+      capacity(30, ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"], "capacity"),
+    capacity100: () => capacity(100, Q.cap100Targets, "capacity100"),
+    fanout,
+    memory,
+    resume,
+    cancel,
+  };
   for (const s of SCENARIOS) {
     if (!run[s]) throw new Error(`unknown scenario ${s}`);
     const t0 = Date.now();

@@ -3,10 +3,10 @@
 // delivery delay = receive time - the due time the upstream/demo stamped into each token.
 // Driven over IPC by run.mjs: {type:"live"|"resume", ...} -> {type:"result", ...}.
 import http from "node:http";
+import { dueOf } from "./http-stream.mjs";
 import * as ndjson from "./readers/ndjson.mjs";
 import * as sse from "./readers/sse.mjs";
 import * as ws from "./readers/ws.mjs";
-import { dueOf } from "./http-stream.mjs";
 
 const READERS = { sse, ndjson, ws };
 const now = () => performance.timeOrigin + performance.now();
@@ -27,10 +27,19 @@ function summarize(values) {
 function pre(p) {
   return new Promise((resolve, reject) => {
     const r = http.request(
-      { host: "127.0.0.1", port: p.port, path: p.path, method: p.method ?? "POST", agent, headers: { "content-type": "application/json" } },
+      {
+        host: "127.0.0.1",
+        port: p.port,
+        path: p.path,
+        method: p.method ?? "POST",
+        agent,
+        headers: { "content-type": "application/json" },
+      },
       (res) => {
         res.resume();
-        res.on("end", () => (res.statusCode < 300 ? resolve() : reject(new Error(`pre ${p.path}: HTTP ${res.statusCode}`))));
+        res.on("end", () =>
+          res.statusCode < 300 ? resolve() : reject(new Error(`pre ${p.path}: HTTP ${res.statusCode}`)),
+        );
       },
     );
     r.on("error", reject);
@@ -83,7 +92,7 @@ function live(job) {
             if (job.hold && headed === job.specs.length) send({ type: "held", id: job.id, headed, failed });
           }
         },
-        onEvent(id, event, data, t) {
+        onEvent(_id, _event, data, t) {
           eventsTotal++;
           st.events++;
           const due = dueOf(data);
@@ -105,7 +114,8 @@ function live(job) {
         onError(e) {
           failed++;
           noteErr(e);
-          if (job.hold && headed + failed === job.specs.length) send({ type: "held", id: job.id, headed, failed });
+          if (job.hold && headed + failed === job.specs.length)
+            send({ type: "held", id: job.id, headed, failed });
           settle();
         },
       });
@@ -190,7 +200,7 @@ function resume(job) {
     let pending = [];
     let lastId;
     let lastOffset = "-1";
-    let drops = [...(r.dropAt ?? [])];
+    const drops = [...(r.dropAt ?? [])];
     let received = 0;
     const open = () => {
       if (finished) return;
@@ -242,7 +252,9 @@ function resume(job) {
     };
     setTimeout(open, r.at ?? 0);
   }
-  job.readers.forEach((r, i) => run(i, r));
+  job.readers.forEach((r, i) => {
+    run(i, r);
+  });
   const timer = setTimeout(() => finish(), job.timeoutMs);
 
   function finish() {
@@ -289,7 +301,11 @@ function resume(job) {
       reconnects,
       errors,
       events,
-      refEvents: [...new Set(job.readers.filter((r) => r.reference).map((r) => seqs.get(job.readers.indexOf(r))?.length))],
+      refEvents: [
+        ...new Set(
+          job.readers.filter((r) => r.reference).map((r) => seqs.get(job.readers.indexOf(r))?.length),
+        ),
+      ],
       ms: now() - t0,
       loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     });

@@ -77,7 +77,6 @@ export function rssKb(pid) {
   }
 }
 
-
 /** Busy fraction of each core over `ms` (from /proc/stat), to note how loaded the machine was. */
 export async function coreBusy(ms = 500) {
   const read = () =>
@@ -105,7 +104,8 @@ export async function stopAll() {
     }
   }
   const until = Date.now() + 4000;
-  while ([...procs.values()].some((p) => !p.exited) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  while ([...procs.values()].some((p) => !p.exited) && Date.now() < until)
+    await new Promise((r) => setTimeout(r, 50));
   for (const p of procs.values()) {
     if (!p.exited) {
       try {

@@ -8,7 +8,11 @@ export const TARGETS = {
     kind: "reference",
     note: "a client reading `sluice mock-upstream` directly: the zero of the overhead scenario",
   },
-  relay: { label: "node:http relay", kind: "peer", note: "plain node:http SSE relay of the mock upstream (~50 lines)" },
+  relay: {
+    label: "node:http relay",
+    kind: "peer",
+    note: "plain node:http SSE relay of the mock upstream (~50 lines)",
+  },
   "sluice-up": {
     label: "Sluice (via mock-upstream)",
     kind: "sluice",
@@ -54,9 +58,21 @@ const SSE = { accept: "text/event-stream" };
 export function liveSpec(target, ports, id, demo) {
   switch (target) {
     case "upstream":
-      return { port: ports.upstream, method: "POST", path: "/v1/chat/completions", headers: { "content-type": "application/json", ...SSE }, body: chatBody(demo) };
+      return {
+        port: ports.upstream,
+        method: "POST",
+        path: "/v1/chat/completions",
+        headers: { "content-type": "application/json", ...SSE },
+        body: chatBody(demo),
+      };
     case "relay":
-      return { port: ports.relay, method: "POST", path: "/", headers: { "content-type": "application/json" }, body: chatBody(demo) };
+      return {
+        port: ports.relay,
+        method: "POST",
+        path: "/",
+        headers: { "content-type": "application/json" },
+        body: chatBody(demo),
+      };
     case "sluice-up":
     case "sluice-demo":
       return {
@@ -67,7 +83,13 @@ export function liveSpec(target, ports, id, demo) {
         body: sluiceBody(target === "sluice-up" ? "up" : "demo", demo, { on_disconnect: "cancel" }),
       };
     case "resumable":
-      return { port: ports.resumable, method: "POST", path: `/rs/${id}`, headers: { "content-type": "application/json" }, body: chatBody(demo) };
+      return {
+        port: ports.resumable,
+        method: "POST",
+        path: `/rs/${id}`,
+        headers: { "content-type": "application/json" },
+        body: chatBody(demo),
+      };
     case "durable":
       return {
         pre: { port: ports.durableControl, method: "POST", path: `/start?id=${id}`, body: chatBody(demo) },
@@ -107,18 +129,36 @@ export function sharedStream(target, ports, id, demo) {
           body: sluiceBody(target === "sluice-up" ? "up" : "demo", demo),
           idFrom: "json",
         },
-        reader: (sid, offset = "-1") => ({ port: ports.sluice, method: "GET", path: `/v1/streams/${sid}?offset=${offset}`, headers: SSE }),
+        reader: (sid, offset = "-1") => ({
+          port: ports.sluice,
+          method: "GET",
+          path: `/v1/streams/${sid}?offset=${offset}`,
+          headers: SSE,
+        }),
         resume: "last-event-id",
       };
     case "durable":
       return {
-        start: { url: `http://127.0.0.1:${ports.durableControl}/start?id=${id}`, body: chatBody(demo), idFrom: id },
-        reader: (sid, offset = "-1") => ({ port: ports.durable, method: "GET", path: `/s/${sid}?offset=${offset}&live=sse`, headers: {} }),
+        start: {
+          url: `http://127.0.0.1:${ports.durableControl}/start?id=${id}`,
+          body: chatBody(demo),
+          idFrom: id,
+        },
+        reader: (sid, offset = "-1") => ({
+          port: ports.durable,
+          method: "GET",
+          path: `/s/${sid}?offset=${offset}&live=sse`,
+          headers: {},
+        }),
         resume: "durable-offset",
       };
     case "resumable":
       return {
-        start: { url: `http://127.0.0.1:${ports.resumable}/rs/${id}?detach=1`, body: chatBody(demo), idFrom: id },
+        start: {
+          url: `http://127.0.0.1:${ports.resumable}/rs/${id}?detach=1`,
+          body: chatBody(demo),
+          idFrom: id,
+        },
         reader: (sid) => ({ port: ports.resumable, method: "GET", path: `/rs/${sid}`, headers: {} }),
         resume: "none",
       };

@@ -16,7 +16,11 @@ function request(method, path, body, headers = {}) {
   return new Promise((resolve, reject) => {
     const r = http.request({ host: "127.0.0.1", port, path, method, headers, agent }, (res) => {
       res.resume();
-      res.on("end", () => (res.statusCode < 300 ? resolve(res.statusCode) : reject(new Error(`${method} ${path}: ${res.statusCode}`))));
+      res.on("end", () =>
+        res.statusCode < 300
+          ? resolve(res.statusCode)
+          : reject(new Error(`${method} ${path}: ${res.statusCode}`)),
+      );
     });
     r.on("error", reject);
     r.end(body);
@@ -27,7 +31,13 @@ async function produce(id, body) {
   const path = `/s/${id}`;
   const up = await new Promise((resolve, reject) => {
     const r = http.request(
-      { host: "127.0.0.1", port: upstreamPort, path: "/v1/chat/completions", method: "POST", headers: { "content-type": "application/json" } },
+      {
+        host: "127.0.0.1",
+        port: upstreamPort,
+        path: "/v1/chat/completions",
+        method: "POST",
+        headers: { "content-type": "application/json" },
+      },
       resolve,
     );
     r.on("error", reject);
@@ -68,4 +78,6 @@ const control = http.createServer((req, res) => {
     }
   });
 });
-control.listen(controlPort, "127.0.0.1", () => process.stdout.write(`durable-streams listening on ${port} (control ${controlPort})\n`));
+control.listen(controlPort, "127.0.0.1", () =>
+  process.stdout.write(`durable-streams listening on ${port} (control ${controlPort})\n`),
+);

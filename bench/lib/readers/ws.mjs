@@ -11,5 +11,7 @@ export const name = "ws";
 export const available = false;
 
 export function open() {
-  throw new Error("the WebSocket reader needs Sluice's /v1/ws (issue 3, delivery branch); see bench/lib/readers/ws.mjs");
+  throw new Error(
+    "the WebSocket reader needs Sluice's /v1/ws (issue 3, delivery branch); see bench/lib/readers/ws.mjs",
+  );
 }
