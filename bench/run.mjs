@@ -8,7 +8,17 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { coreBusy, cpuMs, freePort, procs, rssKb, spawnPinned, stopAll, waitPort } from "./lib/procs.mjs";
+import {
+  coreBusy,
+  cpuMs,
+  freePort,
+  procs,
+  rssKb,
+  setNice,
+  spawnPinned,
+  stopAll,
+  waitPort,
+} from "./lib/procs.mjs";
 import { renderHtml } from "./lib/report.mjs";
 import { demoOpts, liveSpec, sharedStream, TARGETS } from "./lib/targets.mjs";
 
@@ -19,6 +29,8 @@ const QUICK = argv.includes("--quick");
 const PROFILE = argv.includes("--profile");
 const arg = (k) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1];
 const ONLY = arg("only")?.split(",");
+/** --nice=-5: run every bench process at this nice level (as root), to win CPU from other work on a shared machine. */
+const NICE = Number(arg("nice") ?? 0);
 const SCENARIOS = arg("scenarios")?.split(",") ?? [
   "overhead",
   "capacity",
@@ -57,6 +69,9 @@ const Q = QUICK
       resumeReaders: 50,
       cancelTrials: 3,
       cancelWaitMs: 1500,
+      quiesceMaxMs: 5000,
+      holdMaxMs: 4000,
+      resumeTps: 200,
     }
   : {
       repeats: 3,
@@ -89,6 +104,9 @@ const Q = QUICK
       resumeReaders: 100,
       cancelTrials: 20,
       cancelWaitMs: 3000,
+      quiesceMaxMs: 15_000,
+      holdMaxMs: 15_000,
+      resumeTps: 100,
     };
 const CAP_START = {
   relay: 1000,
@@ -150,6 +168,7 @@ mkdirSync(LOGS, { recursive: true });
 ensureInstalled();
 ensureBuilt();
 if (spawnSync("taskset", ["-c", "0", "true"]).status !== 0) throw new Error("taskset is needed (util-linux)");
+if (NICE) setNice(NICE);
 
 const ports = {};
 for (const k of ["upstream", "sluice", "relay", "redis", "resumable", "durable", "durableControl", "portkey"])
@@ -393,7 +412,7 @@ async function warm(target) {
       localAddress: srcAddr(i),
     });
   }
-  await job({ type: "live", transport: "sse", specs, windowStart: 0, windowEnd: 1, endAt: 1500 }, target);
+  await job({ type: "live", transport: "sse", specs, windowStart: 0, windowEnd: 1, endAt: 1200 }, target);
   await sleep(Q.gap);
 }
 
@@ -437,7 +456,7 @@ async function quiesce(target) {
     const c0 = serverCpu(target);
     await sleep(250);
     const busy = (serverCpu(target) - c0) / 250;
-    if (!(busy > 0.1) || Date.now() - t0 > 15_000) return Date.now() - t0;
+    if (!(busy > 0.1) || Date.now() - t0 > Q.quiesceMaxMs) return Date.now() - t0;
   }
 }
 
@@ -773,7 +792,7 @@ async function memory() {
     const before = serverRss(t);
     let after;
     let headed = 0;
-    const timeout = setTimeout(() => lg.child.send({ type: "release" }), ramp + 15_000);
+    const timeout = setTimeout(() => lg.child.send({ type: "release" }), ramp + Q.holdMaxMs);
     const r = await job(
       { type: "live", transport: "sse", hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 },
       t,
@@ -876,8 +895,10 @@ async function resume() {
           },
           t,
         );
-        if (r.failed) err = Object.keys(r.errors)[0];
-        else if (r.eventsTotal < 10_000)
+        if (r.failed) {
+          err = Object.keys(r.errors)[0];
+          if (!times.length) break; // it cannot: do not wait for it again
+        } else if (r.eventsTotal < 10_000)
           err = `got ${r.eventsTotal} of 10,000 events (the response ended after ${fmt(r.endTime.p50, 0)} ms)`;
         else {
           times.push(r.endTime.p50);
@@ -911,7 +932,7 @@ async function resume() {
   // (b) readers that drop and resume at random points: exactly the same events, in order
   for (const t of targetsOf(["relay", "sluice-demo", "resumable", "durable", "portkey"])) {
     const length = 400;
-    const demo = demoOpts({ seed: 5, ttft_ms: 500, tokens_per_s: 100, length });
+    const demo = demoOpts({ seed: 5, ttft_ms: 500, tokens_per_s: Q.resumeTps, length });
     const shared = sharedStream(t, ports, "x", demo);
     if (shared.na || shared.resume === "none" || !targetAlive(t)) {
       results.resume.push({
@@ -1092,7 +1113,7 @@ try {
     memGb: Math.round(os.totalmem() / 2 ** 30),
     kernel: os.release(),
     loadavg: os.loadavg(),
-    pinning: { servers: `core ${SERVER_CORE}`, loadgen_and_mock_upstream: `core ${CLIENT_CORE}` },
+    pinning: { servers: `core ${SERVER_CORE}`, loadgen_and_mock_upstream: `core ${CLIENT_CORE}`, nice: NICE },
     versions: {
       "resumable-stream": version(join(BENCH, "node_modules/resumable-stream")),
       redis: version(join(BENCH, "node_modules/redis")),

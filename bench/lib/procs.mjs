@@ -40,11 +40,18 @@ export function waitPort(port, timeoutMs = 20_000) {
 
 export const procs = new Map(); // name -> {child, pid, exited}
 
+let niceLevel = 0;
+/** Every process started after this runs at `nice -n level` (negative needs root). */
+export function setNice(level) {
+  niceLevel = level;
+}
+
 export function spawnPinned(name, core, cmd, args, { cwd, env, logDir, ipc = false } = {}) {
   const log = openSync(join(logDir, `${name}.log`), "w");
+  const nice = niceLevel ? `nice -n ${niceLevel} ` : "";
   const child = spawn(
     "sh",
-    ["-c", `ulimit -n $(ulimit -Hn) 2>/dev/null; exec taskset -c ${core} "$@"`, "sh", cmd, ...args],
+    ["-c", `ulimit -n $(ulimit -Hn) 2>/dev/null; exec ${nice}taskset -c ${core} "$@"`, "sh", cmd, ...args],
     { cwd, env: { ...process.env, ...env }, stdio: ipc ? ["ignore", log, log, "ipc"] : ["ignore", log, log] },
   );
   const p = { name, child, pid: child.pid, core, exited: false, code: undefined };
