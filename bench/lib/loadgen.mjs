@@ -131,17 +131,18 @@ function live(job) {
   }
 
   for (const spec of job.specs) timers.push(setTimeout(() => start(spec), spec.at ?? 0));
+  send({ type: "started", id: job.id });
+  let timerLagMs = 0;
   timers.push(
     setTimeout(() => {
       cpuOpen = process.cpuUsage();
-      send({ type: "window", id: job.id, phase: "open" });
     }, job.windowStart),
   );
   timers.push(
     setTimeout(() => {
       const c = process.cpuUsage(cpuOpen);
       cpuOpen = (c.user + c.system) / 1000;
-      send({ type: "window", id: job.id, phase: "close" });
+      timerLagMs = now() - wEnd;
     }, job.windowEnd),
   );
   if (!job.hold) timers.push(setTimeout(() => finish(), job.endAt));
@@ -169,6 +170,8 @@ function live(job) {
       firstDelay: summarize(firstDelay),
       endTime: summarize(endTimes),
       loadgenCpuWindowMs: typeof cpuOpen === "number" ? cpuOpen : undefined,
+      // How late the window's closing timer ran: > ~50 ms means the load generator was saturated.
+      timerLagMs,
       loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     });
   }
