@@ -58,6 +58,8 @@ const Q = QUICK
       capProbes: 2,
       capProbesPeer: { resumable: 1, durable: 1, portkey: 1 },
       capRepeats: 1,
+      capRepeatsPeer: {},
+      cap100Probes: 2,
       maxStreams: 1500,
       cap100Targets: ["relay", "sluice-demo"],
       fanNs: [1000],
@@ -68,13 +70,14 @@ const Q = QUICK
       resumeStreams: 4,
       resumeReaders: 50,
       cancelTrials: 3,
-      cancelWaitMs: 1500,
+      cancelWaitMs: 1000,
       quiesceMaxMs: 5000,
       holdMaxMs: 4000,
       resumeTps: 200,
     }
   : {
       repeats: 3,
+      repeatsAt: { 1: 1, 100: 3, 1000: 1 },
       overheadNs: [1, 100, 1000],
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       bigOverheadTargets: [
@@ -86,13 +89,15 @@ const Q = QUICK
         "durable",
         "portkey",
       ],
-      ramp: 2000,
-      window: 4000,
-      gap: 800,
+      ramp: 1500,
+      window: 3000,
+      gap: 600,
       warmStreams: 200,
-      capProbes: 6,
-      capProbesPeer: {},
+      capProbes: 5,
+      capProbesPeer: { resumable: 4, durable: 4, portkey: 4 },
       capRepeats: 2,
+      capRepeatsPeer: { resumable: 1, durable: 1, portkey: 1 },
+      cap100Probes: 3,
       maxStreams: 4000,
       cap100Targets: ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       fanNs: [1000, 10000],
@@ -102,8 +107,8 @@ const Q = QUICK
       catchupRepeats: 5,
       resumeStreams: 10,
       resumeReaders: 100,
-      cancelTrials: 20,
-      cancelWaitMs: 3000,
+      cancelTrials: 10,
+      cancelWaitMs: 2000,
       quiesceMaxMs: 15_000,
       holdMaxMs: 15_000,
       resumeTps: 100,
@@ -495,7 +500,7 @@ async function overhead() {
   for (const n of Q.overheadNs) {
     const list = targetsOf(n >= 1000 ? Q.bigOverheadTargets : Q.overheadTargets);
     const runs = {};
-    for (let rep = 0; rep < Q.repeats; rep++) {
+    for (let rep = 0; rep < (Q.repeatsAt?.[n] ?? Q.repeats); rep++) {
       for (const t of list) {
         if (!targetAlive(t)) continue;
         const r = await liveRun(t, n, 30);
@@ -574,9 +579,10 @@ async function capacityOf(t, tps) {
   if (tps >= 100) n = Math.max(50, Math.round(n / 2));
   const probes = [];
   let best;
-  for (let k = 0; k < (Q.capProbesPeer[t] ?? Q.capProbes) && targetAlive(t); k++) {
+  const maxProbes = tps >= 100 ? Q.cap100Probes : (Q.capProbesPeer[t] ?? Q.capProbes);
+  for (let k = 0; k < maxProbes && targetAlive(t); k++) {
     const reps = [];
-    for (let rep = 0; rep < Q.capRepeats; rep++) reps.push(await liveRun(t, n, tps));
+    for (let rep = 0; rep < (Q.capRepeatsPeer[t] ?? Q.capRepeats); rep++) reps.push(await liveRun(t, n, tps));
     const p99 = median(reps.map((r) => r.delay.p99));
     // Pass = the median run passes (with 2 repeats: one passes and the median p99 is in budget).
     const pass =
@@ -778,7 +784,10 @@ async function fanout() {
 // ── scenario 4: memory per idle SSE connection ────────────────────────────────
 async function memory() {
   const load = await noteLoad("memory");
-  for (const t of targetsOf(["relay", "sluice-demo", "resumable", "durable", "portkey"])) {
+  const memTargets = targetsOf(["relay", "sluice-demo", "resumable", "durable", "portkey"]);
+  // Fresh server processes (a clean heap), restarted together up front to save time.
+  await Promise.all(memTargets.filter((t) => targetAlive(t)).map((t) => restart(t)));
+  for (const t of memTargets) {
     // A relay/gateway holds two sockets per idle reader (client + upstream), and so does
     // mock-upstream: stay under the 20,000 fd limit per process.
     const n = sharedStream(t, ports, "x", {}).na ? Math.min(Q.idleN, 8000) : Q.idleN;
@@ -786,7 +795,6 @@ async function memory() {
       results.memory.push({ target: t, n, na: dead[t] });
       continue;
     }
-    await restart(t);
     const ramp = Q.idleRamp;
     const demo = demoOpts({ seed: 1, ttft_ms: 120_000, tokens_per_s: 30, length: 10 });
     let specs;
@@ -891,9 +899,24 @@ async function waitFinished(t, s, timeoutMs = 60_000) {
 
 async function resume() {
   const load = await noteLoad("resume");
-  // (a) catch up from -1 on a finished 10k-event stream
+  // (a) catch up from -1 on a finished 10k-event stream (all prepared concurrently first)
+  const cuDemo = demoOpts({ seed: 3, ttft_ms: 0, tokens_per_s: 1_000_000, length: 10_000 });
+  const prepared = {};
+  await Promise.all(
+    targetsOf(["sluice-demo", "resumable", "durable"])
+      .filter((t) => targetAlive(t))
+      .map(async (t) => {
+        try {
+          const s = await startShared(t, `cu${++runSeq}`, cuDemo);
+          await waitFinished(t, s);
+          prepared[t] = s;
+        } catch (e) {
+          prepared[t] = e;
+        }
+      }),
+  );
   for (const t of targetsOf(["relay", "sluice-demo", "resumable", "durable", "portkey"])) {
-    const demo = demoOpts({ seed: 3, ttft_ms: 0, tokens_per_s: 1_000_000, length: 10_000 });
+    const demo = cuDemo;
     const shared = sharedStream(t, ports, "x", demo);
     if (shared.na || !targetAlive(t)) {
       results.resume.push({
@@ -904,8 +927,8 @@ async function resume() {
       continue;
     }
     try {
-      const s = await startShared(t, `cu${++runSeq}`, demo);
-      await waitFinished(t, s);
+      const s = prepared[t];
+      if (s instanceof Error) throw s;
       const times = [];
       let events = 0;
       let err;
