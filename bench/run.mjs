@@ -19,6 +19,7 @@ import {
   stopAll,
   waitPort,
 } from "./lib/procs.mjs";
+import { available as wsReaderAvailable } from "./lib/readers/ws.mjs";
 import { renderHtml } from "./lib/report.mjs";
 import { demoOpts, liveSpec, sharedStream, TARGETS } from "./lib/targets.mjs";
 
@@ -61,7 +62,7 @@ const Q = QUICK
       capRepeatsPeer: {},
       cap100Probes: 2,
       maxStreams: 1500,
-      cap100Targets: ["relay", "sluice-demo"],
+      cap100Targets: ["relay", "sluice-demo", "sluice-ws"],
       fanNs: [1000],
       fanRamp: 1000,
       idleN: 1000,
@@ -99,7 +100,7 @@ const Q = QUICK
       capRepeatsPeer: { resumable: 1, durable: 1, portkey: 1 },
       cap100Probes: 3,
       maxStreams: 4000,
-      cap100Targets: ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
+      cap100Targets: ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
       fanNs: [1000, 10000],
       fanRamp: 4000,
       idleN: 10000,
@@ -199,6 +200,7 @@ const SERVER_PROCS = {
   relay: ["relay"],
   "sluice-up": ["sluice"],
   "sluice-demo": ["sluice"],
+  "sluice-ws": ["sluice"],
   resumable: ["resumable", "redis"],
   durable: ["durable"],
   portkey: ["portkey"],
@@ -322,6 +324,10 @@ async function restart(target) {
 }
 
 async function waitServers() {
+  if (!wsReaderAvailable) {
+    dead["sluice-ws"] =
+      "WS reader not on this branch (Sluice's /v1/ws comes with the delivery work; see bench/lib/readers/ws.mjs)";
+  }
   const waits = [
     ["mock-upstream", ports.upstream],
     ["sluice", ports.sluice],
@@ -409,6 +415,7 @@ function job(msg, target, { onHeld } = {}) {
 }
 
 const srcAddr = (i) => `127.0.0.${1 + (i % 4)}`;
+const transportOf = (t) => TARGETS[t].transport ?? "sse";
 let runSeq = 0;
 
 const warmed = new Set();
@@ -426,7 +433,10 @@ async function warm(target) {
       localAddress: srcAddr(i),
     });
   }
-  await job({ type: "live", transport: "sse", specs, windowStart: 0, windowEnd: 1, endAt: 1200 }, target);
+  await job(
+    { type: "live", transport: transportOf(target), specs, windowStart: 0, windowEnd: 1, endAt: 1200 },
+    target,
+  );
   await sleep(Q.gap);
 }
 
@@ -448,7 +458,7 @@ async function liveRun(target, n, tps) {
     });
   }
   const r = await job(
-    { type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 300 },
+    { type: "live", transport: transportOf(target), specs, windowStart, windowEnd, endAt: windowEnd + 300 },
     target,
   );
   const expected = (n * tps * Q.window) / 1000;
@@ -648,7 +658,7 @@ async function capacity(tps, list, key) {
   const relay = results[key].find((r) => r.target === "relay");
   const rs = results[key].find((r) => r.target === "resumable");
   table(
-    `2. Capacity at ${tps} tok/s per stream: largest N with p99 delivery delay ≤ ${P99_BUDGET_MS} ms (SSE; WS: not on this branch)`,
+    `2. Capacity at ${tps} tok/s per stream: largest N with p99 delivery delay ≤ ${P99_BUDGET_MS} ms, per transport`,
     [
       "target",
       "capacity",
@@ -722,7 +732,7 @@ async function fanout() {
         for (let i = 0; i < n; i++)
           specs.push({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) });
         const r = await job(
-          { type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 500 },
+          { type: "live", transport: transportOf(t), specs, windowStart, windowEnd, endAt: windowEnd + 500 },
           t,
         );
         const tokens = (30 * Q.window) / 1000;
@@ -827,7 +837,7 @@ async function memory() {
     let headed = 0;
     const timeout = setTimeout(() => lg.child.send({ type: "release" }), ramp + Q.holdMaxMs);
     const r = await job(
-      { type: "live", transport: "sse", hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 },
+      { type: "live", transport: transportOf(t), hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 },
       t,
       {
         onHeld: async (m) => {
@@ -1189,7 +1199,11 @@ try {
   const run = {
     overhead,
     capacity: () =>
-      capacity(30, ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"], "capacity"),
+      capacity(
+        30,
+        ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
+        "capacity",
+      ),
     capacity100: () => capacity(100, Q.cap100Targets, "capacity100"),
     fanout,
     memory,

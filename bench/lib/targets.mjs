@@ -23,6 +23,12 @@ export const TARGETS = {
     kind: "sluice",
     note: "Sluice's built-in demo model (no upstream hop): log + delivery only",
   },
+  "sluice-ws": {
+    label: "Sluice WebSocket (demo)",
+    kind: "sluice",
+    transport: "ws",
+    note: "Sluice's demo model read over GET /v1/ws (one socket per stream here)",
+  },
   resumable: {
     label: "resumable-stream + Redis",
     kind: "peer",
@@ -168,6 +174,9 @@ export function sharedStream(target, ports, id, demo) {
       return { na: "a gateway has no shared stream: every reader is its own upstream request" };
     case "upstream":
       return { na: "reference only" };
+    case "sluice-ws":
+      // With the WS reader: a `subscribe {stream, offset}` per reader after one `start` (see readers/ws.mjs).
+      return { na: "WS shared-stream readers are not wired yet (bench/lib/readers/ws.mjs)" };
   }
   throw new Error(`unknown target ${target}`);
 }
