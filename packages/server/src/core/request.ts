@@ -26,6 +26,11 @@ export const DemoOptionsSchema = z
     kind: z.enum(["markdown", "json", "tool-call", "reasoning"]).optional(),
     /** Answer length in tokens (before max_tokens cuts it). */
     length: z.number().int().min(1).max(1_000_000).optional(),
+    /**
+     * Benchmark aid (`npm run bench`): each delta event gets `due`, the epoch ms its token was
+     * due, so a reader can measure delivery delay. Off by default; the events are otherwise the same.
+     */
+    stamp: z.boolean().optional(),
   })
   .strict();
 

@@ -142,6 +142,7 @@ export class OpenAICompatibleProvider implements Provider {
         .getReader();
 
       const state = new ChunkState();
+      const stamp = request.demo?.stamp === true;
       let sawDone = false;
       for (;;) {
         let result: ReadableStreamReadResult<EventSourceMessage>;
@@ -177,8 +178,12 @@ export class OpenAICompatibleProvider implements Provider {
             `upstream sent an event that is not valid JSON: ${snippet(data)}`,
           );
         }
+        // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
+        const due = stamp ? (chunk as { sluice_due?: unknown }).sluice_due : undefined;
         for (const event of state.apply(chunk)) {
-          yield event;
+          yield typeof due === "number" && event.type.endsWith("-delta")
+            ? Object.assign({}, event, { due })
+            : event;
           if (signal.aborted) throw signal.reason;
         }
       }

@@ -83,6 +83,11 @@ export class DemoProvider implements Provider {
 
   async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
     const plan = planDemo(request);
-    for await (const step of runDemoPlan(plan, ctx)) yield step.event;
+    const stamp = request.demo?.stamp === true;
+    for await (const step of runDemoPlan(plan, ctx)) {
+      // `demo.stamp` (benchmarks): the due time rides on each delta event as `due`.
+      const ev = step.event;
+      yield stamp && ev.type.endsWith("-delta") ? Object.assign({}, ev, { due: Math.round(step.due) }) : ev;
+    }
   }
 }

@@ -1,0 +1,182 @@
+// What each system under test is, and how a reader talks to it. Requests are plain data (they cross
+// the IPC boundary to the load generator). A target that cannot do something says why (`na`).
+export const MESSAGES = [{ role: "user", content: "Explain how a durable stream log works" }];
+
+export const TARGETS = {
+  upstream: {
+    label: "mock-upstream direct",
+    kind: "reference",
+    note: "a client reading `sluice mock-upstream` directly: the zero of the overhead scenario",
+  },
+  relay: {
+    label: "node:http relay",
+    kind: "peer",
+    note: "plain node:http SSE relay of the mock upstream (~50 lines)",
+  },
+  "sluice-up": {
+    label: "Sluice (via mock-upstream)",
+    kind: "sluice",
+    note: "Sluice with an openai-compatible route to mock-upstream: upstream fetch + log + delivery",
+  },
+  "sluice-demo": {
+    label: "Sluice (demo in-process)",
+    kind: "sluice",
+    note: "Sluice's built-in demo model (no upstream hop): log + delivery only",
+  },
+  "sluice-ws": {
+    label: "Sluice WebSocket (demo)",
+    kind: "sluice",
+    transport: "ws",
+    note: "Sluice's demo model read over GET /v1/ws (one socket per stream here)",
+  },
+  resumable: {
+    label: "resumable-stream + Redis",
+    kind: "peer",
+    note: "Vercel resumable-stream 2.2.13 over its own redis-server",
+  },
+  durable: {
+    label: "durable-streams server",
+    kind: "peer",
+    note: "@durable-streams/server 0.3.7 (in-memory) + an in-process producer appending each chunk",
+  },
+  portkey: {
+    label: "Portkey gateway",
+    kind: "peer",
+    note: "@portkey-ai/gateway 1.15.2 (node, @hono/node-server 1.14.1), provider openai + custom host",
+  },
+};
+
+export function demoOpts(o) {
+  return { jitter: 0, stamp: true, ...o };
+}
+
+function chatBody(demo) {
+  return JSON.stringify({ model: "demo", messages: MESSAGES, stream: true, demo });
+}
+
+function sluiceBody(model, demo, extra = {}) {
+  return JSON.stringify({ model, messages: MESSAGES, demo, ...extra });
+}
+
+const SSE = { accept: "text/event-stream" };
+
+/** A reader that starts its own generation and reads it live. */
+export function liveSpec(target, ports, id, demo) {
+  switch (target) {
+    case "upstream":
+      return {
+        port: ports.upstream,
+        method: "POST",
+        path: "/v1/chat/completions",
+        headers: { "content-type": "application/json", ...SSE },
+        body: chatBody(demo),
+      };
+    case "relay":
+      return {
+        port: ports.relay,
+        method: "POST",
+        path: "/",
+        headers: { "content-type": "application/json" },
+        body: chatBody(demo),
+      };
+    case "sluice-up":
+    case "sluice-demo":
+      return {
+        port: ports.sluice,
+        method: "POST",
+        path: "/v1/streams",
+        headers: { "content-type": "application/json", ...SSE },
+        body: sluiceBody(target === "sluice-up" ? "up" : "demo", demo, { on_disconnect: "cancel" }),
+      };
+    case "resumable":
+      return {
+        port: ports.resumable,
+        method: "POST",
+        path: `/rs/${id}`,
+        headers: { "content-type": "application/json" },
+        body: chatBody(demo),
+      };
+    case "durable":
+      return {
+        pre: { port: ports.durableControl, method: "POST", path: `/start?id=${id}`, body: chatBody(demo) },
+        port: ports.durable,
+        method: "GET",
+        path: `/s/${id}?offset=-1&live=sse`,
+        headers: {},
+      };
+    case "portkey":
+      return {
+        port: ports.portkey,
+        method: "POST",
+        path: "/v1/chat/completions",
+        headers: {
+          "content-type": "application/json",
+          authorization: "Bearer bench",
+          "x-portkey-provider": "openai",
+          "x-portkey-custom-host": `http://127.0.0.1:${ports.upstream}/v1`,
+        },
+        body: chatBody(demo),
+      };
+  }
+  throw new Error(`unknown target ${target}`);
+}
+
+/**
+ * One generation read by many: `start` is a request the orchestrator makes once (with fetch);
+ * `reader(streamId)` is each reader's request. Returns {na} where the target has no shared stream.
+ */
+export function sharedStream(target, ports, id, demo) {
+  switch (target) {
+    case "sluice-up":
+    case "sluice-demo":
+      return {
+        start: {
+          url: `http://127.0.0.1:${ports.sluice}/v1/streams`,
+          body: sluiceBody(target === "sluice-up" ? "up" : "demo", demo),
+          idFrom: "json",
+        },
+        reader: (sid, offset = "-1") => ({
+          port: ports.sluice,
+          method: "GET",
+          path: `/v1/streams/${sid}?offset=${offset}`,
+          headers: SSE,
+        }),
+        resume: "last-event-id",
+      };
+    case "durable":
+      return {
+        start: {
+          url: `http://127.0.0.1:${ports.durableControl}/start?id=${id}`,
+          body: chatBody(demo),
+          idFrom: id,
+        },
+        reader: (sid, offset = "-1") => ({
+          port: ports.durable,
+          method: "GET",
+          path: `/s/${sid}?offset=${offset}&live=sse`,
+          headers: {},
+        }),
+        resume: "durable-offset",
+      };
+    case "resumable":
+      return {
+        start: {
+          url: `http://127.0.0.1:${ports.resumable}/rs/${id}?detach=1`,
+          body: chatBody(demo),
+          idFrom: id,
+        },
+        reader: (sid) => ({ port: ports.resumable, method: "GET", path: `/rs/${sid}`, headers: {} }),
+        resume: "none",
+      };
+    case "relay":
+      return { na: "a relay has no shared stream: every reader is its own upstream request" };
+    case "portkey":
+      return { na: "a gateway has no shared stream: every reader is its own upstream request" };
+    case "upstream":
+      return { na: "reference only" };
+    case "sluice-ws":
+      // With the WS reader: a `subscribe {stream, offset}` per reader after one `start` (see readers/ws.mjs).
+      return { na: "WS shared-stream readers are not wired yet (bench/lib/readers/ws.mjs)" };
+  }
+  throw new Error(`unknown target ${target}`);
+}
