@@ -95,6 +95,9 @@ describe("retries and fallbacks before the first token", () => {
     expect(info.route).toBe("backup");
     expect(down.requests).toHaveLength(2);
     expect(up.requests).toHaveLength(1);
+    // Both failed tries of `primary` are counted as retries in the metrics.
+    const metrics = await (await fetch(`${s.url}/metrics`)).text();
+    expect(metrics).toMatch(/sluice_upstream_retries_total\{route="primary"\} 2\b/);
     expect(textOf(events.map((event) => ({ event }))).length).toBeGreaterThan(10);
   });
 

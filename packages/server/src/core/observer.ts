@@ -12,6 +12,8 @@ export interface GenerationObserver {
 export interface GenerationTrack {
   /** An output token (text, reasoning or tool-argument delta) was produced. */
   token(): void;
+  /** A try at `route` failed before its first token; another try (or a fallback) follows. */
+  retry?(route: string): void;
   /** The generation ended with this terminal event. */
   end(terminal: TerminalEvent): void;
 }

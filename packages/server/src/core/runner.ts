@@ -279,6 +279,7 @@ export class Runner {
             const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
             if (!retrySame && ri === chain.length - 1) throw err;
             if (retrySame) attempt.retry_in_ms = wait;
+            track?.retry?.(route.name);
             // Show the failed try in stream info while the next one is pending (best effort).
             await this.store.append(id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
             if (retrySame) {

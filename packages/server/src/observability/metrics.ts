@@ -253,6 +253,11 @@ export class Metrics implements GenerationObserver {
     return { label, c };
   }
 
+  /** An upstream try failed before its first token and is retried or falls back. */
+  retried(route: string): void {
+    this.upstreamRetries.labels(this.route(route).label).inc();
+  }
+
   begin(info: { id: string; route: string; model: string }): GenerationTrack {
     const { label, c } = this.route(info.route);
     this.streamsStartedC.labels(label).inc();
@@ -445,6 +450,10 @@ export class Track implements GenerationTrack {
     this.c.tokens.inc(n);
     this.m.tokensTotal += n;
     this.flushed = this.tokens;
+  }
+
+  retry(route: string): void {
+    this.m.retried(route);
   }
 
   end(terminal: TerminalEvent): void {
