@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { ERROR_CODES } from "@sluice/protocol";
+import fc from "fast-check";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -644,6 +646,62 @@ describe("quotas apply to starts over both transports", () => {
       expect((await ws.reply("c")).type).toBe("cancelled");
       ws.send({ type: "start", id: "three", ...quick() });
       expect((await ws.reply("three")).type).toBe("started");
+    } finally {
+      await ws.close();
+    }
+  });
+});
+
+describe("fuzzed WebSocket messages with keys configured", () => {
+  it("every message gets an answer with a catalogue code (never internal_error), and no hidden stream's data ever arrives", async () => {
+    const hidden = await startAs(KEYS.adminB);
+    const own = await startAs(KEYS.producerA);
+    const t = await tokensFor(own, hidden);
+    const ws = (await openWs({ headers: bearer(KEYS.readerA) })).client as WsClient;
+    try {
+      const streamArb = fc.constantFrom(hidden.id, own.id, "st_nope", "../x", "", 7);
+      const tokenArb = fc.oneof(
+        fc.constantFrom(t.expired, t.tampered, t.algNone, t.wrongSecret, t.otherTenant, KEYS.adminA),
+        fc.string({ maxLength: 40 }),
+        fc.constant(undefined),
+      );
+      const msgArb = fc.record(
+        {
+          type: fc.constantFrom("subscribe", "unsubscribe", "start", "cancel", "nope"),
+          stream: streamArb,
+          token: tokenArb,
+          offset: fc.oneof(fc.constantFrom("-1", "now", "0000000000000001"), fc.string({ maxLength: 20 })),
+          model: fc.constantFrom("demo", "nope"),
+          extra: fc.jsonValue({ maxDepth: 2 }),
+        },
+        { requiredKeys: ["type"] },
+      );
+      let n = 0;
+      await fc.assert(
+        fc.asyncProperty(msgArb, async (m) => {
+          const id = `f${n++}`;
+          ws.send({ ...m, id });
+          const answer = await ws.reply(id);
+          if (answer.type === "error") {
+            expect(Object.keys(ERROR_CODES)).toContain(answer.code);
+            expect(answer.code).not.toBe("internal_error");
+          } else {
+            // A reader key may only ever subscribe to its own tenant's stream.
+            expect(answer).toMatchObject({ type: expect.stringMatching(/^(subscribed|unsubscribed)$/) });
+            expect(answer.stream).toBe(own.id);
+          }
+          if (answer.type === "subscribed") {
+            ws.send({ type: "unsubscribe", stream: own.id, id: `${id}u` });
+            await ws.reply(`${id}u`);
+          }
+        }),
+        { numRuns: 150 },
+      );
+      await sleep(100);
+      expect(ws.events(hidden.id)).toEqual([]);
+      expect(ws.ws.readyState).toBe(WebSocket.OPEN);
+      expect(await statusOf(hidden.id, KEYS.adminB)).toBe("running");
+      expect(await statusOf(own.id)).toBe("running");
     } finally {
       await ws.close();
     }
