@@ -256,7 +256,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
       if (config.grpc_port !== undefined && !server.grpc) {
-        server.grpc = await startGrpc({ config, store, hub, runner, connections, logger });
+        server.grpc = await startGrpc({ config, store, hub, runner, connections, security, logger });
       }
       return address.replace("[::1]", "127.0.0.1");
     },

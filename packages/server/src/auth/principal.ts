@@ -74,10 +74,10 @@ export function requireStreamAccess(
   if (!stream) throw new SluiceError("stream_not_found", "no stream with that id");
   if (p.kind === "token") {
     if (p.stream !== stream.id || (p.tenant ?? undefined) !== (stream.tenant ?? undefined)) {
-      throw new SluiceError("stream_not_found", `no stream ${stream.id}`);
+      throw new SluiceError("stream_not_found", "no stream with that id");
     }
   } else if (p.kind === "key" && stream.tenant !== p.tenant) {
-    throw new SluiceError("stream_not_found", `no stream ${stream.id}`);
+    throw new SluiceError("stream_not_found", "no stream with that id");
   }
   requireAction(p, action);
 }

@@ -115,18 +115,72 @@ function isPublic(req: FastifyRequest): boolean {
 
 const JWT_RE = /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/;
 
-function credentials(req: FastifyRequest): { value: string; from: "header" | "query" } | undefined {
-  const auth = req.headers.authorization;
-  if (typeof auth === "string" && auth.length > 0) {
-    const m = /^Bearer\s+(.+)$/i.exec(auth);
+/** True when a presented credential has the shape of a read token (a compact JWS). */
+export function looksLikeToken(value: string): boolean {
+  return JWT_RE.test(value);
+}
+
+/** A credential as presented: from a header (key or token) or from the URL (tokens only). */
+export interface Credential {
+  value: string;
+  from: "header" | "query";
+}
+
+/**
+ * Picks the credential out of a request's headers and `?token=` — the same rules for every
+ * transport (HTTP routes, the WebSocket upgrade, gRPC metadata): `Authorization: Bearer …`,
+ * then `x-api-key`, then the query token.
+ */
+export function credentialFrom(
+  authorization: unknown,
+  xApiKey: unknown,
+  queryToken: unknown,
+): Credential | undefined {
+  if (typeof authorization === "string" && authorization.length > 0) {
+    const m = /^Bearer\s+(.+)$/i.exec(authorization);
     if (!m) throw new SluiceError("unauthorized", "the Authorization header must be `Bearer <key or token>`");
     return { value: (m[1] as string).trim(), from: "header" };
   }
-  const xkey = req.headers["x-api-key"];
-  if (typeof xkey === "string" && xkey.length > 0) return { value: xkey, from: "header" };
-  const q = req.query as Record<string, unknown> | undefined;
-  if (q && typeof q.token === "string" && q.token.length > 0) return { value: q.token, from: "query" };
+  if (typeof xApiKey === "string" && xApiKey.length > 0) return { value: xApiKey, from: "header" };
+  if (typeof queryToken === "string" && queryToken.length > 0) return { value: queryToken, from: "query" };
   return undefined;
+}
+
+function credentials(req: FastifyRequest): Credential | undefined {
+  const q = req.query as Record<string, unknown> | undefined;
+  return credentialFrom(req.headers.authorization, req.headers["x-api-key"], q?.token);
+}
+
+/** Who a credential is: a read token (verified) or an API key (looked up in constant time). */
+export interface Identity {
+  principal: Principal;
+  apiKey: ApiKey | undefined;
+}
+
+/** Resolves a credential to its principal; throws `unauthorized` for anything not valid. */
+export async function resolveCredential(sec: Security, cred: Credential): Promise<Identity> {
+  if (looksLikeToken(cred.value)) {
+    const claims = await sec.tokens.verify(cred.value);
+    return {
+      principal: {
+        kind: "token",
+        stream: claims.stream,
+        tenant: claims.tenant,
+        scopes: claims.scopes,
+        tokenId: claims.tokenId,
+      },
+      apiKey: undefined,
+    };
+  }
+  if (cred.from === "query") {
+    throw new SluiceError(
+      "unauthorized",
+      "?token= takes a read token; send API keys in the Authorization header, never in a URL",
+    );
+  }
+  const key = sec.keys.find(cred.value);
+  if (!key) throw new SluiceError("unauthorized", "the API key is not valid");
+  return { principal: { kind: "key", keyId: key.id, role: key.role, tenant: key.tenant }, apiKey: key };
 }
 
 const ALLOW_HEADERS = "authorization, content-type, last-event-id, x-api-key, accept, cache-control";
@@ -202,30 +256,9 @@ export function registerSecurity(
         "this route needs an API key (Authorization: Bearer …) or a read token (?token=…)",
       );
     }
-    if (JWT_RE.test(cred.value)) {
-      const claims = await sec.tokens.verify(cred.value);
-      req.principal = {
-        kind: "token",
-        stream: claims.stream,
-        tenant: claims.tenant,
-        scopes: claims.scopes,
-        tokenId: claims.tokenId,
-      };
-      return;
-    }
-    if (cred.from === "query") {
-      throw new SluiceError(
-        "unauthorized",
-        "?token= takes a read token; send API keys in the Authorization header, never in a URL",
-      );
-    }
-    const key = sec.keys.find(cred.value);
-    if (!key) {
-      reply.header("www-authenticate", 'Bearer realm="sluice", error="invalid_token"');
-      throw new SluiceError("unauthorized", "the API key is not valid");
-    }
-    req.apiKey = key;
-    req.principal = { kind: "key", keyId: key.id, role: key.role, tenant: key.tenant };
+    const id = await resolveCredential(sec, cred);
+    req.principal = id.principal;
+    req.apiKey = id.apiKey;
   }
 }
 

@@ -4,12 +4,15 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
 import type { Logger } from "pino";
+import { OPEN_PRINCIPAL, requireStreamAccess } from "../auth/principal.js";
+import { credentialFrom, type Identity, resolveCredential, type Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, Sink } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
 import { GenerationRequestSchema } from "../core/request.js";
 import type { Runner } from "../core/runner.js";
 import { type Codec, registerCodec } from "../formats/codec.js";
+import { holdConnectionAs, startAs } from "../http/start.js";
 import type { Store, StreamInfo } from "../stores/store.js";
 
 /** The .proto shipped with the server package (packages/server/proto/sluice.proto). */
@@ -59,6 +62,8 @@ export const grpcSluice: Codec = registerCodec({
 
 const STATUS_BY_HTTP: Record<number, grpc.status> = {
   400: grpc.status.INVALID_ARGUMENT,
+  401: grpc.status.UNAUTHENTICATED,
+  403: grpc.status.PERMISSION_DENIED,
   404: grpc.status.NOT_FOUND,
   408: grpc.status.RESOURCE_EXHAUSTED,
   409: grpc.status.FAILED_PRECONDITION,
@@ -76,6 +81,11 @@ export function toGrpcError(err: unknown, extra: Record<string, string> = {}): P
   const metadata = new grpc.Metadata();
   metadata.set("sluice-error-code", e.code);
   for (const [k, v] of Object.entries(extra)) metadata.set(k, v);
+  if (e.code === "rate_limited") {
+    if (typeof e.details?.limit === "string") metadata.set("sluice-limit", e.details.limit);
+    if (typeof e.details?.retry_after_s === "number")
+      metadata.set("retry-after", String(e.details.retry_after_s));
+  }
   let code = STATUS_BY_HTTP[e.status] ?? grpc.status.INTERNAL;
   if (e.code === "offset_out_of_range") code = grpc.status.OUT_OF_RANGE;
   if (e.code === "stream_exists") code = grpc.status.ALREADY_EXISTS;
@@ -203,8 +213,27 @@ export interface GrpcDeps {
   hub: Hub;
   runner: Runner;
   connections: ConnectionGate;
+  security: Security;
   logger?: Logger;
 }
+
+/**
+ * Who makes a call: `authorization: Bearer <key or read token>` or `x-api-key` metadata.
+ * Open mode (no keys configured) lets every call through as before.
+ */
+async function identify(security: Security, md: grpc.Metadata): Promise<Identity> {
+  if (!security.enabled) return { principal: OPEN_PRINCIPAL, apiKey: undefined };
+  const cred = credentialFrom(md.get("authorization")[0], md.get("x-api-key")[0], undefined);
+  if (!cred) {
+    throw new SluiceError(
+      "unauthorized",
+      "this call needs an API key (metadata authorization: Bearer … or x-api-key) or a read token",
+    );
+  }
+  return resolveCredential(security, cred);
+}
+
+const STREAM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
 export interface GrpcServer {
   server: grpc.Server;
@@ -216,7 +245,11 @@ export interface GrpcServer {
 
 /** Starts the gRPC server on config.grpc_port (0 = a free port). */
 export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
-  const { config, hub, runner, connections } = deps;
+  const { config, hub, runner, connections, security, store } = deps;
+  /** A stream of another tenant (or one a token does not name) answers like a missing one. */
+  const authorize = async (id: Identity, action: "read" | "cancel", stream: string) => {
+    if (security.enabled) requireStreamAccess(id.principal, action, await store.info(stream));
+  };
   const def = protoLoader.loadSync(PROTO_PATH, PROTO_OPTIONS);
   const pkg = grpc.loadPackageDefinition(def) as unknown as {
     sluice: { v1: { Sluice: grpc.ServiceClientConstructor } };
@@ -234,17 +267,23 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
   server.addService(service, {
     Start: (call: grpc.ServerUnaryCall<StartRequestMsg, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       Promise.resolve()
-        .then(() => runner.start(toGenerationRequest(call.request)))
+        .then(async () => {
+          const id = await identify(security, call.metadata);
+          return startAs(id.principal, id.apiKey, { runner, security }, toGenerationRequest(call.request));
+        })
         .then((info) => cb(null, infoMessage(info)))
         .catch((err) => cb(toGrpcError(err)));
     },
     Cancel: (call: grpc.ServerUnaryCall<{ stream: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       Promise.resolve()
-        .then(() => {
-          if (!/^[A-Za-z0-9_-]{1,128}$/.test(call.request.stream)) {
+        .then(async () => {
+          const id = await identify(security, call.metadata);
+          if (!STREAM_ID_RE.test(call.request.stream)) {
             throw new SluiceError("stream_not_found", "no stream with that id");
           }
-          return runner.cancel(call.request.stream, "client", "cancelled by request");
+          await authorize(id, "cancel", call.request.stream);
+          const by = id.principal.kind === "token" ? "token" : "client";
+          return runner.cancel(call.request.stream, by, "cancelled by request");
         })
         .then((info) => cb(null, infoMessage(info)))
         .catch((err) => cb(toGrpcError(err)));
@@ -252,9 +291,11 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
     Follow: (call: FollowCall) => {
       void (async () => {
         let release: (() => void) | undefined;
+        let releaseKey: (() => void) | undefined;
         const detach = () => {
           sink.reader?.detach();
           release?.();
+          releaseKey?.();
         };
         const sink = new CallSink(call, detach);
         // A client cancel or its deadline only detaches this reader.
@@ -262,17 +303,23 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
         call.on("close", detach);
         try {
           const { stream, offset } = call.request;
-          if (!/^[A-Za-z0-9_-]{1,128}$/.test(stream)) {
+          const id = await identify(security, call.metadata);
+          if (!STREAM_ID_RE.test(stream)) {
             throw new SluiceError("stream_not_found", "no stream with that id");
           }
+          await authorize(id, "read", stream);
           const pos = parseReadPosition(offset);
           if (!pos)
             throw new SluiceError("invalid_offset", `offset "${offset}" is not -1, now, or an offset`);
+          if (call.cancelled) return;
+          // One streaming connection for the key's quota and for the server's limit.
+          releaseKey = holdConnectionAs(id.apiKey, security);
           release = connections.acquire();
           sink.reader = await hub.attach(stream, pos.kind === "now" ? "now" : pos.seq, grpcSluice, sink);
           if (call.cancelled) detach();
         } catch (err) {
           release?.();
+          releaseKey?.();
           if (!call.cancelled) call.emit("error", toGrpcError(err) as grpc.ServiceError);
         }
       })();

@@ -1,5 +1,6 @@
 import type { FastifyRequest } from "fastify";
-import { requireAction } from "../auth/principal.js";
+import type { ApiKey } from "../auth/keys.js";
+import { type Principal, requireAction } from "../auth/principal.js";
 import type { Security } from "../auth/security.js";
 import type { GenerationRequest } from "../core/request.js";
 import type { Runner } from "../core/runner.js";
@@ -16,9 +17,17 @@ export async function startFor(
   deps: { runner: Runner; security: Security },
   request: GenerationRequest,
 ): Promise<StreamInfo> {
-  const principal = req.principal;
+  return startAs(req.principal, req.apiKey, deps, request);
+}
+
+/** startFor for transports without a FastifyRequest (WebSocket messages, gRPC calls). */
+export async function startAs(
+  principal: Principal,
+  key: ApiKey | undefined,
+  deps: { runner: Runner; security: Security },
+  request: GenerationRequest,
+): Promise<StreamInfo> {
   requireAction(principal, "start");
-  const key = req.apiKey;
   const release = key ? deps.security.quotas.beginGeneration(key.id, key.limits) : undefined;
   try {
     return await deps.runner.start(request, {
@@ -33,6 +42,10 @@ export async function startFor(
 
 /** Reserves a streaming connection against the key's `connections` limit; returns its release. */
 export function holdConnection(req: FastifyRequest, security: Security): () => void {
-  const key = req.apiKey;
+  return holdConnectionAs(req.apiKey, security);
+}
+
+/** holdConnection for transports without a FastifyRequest. */
+export function holdConnectionAs(key: ApiKey | undefined, security: Security): () => void {
   return key ? security.quotas.openConnection(key.id, key.limits) : () => {};
 }

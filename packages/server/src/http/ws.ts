@@ -4,16 +4,21 @@ import { type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@
 import type { FastifyInstance } from "fastify";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
+import { OPEN_PRINCIPAL, type Principal, requireStreamAccess } from "../auth/principal.js";
+import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
 import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
 import { wsSluice } from "../formats/sluice.js";
 import { type AppDeps, parseGenerationRequest } from "./app.js";
+import { holdConnectionAs, startAs } from "./start.js";
 
 export const WS_PATH = "/v1/ws";
 
 const base = { id: z.union([z.string().max(256), z.number()]).optional() };
 const streamId = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "not a stream id");
 const flushMs = z.number().int().min(0).max(10_000).optional();
+/** A read token for this one message's stream (instead of the socket's own credentials). */
+const token = z.string().min(1).max(4096).optional();
 
 const SubscribeSchema = z
   .object({
@@ -23,10 +28,11 @@ const SubscribeSchema = z
     offset: z.string().max(32).optional(),
     flush_ms: flushMs,
     format: z.literal("sluice").optional(),
+    token,
   })
   .strict();
 const UnsubscribeSchema = z.object({ ...base, type: z.literal("unsubscribe"), stream: streamId }).strict();
-const CancelSchema = z.object({ ...base, type: z.literal("cancel"), stream: streamId }).strict();
+const CancelSchema = z.object({ ...base, type: z.literal("cancel"), stream: streamId, token }).strict();
 
 type ClientId = string | number | undefined;
 
@@ -37,13 +43,54 @@ function describe(err: z.ZodError): string {
     .join("; ");
 }
 
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  429: "Too Many Requests",
+  503: "Service Unavailable",
+};
+
 /** Answers an upgrade we refuse with a plain HTTP response, then closes the socket. */
-function refuse(socket: Duplex, status: number, code: ErrorCode, message: string): void {
-  const body = JSON.stringify({ error: { code, message } });
+function refuse(
+  socket: Duplex,
+  status: number,
+  code: ErrorCode,
+  message: string,
+  extra: { details?: Record<string, unknown> | undefined; headers?: Record<string, string> } = {},
+): void {
+  const body = JSON.stringify({ error: { code, message, ...(extra.details ?? {}) } });
+  let head = `HTTP/1.1 ${status} ${REASONS[status] ?? "Bad Request"}\r\n`;
+  for (const [k, v] of Object.entries(extra.headers ?? {})) head += `${k}: ${v}\r\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${status === 404 ? "Not Found" : status === 503 ? "Service Unavailable" : "Bad Request"}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `${head}content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+function refuseWith(socket: Duplex, err: unknown): void {
+  const e = isSluiceError(err) ? err : new SluiceError("internal_error", "internal error");
+  const headers: Record<string, string> = {};
+  if (e.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="sluice"';
+  const retry = e.details?.retry_after_s;
+  if (typeof retry === "number") headers["retry-after"] = String(retry);
+  refuse(socket, e.status, e.code, e.message, { details: e.details, headers });
+}
+
+/**
+ * Who opens a socket: `Authorization: Bearer` / `x-api-key`, or a read token in `?token=`
+ * (browsers cannot set headers on a WebSocket). With keys configured, none → unauthorized.
+ */
+async function authenticateUpgrade(req: IncomingMessage, deps: AppDeps): Promise<Identity> {
+  const query = new URLSearchParams((req.url ?? "").split("?")[1] ?? "");
+  const cred = credentialFrom(req.headers.authorization, req.headers["x-api-key"], query.get("token"));
+  if (!cred) {
+    throw new SluiceError(
+      "unauthorized",
+      "this WebSocket needs an API key (Authorization: Bearer … or x-api-key) or a read token (?token=…)",
+    );
+  }
+  return resolveCredential(deps.security, cred);
 }
 
 /**
@@ -84,16 +131,46 @@ export function registerWebSocket(
       }
       return;
     }
-    let release: () => void;
-    try {
-      release = connections.acquire();
-    } catch (err) {
-      const e = err as SluiceError;
-      refuse(socket, e.status, e.code, e.message);
+    if (!deps.security.enabled) {
+      accept(req, socket, head, { principal: OPEN_PRINCIPAL, apiKey: undefined });
       return;
     }
+    // Node drops its own error listener on upgrade: keep a reset during authentication harmless.
+    socket.on("error", () => socket.destroy());
+    authenticateUpgrade(req, deps).then(
+      (identity) => {
+        if (!socket.destroyed) accept(req, socket, head, identity);
+      },
+      (err: unknown) => {
+        if (!socket.destroyed) refuseWith(socket, err);
+      },
+    );
+  });
+
+  function accept(req: IncomingMessage, socket: Duplex, head: Buffer, identity: Identity): void {
+    let release: () => void;
+    try {
+      // The socket is one streaming connection for the key's quota and for the server's limit.
+      const releaseKey = holdConnectionAs(identity.apiKey, deps.security);
+      let releaseGate: () => void;
+      try {
+        releaseGate = connections.acquire();
+      } catch (err) {
+        releaseKey();
+        throw err;
+      }
+      release = () => {
+        releaseGate();
+        releaseKey();
+      };
+    } catch (err) {
+      refuseWith(socket, err);
+      return;
+    }
+    // A handshake ws rejects never reaches the callback: the socket's close frees the slots.
+    socket.once("close", release);
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new WsConnection(ws, deps, () => {
+      const conn = new WsConnection(ws, deps, identity, () => {
         sockets.delete(conn);
         release();
         if (sockets.size === 0 && pinger) {
@@ -107,7 +184,7 @@ export function registerWebSocket(
         pinger.unref();
       }
     });
-  });
+  }
 
   app.addHook("onClose", async () => {
     if (pinger) clearInterval(pinger);
@@ -184,6 +261,8 @@ class WsConnection {
   constructor(
     readonly ws: WebSocket,
     private readonly deps: AppDeps & { connections: ConnectionGate },
+    /** Who opened the socket; a subscribe/cancel may name a read token of its own. */
+    private readonly identity: Identity,
     private readonly onGone: () => void,
   ) {
     // ws keeps its net socket in _socket: corking it around a flush turns every message
@@ -256,8 +335,12 @@ class WsConnection {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
   }
 
-  private sendError(code: ErrorCode, message: string, extra: { stream?: string; id?: ClientId } = {}): void {
-    const msg: Record<string, unknown> = { type: "error", code, message };
+  private sendError(
+    code: ErrorCode,
+    message: string,
+    extra: { stream?: string; id?: ClientId; details?: Record<string, unknown> | undefined } = {},
+  ): void {
+    const msg: Record<string, unknown> = { ...(extra.details ?? {}), type: "error", code, message };
     if (extra.stream !== undefined) msg.stream = extra.stream;
     if (extra.id !== undefined) msg.id = extra.id;
     this.send(msg);
@@ -318,7 +401,7 @@ class WsConnection {
       .catch((err: unknown) => {
         const stream = typeof m.stream === "string" ? m.stream : undefined;
         if (isSluiceError(err)) {
-          this.sendError(err.code, err.message, { ...(stream ? { stream } : {}), id });
+          this.sendError(err.code, err.message, { ...(stream ? { stream } : {}), id, details: err.details });
         } else {
           this.sendError("internal_error", "internal error", { id });
         }
@@ -331,8 +414,24 @@ class WsConnection {
     return r.data;
   }
 
+  /** The principal a message acts as: its own read token if it names one, else the socket's. */
+  private async principalFor(token: string | undefined): Promise<Principal> {
+    if (!this.deps.security.enabled) return OPEN_PRINCIPAL;
+    if (token === undefined) return this.identity.principal;
+    // Only read tokens here: an API key in a message would be one more place keys travel.
+    return (await resolveCredential(this.deps.security, { value: token, from: "query" })).principal;
+  }
+
+  /** Another tenant's stream, or one a token does not name, answers like a missing one. */
+  private async authorize(principal: Principal, action: "read" | "cancel", stream: string): Promise<void> {
+    if (!this.deps.security.enabled) return;
+    requireStreamAccess(principal, action, await this.deps.store.info(stream));
+  }
+
   private async subscribe(m: unknown, id: ClientId, fromSeq?: number): Promise<void> {
     const msg = this.parse(SubscribeSchema, m);
+    await this.authorize(await this.principalFor(msg.token), "read", msg.stream);
+    if (this.closedDown) return;
     await this.attach(msg.stream, msg.offset, msg.flush_ms, id, fromSeq);
   }
 
@@ -405,7 +504,10 @@ class WsConnection {
     }
     const flush = flush_ms === undefined ? undefined : this.parse(flushMs, flush_ms);
     const parsed = parseGenerationRequest(request);
-    const info = await this.deps.runner.start(parsed);
+    const { principal, apiKey } = this.deps.security.enabled
+      ? this.identity
+      : { principal: OPEN_PRINCIPAL, apiKey: undefined };
+    const info = await startAs(principal, apiKey, this.deps, parsed);
     const started: Record<string, unknown> = {
       type: "started",
       stream: info.id,
@@ -423,7 +525,10 @@ class WsConnection {
 
   private async cancel(m: unknown, id: ClientId): Promise<void> {
     const msg = this.parse(CancelSchema, m);
-    const info = await this.deps.runner.cancel(msg.stream, "client", "cancelled by request");
+    const principal = await this.principalFor(msg.token);
+    await this.authorize(principal, "cancel", msg.stream);
+    const by = principal.kind === "token" ? "token" : "client";
+    const info = await this.deps.runner.cancel(msg.stream, by, "cancelled by request");
     const ack: Record<string, unknown> = { type: "cancelled", stream: msg.stream, status: info.status };
     if (id !== undefined) ack.id = id;
     this.send(ack);
