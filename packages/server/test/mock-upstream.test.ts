@@ -142,7 +142,12 @@ describe("mock-upstream: streaming Chat Completions", () => {
     const chunks = (await readData(res)).slice(0, -1).map((d) => JSON.parse(d) as Chunk);
     expect(chunks.every((c) => !("usage" in c))).toBe(true);
     const rec = mock.requests.find((r) => r.id === chunks[0]?.id) as MockRequestRecord;
-    expect(Math.abs((chunks[0]?.sluice_due as number) - rec.started_at - 60)).toBeLessThanOrEqual(2);
+    // Due ttft after the generation began; the record is stamped a moment earlier, and on a loaded
+    // machine that moment can stretch, so only the lower bound is tight (exact pacing is tested
+    // with a virtual clock in demo.test.ts).
+    const firstDue = (chunks[0]?.sluice_due as number) - rec.started_at;
+    expect(firstDue).toBeGreaterThanOrEqual(59);
+    expect(firstDue).toBeLessThan(60 + 100);
     expect((chunks[9]?.sluice_due as number) - (chunks[0]?.sluice_due as number)).toBeGreaterThanOrEqual(89);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(60);
   });
