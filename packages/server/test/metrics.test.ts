@@ -1,5 +1,6 @@
 import parsePrometheusTextFormat, { type PromFamily } from "parse-prometheus-text-format";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import {
   demoBody,
   type Running,
@@ -156,5 +157,24 @@ describe("GET /metrics", () => {
     await fetch(`${s.url}/v1/streams/${id}/cancel`, { method: "POST" });
     expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${s.url}/readyz`)).status).toBe(200);
+  });
+});
+
+describe("connections by transport", () => {
+  it("counts open WebSocket connections", async () => {
+    const base = total(await scrape(), "sluice_open_connections", { transport: "ws" });
+    const ws = new WebSocket(`${s.url.replace("http", "ws")}/v1/ws`);
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    expect(total(await scrape(), "sluice_open_connections", { transport: "ws" })).toBe(base + 1);
+    ws.close();
+    await new Promise((r) => ws.once("close", r));
+    for (let i = 0; i < 50; i++) {
+      if (total(await scrape(), "sluice_open_connections", { transport: "ws" }) === base) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(total(await scrape(), "sluice_open_connections", { transport: "ws" })).toBe(base);
   });
 });

@@ -170,8 +170,11 @@ export function registerWebSocket(
     // A handshake ws rejects never reaches the callback: the socket's close frees the slots.
     socket.once("close", release);
     wss.handleUpgrade(req, socket, head, (ws) => {
+      const gauge = deps.metrics?.connections.labels("ws");
+      gauge?.inc();
       const conn = new WsConnection(ws, deps, identity, () => {
-        sockets.delete(conn);
+        if (!sockets.delete(conn)) return;
+        gauge?.dec();
         release();
         if (sockets.size === 0 && pinger) {
           clearInterval(pinger);
