@@ -533,6 +533,51 @@ describe("hostile input", () => {
     }
   });
 
+  it("odd Durable Streams paths (dot segments, encoded slashes, NUL, very long, unicode) are refused, never 5xx", async () => {
+    const port = Number(new URL(s.url).port);
+    // Raw requests: a client library would normalize the dot segments away before sending.
+    const raw = (method: string, path: string) =>
+      new Promise<string>((resolve) => {
+        const sock = net.connect(port, "127.0.0.1", () => {
+          sock.write(
+            `${method} ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEYS.adminA}\r\n` +
+              "Content-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+          );
+        });
+        let data = "";
+        sock.on("data", (d) => {
+          data += d.toString();
+        });
+        sock.on("close", () => resolve(data));
+        sock.on("error", () => resolve(data));
+      });
+    const odd = [
+      "/ds/v1/stream/a/../b",
+      "/ds/v1/stream/../../etc/passwd",
+      "/ds/v1/stream/./x",
+      "/ds/v1/stream/a//b",
+      "/ds/v1/stream/..%2F..%2Fetc",
+      "/ds/v1/stream/x%00y",
+      `/ds/v1/stream/${"p".repeat(5000)}`,
+      "/ds/v1/stream/%E2%9C%93",
+      "/ds/v1/stream/a%7Cb",
+    ];
+    for (const path of odd) {
+      for (const method of ["PUT", "GET"]) {
+        const res = await raw(method, path);
+        const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(res)?.[1]);
+        expect([400, 404, 414], `${method} ${path.slice(0, 40)}: ${res.slice(0, 80)}`).toContain(status);
+      }
+    }
+    // And nothing was created by any of them.
+    const list = (await (
+      await fetch(`${s.url}/v1/streams?limit=1000`, { headers: bearer(KEYS.adminA) })
+    ).json()) as {
+      streams: { id: string }[];
+    };
+    expect(list.streams.filter((x) => /etc|passwd|\.\.|\||✓/.test(x.id))).toEqual([]);
+  });
+
   it("fuzzed bodies and query parameters get 4xx with a code, never 5xx; a concurrent stream completes exactly", async () => {
     const legit = await startAs(KEYS.producerA, demoBody({ length: 300, tokens_per_s: 400 }));
     const json = fc.jsonValue({ maxDepth: 3 });
