@@ -6,6 +6,7 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
+  LogController,
 } from "fastify";
 import type { Logger } from "pino";
 import { requireAction, requireStreamAccess } from "../auth/principal.js";
@@ -109,8 +110,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       ? { logger: false }
       : { loggerInstance: deps.logger as unknown as FastifyBaseLogger }),
     bodyLimit: config.limits.body_bytes,
-    disableRequestLogging: true,
-    maxParamLength: 512,
+    // Requests are logged by our own hook (path only: query strings may carry tokens).
+    logController: new LogController({ disableRequestLogging: true }),
+    routerOptions: { maxParamLength: 512 },
     // Errors raised before routing (a path parameter past maxParamLength, a bad URL) get our
     // JSON error shape too, and never echo the offending input back.
     frameworkErrors: (error: Error, _req: unknown, rawReply: unknown) => {
