@@ -120,6 +120,7 @@ const CAP_START = {
   relay: 1000,
   "sluice-up": 1000,
   "sluice-demo": 1000,
+  "sluice-ws": 1000,
   resumable: 150,
   durable: 250,
   portkey: 250,

@@ -88,6 +88,12 @@ export function liveSpec(target, ports, id, demo) {
         headers: { "content-type": "application/json", ...SSE },
         body: sluiceBody(target === "sluice-up" ? "up" : "demo", demo, { on_disconnect: "cancel" }),
       };
+    case "sluice-ws":
+      return {
+        port: ports.sluice,
+        path: "/v1/ws",
+        start: { model: "demo", messages: MESSAGES, demo },
+      };
     case "resumable":
       return {
         port: ports.resumable,
@@ -175,8 +181,20 @@ export function sharedStream(target, ports, id, demo) {
     case "upstream":
       return { na: "reference only" };
     case "sluice-ws":
-      // With the WS reader: a `subscribe {stream, offset}` per reader after one `start` (see readers/ws.mjs).
-      return { na: "WS shared-stream readers are not wired yet (bench/lib/readers/ws.mjs)" };
+      // One generation started over HTTP; each reader is its own socket with one `subscribe`.
+      return {
+        start: {
+          url: `http://127.0.0.1:${ports.sluice}/v1/streams`,
+          body: sluiceBody("demo", demo),
+          idFrom: "json",
+        },
+        reader: (sid, offset = "-1") => ({
+          port: ports.sluice,
+          path: "/v1/ws",
+          subscribe: { stream: sid, offset },
+        }),
+        resume: "none",
+      };
   }
   throw new Error(`unknown target ${target}`);
 }
