@@ -52,10 +52,12 @@ const Q = QUICK
       overheadNs: [100],
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       bigOverheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo"],
-      ramp: 500,
-      window: 1000,
-      gap: 150,
+      ramp: 400,
+      window: 800,
+      margin: 200,
+      gap: 100,
       warmStreams: 50,
+      warmEndMs: 900,
       capProbes: 2,
       capProbesPeer: { resumable: 1, durable: 1, portkey: 1 },
       capRepeats: 1,
@@ -65,15 +67,19 @@ const Q = QUICK
       maxStreams: 1500,
       cap100Targets: ["relay", "sluice-demo", "sluice-ws"],
       fanNs: [1000],
-      fanRamp: 1000,
+      fanRamp: 800,
+      fanLead: 500,
+      fanTargets: ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       idleN: 1000,
-      idleRamp: 1000,
-      catchupRepeats: 3,
+      idleRamp: 600,
+      memSettleMs: 500,
+      restartSettleMs: 500,
+      catchupRepeats: 2,
       resumeStreams: 4,
       resumeReaders: 50,
       cancelTrials: 3,
-      cancelWaitMs: 1000,
-      quiesceMaxMs: 5000,
+      cancelWaitMs: 500,
+      quiesceMaxMs: 3000,
       holdMaxMs: 4000,
       resumeTps: 200,
     }
@@ -93,8 +99,10 @@ const Q = QUICK
       ],
       ramp: 1500,
       window: 2500,
+      margin: 300,
       gap: 600,
       warmStreams: 200,
+      warmEndMs: 1200,
       capProbes: 5,
       capProbesPeer: { resumable: 4, durable: 4, portkey: 4 },
       capRepeats: 2,
@@ -105,8 +113,12 @@ const Q = QUICK
       cap100Targets: ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
       fanNs: [1000, 10000],
       fanRamp: 4000,
+      fanLead: 1000,
+      fanTargets: ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
       idleN: 10000,
       idleRamp: 5000,
+      memSettleMs: 1000,
+      restartSettleMs: 1000,
       catchupRepeats: 5,
       resumeStreams: 10,
       resumeReaders: 100,
@@ -323,7 +335,7 @@ async function restart(target) {
     await waitPort(ports[PORT_OF[name]], 30_000);
   }
   warmed.delete(target);
-  await sleep(1000);
+  await sleep(Q.restartSettleMs);
 }
 
 async function waitServers() {
@@ -437,7 +449,7 @@ async function warm(target) {
     });
   }
   await job(
-    { type: "live", transport: transportOf(target), specs, windowStart: 0, windowEnd: 1, endAt: 1200 },
+    { type: "live", transport: transportOf(target), specs, windowStart: 0, windowEnd: 1, endAt: Q.warmEndMs },
     target,
   );
   await sleep(Q.gap);
@@ -447,7 +459,7 @@ async function warm(target) {
 async function liveRun(target, n, tps) {
   await warm(target);
   const ramp = n <= 1 ? 0 : Q.ramp;
-  const windowStart = ramp + TTFT_MS + 300;
+  const windowStart = ramp + TTFT_MS + Q.margin;
   const windowEnd = windowStart + Q.window;
   const length = Math.ceil((tps * (windowEnd + 800)) / 1000);
   const run = ++runSeq;
@@ -710,9 +722,9 @@ async function startShared(t, id, demo) {
 async function fanout() {
   const load = await noteLoad("fan-out");
   for (const n of Q.fanNs) {
-    for (const t of targetsOf(["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"])) {
+    for (const t of targetsOf(Q.fanTargets)) {
       const ramp = Q.fanRamp;
-      const ttft = ramp + 1000;
+      const ttft = ramp + Q.fanLead;
       const windowStart = ttft + 300;
       const windowEnd = windowStart + Q.window;
       const demo = demoOpts({
@@ -846,7 +858,7 @@ async function memory() {
       {
         onHeld: async (m) => {
           headed = m.headed;
-          await sleep(1000);
+          await sleep(Q.memSettleMs);
           after = serverRss(t);
           lg.child.send({ type: "release" });
         },
