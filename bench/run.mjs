@@ -53,8 +53,8 @@ const Q = QUICK
       overheadNs: [100],
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       bigOverheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo"],
-      ramp: 300,
-      window: 600,
+      ramp: 250,
+      window: 500,
       margin: 150,
       gap: 100,
       quiesceSampleMs: 150,
@@ -70,8 +70,8 @@ const Q = QUICK
       maxStreams: 1500,
       cap100Targets: ["relay", "sluice-demo", "sluice-ws"],
       fanNs: [1000],
-      fanRamp: 800,
-      fanLead: 500,
+      fanRamp: 500,
+      fanLead: 400,
       fanTargets: ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       idleN: 1000,
       idleRamp: 600,
@@ -85,12 +85,13 @@ const Q = QUICK
       cancelWaitMs: 500,
       cancelGiveUp: 2,
       quiesceMaxMs: 2000,
-      holdMaxMs: 4000,
+      holdMaxMs: 2500,
+      noStatusWaitMs: 1500,
       resumeTps: 200,
       resumeLength: 250,
       resumeTtftMs: 300,
       clusterProbes: 1,
-      clusterFanN: 1000,
+      clusterFanN: 500,
     }
   : {
       repeats: 3,
@@ -139,6 +140,7 @@ const Q = QUICK
       cancelGiveUp: 3,
       quiesceMaxMs: 8000,
       holdMaxMs: 15_000,
+      noStatusWaitMs: 3000,
       resumeTps: 100,
       resumeLength: 400,
       resumeTtftMs: 500,
@@ -959,7 +961,7 @@ async function waitFinished(t, s, timeoutMs = 60_000) {
       const res = await fetch(`http://127.0.0.1:${ports.durable}/s/${s.sid}`, { method: "HEAD" });
       if (res.headers.get("stream-closed") === "true") return -1;
     } else {
-      await sleep(3000);
+      await sleep(Q.noStatusWaitMs);
       return -1;
     }
     await sleep(100);
