@@ -79,7 +79,7 @@ const Q = QUICK
       memPreMs: 300,
       restartSettleMs: 500,
       catchupRepeats: 2,
-      resumeStreams: 4,
+      resumeStreams: 3,
       resumeReaders: 50,
       cancelTrials: 3,
       cancelWaitMs: 500,
