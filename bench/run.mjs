@@ -40,6 +40,7 @@ const SCENARIOS = arg("scenarios")?.split(",") ?? [
   "memory",
   "resume",
   "cancel",
+  "cluster",
 ];
 const SERVER_CORE = 0;
 const CLIENT_CORE = 1;
@@ -52,10 +53,14 @@ const Q = QUICK
       overheadNs: [100],
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       bigOverheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo"],
-      ramp: 500,
-      window: 1000,
-      gap: 150,
+      ramp: 250,
+      window: 500,
+      margin: 150,
+      gap: 100,
+      quiesceSampleMs: 150,
       warmStreams: 50,
+      warmEndMs: 700,
+      warmLength: 40,
       capProbes: 2,
       capProbesPeer: { resumable: 1, durable: 1, portkey: 1 },
       capRepeats: 1,
@@ -65,17 +70,28 @@ const Q = QUICK
       maxStreams: 1500,
       cap100Targets: ["relay", "sluice-demo", "sluice-ws"],
       fanNs: [1000],
-      fanRamp: 1000,
+      fanRamp: 500,
+      fanLead: 400,
+      fanTargets: ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       idleN: 1000,
-      idleRamp: 1000,
-      catchupRepeats: 3,
-      resumeStreams: 4,
+      idleRamp: 600,
+      memSettleMs: 400,
+      memPreMs: 300,
+      restartSettleMs: 500,
+      catchupRepeats: 2,
+      resumeStreams: 3,
       resumeReaders: 50,
       cancelTrials: 3,
-      cancelWaitMs: 1000,
-      quiesceMaxMs: 5000,
-      holdMaxMs: 4000,
+      cancelWaitMs: 500,
+      cancelGiveUp: 2,
+      quiesceMaxMs: 2000,
+      holdMaxMs: 2500,
+      noStatusWaitMs: 1500,
       resumeTps: 200,
+      resumeLength: 250,
+      resumeTtftMs: 300,
+      clusterProbes: 1,
+      clusterFanN: 500,
     }
   : {
       repeats: 3,
@@ -93,8 +109,12 @@ const Q = QUICK
       ],
       ramp: 1500,
       window: 2500,
+      margin: 300,
       gap: 600,
+      quiesceSampleMs: 250,
       warmStreams: 200,
+      warmEndMs: 1200,
+      warmLength: 60,
       capProbes: 5,
       capProbesPeer: { resumable: 4, durable: 4, portkey: 4 },
       capRepeats: 2,
@@ -105,21 +125,35 @@ const Q = QUICK
       cap100Targets: ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
       fanNs: [1000, 10000],
       fanRamp: 4000,
+      fanLead: 1000,
+      fanTargets: ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
       idleN: 10000,
       idleRamp: 5000,
+      memSettleMs: 1000,
+      memPreMs: 500,
+      restartSettleMs: 1000,
       catchupRepeats: 5,
       resumeStreams: 10,
       resumeReaders: 100,
       cancelTrials: 10,
       cancelWaitMs: 2000,
+      cancelGiveUp: 3,
       quiesceMaxMs: 8000,
       holdMaxMs: 15_000,
+      noStatusWaitMs: 3000,
       resumeTps: 100,
+      resumeLength: 400,
+      resumeTtftMs: 500,
+      clusterProbes: 3,
+      clusterFanN: 1000,
     };
 const CAP_START = {
   relay: 1000,
   "sluice-up": 1000,
   "sluice-demo": 1000,
+  "sluice-ws": 1000,
+  "sluice-redis": 250,
+  "sluice-redis-x": 250,
   resumable: 150,
   durable: 250,
   portkey: 250,
@@ -137,6 +171,7 @@ const results = {
   memory: [],
   resume: [],
   cancel: [],
+  cluster: { capacity: [], fanout: [] },
   profile: null,
   notes: [],
 };
@@ -179,7 +214,19 @@ if (spawnSync("taskset", ["-c", "0", "true"]).status !== 0) throw new Error("tas
 if (NICE) setNice(NICE);
 
 const ports = {};
-for (const k of ["upstream", "sluice", "relay", "redis", "resumable", "durable", "durableControl", "portkey"])
+for (const k of [
+  "upstream",
+  "sluice",
+  "relay",
+  "redis",
+  "resumable",
+  "durable",
+  "durableControl",
+  "portkey",
+  "redis2",
+  "sluiceA",
+  "sluiceB",
+])
   ports[k] = await freePort();
 const node = process.execPath;
 const SLUICE_CLI = join(ROOT, "packages/server/dist/cli/main.js");
@@ -203,6 +250,8 @@ const SERVER_PROCS = {
   "sluice-up": ["sluice"],
   "sluice-demo": ["sluice"],
   "sluice-ws": ["sluice"],
+  "sluice-redis": ["sluiceA", "redis2"],
+  "sluice-redis-x": ["sluiceA", "sluiceB", "redis2"],
   resumable: ["resumable", "redis"],
   durable: ["durable"],
   portkey: ["portkey"],
@@ -210,6 +259,8 @@ const SERVER_PROCS = {
 const dead = {}; // target -> reason
 
 const SPAWN = {};
+/** --profile: Sluice processes run under `node --cpu-prof` (bench/results/profile/). */
+const prof = (_name) => (PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${join(RESULTS, "profile")}`] : []);
 function startServers() {
   spawnPinned(
     "mock-upstream",
@@ -218,12 +269,17 @@ function startServers() {
     [SLUICE_CLI, "mock-upstream", "--port", String(ports.upstream)],
     { cwd: ROOT, logDir: LOGS },
   );
-  const prof = PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${join(RESULTS, "profile")}`] : [];
   SPAWN.sluice = () =>
-    spawnPinned("sluice", SERVER_CORE, node, [...prof, SLUICE_CLI, "serve", "--config", sluiceConfig], {
-      cwd: ROOT,
-      logDir: LOGS,
-    });
+    spawnPinned(
+      "sluice",
+      SERVER_CORE,
+      node,
+      [...prof("sluice"), SLUICE_CLI, "serve", "--config", sluiceConfig],
+      {
+        cwd: ROOT,
+        logDir: LOGS,
+      },
+    );
   SPAWN.sluice();
   SPAWN.relay = () =>
     spawnPinned(
@@ -301,6 +357,9 @@ function startServers() {
 
 const PORT_OF = {
   sluice: "sluice",
+  sluiceA: "sluiceA",
+  sluiceB: "sluiceB",
+  redis2: "redis2",
   relay: "relay",
   resumable: "resumable",
   durable: "durable",
@@ -322,7 +381,7 @@ async function restart(target) {
     await waitPort(ports[PORT_OF[name]], 30_000);
   }
   warmed.delete(target);
-  await sleep(1000);
+  await sleep(Q.restartSettleMs);
 }
 
 async function waitServers() {
@@ -428,7 +487,7 @@ async function warm(target) {
   const specs = [];
   const run = ++runSeq;
   for (let i = 0; i < Q.warmStreams; i++) {
-    const demo = demoOpts({ seed: i + 1, ttft_ms: 20, tokens_per_s: 100, length: 60 });
+    const demo = demoOpts({ seed: i + 1, ttft_ms: 20, tokens_per_s: 100, length: Q.warmLength });
     specs.push({
       ...liveSpec(target, ports, `w${run}-${i}`, demo),
       at: Math.random() * 300,
@@ -436,7 +495,7 @@ async function warm(target) {
     });
   }
   await job(
-    { type: "live", transport: transportOf(target), specs, windowStart: 0, windowEnd: 1, endAt: 1200 },
+    { type: "live", transport: transportOf(target), specs, windowStart: 0, windowEnd: 1, endAt: Q.warmEndMs },
     target,
   );
   await sleep(Q.gap);
@@ -446,7 +505,7 @@ async function warm(target) {
 async function liveRun(target, n, tps) {
   await warm(target);
   const ramp = n <= 1 ? 0 : Q.ramp;
-  const windowStart = ramp + TTFT_MS + 300;
+  const windowStart = ramp + TTFT_MS + Q.margin;
   const windowEnd = windowStart + Q.window;
   const length = Math.ceil((tps * (windowEnd + 800)) / 1000);
   const run = ++runSeq;
@@ -480,8 +539,8 @@ async function quiesce(target) {
   await sleep(Q.gap);
   for (;;) {
     const c0 = serverCpu(target);
-    await sleep(250);
-    const busy = (serverCpu(target) - c0) / 250;
+    await sleep(Q.quiesceSampleMs);
+    const busy = (serverCpu(target) - c0) / Q.quiesceSampleMs;
     if (!(busy > 0.1) || Date.now() - t0 > Q.quiesceMaxMs) return Date.now() - t0;
   }
 }
@@ -709,9 +768,9 @@ async function startShared(t, id, demo) {
 async function fanout() {
   const load = await noteLoad("fan-out");
   for (const n of Q.fanNs) {
-    for (const t of targetsOf(["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"])) {
+    for (const t of targetsOf(Q.fanTargets)) {
       const ramp = Q.fanRamp;
-      const ttft = ramp + 1000;
+      const ttft = ramp + Q.fanLead;
       const windowStart = ttft + 300;
       const windowEnd = windowStart + Q.window;
       const demo = demoOpts({
@@ -834,7 +893,7 @@ async function memory() {
             r.arrayBuffer(),
           );
     }
-    await sleep(500);
+    await sleep(Q.memPreMs);
     const before = serverRss(t);
     let after;
     let headed = 0;
@@ -845,7 +904,7 @@ async function memory() {
       {
         onHeld: async (m) => {
           headed = m.headed;
-          await sleep(1000);
+          await sleep(Q.memSettleMs);
           after = serverRss(t);
           lg.child.send({ type: "release" });
         },
@@ -902,7 +961,7 @@ async function waitFinished(t, s, timeoutMs = 60_000) {
       const res = await fetch(`http://127.0.0.1:${ports.durable}/s/${s.sid}`, { method: "HEAD" });
       if (res.headers.get("stream-closed") === "true") return -1;
     } else {
-      await sleep(3000);
+      await sleep(Q.noStatusWaitMs);
       return -1;
     }
     await sleep(100);
@@ -993,8 +1052,8 @@ async function resume() {
   }
   // (b) readers that drop and resume at random points: exactly the same events, in order
   for (const t of targetsOf(["relay", "sluice-demo", "resumable", "durable", "portkey"])) {
-    const length = 400;
-    const demo = demoOpts({ seed: 5, ttft_ms: 500, tokens_per_s: Q.resumeTps, length });
+    const length = Q.resumeLength;
+    const demo = demoOpts({ seed: 5, ttft_ms: Q.resumeTtftMs, tokens_per_s: Q.resumeTps, length });
     const shared = sharedStream(t, ports, "x", demo);
     if (shared.na || shared.resume === "none" || !targetAlive(t)) {
       results.resume.push({
@@ -1133,7 +1192,7 @@ async function cancel() {
         if (at === undefined || Number.isNaN(at)) never++;
         else lat.push(at - t0);
         trials++;
-        if (never >= 3 && lat.length === 0) break; // it does not abort the upstream: no need to wait more
+        if (never >= Q.cancelGiveUp && lat.length === 0) break; // it does not abort the upstream: no need to wait more
       }
       results.cancel.push({
         target: t,
@@ -1157,6 +1216,151 @@ async function cancel() {
         ? [TARGETS[r.target].label, `n/a: ${r.na}`, "", "", ""]
         : [TARGETS[r.target].label, r.how, fmt(r.p50), fmt(r.max), `${r.never}/${r.trials}`],
     ),
+  );
+}
+
+// ── scenario 7: two Sluice nodes on one Redis (issue 5) ───────────────────────
+/** Started only for this scenario: its own redis-server and two Sluice nodes, all on the server core. */
+async function startCluster() {
+  if (procs.get("sluiceA")) return;
+  spawnPinned(
+    "redis2",
+    SERVER_CORE,
+    "redis-server",
+    [
+      "--port",
+      String(ports.redis2),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--maxclients",
+      "20000",
+    ],
+    { cwd: BENCH, logDir: LOGS },
+  );
+  await waitPort(ports.redis2, 20_000);
+  for (const name of ["sluiceA", "sluiceB"]) {
+    const cfg = join(RESULTS, `sluice-bench-${name}.json`);
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        host: "127.0.0.1",
+        port: ports[name],
+        log_level: "warn",
+        store: `redis://127.0.0.1:${ports.redis2}`,
+      }),
+    );
+    SPAWN[name] = () =>
+      spawnPinned(name, SERVER_CORE, node, [...prof(name), SLUICE_CLI, "serve", "--config", cfg], {
+        cwd: ROOT,
+        logDir: LOGS,
+      });
+    SPAWN[name]();
+  }
+  await waitPort(ports.sluiceA, 30_000);
+  await waitPort(ports.sluiceB, 30_000);
+}
+
+async function cluster() {
+  const load = await noteLoad("cluster (2 nodes, 1 Redis)");
+  await startCluster();
+  const list = targetsOf(["sluice-redis", "sluice-redis-x"]);
+  for (const t of list) {
+    if (!targetAlive(t)) {
+      results.cluster.capacity.push({ target: t, tps: 30, na: dead[t] });
+      continue;
+    }
+    const saved = Q.capProbes;
+    Q.capProbes = Q.clusterProbes;
+    try {
+      results.cluster.capacity.push({ ...(await capacityOf(t, 30)), load });
+    } finally {
+      Q.capProbes = saved;
+    }
+  }
+  // Cross-node delivery of one generation to many readers: started on A, read on B (and on A).
+  for (const t of list) {
+    if (!targetAlive(t)) continue;
+    const n = Q.clusterFanN;
+    const ramp = Q.fanRamp;
+    const windowStart = ramp + Q.fanLead + 300;
+    const windowEnd = windowStart + Q.window;
+    const demo = demoOpts({
+      seed: 1,
+      ttft_ms: ramp + Q.fanLead,
+      tokens_per_s: 30,
+      length: Math.ceil((30 * (Q.window + 1500)) / 1000),
+    });
+    const s = await startShared(t, `cl${++runSeq}`, demo);
+    const specs = [];
+    for (let i = 0; i < n; i++)
+      specs.push({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) });
+    const r = await job(
+      { type: "live", transport: "sse", specs, windowStart, windowEnd, endAt: windowEnd + 500 },
+      t,
+    );
+    const row = {
+      target: t,
+      n,
+      load,
+      p50: r.delay.p50,
+      p99: r.delay.p99,
+      max: r.delay.max,
+      delivered: r.tokensInWindow / ((n * 30 * Q.window) / 1000),
+      failed: r.failed,
+      cpuPerEventUs: r.tokensInWindow ? (r.serverCpuMs * 1000) / r.tokensInWindow : Number.NaN,
+      serverCpuPct: (r.serverCpuMs / r.windowMs) * 100,
+      loadgenCpuPct: (r.loadgenCpuWindowMs / r.windowMs) * 100,
+    };
+    results.cluster.fanout.push(row);
+    log(
+      `  cluster fan-out ${t} n=${n}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} ms, delivered ${fmt(row.delivered * 100, 0)}%`,
+    );
+    await quiesce(t);
+  }
+  const single = results.capacity.find((r) => r.target === "sluice-demo");
+  const singleFan = results.fanout.find((r) => r.target === "sluice-demo" && r.n === Q.clusterFanN);
+  table(
+    "7. Two Sluice nodes on one redis-server (all server processes on core 0), 30 tok/s, SSE — next to the single node (memory store) of this run",
+    [
+      "target",
+      "capacity",
+      "p99 at cap",
+      "µs/event (all server procs)",
+      "probes",
+      `fan-out ${Q.clusterFanN}: p50 / p99 / delivered`,
+    ],
+    [
+      ...(single
+        ? [
+            [
+              `${TARGETS["sluice-demo"].label} (memory store)`,
+              single.na && !single.probes ? "n/a" : `${single.capacity} (${single.bounded})`,
+              fmt(single.at?.p99),
+              fmt(single.cpuPerEventUs),
+              single.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? "",
+              singleFan
+                ? `${fmt(singleFan.p50)} / ${fmt(singleFan.p99)} / ${fmt(singleFan.delivered * 100, 0)}%`
+                : "—",
+            ],
+          ]
+        : []),
+      ...list.map((t) => {
+        const c = results.cluster.capacity.find((r) => r.target === t);
+        const f = results.cluster.fanout.find((r) => r.target === t);
+        return [
+          TARGETS[t].label,
+          !c || (c.na && !c.probes) ? `n/a: ${c?.na}` : `${c.capacity} (${c.bounded})`,
+          fmt(c?.at?.p99),
+          fmt(c?.cpuPerEventUs),
+          c?.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? "",
+          f ? `${fmt(f.p50)} / ${fmt(f.p99)} / ${fmt(f.delivered * 100, 0)}%` : "—",
+        ];
+      }),
+    ],
   );
 }
 
@@ -1215,6 +1419,7 @@ try {
     memory,
     resume,
     cancel,
+    cluster,
   };
   for (const s of SCENARIOS) {
     if (!run[s]) throw new Error(`unknown scenario ${s}`);

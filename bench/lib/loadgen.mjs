@@ -36,10 +36,15 @@ function pre(p) {
         headers: { "content-type": "application/json" },
       },
       (res) => {
-        res.resume();
-        res.on("end", () =>
-          res.statusCode < 300 ? resolve() : reject(new Error(`pre ${p.path}: HTTP ${res.statusCode}`)),
-        );
+        let text = "";
+        if (p.idFromJson) res.setEncoding("utf8").on("data", (d) => (text += d));
+        else res.resume();
+        res.on("end", () => {
+          if (res.statusCode >= 300) return reject(new Error(`pre ${p.path}: HTTP ${res.statusCode}`));
+          if (!p.idFromJson) return resolve();
+          const m = /"id":"([^"]+)"/.exec(text);
+          m ? resolve(m[1]) : reject(new Error(`pre ${p.path}: no id in the answer`));
+        });
       },
     );
     r.on("error", reject);
@@ -122,11 +127,17 @@ function live(job) {
       conns.push(c);
     };
     if (spec.pre) {
-      pre(spec.pre).then(go, (e) => {
-        failed++;
-        noteErr(e);
-        settle();
-      });
+      pre(spec.pre).then(
+        (id) => {
+          if (id !== undefined) spec = { ...spec, path: spec.path.replace("{id}", id) };
+          go();
+        },
+        (e) => {
+          failed++;
+          noteErr(e);
+          settle();
+        },
+      );
     } else go();
   }
 

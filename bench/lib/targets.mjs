@@ -29,6 +29,16 @@ export const TARGETS = {
     transport: "ws",
     note: "Sluice's demo model read over GET /v1/ws (one socket per stream here)",
   },
+  "sluice-redis": {
+    label: "Sluice on Redis, 1 node (demo)",
+    kind: "sluice",
+    note: "one Sluice node with store redis:// (its own redis-server): generation and readers on that node",
+  },
+  "sluice-redis-x": {
+    label: "Sluice on Redis, 2 nodes: start on A, read on B",
+    kind: "sluice",
+    note: "two Sluice nodes on one redis-server: each generation started on node A, its reader on node B",
+  },
   resumable: {
     label: "resumable-stream + Redis",
     kind: "peer",
@@ -88,6 +98,35 @@ export function liveSpec(target, ports, id, demo) {
         headers: { "content-type": "application/json", ...SSE },
         body: sluiceBody(target === "sluice-up" ? "up" : "demo", demo, { on_disconnect: "cancel" }),
       };
+    case "sluice-redis":
+      return {
+        port: ports.sluiceA,
+        method: "POST",
+        path: "/v1/streams",
+        headers: { "content-type": "application/json", ...SSE },
+        body: sluiceBody("demo", demo, { on_disconnect: "cancel" }),
+      };
+    case "sluice-redis-x":
+      // The loadgen POSTs the generation to node A (JSON answer: its id), then reads it from node B.
+      return {
+        pre: {
+          port: ports.sluiceA,
+          method: "POST",
+          path: "/v1/streams",
+          body: sluiceBody("demo", demo),
+          idFromJson: true,
+        },
+        port: ports.sluiceB,
+        method: "GET",
+        path: "/v1/streams/{id}?offset=-1",
+        headers: SSE,
+      };
+    case "sluice-ws":
+      return {
+        port: ports.sluice,
+        path: "/v1/ws",
+        start: { model: "demo", messages: MESSAGES, demo },
+      };
     case "resumable":
       return {
         port: ports.resumable,
@@ -143,6 +182,22 @@ export function sharedStream(target, ports, id, demo) {
         }),
         resume: "last-event-id",
       };
+    case "sluice-redis":
+    case "sluice-redis-x":
+      return {
+        start: {
+          url: `http://127.0.0.1:${ports.sluiceA}/v1/streams`,
+          body: sluiceBody("demo", demo),
+          idFrom: "json",
+        },
+        reader: (sid, offset = "-1") => ({
+          port: target === "sluice-redis" ? ports.sluiceA : ports.sluiceB,
+          method: "GET",
+          path: `/v1/streams/${sid}?offset=${offset}`,
+          headers: SSE,
+        }),
+        resume: "last-event-id",
+      };
     case "durable":
       return {
         start: {
@@ -175,8 +230,20 @@ export function sharedStream(target, ports, id, demo) {
     case "upstream":
       return { na: "reference only" };
     case "sluice-ws":
-      // With the WS reader: a `subscribe {stream, offset}` per reader after one `start` (see readers/ws.mjs).
-      return { na: "WS shared-stream readers are not wired yet (bench/lib/readers/ws.mjs)" };
+      // One generation started over HTTP; each reader is its own socket with one `subscribe`.
+      return {
+        start: {
+          url: `http://127.0.0.1:${ports.sluice}/v1/streams`,
+          body: sluiceBody("demo", demo),
+          idFrom: "json",
+        },
+        reader: (sid, offset = "-1") => ({
+          port: ports.sluice,
+          path: "/v1/ws",
+          subscribe: { stream: sid, offset },
+        }),
+        resume: "none",
+      };
   }
   throw new Error(`unknown target ${target}`);
 }

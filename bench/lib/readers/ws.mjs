@@ -1,19 +1,136 @@
-// Reader module for Sluice's WebSocket transport (`GET /v1/ws`, issue 3) — not on this branch yet.
-// To add it: implement open(spec, on) with the same contract as sse.mjs on a raw `net` socket:
-//   1. write the upgrade request (GET spec.path, Upgrade: websocket, Sec-WebSocket-Key, version 13);
-//   2. after the 101, send one masked text frame: {"type":"start", ...spec.start} (targets.mjs puts
-//      the generation request in spec.start) — or {"type":"subscribe","stream":…,"offset":"-1"} for a
-//      reader of a shared stream (add that to sharedStream("sluice-ws") in targets.mjs);
-//   3. parse unmasked server frames (opcode 1; 7/16/64-bit lengths), and for each message
-//      {stream, offset, event} call on.onEvent(offset, event.type, JSON-of-event, t) — `due` is
-//      found in the event JSON exactly as for SSE; a terminal event type ends the stream (on.onEnd).
-// Then set `available = true`: the `sluice-ws` target (targets.mjs) is already in the capacity lists
-// of run.mjs and is reported as n/a until then.
-export const name = "ws";
-export const available = false;
+// Reader module for Sluice's WebSocket transport (`GET /v1/ws`, docs/transports.md) on a raw `net`
+// socket — a lean client, like http-stream.mjs for SSE: it writes the upgrade request, sends one
+// masked text frame (`spec.start` as {"type":"start", …} or `spec.subscribe` as {"type":"subscribe",
+// …}), then parses unmasked server frames (7/16/64-bit lengths; fragments joined; ping → pong) and
+// reports each `{stream, offset, event}` message: on.onEvent(offset, event.type, messageText, t).
+// `due` is found in the message text exactly as in SSE data. `{"type":"end"}` (sent after the
+// terminal event) ends the reader; an `{"type":"error"}` message fails it. Payloads are decoded as
+// latin1 (byte = char: cheap, exact for the ASCII the reader looks for).
+// Same contract as sse.mjs: open(spec, {onEvent, onHead, onEnd, onError}) -> {close()}.
+import { randomBytes } from "node:crypto";
+import net from "node:net";
 
-export function open() {
-  throw new Error(
-    "the WebSocket reader needs Sluice's /v1/ws (issue 3, delivery branch); see bench/lib/readers/ws.mjs",
-  );
+export const name = "ws";
+export const available = true;
+
+const now = () => performance.timeOrigin + performance.now();
+
+/** One masked client frame (FIN set). */
+function frame(opcode, payload) {
+  const len = payload.length;
+  const head = len < 126 ? 2 : 4;
+  const out = Buffer.allocUnsafe(head + 4 + len);
+  out[0] = 0x80 | opcode;
+  if (len < 126) out[1] = 0x80 | len;
+  else {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(len, 2);
+  }
+  const mask = randomBytes(4);
+  mask.copy(out, head);
+  for (let i = 0; i < len; i++) out[head + 4 + i] = payload[i] ^ mask[i & 3];
+  return out;
+}
+
+export function open(spec, on) {
+  const host = spec.host ?? "127.0.0.1";
+  const key = randomBytes(16).toString("base64");
+  const req =
+    `GET ${spec.path ?? "/v1/ws"} HTTP/1.1\r\nHost: ${host}:${spec.port}\r\nUpgrade: websocket\r\n` +
+    `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+  const first = spec.start
+    ? JSON.stringify({ type: "start", ...spec.start })
+    : JSON.stringify({ type: "subscribe", ...spec.subscribe });
+  const socket = net.connect({
+    port: spec.port,
+    host,
+    ...(spec.localAddress ? { localAddress: spec.localAddress } : {}),
+  });
+  socket.setNoDelay(true);
+  let done = false;
+  let head = true;
+  let buf = null; // unparsed bytes
+  let frag = null; // payload of a fragmented message so far
+  const finish = (err) => {
+    if (done) return;
+    done = true;
+    socket.destroy();
+    if (err) on.onError?.(err);
+    else on.onEnd?.();
+  };
+  const message = (text, t) => {
+    // Event messages start with {"stream": (the server's framing); control messages with {"type":
+    if (text.charCodeAt(2) === 115 /* s */) {
+      const o = text.indexOf('"offset":"');
+      const offset = o >= 0 ? text.slice(o + 10, text.indexOf('"', o + 10)) : undefined;
+      const e = text.indexOf('"type":"', o);
+      const type = e >= 0 ? text.slice(e + 8, text.indexOf('"', e + 8)) : undefined;
+      on.onEvent(offset, type, text, t);
+      return;
+    }
+    if (text.startsWith('{"type":"end"')) finish();
+    else if (text.startsWith('{"type":"error"')) {
+      const c = /"code":"([^"]+)"/.exec(text);
+      finish(new Error(`ws error ${c ? c[1] : text.slice(0, 60)}`));
+    }
+  };
+  socket.on("connect", () => socket.write(req, "latin1"));
+  socket.on("error", (e) => finish(e));
+  socket.on("close", () => finish(head ? new Error("closed before upgrade") : new Error("ws closed")));
+  socket.on("data", (data) => {
+    const t = now();
+    buf = buf ? Buffer.concat([buf, data]) : data;
+    if (head) {
+      const i = buf.indexOf("\r\n\r\n");
+      if (i < 0) return;
+      const status = Number(buf.toString("latin1", 0, 16).split(" ")[1]);
+      head = false;
+      on.onHead?.(status === 101 ? 200 : status);
+      if (status !== 101) return finish(new Error(`HTTP ${status}`));
+      buf = buf.subarray(i + 4);
+      socket.write(frame(1, Buffer.from(first)));
+    }
+    let p = 0;
+    while (buf.length - p >= 2) {
+      const b0 = buf[p];
+      let len = buf[p + 1] & 0x7f;
+      let h = 2;
+      if (len === 126) {
+        if (buf.length - p < 4) break;
+        len = buf.readUInt16BE(p + 2);
+        h = 4;
+      } else if (len === 127) {
+        if (buf.length - p < 10) break;
+        len = Number(buf.readBigUInt64BE(p + 2));
+        h = 10;
+      }
+      if (buf.length - p < h + len) break;
+      const payload = buf.subarray(p + h, p + h + len);
+      p += h + len;
+      const op = b0 & 0x0f;
+      const fin = (b0 & 0x80) !== 0;
+      if (op === 9) {
+        socket.write(frame(10, payload));
+        continue;
+      }
+      if (op === 8) return finish(new Error("ws close frame"));
+      if (op === 10) continue;
+      if (op === 0 || !fin) {
+        frag = frag ? Buffer.concat([frag, payload]) : Buffer.from(payload);
+        if (!fin) continue;
+        const whole = frag;
+        frag = null;
+        message(whole.toString("latin1"), t);
+      } else message(payload.toString("latin1"), t);
+      if (done) return;
+    }
+    buf = p === buf.length ? null : buf.subarray(p);
+  });
+  return {
+    socket,
+    close() {
+      done = true;
+      socket.destroy();
+    },
+  };
 }

@@ -6,9 +6,14 @@
  * Cancel reaches the upstream: the context's signal aborts the HTTP request, and the
  * provider rethrows the signal's reason unchanged.
  */
+
+import { STATUS_CODES } from "node:http";
+import { Readable } from "node:stream";
+import { StringDecoder } from "node:string_decoder";
 import type { FinishReason, ToolCallEvent, UsageEvent } from "@sluice/protocol";
 import { SluiceError } from "@sluice/protocol";
-import { type EventSourceMessage, EventSourceParserStream } from "eventsource-parser/stream";
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import { type Dispatcher, request as undiciRequest } from "undici";
 import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
 
 export interface OpenAICompatibleOptions {
@@ -91,11 +96,14 @@ export class OpenAICompatibleProvider implements Provider {
           }, this.#connectTimeoutMs)
         : undefined;
 
-    let reader: ReadableStreamDefaultReader<EventSourceMessage> | undefined;
+    // Hot path (every token of every stream): undici's `request` with the signal passed once, the
+    // body consumed as a Node stream of strings, eventsource-parser's `createParser` fed directly —
+    // no WHATWG streams, no promise or abort listener per chunk beyond the body's own iterator.
+    let body: Dispatcher.ResponseData["body"] | undefined;
     try {
-      let response: Response;
+      let response: Dispatcher.ResponseData;
       try {
-        response = await fetch(url, {
+        response = await undiciRequest(url, {
           method: "POST",
           headers,
           body: JSON.stringify(this.buildBody(request)),
@@ -113,41 +121,41 @@ export class OpenAICompatibleProvider implements Provider {
       } finally {
         clearTimeout(timer);
       }
+      body = response.body;
 
-      if (!response.ok) {
-        throw await httpError(response, signal, ctx.clock.now());
+      const status = response.statusCode;
+      if (status < 200 || status > 299) {
+        throw await httpError(toWebResponse(response), signal, ctx.clock.now());
       }
-      const contentType = response.headers.get("content-type") ?? "";
+      const contentType = headerOf(response.headers, "content-type");
       if (contentType.includes("application/json")) {
         // Some servers answer 200 with a JSON error (or ignore `stream: true`).
-        const text = await readTextCapped(response, signal);
+        const text = await readTextCapped(toWebResponse(response), signal);
         const message = openAIErrorMessage(text);
         throw new SluiceError(
           "upstream_error",
           message
             ? `upstream error: ${message}`
             : `upstream answered with JSON instead of an event stream: ${snippet(text)}`,
-          { upstream_status: response.status },
+          { upstream_status: status },
         );
       }
-      if (!response.body) {
-        throw new SluiceError("upstream_error", "upstream answered without a body", {
-          upstream_status: response.status,
-        });
-      }
 
-      reader = response.body
-        .pipeThrough(new TextDecoderStream())
-        .pipeThrough(new EventSourceParserStream())
-        .getReader();
+      const messages: EventSourceMessage[] = [];
+      const parser = createParser({ onEvent: (m) => messages.push(m) });
+      // UTF-8 across chunk boundaries, a leading BOM dropped (as TextDecoder does).
+      const decoder = new StringDecoder("utf8");
+      let first = true;
 
       const state = new ChunkState();
       const stamp = request.demo?.stamp === true;
       let sawDone = false;
-      for (;;) {
-        let result: ReadableStreamReadResult<EventSourceMessage>;
+      let ended = false;
+      const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      read: for (;;) {
+        let next: IteratorResult<Buffer>;
         try {
-          result = await readOrAbort(reader, signal);
+          next = await iterator.next();
         } catch (err) {
           if (signal.aborted) throw signal.reason;
           if (err instanceof SluiceError) throw err;
@@ -157,35 +165,61 @@ export class OpenAICompatibleProvider implements Provider {
           throw new SluiceError("upstream_error", `upstream stream was cut off (${describe(err)})`);
         }
         if (signal.aborted) throw signal.reason;
-        if (result.done) break;
-        const message = result.value;
-        const data = message.data;
-        if (data.trim() === "") continue;
-        if (data.trim() === "[DONE]") {
-          sawDone = true;
-          break;
+        let text: string;
+        if (next.done) {
+          ended = true;
+          text = decoder.end();
+        } else text = decoder.write(next.value);
+        if (first && text !== "") {
+          first = false;
+          if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
         }
-        if (message.event === "error") {
-          const msg = openAIErrorMessage(data) ?? snippet(data);
-          throw new SluiceError("upstream_error", `upstream error: ${msg}`);
-        }
-        let chunk: unknown;
+        if (text !== "") parser.feed(text);
+        let k = 0;
         try {
-          chunk = JSON.parse(data);
-        } catch {
-          throw new SluiceError(
-            "upstream_error",
-            `upstream sent an event that is not valid JSON: ${snippet(data)}`,
-          );
+          for (; k < messages.length; k++) {
+            const message = messages[k] as EventSourceMessage;
+            const data = message.data;
+            if (data.trim() === "") continue;
+            if (data.trim() === "[DONE]") {
+              sawDone = true;
+              break read;
+            }
+            if (message.event === "error") {
+              const msg = openAIErrorMessage(data) ?? snippet(data);
+              throw new SluiceError("upstream_error", `upstream error: ${msg}`);
+            }
+            let chunk: unknown;
+            try {
+              chunk = JSON.parse(data);
+            } catch {
+              throw new SluiceError(
+                "upstream_error",
+                `upstream sent an event that is not valid JSON: ${snippet(data)}`,
+              );
+            }
+            // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
+            const due = stamp ? (chunk as { sluice_due?: unknown }).sluice_due : undefined;
+            for (const event of state.apply(chunk)) {
+              yield typeof due === "number" && event.type.endsWith("-delta")
+                ? Object.assign({}, event, { due })
+                : event;
+              if (signal.aborted) throw signal.reason;
+            }
+          }
+        } finally {
+          messages.length = 0;
         }
-        // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
-        const due = stamp ? (chunk as { sluice_due?: unknown }).sluice_due : undefined;
-        for (const event of state.apply(chunk)) {
-          yield typeof due === "number" && event.type.endsWith("-delta")
-            ? Object.assign({}, event, { due })
-            : event;
-          if (signal.aborted) throw signal.reason;
-        }
+        if (ended) break;
+      }
+      if (ended)
+        body = undefined; // consumed to the end: nothing to close
+      else if (sawDone) {
+        // Whatever follows [DONE] (normally just the end of the body) is drained, bounded, so the
+        // upstream connection goes back to the pool instead of being closed.
+        const rest = body;
+        body = undefined;
+        rest.dump({ limit: 64 * 1024 }).catch(() => {});
       }
 
       if (!sawDone && state.finishReason === undefined) {
@@ -197,18 +231,32 @@ export class OpenAICompatibleProvider implements Provider {
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
-      if (reader) {
-        // Stopped early (error, abort, consumer returned, bytes after [DONE]): close the upstream body.
-        // After a clean end this is a no-op.
-        reader.cancel().catch(() => {});
-        try {
-          reader.releaseLock();
-        } catch {
-          // a read still pending on an aborted body: nothing more to release
-        }
-      }
+      // Stopped early (error, abort, consumer returned, bytes after [DONE]): close the upstream body.
+      if (body && !body.destroyed) body.destroy();
     }
   }
+}
+
+/** The first value of a response header (undici gives string | string[]). */
+function headerOf(headers: Dispatcher.ResponseData["headers"], name: string): string {
+  const v = headers[name];
+  return Array.isArray(v) ? (v[0] ?? "") : (v ?? "");
+}
+
+/** An undici `request` response as a WHATWG Response, for the (cold) error paths shared with fetch. */
+function toWebResponse(response: Dispatcher.ResponseData): Response {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(response.headers)) {
+    if (Array.isArray(v)) for (const x of v) headers.append(k, x);
+    else if (v !== undefined) headers.set(k, v);
+  }
+  const status = response.statusCode;
+  const nullBody = status === 204 || status === 205 || status === 304;
+  return new Response(nullBody ? null : (Readable.toWeb(response.body) as ReadableStream<Uint8Array>), {
+    status,
+    statusText: STATUS_CODES[status] ?? "",
+    headers,
+  });
 }
 
 interface ToolCallState {
