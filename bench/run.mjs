@@ -767,7 +767,8 @@ async function startShared(t, id, demo) {
 
 async function fanout() {
   const load = await noteLoad("fan-out");
-  for (const n of Q.fanNs) {
+  const fanNs = arg("fan-n") ? arg("fan-n").split(",").map(Number) : Q.fanNs;
+  for (const n of fanNs) {
     for (const t of targetsOf(Q.fanTargets)) {
       const ramp = Q.fanRamp;
       const ttft = ramp + Q.fanLead;

@@ -265,6 +265,51 @@ describe("adaptive window under saturation", () => {
   });
 });
 
+describe("fan-out when flush rounds are slower than the producer", () => {
+  it("batches what arrives during a slow round instead of one event per write per reader", async () => {
+    // 100 readers whose every write costs 0.3 ms (a round ≈ 30 ms) and a producer appending
+    // every 5 ms, one record per loop turn (like a paced model that is running late).
+    // Without pacing from the end of a round, each round would carry one record per reader.
+    const store = new MemoryStore({ sweepIntervalMs: 0 });
+    const flow = new FlowScheduler({ flushIntervalMs: 0, adaptive: false });
+    const hub = new Hub(store, { flow, slowReaderMs: 0, slowReaderLagBytes: 0 });
+    await store.create({ id: "f", kind: "log", content_type: "text/plain" });
+    class SlowSink extends TestSink {
+      override write(chunk: string): void {
+        const until = performance.now() + 0.3;
+        while (performance.now() < until) {
+          /* a costly write */
+        }
+        super.write(chunk);
+      }
+    }
+    const sinks = Array.from({ length: 100 }, () => new SlowSink());
+    try {
+      for (const s of sinks) await hub.attach("f", 0, ndjsonSluice, s);
+      const records = 120;
+      const t0 = performance.now();
+      for (let i = 0; i < records; i++) {
+        // Sleep until this record is due (a late producer catches up one record per turn).
+        await sleep(Math.max(0, t0 + 5 * i - performance.now()));
+        await store.append("f", [{ data: `"${i}"` }]);
+      }
+      await store.append("f", [], { close: "completed" });
+      for (let i = 0; i < 400 && sinks.some((s) => !s.ended); i++) await sleep(5);
+      for (const s of sinks) expect(s.ended).toBe(true);
+      const page = await store.read("f", 0, 1000);
+      let want = "";
+      for (const rec of page.records) want += ndjsonSluice.encode(rec, { id: "f", created_at: "" });
+      for (const s of sinks) expect(s.out).toBe(want);
+      // Several records per write on average (unpaced, this is ~1).
+      const perWrite = records / sinks[0]!.writes;
+      expect(perWrite).toBeGreaterThan(3);
+    } finally {
+      hub.stop();
+      flow.stop();
+    }
+  });
+});
+
 describe("flow control over real sockets", () => {
   let s: Running;
   beforeAll(async () => {

@@ -1,4 +1,4 @@
-import { type IntervalHistogram, monitorEventLoopDelay } from "node:perf_hooks";
+import { type IntervalHistogram, monitorEventLoopDelay, performance } from "node:perf_hooks";
 
 /**
  * Something the flow scheduler can flush: one connection (an HTTP response, a WebSocket, a
@@ -30,6 +30,10 @@ export interface FlowOptions {
 }
 
 const LOOP_RESOLUTION_MS = 10;
+/** After a slow round of T ms its connections wait PACING × T ms before their next flush. */
+const PACING = 0.25;
+/** Event-loop utilisation (0–1) from which a late loop counts as loaded (see sample). */
+const BUSY_UTILIZATION = 0.6;
 
 /**
  * One scheduler for every connection on the node: a set of dirty connections flushed by a
@@ -59,6 +63,11 @@ export class FlowScheduler {
   private lagMax = 0;
   /** Last sampled p99 event-loop delay (ms). */
   loopDelayMs = 0;
+  /** Last sampled event-loop utilisation (0–1). */
+  utilization = 0;
+  private eluMark = performance.eventLoopUtilization();
+  /** The last round was slow: connections are paced from its end (see runNow). */
+  private pacing = false;
   /** Flushes performed (metrics/tests). */
   flushes = 0;
 
@@ -87,8 +96,9 @@ export class FlowScheduler {
   mark(f: Flushable, urgent = false): void {
     if (f.flowState === 1) return;
     const interval = this.intervalOf(f);
-    const now = interval === 0 ? 0 : performance.now();
-    if (urgent || interval === 0 || now - f.lastFlushAt >= interval) {
+    const free = interval === 0 && !this.pacing;
+    const now = free ? 0 : performance.now();
+    if (urgent || free || now - f.lastFlushAt >= interval) {
       if (f.flowState === 2) this.timed.delete(f);
       f.flowState = 1;
       this.now_.add(f);
@@ -140,8 +150,28 @@ export class FlowScheduler {
         // A broken connection must not stop the others; its own close handler cleans up.
       }
     }
-    const took = performance.now() - stamp;
+    // Writes that a transport defers to the next tick (node:http's cork/uncork, HTTP/2) are
+    // part of this round's cost: measure it once they have run.
+    process.nextTick(() => this.endRound(batch, stamp));
+  }
+
+  private endRound(batch: Set<Flushable>, stamp: number): void {
+    const end = performance.now();
+    const took = end - stamp;
     if (took > this.lagMax) this.lagMax = took;
+    // A slow round (the node is loaded, e.g. one generation fanned out to thousands of
+    // readers): each connection in it is next flushed no sooner than a quarter of the round's
+    // own length after it ended (plus its window). Unpaced, a round is followed at once by
+    // another carrying only what arrived during it (a model running late catches up one
+    // token per loop turn) — one event per write per reader, every round as long as the last
+    // — and delivery falls behind without bound. Paced, producers catch up in the gap and
+    // what arrived goes out together: the heavier the load, the larger the batches, while
+    // rounds still get ~80 % of the loop.
+    this.pacing = took >= 1;
+    if (this.pacing) {
+      const next = end + took * PACING;
+      for (const f of batch) if (f.lastFlushAt === stamp) f.lastFlushAt = next;
+    }
   }
 
   private runTimed(): void {
@@ -173,10 +203,19 @@ export class FlowScheduler {
     h.reset();
     this.loopDelayMs = Math.max(Number.isFinite(p99) ? p99 : 0, this.lagMax, 0);
     this.lagMax = 0;
-    if (this.loopDelayMs > this.targetLoopDelayMs) {
+    // How busy the loop was over the period. Long rounds at low utilisation (one generation
+    // fanned out to a thousand readers: a 10 ms round every 33 ms) are latency, not overload —
+    // a wider window would only delay them; widen only when the loop is also mostly busy.
+    const elu = performance.eventLoopUtilization(this.eluMark);
+    this.eluMark = performance.eventLoopUtilization();
+    this.utilization = elu.utilization;
+    if (this.loopDelayMs > this.targetLoopDelayMs && this.utilization >= BUSY_UTILIZATION) {
       // Late: widen (double, at least 2 ms) up to the budget.
       this.windowMs = Math.min(this.latencyBudgetMs, Math.max(2, this.windowMs * 2));
-    } else if (this.loopDelayMs < this.targetLoopDelayMs / 2 && this.windowMs > this.baseIntervalMs) {
+    } else if (
+      (this.loopDelayMs < this.targetLoopDelayMs / 2 || this.utilization < BUSY_UTILIZATION / 2) &&
+      this.windowMs > this.baseIntervalMs
+    ) {
       const narrower = this.windowMs / 2;
       this.windowMs = narrower < 2 ? this.baseIntervalMs : Math.max(this.baseIntervalMs, narrower);
     }

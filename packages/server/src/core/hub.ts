@@ -12,7 +12,7 @@ export interface Sink {
    * One batch of encoded records, joined (byte-stream transports); `mark` says where the
    * reader now stands (transports that frame batches, like Durable Streams, use it).
    */
-  write(chunk: string, mark: WriteMark): void;
+  write(chunk: string, mark: WriteMark, shared?: SharedChunk): void;
   /** Optional: called each time the reader has delivered everything and waits for more. */
   idle?(seq: number): void;
   /**
@@ -39,6 +39,16 @@ export interface Sink {
    * unit that is flushed, so all its readers' records go out together.
    */
   readonly group?: ReaderGroup | undefined;
+}
+
+/**
+ * One batch as the hub hands it to sinks. Readers at the same place in a stream (fan-out)
+ * get the same object, so a sink can keep the batch's wire bytes on it and every other
+ * reader's sink reuses them: the bytes are produced once per batch per node, not per reader.
+ */
+export interface SharedChunk {
+  /** HTTP/1.1 chunked framing of the chunk, as bytes (ResponseSink). */
+  framed?: Buffer;
 }
 
 /** Where a reader stands after a write. */
@@ -289,6 +299,8 @@ class Tail {
   /** Contiguous recent records: window[i].rec.seq === windowStart + i. */
   private window: Entry[] = [];
   private windowStart = 1;
+  /** The last batch taken from the window, reused by readers asking for the same range. */
+  private memo: Taken | undefined;
   private unsub: (() => void) | undefined;
 
   constructor(
@@ -330,6 +342,7 @@ class Tail {
           // Not contiguous with what we hold (first notice, or a gap): restart the window here.
           this.window = [];
           this.windowStart = first;
+          this.memo = undefined;
         }
         let cum = this.cumBytes;
         for (const rec of recs) {
@@ -382,8 +395,13 @@ class Tail {
    * Encoded bytes of the window records after `seq`, joined, up to about `maxBytes`;
    * undefined when seq is before the window.
    */
-  takeFromWindow(seq: number, codec: Codec, maxBytes: number): { chunk: string; last: number } | undefined {
+  takeFromWindow(seq: number, codec: Codec, maxBytes: number): Taken | undefined {
     if (seq + 1 < this.windowStart) return undefined;
+    const end = this.windowStart + this.window.length;
+    const m = this.memo;
+    // Readers level with each other (fan-out) ask for the same range: hand them the same batch.
+    if (m !== undefined && m.from === seq && m.end === end && m.codec === codec && m.maxBytes === maxBytes)
+      return m;
     let chunk = "";
     let i = seq + 1 - this.windowStart;
     for (; i < this.window.length; i++) {
@@ -393,7 +411,9 @@ class Tail {
         break;
       }
     }
-    return { chunk, last: this.windowStart + i - 1 };
+    const taken: Taken = { chunk, last: this.windowStart + i - 1, from: seq, end, codec, maxBytes };
+    this.memo = taken;
+    return taken;
   }
 
   /** Like takeFromWindow, one frame per record (message transports). */
@@ -421,6 +441,17 @@ class Tail {
   get ended(): boolean {
     return this.deleted || this.status !== "running";
   }
+}
+
+/** A batch taken from a tail's window (see takeFromWindow), shared by readers at the same place. */
+interface Taken extends SharedChunk {
+  chunk: string;
+  /** Seq of the last record in the chunk. */
+  last: number;
+  from: number;
+  end: number;
+  codec: Codec;
+  maxBytes: number;
 }
 
 type ReaderState = "idle" | "scheduled" | "catching" | "blocked" | "done";
@@ -577,14 +608,14 @@ export class Reader implements Flushable {
           for (const f of w.frames) this.hub.counters.charsOut += f.length;
         }
       } else {
-        const w = tail.takeFromWindow(this.seq, this.codec, max) as { chunk: string; last: number };
+        const w = tail.takeFromWindow(this.seq, this.codec, max) as Taken;
         if (w.last <= this.seq) {
           this.catchUpNow();
           return;
         }
         this.seq = w.last;
         if (w.chunk.length > 0) {
-          sink.write(w.chunk, this.mark());
+          sink.write(w.chunk, this.mark(), w);
           this.hub.counters.charsOut += w.chunk.length;
         }
       }

@@ -1,7 +1,8 @@
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
+import type { Socket } from "node:net";
 import zlib from "node:zlib";
-import type { Sink } from "../core/hub.js";
+import type { SharedChunk, Sink, WriteMark } from "../core/hub.js";
 
 export type ContentEncoding = "gzip" | "br";
 type Res = ServerResponse | Http2ServerResponse;
@@ -69,6 +70,14 @@ export interface ResponseSinkOptions {
  */
 export class ResponseSink implements Sink {
   private opened = false;
+  /**
+   * HTTP/1.1 without compression: once the headers are out, batches go straight to the
+   * socket, already framed (chunked encoding), in one write each — no cork/uncork tick and
+   * no header/CRLF buffers per write as `res.write` would add, and the framed bytes of a
+   * batch are made once and shared by every reader at the same place (see SharedChunk).
+   */
+  private direct: Socket | undefined;
+  private chunked = false;
   /** Set on every write; the heartbeat clears it each tick and pings sinks that stayed quiet. */
   wrote = false;
   readonly flushMs: number | undefined;
@@ -105,10 +114,28 @@ export class ResponseSink implements Sink {
     if (this.opened) return;
     this.opened = true;
     this.head();
+    if (this.z) return;
+    const r = this.res as ServerResponse & { stream?: unknown };
+    const socket = r.stream ? undefined : r.socket;
+    // Only when this response owns the socket now (not queued behind a pipelined one).
+    if (!socket || socket.destroyed || (socket as Socket & { _httpMessage?: unknown })._httpMessage !== r)
+      return;
+    r.flushHeaders(); // writeHead only renders the head; send it before any direct write
+    this.direct = socket;
+    this.chunked = r.chunkedEncoding;
   }
 
-  write(chunk: string): void {
+  write(chunk: string, _mark?: WriteMark, shared?: SharedChunk): void {
     if (!this.opened) this.open();
+    const direct = this.direct;
+    if (direct) {
+      if (direct.destroyed || this.res.writableEnded) return;
+      this.wrote = true;
+      if (!this.chunked) direct.write(chunk);
+      else if (shared) direct.write((shared.framed ??= frameChunk(chunk)));
+      else direct.write(frameChunk(chunk));
+      return;
+    }
     if (this.closed) return;
     this.wrote = true;
     const z = this.z;
@@ -121,11 +148,30 @@ export class ResponseSink implements Sink {
   }
 
   get buffered(): number {
+    if (this.direct) return this.direct.writableLength;
     return this.res.writableLength + (this.z ? this.z.writableLength : 0);
   }
 
   onDrain(cb: () => void): void {
     const res = this.res;
+    const direct = this.direct;
+    if (direct) {
+      let done = false;
+      const fire = () => {
+        if (done) return;
+        done = true;
+        direct.off("drain", fire);
+        res.off("close", fire);
+        cb();
+      };
+      if (!direct.writableNeedDrain) {
+        setImmediate(fire);
+        return;
+      }
+      direct.once("drain", fire);
+      res.once("close", fire);
+      return;
+    }
     const z = this.z;
     const resNeeds = res.writableLength >= res.writableHighWaterMark;
     const target: NodeJS.EventEmitter = !resNeeds && z?.writableNeedDrain ? z : res;
@@ -186,6 +232,18 @@ export class ResponseSink implements Sink {
   get closed(): boolean {
     return this.resClosed || this.z?.writableEnded === true;
   }
+}
+
+/** One HTTP/1.1 chunk: size line, data, CRLF — as one buffer, for one write. */
+function frameChunk(chunk: string): Buffer {
+  const len = Buffer.byteLength(chunk);
+  const head = `${len.toString(16)}\r\n`;
+  const buf = Buffer.allocUnsafe(head.length + len + 2);
+  buf.write(head, 0, "latin1");
+  buf.write(chunk, head.length, "utf8");
+  buf[buf.length - 2] = 13;
+  buf[buf.length - 1] = 10;
+  return buf;
 }
 
 /**
