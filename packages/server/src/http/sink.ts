@@ -132,8 +132,11 @@ export class ResponseSink implements Sink {
       if (direct.destroyed || this.res.writableEnded) return;
       this.wrote = true;
       if (!this.chunked) direct.write(chunk);
-      else if (shared) direct.write((shared.framed ??= frameChunk(chunk)));
-      else direct.write(frameChunk(chunk));
+      else if (!shared) direct.write(frameChunk(chunk));
+      else {
+        if (shared.framed === undefined) shared.framed = frameChunk(chunk);
+        direct.write(shared.framed);
+      }
       return;
     }
     if (this.closed) return;
