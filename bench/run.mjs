@@ -646,15 +646,22 @@ async function overhead() {
 async function capacityOf(t, tps) {
   let lo = 0;
   let hi = Number.POSITIVE_INFINITY;
-  let n = Math.min(CAP_START[t] ?? 500, Q.maxStreams);
-  if (tps >= 100) n = Math.max(50, Math.round(n / 2));
+  // --cap-n=N: one probe at N for every target (a side-by-side CPU comparison), --cap-reps=K runs.
+  const fixedN = arg("cap-n") ? Number(arg("cap-n")) : undefined;
+  let n = fixedN ?? Math.min(CAP_START[t] ?? 500, Q.maxStreams);
+  if (tps >= 100 && fixedN === undefined) n = Math.max(50, Math.round(n / 2));
   const probes = [];
   let best;
   const maxProbes =
-    tps >= 100 ? (Q.cap100ProbesPeer[t] ?? Q.cap100Probes) : (Q.capProbesPeer[t] ?? Q.capProbes);
+    fixedN !== undefined
+      ? 1
+      : tps >= 100
+        ? (Q.cap100ProbesPeer[t] ?? Q.cap100Probes)
+        : (Q.capProbesPeer[t] ?? Q.capProbes);
+  const repeats = arg("cap-reps") ? Number(arg("cap-reps")) : (Q.capRepeatsPeer[t] ?? Q.capRepeats);
   for (let k = 0; k < maxProbes && targetAlive(t); k++) {
     const reps = [];
-    for (let rep = 0; rep < (Q.capRepeatsPeer[t] ?? Q.capRepeats); rep++) reps.push(await liveRun(t, n, tps));
+    for (let rep = 0; rep < repeats; rep++) reps.push(await liveRun(t, n, tps));
     const p99 = median(reps.map((r) => r.delay.p99));
     // Pass = the median run passes (with 2 repeats: one passes and the median p99 is in budget).
     const pass =
