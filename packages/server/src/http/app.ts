@@ -102,6 +102,27 @@ export function streamLinks(id: string) {
   return { self, events: self, cancel: `${self}/cancel`, info: `${self}/info` };
 }
 
+/** The `:id` of a `/v1/streams/:id[/…]` URL (decoded), for log lines; undefined otherwise. */
+export function streamIdInUrl(url: string | undefined): string | undefined {
+  if (url === undefined || !url.startsWith("/v1/streams/")) return undefined;
+  const rest = url.slice(12);
+  let end = rest.length;
+  for (let i = 0; i < rest.length; i++) {
+    const c = rest.charCodeAt(i);
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) {
+      end = i;
+      break;
+    }
+  }
+  if (end === 0 || end > 512) return undefined;
+  const raw = rest.slice(0, end);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config, store, hub, runner, routes, security } = deps;
   const connections = deps.connections ?? new ConnectionGate(config.limits.max_connections);
@@ -113,6 +134,18 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // Requests are logged by our own hook (path only: query strings may carry tokens).
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { maxParamLength: 512 },
+    // One child logger per request, carrying the stream id for requests about a stream (made
+    // here rather than by a second child in a hook: an open SSE reader holds its request's
+    // logger for as long as it is connected, and each pino child costs ~0.5 KB).
+    childLoggerFactory: (
+      logger: FastifyBaseLogger,
+      bindings: Record<string, unknown>,
+      opts: Record<string, unknown>,
+      raw: { url?: string },
+    ) => {
+      const stream = streamIdInUrl(raw.url);
+      return logger.child(stream === undefined ? bindings : { ...bindings, stream }, opts);
+    },
     // Errors raised before routing (a path parameter past maxParamLength, a bad URL) get our
     // JSON error shape too, and never echo the offending input back.
     frameworkErrors: (error: Error, _req: unknown, rawReply: unknown) => {

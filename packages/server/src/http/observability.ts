@@ -11,9 +11,8 @@ import type { Store } from "../stores/store.js";
 export function registerObservability(app: FastifyInstance, deps: { metrics?: Metrics; store: Store }): void {
   const metrics = deps.metrics;
 
+  // (The stream id on a request's log lines is bound when its logger is made: app.ts.)
   app.addHook("onRequest", async (req, reply) => {
-    const id = (req.params as { id?: string } | undefined)?.id;
-    if (typeof id === "string") req.log = req.log.child({ stream: id });
     if (!metrics) return;
     const transport = streamingTransport(req);
     if (!transport) return;
