@@ -64,7 +64,7 @@ const Q = QUICK
       warmEndMs: 700,
       warmLength: 40,
       capProbes: 2,
-      capProbesPeer: { resumable: 1, durable: 1, portkey: 1 },
+      capProbesPeer: { resumable: 1, "resumable-r": 1, durable: 1, portkey: 1 },
       capRepeats: 1,
       capRepeatsPeer: {},
       cap100Probes: 2,
@@ -118,7 +118,7 @@ const Q = QUICK
       warmEndMs: 1200,
       warmLength: 60,
       capProbes: 5,
-      capProbesPeer: { resumable: 4, durable: 4, portkey: 4 },
+      capProbesPeer: { resumable: 4, "resumable-r": 4, durable: 4, portkey: 4 },
       capRepeats: 1,
       capRepeatsPeer: {},
       cap100Probes: 3,
@@ -157,6 +157,7 @@ const CAP_START = {
   "sluice-redis": 250,
   "sluice-redis-x": 250,
   resumable: 150,
+  "resumable-r": 150,
   durable: 250,
   portkey: 250,
 };
@@ -255,6 +256,7 @@ const SERVER_PROCS = {
   "sluice-redis": ["sluiceA", "redis2"],
   "sluice-redis-x": ["sluiceA", "sluiceB", "redis2"],
   resumable: ["resumable", "redis"],
+  "resumable-r": ["resumable", "redis"],
   durable: ["durable"],
   portkey: ["portkey"],
 };
@@ -292,7 +294,7 @@ function startServers() {
       { cwd: BENCH, logDir: LOGS },
     );
   if (want("relay")) SPAWN.relay();
-  if (want("resumable")) {
+  if (want("resumable") || want("resumable-r")) {
     spawnPinned(
       "redis",
       SERVER_CORE,
@@ -1421,7 +1423,7 @@ try {
     capacity: () =>
       capacity(
         30,
-        ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
+        ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "resumable-r", "durable", "portkey"],
         "capacity",
       ),
     capacity100: () => capacity(100, Q.cap100Targets, "capacity100"),

@@ -44,6 +44,11 @@ export const TARGETS = {
     kind: "peer",
     note: "Vercel resumable-stream 2.2.13 over its own redis-server",
   },
+  "resumable-r": {
+    label: "resumable-stream, read via Redis",
+    kind: "peer",
+    note: "the same, each stream started detached and read back with resumeExistingStream (through Redis pub/sub), as a reader after a reload or a second tab is",
+  },
   durable: {
     label: "durable-streams server",
     kind: "peer",
@@ -134,6 +139,21 @@ export function liveSpec(target, ports, id, demo) {
         path: `/rs/${id}`,
         headers: { "content-type": "application/json" },
         body: chatBody(demo),
+      };
+    case "resumable-r":
+      // Started detached (an in-process primary drains it), then read through Redis.
+      return {
+        pre: {
+          port: ports.resumable,
+          method: "POST",
+          path: `/rs/${id}?detach=1`,
+          headers: { "content-type": "application/json" },
+          body: chatBody(demo),
+        },
+        port: ports.resumable,
+        method: "GET",
+        path: `/rs/${id}`,
+        headers: {},
       };
     case "durable":
       return {

@@ -141,6 +141,95 @@ describe("SSE over a real socket", () => {
   });
 });
 
+/** Reads raw bytes from a socket until `done(text)` says stop (or 10 s). */
+function readUntil(sock: net.Socket, done: (text: string) => boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const timer = setTimeout(() => reject(new Error(`timed out; got: ${text.slice(-300)}`)), 10_000);
+    const onData = (b: Buffer) => {
+      text += b.toString("latin1");
+      if (done(text)) {
+        clearTimeout(timer);
+        sock.off("data", onData);
+        resolve(text);
+      }
+    };
+    sock.on("data", onData);
+  });
+}
+
+/** Decodes an HTTP/1.1 chunked body strictly (every size line, CRLF and the terminator). */
+function dechunk(raw: string): { body: string; rest: string } {
+  let i = 0;
+  let body = "";
+  for (;;) {
+    const eol = raw.indexOf("\r\n", i);
+    if (eol < 0) throw new Error("truncated chunk size line");
+    const size = Number.parseInt(raw.slice(i, eol), 16);
+    if (!Number.isFinite(size)) throw new Error(`bad chunk size line: ${JSON.stringify(raw.slice(i, eol))}`);
+    const start = eol + 2;
+    if (size === 0) {
+      if (raw.slice(start, start + 2) !== "\r\n") throw new Error("bad terminator");
+      return { body, rest: raw.slice(start + 2) };
+    }
+    body += raw.slice(start, start + size);
+    if (raw.slice(start + size, start + size + 2) !== "\r\n") throw new Error("chunk not followed by CRLF");
+    i = start + size + 2;
+  }
+}
+
+describe("HTTP/1.1 framing of streamed responses (bytes written straight to the socket)", () => {
+  it("is valid chunked encoding, keeps the connection reusable, and serves pipelined requests in order", async () => {
+    const done = await startStream(s.url, demoBody({ length: 20, tokens_per_s: 1000, ttft_ms: 0 }));
+    await waitForStatus(s.url, done.id, (st) => st === "completed");
+    const { id } = await startStream(s.url, demoBody({ length: 40, tokens_per_s: 400, ttft_ms: 50 }));
+    const port = Number(new URL(s.url).port);
+    const sock = net.connect(port, "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    const get = (path: string, accept: string) =>
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: ${accept}\r\n\r\n`;
+    // Live SSE, then (pipelined on the same socket) NDJSON of a finished stream from an offset,
+    // and the live stream's info.
+    sock.write(
+      get(`/v1/streams/${id}`, "text/event-stream") +
+        get(`/v1/streams/${done.id}?offset=0000000000000010`, "application/x-ndjson") +
+        get(`/v1/streams/${id}/info`, "application/json"),
+    );
+    // The info request is answered when it is handled (while the stream runs) but sent after the
+    // two streams end: its JSON (with `running_here`) is the last thing on the socket.
+    const raw = await readUntil(sock, (t) => t.includes('"running_here"') && t.endsWith("}"));
+    sock.destroy();
+    const responses: { head: string; body: string }[] = [];
+    let rest = raw;
+    while (rest.length > 0) {
+      const h = rest.indexOf("\r\n\r\n");
+      const head = rest.slice(0, h);
+      rest = rest.slice(h + 4);
+      if (/transfer-encoding: chunked/i.test(head)) {
+        const d = dechunk(rest);
+        responses.push({ head, body: Buffer.from(d.body, "latin1").toString("utf8") });
+        rest = d.rest;
+      } else {
+        const len = Number(/content-length: (\d+)/i.exec(head)?.[1]);
+        responses.push({ head, body: Buffer.from(rest.slice(0, len), "latin1").toString("utf8") });
+        rest = rest.slice(len);
+      }
+    }
+    expect(responses).toHaveLength(3);
+    for (const r of responses) expect(`${r.head}\n${r.body}`).toMatch(/^HTTP\/1\.1 200/);
+
+    const log = await readAllJson(s.url, id);
+    // SSE: every record, in order, ending with the terminal event.
+    const ids = [...(responses[0] as { body: string }).body.matchAll(/^id: (\d+)$/gm)].map((m) => m[1]);
+    expect(ids).toEqual(log.map((e) => e.offset));
+    // NDJSON from offset 10: exactly the records after it.
+    const lines = (responses[1] as { body: string }).body.split("\n").filter(Boolean);
+    const doneLog = await readAllJson(s.url, done.id);
+    expect(lines.map((l) => JSON.parse(l))).toEqual(doneLog.slice(10));
+    expect(JSON.parse((responses[2] as { body: string }).body).id).toBe(id);
+  });
+});
+
 describe("the eventsource package as a real client", () => {
   it("reconnects with Last-Event-ID by itself after its connection is killed; text equals the full answer", async () => {
     const target = new URL(s.url);
