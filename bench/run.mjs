@@ -569,10 +569,74 @@ async function noteLoad(scenario) {
 }
 const targetsOf = (list) => list.filter(want);
 
+// ── the targets of issue 3, read off this run's results ───────────────────────
+function targetsSummary() {
+  const rows = [];
+  const cap = (key, t) => results[key].find((r) => r.target === t && !(r.na && !r.probes));
+  const ratio = (a, b) => (a !== undefined && b ? a / b : undefined);
+  const verdict = (ok) => (ok === undefined ? "not measured" : ok ? "met" : "missed");
+  const relay = cap("capacity", "relay");
+  for (const t of ["sluice-up", "sluice-demo", "sluice-ws"]) {
+    const r = cap("capacity", t);
+    const x = ratio(r?.cpuPerEventUs, relay?.cpuPerEventUs);
+    rows.push([
+      `CPU/event ≤ 1.1× relay, 30 tok/s (${t})`,
+      x === undefined ? "—" : `${fmt(r.cpuPerEventUs)} vs ${fmt(relay.cpuPerEventUs)} µs = ${fmt(x, 2)}×`,
+      verdict(x === undefined ? undefined : x <= 1.1),
+    ]);
+  }
+  for (const t of ["sluice-up", "sluice-demo"]) {
+    const r = cap("capacity", t);
+    const x = ratio(r?.capacity, relay?.capacity);
+    rows.push([
+      `SSE capacity ≥ 90% relay (${t})`,
+      x === undefined ? "—" : `${r.capacity} vs ${relay.capacity} = ${fmt(x * 100, 0)}%`,
+      verdict(x === undefined ? undefined : x >= 0.9),
+    ]);
+  }
+  const best = Math.max(...["sluice-demo", "sluice-up"].map((t) => cap("capacity", t)?.capacity ?? 0));
+  for (const rt of ["resumable", "resumable-r"]) {
+    const r = cap("capacity", rt);
+    const x = r?.capacity ? best / r.capacity : undefined;
+    rows.push([
+      `capacity ≥ 6× ${TARGETS[rt].label}`,
+      x === undefined ? "—" : `${best} vs ${r.capacity}${r.bounded?.startsWith("≥") ? " (≥)" : ""} = ${fmt(x, 1)}×`,
+      verdict(x === undefined ? undefined : x >= 6),
+    ]);
+  }
+  for (const t of ["sluice-up", "sluice-demo"]) {
+    const o = results.overhead.find((r) => r.target === t && r.n === 100 && !r.na);
+    rows.push([
+      `TTFT added ≤ 1 ms p50, ≤ 5 ms p99 at N = 100 (${t})`,
+      o ? `+${fmt(o.ttft_p50_added)} / +${fmt(o.ttft_p99_added)} ms` : "—",
+      verdict(o ? o.ttft_p50_added <= 1 && o.ttft_p99_added <= 5 : undefined),
+    ]);
+  }
+  const m = results.memory.find((r) => r.target === "sluice-demo" && !r.na);
+  rows.push([
+    "idle SSE connection ≤ 16 KB RSS",
+    m ? `${fmt(m.kbPerConn, 2)} KB at ${m.n}` : "—",
+    verdict(m ? m.kbPerConn <= 16 : undefined),
+  ]);
+  const relay100 = cap("capacity100", "relay");
+  for (const t of ["sluice-demo", "sluice-ws", "sluice-up"]) {
+    const r = cap("capacity100", t);
+    const x = ratio(r?.capacity, relay100?.capacity);
+    rows.push([
+      `100 tok/s: ≥ 2× relay capacity (${t})`,
+      x === undefined ? "—" : `${r.capacity} vs ${relay100.capacity} = ${fmt(x, 2)}×`,
+      verdict(x === undefined ? undefined : x >= 2),
+    ]);
+  }
+  results.targets = rows.map(([target, value, status]) => ({ target, value, status }));
+  table("Targets of issue 3 (this run)", ["target", "measured", "status"], rows);
+}
+
 // ── scenario 1: overhead ──────────────────────────────────────────────────────
 async function overhead() {
   const load = await noteLoad("overhead");
-  for (const n of Q.overheadNs) {
+  const overheadNs = arg("overhead-n") ? arg("overhead-n").split(",").map(Number) : Q.overheadNs;
+  for (const n of overheadNs) {
     const list = targetsOf(n >= 1000 ? Q.bigOverheadTargets : Q.overheadTargets);
     const runs = {};
     for (let rep = 0; rep < (Q.repeatsAt?.[n] ?? Q.repeats); rep++) {
@@ -730,13 +794,14 @@ async function capacity(tps, list, key) {
   }
   const relay = results[key].find((r) => r.target === "relay");
   const rs = results[key].find((r) => r.target === "resumable");
+  const rsr = results[key].find((r) => r.target === "resumable-r");
   table(
     `2. Capacity at ${tps} tok/s per stream: largest N with p99 delivery delay ≤ ${P99_BUDGET_MS} ms, per transport`,
     [
       "target",
       "capacity",
       "vs relay",
-      "vs resumable",
+      "vs resumable (direct / via Redis)",
       "p99 at cap",
       "server CPU µs/event",
       "vs relay",
@@ -749,7 +814,7 @@ async function capacity(tps, list, key) {
             TARGETS[r.target].label,
             `${r.capacity} (${r.bounded})`,
             relay?.capacity ? `${fmt(r.capacity / relay.capacity, 2)}×` : "—",
-            rs?.capacity ? `${fmt(r.capacity / rs.capacity, 1)}×` : "—",
+            `${rs?.capacity ? `${fmt(r.capacity / rs.capacity, 1)}×` : "—"} / ${rsr?.capacity ? `${fmt(r.capacity / rsr.capacity, 1)}×` : "—"}`,
             fmt(r.at?.p99),
             fmt(r.cpuPerEventUs),
             relay?.cpuPerEventUs && r.cpuPerEventUs
@@ -1440,6 +1505,7 @@ try {
     results.meta[`seconds_${s}`] = Math.round((Date.now() - t0) / 1000);
     log(`  (${s}: ${results.meta[`seconds_${s}`]} s)`);
   }
+  targetsSummary();
 } catch (e) {
   exitCode = 1;
   console.error(`bench: stopped: ${e.stack ?? e}`);
