@@ -600,7 +600,9 @@ function targetsSummary() {
     const x = r?.capacity ? best / r.capacity : undefined;
     rows.push([
       `capacity ≥ 6× ${TARGETS[rt].label}`,
-      x === undefined ? "—" : `${best} vs ${r.capacity}${r.bounded?.startsWith("≥") ? " (≥)" : ""} = ${fmt(x, 1)}×`,
+      x === undefined
+        ? "—"
+        : `${best} vs ${r.capacity}${r.bounded?.startsWith("≥") ? " (≥)" : ""} = ${fmt(x, 1)}×`,
       verdict(x === undefined ? undefined : x >= 6),
     ]);
   }
