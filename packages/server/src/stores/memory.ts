@@ -8,6 +8,7 @@ import {
   DEFAULT_STORE_LIMITS,
   type ListOptions,
   type ReadResult,
+  type RecordEncoding,
   type RecordInput,
   type Store,
   type StoredRecord,
@@ -19,9 +20,84 @@ import {
 
 interface MemStream {
   info: StreamInfo;
+  /** The records of a running stream, one object each (they are what live readers share). */
   records: StoredRecord[];
+  /** An ended stream's records, packed (see pack); `records` is then empty. */
+  packed?: Packed;
   expiresAtMs?: number;
   listeners: Set<(n: StoreNotice) => void>;
+}
+
+/**
+ * An ended stream's records in a handful of objects instead of three per record: every data
+ * string joined into one flat string, where each ends, and the types as small indices into a
+ * table. A node that keeps hours of history holds millions of records; as objects, every major
+ * GC must visit each of them, and the cost of that grows with the history (seen in the bench:
+ * CPU per delivered event rising as finished streams piled up). Packed, history costs the GC
+ * next to nothing; a read of an ended stream rebuilds the page it returns.
+ */
+interface Packed {
+  data: string;
+  /** ends[i] = end of record i+1's data in `data` (start = ends[i-1], or 0). */
+  ends: Uint32Array;
+  types: (string | undefined)[];
+  /** typeIdx[i] indexes `types` for record i+1 (absent: `types` holds one type per record). */
+  typeIdx: Uint8Array | Uint16Array | undefined;
+  encodings?: (RecordEncoding | undefined)[];
+}
+
+function pack(records: StoredRecord[]): Packed {
+  const n = records.length;
+  const ends = new Uint32Array(n);
+  const parts: string[] = new Array(n);
+  const table = new Map<string | undefined, number>();
+  const types: (string | undefined)[] = [];
+  const typeIdx = new Uint16Array(n);
+  let encodings: (RecordEncoding | undefined)[] | undefined;
+  let end = 0;
+  for (let i = 0; i < n; i++) {
+    const r = records[i] as StoredRecord;
+    parts[i] = r.data;
+    end += r.data.length;
+    ends[i] = end;
+    let t = table.get(r.type);
+    if (t === undefined) {
+      t = types.length;
+      types.push(r.type);
+      table.set(r.type, t);
+    }
+    typeIdx[i] = t;
+    if (r.encoding !== undefined) {
+      encodings ??= new Array(n).fill(undefined);
+      encodings[i] = r.encoding;
+    }
+  }
+  const packed: Packed = { data: parts.join(""), ends, types, typeIdx };
+  if (types.length <= 256) packed.typeIdx = Uint8Array.from(typeIdx);
+  else if (types.length > 65_536) {
+    // Too many distinct types for 16-bit indices: keep each record's type as it is.
+    packed.types = records.map((r) => r.type);
+    packed.typeIdx = undefined;
+  }
+  if (encodings) packed.encodings = encodings;
+  return packed;
+}
+
+/** Records seq from+1 … from+count of a packed stream, as objects. */
+function unpack(p: Packed, from: number, count: number): StoredRecord[] {
+  const out: StoredRecord[] = new Array(count);
+  for (let k = 0; k < count; k++) {
+    const i = from + k;
+    const start = i === 0 ? 0 : (p.ends[i - 1] as number);
+    const seq = i + 1;
+    const rec: StoredRecord = { seq, offset: formatOffset(seq), data: p.data.slice(start, p.ends[i]) };
+    const type = p.typeIdx ? p.types[p.typeIdx[i] as number] : p.types[i];
+    if (type !== undefined) rec.type = type;
+    const enc = p.encodings?.[i];
+    if (enc !== undefined) rec.encoding = enc;
+    out[k] = rec;
+  }
+  return out;
 }
 
 export interface MemoryStoreOptions {
@@ -151,6 +227,10 @@ export class MemoryStore implements Store {
       info.expires_at = new Date(s.expiresAtMs).toISOString();
     }
     this.notify(s, { records: added, status: info.status });
+    if (opts.close && s.records.length > 0) {
+      s.packed = pack(s.records);
+      s.records = [];
+    }
     return { next_offset: info.next_offset, length: info.length, status: info.status };
   }
 
@@ -166,7 +246,10 @@ export class MemoryStore implements Store {
         `offset ${formatOffset(afterSeq)} is past the end of stream ${id}`,
       );
     }
-    const records = s.records.slice(afterSeq, afterSeq + Math.max(0, limit));
+    const want = Math.max(0, limit);
+    const records = s.packed
+      ? unpack(s.packed, afterSeq, Math.max(0, Math.min(want, s.info.length - afterSeq)))
+      : s.records.slice(afterSeq, afterSeq + want);
     const last = records.length > 0 ? (records[records.length - 1] as StoredRecord).seq : afterSeq;
     return {
       records,
