@@ -43,7 +43,11 @@ describe("memory store: ended streams are packed", () => {
           const inputs = batches.flat();
           expect(all.records).toHaveLength(inputs.length);
           all.records.forEach((r, i) => {
-            const want: Record<string, unknown> = { seq: i + 1, offset: formatOffset(i + 1), data: inputs[i]?.data };
+            const want: Record<string, unknown> = {
+              seq: i + 1,
+              offset: formatOffset(i + 1),
+              data: inputs[i]?.data,
+            };
             if (inputs[i]?.type !== undefined) want.type = inputs[i]?.type;
             if (inputs[i]?.encoding !== undefined) want.encoding = inputs[i]?.encoding;
             expect(r).toEqual(want);
