@@ -570,6 +570,7 @@ async function noteLoad(scenario) {
 const targetsOf = (list) => list.filter(want);
 
 // ── the targets of issue 3, read off this run's results ───────────────────────
+const signed = (x) => (x === undefined || Number.isNaN(x) ? "—" : `${x >= 0 ? "+" : "−"}${fmt(Math.abs(x))}`);
 function targetsSummary() {
   const rows = [];
   const cap = (key, t) => results[key].find((r) => r.target === t && !(r.na && !r.probes));
@@ -610,7 +611,7 @@ function targetsSummary() {
     const o = results.overhead.find((r) => r.target === t && r.n === 100 && !r.na);
     rows.push([
       `TTFT added ≤ 1 ms p50, ≤ 5 ms p99 at N = 100 (${t})`,
-      o ? `+${fmt(o.ttft_p50_added)} / +${fmt(o.ttft_p99_added)} ms` : "—",
+      o ? `${signed(o.ttft_p50_added)} / ${signed(o.ttft_p99_added)} ms` : "—",
       verdict(o ? o.ttft_p50_added <= 1 && o.ttft_p99_added <= 5 : undefined),
     ]);
   }
