@@ -87,6 +87,7 @@ const Q = QUICK
       cancelWaitMs: 500,
       cancelGiveUp: 2,
       quiesceMaxMs: 2000,
+      settleMaxMs: 4000,
       holdMaxMs: 2500,
       noStatusWaitMs: 1500,
       resumeTps: 200,
@@ -141,6 +142,7 @@ const Q = QUICK
       cancelWaitMs: 2000,
       cancelGiveUp: 3,
       quiesceMaxMs: 8000,
+      settleMaxMs: 15_000,
       holdMaxMs: 15_000,
       noStatusWaitMs: 3000,
       resumeTps: 100,
@@ -549,6 +551,36 @@ async function quiesce(target) {
   }
 }
 
+/**
+ * Every server process idle (< 10 % of a core over a sample), not just the next target's: a
+ * peer still working off a backlog (durable-streams after 1,000 overhead streams, say) shares
+ * core 0 with whatever is measured next. Bounded; a process still busy at the bound is
+ * restarted (its state is not needed by later runs) and the restart is noted.
+ */
+async function settleAll(label) {
+  const t0 = Date.now();
+  const names = [...new Set(Object.values(SERVER_PROCS).flat())].filter((n) => {
+    const p = procs.get(n);
+    return p && !p.exited;
+  });
+  for (;;) {
+    const c0 = names.map((n) => cpuMs(procs.get(n)?.pid));
+    await sleep(Q.quiesceSampleMs);
+    const busy = names.filter((n, i) => (cpuMs(procs.get(n)?.pid) - (c0[i] ?? 0)) / Q.quiesceSampleMs > 0.1);
+    if (busy.length === 0) return Date.now() - t0;
+    if (Date.now() - t0 > Q.settleMaxMs) {
+      for (const n of busy) {
+        const t = Object.keys(SERVER_PROCS).find((k) => SERVER_PROCS[k].includes(n) && SPAWN[n]);
+        if (!t) continue;
+        log(`  (${label}: ${n} still busy after ${Q.settleMaxMs / 1000} s — restarted)`);
+        results.notes.push(`${label}: restarted ${n}, still busy after ${Q.settleMaxMs / 1000} s`);
+        await restart(t);
+      }
+      return Date.now() - t0;
+    }
+  }
+}
+
 const fmt = (x, d = 1) =>
   x === undefined || x === null || Number.isNaN(x) ? "—" : typeof x === "number" ? x.toFixed(d) : String(x);
 function table(title, head, rows) {
@@ -559,6 +591,7 @@ function table(title, head, rows) {
   for (const r of rows) log(r.map((c, i) => String(c).padEnd(w[i])).join("  "));
 }
 async function noteLoad(scenario) {
+  await settleAll(scenario);
   const busy = await coreBusy(300);
   const l = os
     .loadavg()
@@ -793,6 +826,7 @@ async function capacity(tps, list, key) {
       results[key].push({ target: t, tps, na: dead[t] });
       continue;
     }
+    await settleAll(`capacity ${t}`);
     results[key].push({ ...(await capacityOf(t, tps)), load });
   }
   const relay = results[key].find((r) => r.target === "relay");
