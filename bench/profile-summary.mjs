@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Summarizes a V8 .cpuprofile (from `npm run bench -- --profile`, written under
 // bench/results/profile/): self time by function and by file/package, top N.
-// usage: node bench/profile-summary.mjs [file.cpuprofile] [--top=25]
+// usage: node bench/profile-summary.mjs [file.cpuprofile] [--top=25] [--inclusive=40]
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -56,3 +56,28 @@ console.log("top functions by self time:");
 for (const [k, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(us)}  ${k}`);
 console.log("\nby file / package:");
 for (const [k, us] of [...byFile].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`${pct(us)}  ${k}`);
+
+// Inclusive time (a function and everything it called), each frame counted once per sample:
+// where the busy time goes by call path (`--inclusive=40` for the top 40; off by default).
+const inclusiveTop = Number(args.find((a) => a.startsWith("--inclusive="))?.slice(12) ?? 0);
+if (inclusiveTop > 0) {
+  const parent = new Map();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map();
+  for (const [id, us] of dt) {
+    if (byId.get(id).callFrame.functionName === "(idle)") continue;
+    const seen = new Set();
+    for (let cur = id; cur !== undefined; cur = parent.get(cur)) {
+      const f = byId.get(cur).callFrame;
+      if (f.functionName === "(root)") continue;
+      const where = f.url ? f.url.replace(/.*(dist|node_modules)\//, "").replace(/^file:\/\//, "") : "";
+      const key = `${f.functionName || "(anonymous)"}  ${where}${f.url ? `:${f.lineNumber + 1}` : ""}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      incl.set(key, (incl.get(key) ?? 0) + us);
+    }
+  }
+  console.log("\ntop functions by inclusive time:");
+  for (const [k, us] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, inclusiveTop))
+    console.log(`${pct(us)}  ${k}`);
+}

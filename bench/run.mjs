@@ -481,7 +481,16 @@ function job(msg, target, { onHeld } = {}) {
   });
 }
 
-const srcAddr = (i) => `127.0.0.${1 + (i % 4)}`;
+/**
+ * Source address of reader i. Default: none (the kernel picks address and port at connect(),
+ * reusing loopback TIME_WAIT ports). `--src-rotate` spreads readers over 127.0.0.1–4 — but that
+ * binds before connecting, and with tens of thousands of sockets in TIME_WAIT (after the
+ * 10,000-reader scenarios) each bind searches the port space synchronously: the load
+ * generator stalled for ~0.9 s at a time (seen: a 10k fan-out with 0 tokens received, an idle
+ * probe answering 3,739 of 10,000 connections).
+ */
+const SRC_ROTATE = argv.includes("--src-rotate");
+const srcAddr = (i) => (SRC_ROTATE ? `127.0.0.${1 + (i % 4)}` : undefined);
 const transportOf = (t) => TARGETS[t].transport ?? "sse";
 let runSeq = 0;
 
