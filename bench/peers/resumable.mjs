@@ -34,8 +34,19 @@ function upstream(body) {
         },
         (ur) => {
           ur.setEncoding("utf8");
-          ur.on("data", (c) => controller.enqueue(c));
-          ur.on("end", () => controller.close());
+          // The consumer may have cancelled (its client left): then enqueue/close throw.
+          ur.on("data", (c) => {
+            try {
+              controller.enqueue(c);
+            } catch {
+              ur.destroy();
+            }
+          });
+          ur.on("end", () => {
+            try {
+              controller.close();
+            } catch {}
+          });
           ur.on("error", (e) => controller.error(e));
         },
       );
@@ -56,6 +67,12 @@ async function pipe(stream, res) {
   }
   res.end();
 }
+
+// A bench peer must outlive one broken upstream request (seen once under overload: an
+// ECONNRESET from a pooled upstream socket escaped and ended the process mid-run).
+process.on("uncaughtException", (err) => {
+  console.error(`resumable peer: ${err?.code ?? ""} ${err?.message ?? err}`);
+});
 
 const server = http.createServer({ noDelay: true }, (req, res) => {
   const url = new URL(req.url, "http://x");
