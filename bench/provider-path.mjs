@@ -6,9 +6,9 @@
 //   taskset -c 0 node bench/provider-path.mjs [module.js] [--n=300] [--tps=30] [--secs=4]
 // `module.js` defaults to packages/server/dist/providers/openai-compatible.js (pass another build
 // of the file to compare two versions in the same conditions).
-import { spawn } from "node:child_process";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { startMockUpstream } from "./lib/mock-upstream.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
@@ -20,22 +20,7 @@ const TPS = arg("tps", 30);
 const SECS = arg("secs", 4);
 const { OpenAICompatibleProvider } = await import(pathToFileURL(resolve(ROOT, modPath)).href);
 
-const port = 20000 + Math.floor(Math.random() * 20000);
-const up = spawn(
-  "taskset",
-  [
-    "-c",
-    "1",
-    "node",
-    resolve(ROOT, "packages/server/dist/cli/main.js"),
-    "mock-upstream",
-    "--port",
-    String(port),
-  ],
-  { stdio: ["ignore", "pipe", "inherit"] },
-);
-await new Promise((r) => up.stdout.once("data", r));
-up.stdout.resume();
+const { port, proc: up } = await startMockUpstream(ROOT);
 const provider = new OpenAICompatibleProvider({ baseUrl: `http://127.0.0.1:${port}/v1` });
 const clock = { now: () => Date.now(), sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
 const now = () => performance.timeOrigin + performance.now();

@@ -8,11 +8,11 @@
 // 'data' events), undici-parse (undici-data + SSE parse + JSON.parse + re-encode, i.e. the
 // provider's per-chunk work without its generator), http-data (node:http, 'data' events: the
 // relay's read).
-import { spawn } from "node:child_process";
 import http from "node:http";
 import { dirname, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { startMockUpstream } from "./lib/mock-upstream.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
@@ -25,22 +25,7 @@ const req = (m) => import(pathToFileURL(resolve(ROOT, "node_modules", m)).href);
 const { request: undiciRequest } = await req("undici/index.js");
 const { createParser } = await req("eventsource-parser/dist/index.js");
 
-const port = 20000 + Math.floor(Math.random() * 20000);
-const up = spawn(
-  "taskset",
-  [
-    "-c",
-    "1",
-    process.execPath,
-    resolve(ROOT, "packages/server/dist/cli/main.js"),
-    "mock-upstream",
-    "--port",
-    String(port),
-  ],
-  { stdio: ["ignore", "pipe", "inherit"] },
-);
-await new Promise((r) => up.stdout.once("data", r));
-up.stdout.resume();
+const { port, proc: up } = await startMockUpstream(ROOT);
 
 const now = () => performance.now();
 const ramp = 1000;

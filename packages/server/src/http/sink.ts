@@ -157,36 +157,22 @@ export class ResponseSink implements Sink {
 
   onDrain(cb: () => void): void {
     const res = this.res;
+    // What to wait on: the socket itself (direct writes), else the response, else the
+    // compressor when only it is full. Nothing full: call back on the next turn.
+    let target: NodeJS.EventEmitter | undefined;
     const direct = this.direct;
-    if (direct) {
-      let done = false;
-      const fire = () => {
-        if (done) return;
-        done = true;
-        direct.off("drain", fire);
-        res.off("close", fire);
-        cb();
-      };
-      if (!direct.writableNeedDrain) {
-        setImmediate(fire);
-        return;
-      }
-      direct.once("drain", fire);
-      res.once("close", fire);
-      return;
-    }
-    const z = this.z;
-    const resNeeds = res.writableLength >= res.writableHighWaterMark;
-    const target: NodeJS.EventEmitter = !resNeeds && z?.writableNeedDrain ? z : res;
+    if (direct) target = direct.writableNeedDrain ? direct : undefined;
+    else if (res.writableLength >= res.writableHighWaterMark) target = res;
+    else if (this.z?.writableNeedDrain) target = this.z;
     let done = false;
     const fire = () => {
       if (done) return;
       done = true;
-      target.off("drain", fire);
+      target?.off("drain", fire);
       res.off("close", fire);
       cb();
     };
-    if (!resNeeds && !z?.writableNeedDrain) {
+    if (!target) {
       setImmediate(fire);
       return;
     }
