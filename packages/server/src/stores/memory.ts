@@ -46,6 +46,9 @@ interface Packed {
   encodings?: (RecordEncoding | undefined)[];
 }
 
+/** Streams with more data than this (characters) are not packed (V8 strings top out near 2^29). */
+const PACK_MAX_CHARS = 256 * 1024 * 1024;
+
 function pack(records: StoredRecord[]): Packed {
   const n = records.length;
   const ends = new Uint32Array(n);
@@ -227,7 +230,8 @@ export class MemoryStore implements Store {
       info.expires_at = new Date(s.expiresAtMs).toISOString();
     }
     this.notify(s, { records: added, status: info.status });
-    if (opts.close && s.records.length > 0) {
+    // (A stream past PACK_MAX_CHARS stays as objects: one string that long is near V8's limit.)
+    if (opts.close && s.records.length > 0 && info.bytes <= PACK_MAX_CHARS) {
       s.packed = pack(s.records);
       s.records = [];
     }
