@@ -66,7 +66,7 @@ export class FlowScheduler {
   /** Last sampled event-loop utilisation (0–1). */
   utilization = 0;
   private eluMark = performance.eventLoopUtilization();
-  /** The last round was slow: connections are paced from its end (see runNow). */
+  /** The last round was slow: connections are paced from its end (see endRound). */
   private pacing = false;
   /** Flushes performed (metrics/tests). */
   flushes = 0;
