@@ -5,6 +5,7 @@ import {
   type AppendOptions,
   type AppendResult,
   type CreateStream,
+  checkAppend,
   DEFAULT_STORE_LIMITS,
   type ListOptions,
   type ReadResult,
@@ -182,31 +183,7 @@ export class MemoryStore implements Store {
   async append(id: string, inputs: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
     const s = this.get(id);
     const info = s.info;
-    if (info.status !== "running")
-      throw new SluiceError("stream_closed", `stream ${id} has ended (${info.status})`);
-    if (opts.if_length !== undefined && opts.if_length !== info.length) {
-      throw new SluiceError(
-        "append_conflict",
-        `stream ${id} holds ${info.length} records, not ${opts.if_length}`,
-      );
-    }
-    let bytes = 0;
-    for (const r of inputs) bytes += r.data.length;
-    // A closing append of one record (the terminal event) is always accepted, so a stream that
-    // hit its bound can still end with an error event that says so.
-    const closing = opts.close !== undefined && inputs.length <= 1;
-    if (!closing && info.length + inputs.length > this.limits.maxRecordsPerStream) {
-      throw new SluiceError(
-        "stream_too_large",
-        `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`,
-      );
-    }
-    if (!closing && info.bytes + bytes > this.limits.maxBytesPerStream) {
-      throw new SluiceError(
-        "stream_too_large",
-        `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`,
-      );
-    }
+    const bytes = checkAppend(id, info, inputs, opts, this.limits);
     const added: StoredRecord[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i] as RecordInput;

@@ -8,6 +8,7 @@ import {
   type AppendOptions,
   type AppendResult,
   type CreateStream,
+  checkAppend,
   DEFAULT_STORE_LIMITS,
   type EndStatus,
   type ListOptions,
@@ -282,31 +283,9 @@ export class SqliteStore implements Store {
   ): { result: AppendResult; notice: StoreNotice } {
     const row = this.st.get.get(id);
     if (!row || this.expired(row)) throw new SluiceError("stream_not_found", `no stream ${id}`);
-    if (row.status !== "running")
-      throw new SluiceError("stream_closed", `stream ${id} has ended (${row.status})`);
     // Checked against the row as it is now in this transaction, i.e. after every write
     // before it in the same group commit.
-    if (opts.if_length !== undefined && opts.if_length !== row.length) {
-      throw new SluiceError(
-        "append_conflict",
-        `stream ${id} holds ${row.length} records, not ${opts.if_length}`,
-      );
-    }
-    let bytes = 0;
-    for (const r of inputs) bytes += r.data.length;
-    const closing = opts.close !== undefined && inputs.length <= 1;
-    if (!closing && row.length + inputs.length > this.limits.maxRecordsPerStream) {
-      throw new SluiceError(
-        "stream_too_large",
-        `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`,
-      );
-    }
-    if (!closing && row.bytes + bytes > this.limits.maxBytesPerStream) {
-      throw new SluiceError(
-        "stream_too_large",
-        `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`,
-      );
-    }
+    const bytes = checkAppend(id, row, inputs, opts, this.limits);
     const added: StoredRecord[] = new Array(inputs.length);
     let seq = row.length;
     for (let i = 0; i < inputs.length; i++) {

@@ -1,4 +1,4 @@
-import type { StreamStatus } from "@sluice/protocol";
+import { SluiceError, type StreamStatus } from "@sluice/protocol";
 
 /** Content type of generation streams: each record's data is one Sluice event as JSON. */
 export const EVENTS_CONTENT_TYPE = "application/vnd.sluice.events+json";
@@ -150,3 +150,39 @@ export const DEFAULT_STORE_LIMITS: StoreLimits = {
   maxBytesPerStream: 64 * 1024 * 1024,
   defaultTtlS: 24 * 3600,
 };
+
+/**
+ * The checks every store makes before an append, against the stream as it is now: open,
+ * `if_length` matches, and within the per-stream bounds. A closing append of one record (the
+ * terminal event) is always accepted, so a stream that hit its bound can still end with an
+ * error event that says so. Returns the appended bytes (sum of data lengths).
+ */
+export function checkAppend(
+  id: string,
+  current: { status: string; length: number; bytes: number },
+  inputs: RecordInput[],
+  opts: AppendOptions,
+  limits: StoreLimits,
+): number {
+  if (current.status !== "running")
+    throw new SluiceError("stream_closed", `stream ${id} has ended (${current.status})`);
+  if (opts.if_length !== undefined && opts.if_length !== current.length) {
+    throw new SluiceError(
+      "append_conflict",
+      `stream ${id} holds ${current.length} records, not ${opts.if_length}`,
+    );
+  }
+  let bytes = 0;
+  for (const r of inputs) bytes += r.data.length;
+  const closing = opts.close !== undefined && inputs.length <= 1;
+  if (!closing && current.length + inputs.length > limits.maxRecordsPerStream) {
+    throw new SluiceError(
+      "stream_too_large",
+      `stream ${id} would exceed ${limits.maxRecordsPerStream} records`,
+    );
+  }
+  if (!closing && current.bytes + bytes > limits.maxBytesPerStream) {
+    throw new SluiceError("stream_too_large", `stream ${id} would exceed ${limits.maxBytesPerStream} bytes`);
+  }
+  return bytes;
+}
