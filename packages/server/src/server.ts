@@ -265,6 +265,9 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       // (readers attached to them keep receiving), then the rest end as interrupted.
       const closing = app.close();
       await runner.shutdown(graceMs);
+      // Streaming responses get a moment to deliver those generations' terminal events; the
+      // rest (readers of streams that end elsewhere) are ended and resume on another node.
+      await app.live.shutdown(Math.min(1000, Math.max(100, graceMs)));
       // Readers of streams that never end here (or stuck sockets) must not hold the exit.
       const forced = setTimeout(() => app.server.closeAllConnections(), 2000);
       forced.unref();
