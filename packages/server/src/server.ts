@@ -268,10 +268,14 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       // Streaming responses get a moment to deliver those generations' terminal events; the
       // rest (readers of streams that end elsewhere) are ended and resume on another node.
       await app.live.shutdown(Math.min(1000, Math.max(100, graceMs)));
-      // Readers of streams that never end here (or stuck sockets) must not hold the exit.
-      const forced = setTimeout(() => app.server.closeAllConnections(), 2000);
+      // Connections whose responses ended after close() began are idle keep-alives now: close
+      // them as they go idle; stuck sockets are closed at the bound so they never hold the exit.
+      const http1 = app.server as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+      const idle = setInterval(() => http1.closeIdleConnections?.(), 25);
+      const forced = setTimeout(() => http1.closeAllConnections?.(), 2000);
       forced.unref();
       await closing;
+      clearInterval(idle);
       clearTimeout(forced);
       await server.grpc?.close();
       hub.stop();
