@@ -347,12 +347,12 @@ const dsSseDoor: Door = {
               else if (e.event === "control") {
                 const c = JSON.parse(e.data) as { streamNextOffset: string; streamClosed?: boolean };
                 // The records of a batch; only the last one carries the position the control event gives.
-                pending.forEach((rec, i) =>
+                pending.forEach((rec, i) => {
                   q.push({
                     pos: i === pending.length - 1 ? sluicePos(c.streamNextOffset) : undefined,
                     data: JSON.stringify(rec),
-                  }),
-                );
+                  });
+                });
                 pending = [];
               }
             },
@@ -382,9 +382,9 @@ const dsLongPollDoor: Door = {
       const next = res.headers.get("stream-next-offset") as string;
       if (res.status === 200) {
         const recs = JSON.parse(body) as unknown[];
-        recs.forEach((rec, i) =>
-          q.push({ pos: i === recs.length - 1 ? sluicePos(next) : undefined, data: JSON.stringify(rec) }),
-        );
+        recs.forEach((rec, i) => {
+          q.push({ pos: i === recs.length - 1 ? sluicePos(next) : undefined, data: JSON.stringify(rec) });
+        });
       }
       if (res.headers.get("stream-closed") === "true") return undefined;
       return get(next);

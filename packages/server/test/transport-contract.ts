@@ -299,7 +299,7 @@ export function runTransportContract(door: Door): void {
           body: JSON.stringify(demoBody({ length: 10 })),
         })
       ).json()) as { read_token: string };
-      await waitForStatusAuth(s, id, keys.admin);
+      await until("the stream to end", () => !s.server.runner.isRunning(id), 10_000);
       const b = { url: s.url, grpcAddress: s.server.grpc?.address };
       const as = (h: Record<string, string>) => door.open(b, id, door.start, { headers: h });
       const none = await refusedBy(as({}));
@@ -349,9 +349,4 @@ export function runTransportContract(door: Door): void {
       }
     });
   });
-}
-
-async function waitForStatusAuth(s: Running, id: string, key: string): Promise<void> {
-  await until("the stream to end", () => s.server.runner.isRunning(id) === false, 10_000);
-  void key;
 }
