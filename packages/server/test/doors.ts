@@ -234,95 +234,92 @@ const ndjsonDoor: Door = {
   },
 };
 
-/** Polls until the stream ends; each page's records are items. */
-function pollingSession(
-  first: () => Promise<Response>,
-  nextFrom: (res: Response, body: string, q: Queue) => (() => Promise<Response>) | undefined,
-): Session {
-  const q = new Queue();
-  let closed = false;
-  let current: AbortController | undefined;
-  let raw = "";
-  const session: Session = {
-    ready: Promise.resolve(),
-    next: () => q.next(),
-    close: () => {
-      closed = true;
-      current?.abort();
-      q.end();
-    },
-    headers: {},
-    raw: () => raw,
-  };
-  let resolveReady: () => void = () => {};
-  let rejectReady: (e: Error) => void = () => {};
-  session.ready = new Promise<void>((res, rej) => {
-    resolveReady = res;
-    rejectReady = rej;
-  });
-  session.ready.catch(() => {});
-  void (async () => {
-    await Promise.resolve(); // (the door's adapter is assigned first)
-    let req: (() => Promise<Response>) | undefined = first;
-    let firstOne = true;
-    try {
-      while (req && !closed) {
-        const res = await req();
-        if (firstOne) session.headers = headersOf(res.headers);
-        if (res.status !== 200 && res.status !== 204) {
-          const r = await refusal(res);
-          if (firstOne) rejectReady(r);
-          q.fail(r);
-          return;
+/**
+ * A door a client polls: `url` is the request for a position; `page` turns an answer into items
+ * and says where to ask next (undefined once the stream has ended).
+ */
+function pollingDoor(
+  name: string,
+  url: (base: Base, id: string, offset: string) => string,
+  headers: Record<string, string>,
+  page: (res: Response, body: string, q: Queue) => string | undefined,
+): Door {
+  return {
+    name,
+    start: "-1",
+    heartbeats: false,
+    http: true,
+    open(base, id, from, o = {}) {
+      const q = new Queue();
+      let closed = false;
+      let current: AbortController | undefined;
+      let raw = "";
+      let resolveReady: () => void = () => {};
+      let rejectReady: (e: Error) => void = () => {};
+      const session: Session = {
+        ready: new Promise<void>((res, rej) => {
+          resolveReady = res;
+          rejectReady = rej;
+        }),
+        next: () => q.next(),
+        close: () => {
+          closed = true;
+          current?.abort();
+          q.end();
+        },
+        headers: {},
+        raw: () => raw,
+      };
+      session.ready.catch(() => {});
+      void (async () => {
+        let offset: string | undefined = from;
+        let first = true;
+        try {
+          while (offset !== undefined && !closed) {
+            current = new AbortController();
+            const res = await fetch(url(base, id, offset), {
+              headers: { ...headers, ...o.headers },
+              signal: current.signal,
+            });
+            if (first) session.headers = headersOf(res.headers);
+            if (res.status !== 200 && res.status !== 204) {
+              const r = await refusal(res);
+              if (first) rejectReady(r);
+              q.fail(r);
+              return;
+            }
+            if (first) resolveReady();
+            first = false;
+            const body = res.status === 204 ? "" : await res.text();
+            raw += body;
+            offset = page(res, body, q);
+          }
+          q.end();
+        } catch (err) {
+          if (first) rejectReady(err as Error);
+          if (!closed) q.fail(err as Error);
         }
-        if (firstOne) resolveReady();
-        firstOne = false;
-        const body = res.status === 204 ? "" : await res.text();
-        raw += body;
-        req = nextFrom(res, body, q);
-      }
-      q.end();
-    } catch (err) {
-      if (firstOne) rejectReady(err as Error);
-      if (!closed) q.fail(err as Error);
-    }
-  })();
-  return Object.assign(session, {
-    _abort: (ac: AbortController) => {
-      current = ac;
+      })();
+      return session;
     },
-  });
+  };
 }
 
-const longPollDoor: Door = {
-  name: "long-poll",
-  start: "-1",
-  heartbeats: false,
-  http: true,
-  open(base, id, from, o = {}) {
-    let ac = new AbortController();
-    const get = (offset: string) => () => {
-      ac = new AbortController();
-      s._abort(ac);
-      return fetch(`${base.url}/v1/streams/${id}?offset=${offset}&live=long-poll&timeout_ms=2000`, {
-        headers: { accept: "application/json", ...o.headers },
-        signal: ac.signal,
-      });
+const longPollDoor = pollingDoor(
+  "long-poll",
+  (base, id, offset) => `${base.url}/v1/streams/${id}?offset=${offset}&live=long-poll&timeout_ms=2000`,
+  { accept: "application/json" },
+  (_res, body, q) => {
+    const page = JSON.parse(body) as {
+      events: { offset: string; event: unknown }[];
+      next_offset: string;
+      status: string;
+      up_to_date: boolean;
     };
-    const s = pollingSession(get(from), (_res, body, q) => {
-      const page = JSON.parse(body) as {
-        events: { offset: string; event: unknown }[];
-        next_offset: string;
-        status: string;
-        up_to_date: boolean;
-      };
-      for (const e of page.events) q.push({ pos: e.offset, data: JSON.stringify(e.event) });
-      if (page.status !== "running" && page.up_to_date) return undefined;
-      return get(page.next_offset);
-    }) as Session & { _abort(ac: AbortController): void };
-    return s;
+    for (const e of page.events) q.push({ pos: e.offset, data: JSON.stringify(e.event) });
+    return page.status !== "running" && page.up_to_date ? undefined : page.next_offset;
   },
-};
+);
 
 /** Durable Streams offsets of generation streams: `<sluice offset>_<16 zeros>`. */
 const dsPos = (from: string) => (from === "-1" ? "-1" : `${from}_${"0".repeat(16)}`);
@@ -363,35 +360,21 @@ const dsSseDoor: Door = {
   },
 };
 
-const dsLongPollDoor: Door = {
-  name: "ds-long-poll",
-  start: "-1",
-  heartbeats: false,
-  http: true,
-  open(base, id, from, o = {}) {
-    let ac = new AbortController();
-    const get = (offset: string) => () => {
-      ac = new AbortController();
-      s._abort(ac);
-      return fetch(`${base.url}/ds/v1/stream/${id}?offset=${offset}&live=long-poll`, {
-        headers: { ...o.headers },
-        signal: ac.signal,
+const dsLongPollDoor = pollingDoor(
+  "ds-long-poll",
+  (base, id, offset) => `${base.url}/ds/v1/stream/${id}?offset=${dsPos(offset)}&live=long-poll`,
+  {},
+  (res, body, q) => {
+    const next = sluicePos(res.headers.get("stream-next-offset") as string);
+    if (res.status === 200) {
+      const recs = JSON.parse(body) as unknown[];
+      recs.forEach((rec, i) => {
+        q.push({ pos: i === recs.length - 1 ? next : undefined, data: JSON.stringify(rec) });
       });
-    };
-    const s = pollingSession(get(dsPos(from)), (res, body, q) => {
-      const next = res.headers.get("stream-next-offset") as string;
-      if (res.status === 200) {
-        const recs = JSON.parse(body) as unknown[];
-        recs.forEach((rec, i) => {
-          q.push({ pos: i === recs.length - 1 ? sluicePos(next) : undefined, data: JSON.stringify(rec) });
-        });
-      }
-      if (res.headers.get("stream-closed") === "true") return undefined;
-      return get(next);
-    }) as Session & { _abort(ac: AbortController): void };
-    return s;
+    }
+    return res.headers.get("stream-closed") === "true" ? undefined : next;
   },
-};
+);
 
 const wsDoor: Door = {
   name: "ws",
