@@ -277,7 +277,14 @@ export class UpstreamSse {
       // UTF-8 across chunk boundaries (the parser drops a leading BOM).
       this.#decoder = new StringDecoder("utf8");
     }
-    const next = await this.#next();
+    // The chunk is awaited here, not through #next(): one async layer less per chunk (hot path).
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await this.#chunks.next();
+    } catch (err) {
+      throw this.#readFailure(err);
+    }
+    if (this.#signal.aborted) throw this.#signal.reason;
     const text = next.done
       ? (this.#decoder as StringDecoder).end()
       : (this.#decoder as StringDecoder).write(next.value);
@@ -295,20 +302,26 @@ export class UpstreamSse {
   }
 
   async #next(): Promise<IteratorResult<Buffer>> {
+    let next: IteratorResult<Buffer>;
     try {
-      const next = await this.#chunks.next();
-      if (this.#signal.aborted) throw this.#signal.reason;
-      return next;
+      next = await this.#chunks.next();
     } catch (err) {
-      if (this.#signal.aborted) throw this.#signal.reason;
-      if (this.#watchdog.fired) throw this.#watchdog.fired;
-      if (err instanceof SluiceError) throw err;
-      throw new SluiceError(
-        "upstream_error",
-        this.#http.redact(`upstream stream was cut off (${describe(err)})`),
-        { cut: true },
-      );
+      throw this.#readFailure(err);
     }
+    if (this.#signal.aborted) throw this.#signal.reason;
+    return next;
+  }
+
+  /** What a failed body read means: the abort's reason, a timeout, or a cut connection. */
+  #readFailure(err: unknown): unknown {
+    if (this.#signal.aborted) return this.#signal.reason;
+    if (this.#watchdog.fired) return this.#watchdog.fired;
+    if (err instanceof SluiceError) return err;
+    return new SluiceError(
+      "upstream_error",
+      this.#http.redact(`upstream stream was cut off (${describe(err)})`),
+      { cut: true },
+    );
   }
 
   /** Reads up to `maxChars` of the body as text (timeouts and abort apply), then closes. */
