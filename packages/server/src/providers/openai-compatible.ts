@@ -332,7 +332,12 @@ export async function listUpstreamModels(
     secrets: [apiKey],
   });
   const signals = [AbortSignal.timeout(LIST_MODELS_TIMEOUT_MS * 2), ...(signal ? [signal] : [])];
-  const text = await http.getText({ url, headers, signal: AbortSignal.any(signals), now: Date.now() });
+  let text: string;
+  try {
+    text = await http.getText({ url, headers, signal: AbortSignal.any(signals), now: Date.now() });
+  } finally {
+    void http.close().catch(() => {});
+  }
   let body: unknown;
   try {
     body = JSON.parse(text);
