@@ -3,6 +3,7 @@
  * anthropic) over `sluice mock-upstream`, with the mock's fault injection (faults.ts) playing the
  * misbehaving upstream. Each provider's test file is a few lines calling runProviderContract.
  */
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { isSluiceError, type SluiceError } from "@sluice/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { realClock } from "../src/core/clock.js";
@@ -106,6 +107,30 @@ export function runProviderContract(o: ProviderContractOptions): void {
       const { events, error } = await collect(o.make({ mockUrl: url }));
       expect(events).toEqual([]);
       expect(sluiceError(error, "upstream_unreachable").retryable).toBe(true);
+    });
+
+    it("a connect (TCP + TLS) that does not complete → upstream_timeout (connect)", async () => {
+      // A TCP server that accepts and never speaks: the TLS handshake of an https URL hangs.
+      const silent = createServer(() => {});
+      const sockets = new Set<Socket>();
+      silent.on("connection", (sock) => sockets.add(sock));
+      await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+      try {
+        const { port } = silent.address() as AddressInfo;
+        const { events, error } = await collect(
+          o.make({
+            mockUrl: `https://127.0.0.1:${port}/v1`,
+            timeouts: { connect_ms: 200, first_byte_ms: 60_000 },
+          }),
+        );
+        expect(events).toEqual([]);
+        const e = sluiceError(error, "upstream_timeout");
+        expect(e.details).toEqual({ timeout: "connect" });
+        expect(e.message).toMatch(/did not accept a connection within 200 ms/);
+      } finally {
+        for (const sock of sockets) sock.destroy();
+        await new Promise<void>((r) => silent.close(() => r()));
+      }
     });
 
     it("4xx before the first token → upstream_error with upstream_status, no events", async () => {
