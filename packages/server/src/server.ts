@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/security.js";
-import type { Config } from "./config.js";
+import type { Config, RouteConfig } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
 import { type Coordinator, LocalCoordinator } from "./core/coordinator.js";
 import { FlowScheduler } from "./core/flow.js";
@@ -64,6 +64,12 @@ export async function buildRoutes(
 ): Promise<RouteTable> {
   const routes = new RouteTable();
   const demo = new DemoProvider();
+  // Timeouts and the event bound of every upstream provider: defaults, then the route's own.
+  const defaults = config.upstream_defaults;
+  const upstreamOpts = (rc?: RouteConfig) => ({
+    timeouts: { ...defaults.timeouts, ...rc?.timeouts },
+    maxEventChars: rc?.max_event_chars ?? defaults.max_event_chars,
+  });
   routes.add({
     name: "demo",
     provider: demo,
@@ -77,6 +83,7 @@ export async function buildRoutes(
       name: "openai",
       baseUrl: env.OPENAI_BASE_URL ?? "https://api.openai.com/v1",
       apiKey: env.OPENAI_API_KEY,
+      ...upstreamOpts(),
     });
     for (const m of OPENAI_MODELS)
       routes.add({ name: m, provider: openai, upstream_model: m, fallbacks: [], owned_by: "openai" });
@@ -87,13 +94,18 @@ export async function buildRoutes(
       name: "anthropic",
       baseUrl: env.ANTHROPIC_BASE_URL ?? ANTHROPIC_BASE_URL,
       apiKey: env.ANTHROPIC_API_KEY,
+      ...upstreamOpts(),
     });
     for (const m of ANTHROPIC_MODELS)
       routes.add({ name: m, provider: anthropic, upstream_model: m, fallbacks: [], owned_by: "anthropic" });
   }
 
   for (const base of config.upstreams) {
-    const provider = new OpenAICompatibleProvider({ name: `upstream ${base}`, baseUrl: base });
+    const provider = new OpenAICompatibleProvider({
+      name: `upstream ${base}`,
+      baseUrl: base,
+      ...upstreamOpts(),
+    });
     try {
       const models = await listUpstreamModels(base, undefined, AbortSignal.timeout(3000));
       for (const m of models) {
@@ -135,12 +147,14 @@ export async function buildRoutes(
             ...(apiKey ? { apiKey } : {}),
             ...(rc.anthropic_version ? { version: rc.anthropic_version } : {}),
             ...(rc.headers ? { headers: rc.headers } : {}),
+            ...upstreamOpts(rc),
           })
         : new OpenAICompatibleProvider({
             name,
             baseUrl: rc.base_url as string,
             ...(apiKey ? { apiKey } : {}),
             ...(rc.headers ? { headers: rc.headers } : {}),
+            ...upstreamOpts(rc),
           });
     routes.add({
       name,
