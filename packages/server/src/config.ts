@@ -140,6 +140,8 @@ export const ConfigSchema = z
         max_connections: z.number().int().positive().default(100_000),
         /** Readers attached to one stream on this node. */
         max_readers_per_stream: z.number().int().positive().default(100_000),
+        /** How deep arrays/objects may nest in any JSON a client sends (bodies, WS messages, gRPC request_json). */
+        json_max_depth: z.number().int().min(2).max(1000).default(64),
       })
       .strict()
       .prefault({}),

@@ -20,6 +20,7 @@ import { type Clock, realClock } from "./clock.js";
 import { type Coordinator, LocalCoordinator } from "./coordinator.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationObserver, GenerationTrack } from "./observer.js";
+import { isInternalFailure, publicError } from "./public-error.js";
 import type { GenerationRequest } from "./request.js";
 import { DEFAULT_RETRY, type Route, type RouteTable } from "./routes.js";
 
@@ -169,7 +170,8 @@ export class Runner {
       this.running.delete(id);
       // Best effort: end the stream that was created (if the store is down, the lease expiry
       // or the next start does it).
-      void this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
+      if (isInternalFailure(err)) this.onError(err, id);
+      void this.interrupt(id, `the generation could not start: ${publicError(err).message}`);
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
@@ -195,7 +197,7 @@ export class Runner {
   ): Promise<void> {
     const { id, controller, track } = gen;
     const signal = controller.signal;
-    const appender = new Appender(this.store, id, this.maxBufferedEvents);
+    const appender = new Appender(this.store, id, this.maxBufferedEvents, (err) => this.onError(err, id));
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
@@ -296,16 +298,12 @@ export class Runner {
     } catch (err) {
       if (signal.aborted) {
         terminal = this.stopEvent(signal.reason);
-      } else if (isSluiceError(err)) {
-        terminal = { type: "error", code: err.code, message: err.message, retryable: err.retryable };
       } else {
-        this.onError(err, id);
-        terminal = {
-          type: "error",
-          code: "internal_error",
-          message: err instanceof Error ? err.message : String(err),
-          retryable: true,
-        };
+        // An internal failure's own text (a store's exception, a bug's) is logged, never streamed.
+        // (A failed append was logged by the appender.)
+        if (isInternalFailure(err) && err !== appender.failed) this.onError(err, id);
+        const e = publicError(err);
+        terminal = { type: "error", code: e.code, message: e.message, retryable: e.retryable };
       }
     } finally {
       if (deadline) clearTimeout(deadline);
@@ -470,6 +468,8 @@ class Appender {
     private readonly store: Store,
     private readonly id: string,
     private readonly maxPending: number,
+    /** Told about internal failures (logging), whose text the terminal event does not carry. */
+    private readonly onInternal: (err: unknown) => void,
   ) {}
 
   push(rec: RecordInput): void {
@@ -495,7 +495,8 @@ class Appender {
         try {
           await this.store.append(this.id, batch);
         } catch (err) {
-          this.failed = isSluiceError(err) ? err : new SluiceError("internal_error", String(err));
+          if (isInternalFailure(err)) this.onInternal(err);
+          this.failed = publicError(err);
         }
       }
     } finally {

@@ -5,6 +5,7 @@ import { type Action, type Principal, requireAction, requireStreamAccess } from 
 import type { Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, WriteMark } from "../core/hub.js";
+import { checkJsonDepth } from "../http/json-body.js";
 import { Heartbeats } from "../http/sink.js";
 import type { RecordInput, Store, StreamInfo } from "../stores/store.js";
 import {
@@ -96,6 +97,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
   const { config, store, hub } = deps;
   const opts = config.durable_streams;
   if (!opts.enabled) return;
+  const jsonMaxDepth = config.limits.json_max_depth;
   const deadlines = new Deadlines(opts.long_poll_timeout_ms);
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
   /** Live reads in progress on this node: ended on shutdown so closing never waits on them. */
@@ -214,8 +216,10 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     if (body.length === 0) return [];
     if (mode === "bytes") return [bytesRecord(body)];
     let messages: string[];
+    const text = body.toString("utf8");
+    checkJsonDepth(text, jsonMaxDepth);
     try {
-      messages = jsonMessages(body);
+      messages = jsonMessages(text);
     } catch (err) {
       throw new SluiceError("invalid_json", `the body is not valid JSON: ${(err as Error).message}`);
     }

@@ -2,16 +2,18 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
+import { parseReadPosition, SluiceError } from "@sluice/protocol";
 import type { Logger } from "pino";
 import { OPEN_PRINCIPAL, requireStreamAccess } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential, type Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, Sink } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
+import { isInternalFailure, publicError } from "../core/public-error.js";
 import { GenerationRequestSchema } from "../core/request.js";
 import type { Runner } from "../core/runner.js";
 import { type Codec, registerCodec } from "../formats/codec.js";
+import { checkJsonDepth } from "../http/json-body.js";
 import { holdConnectionAs, startAs } from "../http/start.js";
 import type { Store, StreamInfo } from "../stores/store.js";
 
@@ -77,7 +79,7 @@ const STATUS_BY_HTTP: Record<number, grpc.status> = {
 
 /** A SluiceError as a gRPC status; the catalogue code rides in `sluice-error-code` metadata. */
 export function toGrpcError(err: unknown, extra: Record<string, string> = {}): Partial<grpc.StatusObject> {
-  const e = isSluiceError(err) ? err : new SluiceError("internal_error", "internal error");
+  const e = publicError(err);
   const metadata = new grpc.Metadata();
   metadata.set("sluice-error-code", e.code);
   for (const [k, v] of Object.entries(extra)) metadata.set(k, v);
@@ -114,9 +116,10 @@ interface StartRequestMsg {
   request_json: string;
 }
 
-function toGenerationRequest(req: StartRequestMsg) {
+function toGenerationRequest(req: StartRequestMsg, jsonMaxDepth: number) {
   let body: unknown;
   if (req.request_json) {
+    checkJsonDepth(req.request_json, jsonMaxDepth, "request_json");
     try {
       body = JSON.parse(req.request_json);
     } catch (err) {
@@ -246,6 +249,11 @@ export interface GrpcServer {
 /** Starts the gRPC server on config.grpc_port (0 = a free port). */
 export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
   const { config, hub, runner, connections, security, store } = deps;
+  // An internal failure's text stays in the log; the client gets the generic status.
+  const fail = (err: unknown) => {
+    if (isInternalFailure(err)) deps.logger?.error({ err }, "grpc call failed");
+    return toGrpcError(err);
+  };
   /** A stream of another tenant (or one a token does not name) answers like a missing one. */
   const authorize = async (id: Identity, action: "read" | "cancel", stream: string) => {
     if (security.enabled) requireStreamAccess(id.principal, action, await store.info(stream));
@@ -269,10 +277,15 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
       Promise.resolve()
         .then(async () => {
           const id = await identify(security, call.metadata);
-          return startAs(id.principal, id.apiKey, { runner, security }, toGenerationRequest(call.request));
+          return startAs(
+            id.principal,
+            id.apiKey,
+            { runner, security },
+            toGenerationRequest(call.request, config.limits.json_max_depth),
+          );
         })
         .then((info) => cb(null, infoMessage(info)))
-        .catch((err) => cb(toGrpcError(err)));
+        .catch((err) => cb(fail(err)));
     },
     Cancel: (call: grpc.ServerUnaryCall<{ stream: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       Promise.resolve()
@@ -286,7 +299,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
           return runner.cancel(call.request.stream, by, "cancelled by request");
         })
         .then((info) => cb(null, infoMessage(info)))
-        .catch((err) => cb(toGrpcError(err)));
+        .catch((err) => cb(fail(err)));
     },
     Follow: (call: FollowCall) => {
       void (async () => {
@@ -320,7 +333,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
         } catch (err) {
           release?.();
           releaseKey?.();
-          if (!call.cancelled) call.emit("error", toGrpcError(err) as grpc.ServiceError);
+          if (!call.cancelled) call.emit("error", fail(err) as grpc.ServiceError);
         }
       })();
     },

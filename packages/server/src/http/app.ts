@@ -15,6 +15,7 @@ import { type Config, ConfigError } from "../config.js";
 import type { Hub, Reader } from "../core/hub.js";
 import { STREAM_ID_RE } from "../core/ids.js";
 import { ConnectionGate, Deadlines } from "../core/limits.js";
+import { publicError } from "../core/public-error.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
@@ -26,6 +27,7 @@ import type { Metrics } from "../observability/metrics.js";
 import { storeReady } from "../stores/open.js";
 import type { Store, StreamInfo } from "../stores/store.js";
 import { registerAiSdk } from "./ai-sdk.js";
+import { registerJsonBodyParser } from "./json-body.js";
 import { registerObservability } from "./observability.js";
 import { registerOpenAI } from "./openai.js";
 import { Heartbeats, pickEncoding, ResponseSink } from "./sink.js";
@@ -191,6 +193,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
+  registerJsonBodyParser(app, config.limits.json_max_depth);
   const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
   // The Durable Streams mount answers its own CORS (the protocol specifies it); auth still applies.
   registerSecurity(app, security, { skipPrefixes: ["/ds/"] });
@@ -201,7 +204,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
-    if (isSluiceError(err)) return sendError(reply, err);
+    if (isSluiceError(err)) {
+      // An internal_error's own text (a store's exception, say) goes to the log, never the client.
+      if (err.code === "internal_error") req.log.error({ err }, "internal error");
+      return sendError(reply, publicError(err));
+    }
     const e = err as { code?: string; statusCode?: number; message?: string; name?: string };
     if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       return sendError(

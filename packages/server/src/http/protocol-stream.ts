@@ -1,6 +1,7 @@
 import { isSluiceError, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Reader } from "../core/hub.js";
+import { publicError } from "../core/public-error.js";
 import type { Codec } from "../formats/codec.js";
 import type { AppDeps } from "./app.js";
 import { Heartbeats, ResponseSink } from "./sink.js";
@@ -67,7 +68,7 @@ export class ProtocolStreams {
 
 /** Turns whatever a handler threw (zod, Fastify body parsing, SluiceError) into a SluiceError. */
 export function toSluiceError(err: unknown, bodyLimit: number): SluiceError {
-  if (isSluiceError(err)) return err;
+  if (isSluiceError(err)) return publicError(err);
   const e = err as { code?: string; statusCode?: number; message?: string; name?: string };
   if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
     return new SluiceError("body_too_large", `the body is larger than ${bodyLimit} bytes`);

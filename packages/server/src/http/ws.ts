@@ -8,8 +8,10 @@ import { OPEN_PRINCIPAL, type Principal, requireStreamAccess } from "../auth/pri
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
 import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
+import { INTERNAL_ERROR_MESSAGE, isInternalFailure } from "../core/public-error.js";
 import { wsSluice } from "../formats/sluice.js";
 import { type AppDeps, parseGenerationRequest } from "./app.js";
+import { checkJsonDepth } from "./json-body.js";
 import { holdConnectionAs, startAs } from "./start.js";
 
 export const WS_PATH = "/v1/ws";
@@ -370,8 +372,15 @@ class WsConnection {
       return;
     }
     let msg: unknown;
+    const text = data.toString();
     try {
-      msg = JSON.parse(data.toString());
+      checkJsonDepth(text, this.deps.config.limits.json_max_depth, "the message");
+    } catch (err) {
+      this.sendError("invalid_request", (err as Error).message);
+      return;
+    }
+    try {
+      msg = JSON.parse(text);
     } catch (err) {
       this.sendError("invalid_json", `the message is not valid JSON: ${(err as Error).message}`);
       return;
@@ -403,10 +412,12 @@ class WsConnection {
       .then(handled)
       .catch((err: unknown) => {
         const stream = typeof m.stream === "string" ? m.stream : undefined;
-        if (isSluiceError(err)) {
+        if (isInternalFailure(err)) {
+          // Its text (a store's exception, say) goes to the log only.
+          if (this.deps.logger) this.deps.logger.error({ err }, "websocket message failed");
+          this.sendError("internal_error", INTERNAL_ERROR_MESSAGE, { id });
+        } else if (isSluiceError(err)) {
           this.sendError(err.code, err.message, { ...(stream ? { stream } : {}), id, details: err.details });
-        } else {
-          this.sendError("internal_error", "internal error", { id });
         }
       });
   }
