@@ -16,6 +16,7 @@ import {
   type Store,
   type StreamInfo,
 } from "../stores/store.js";
+import { type GenerationHold, type MemoryBudget, RECORD_COST_BYTES } from "./budget.js";
 import { type Clock, realClock } from "./clock.js";
 import { type Coordinator, LocalCoordinator } from "./coordinator.js";
 import { newStreamId } from "./ids.js";
@@ -46,6 +47,10 @@ export interface RunnerOptions {
    * past it the generation ends with `store_unavailable`.
    */
   maxBufferedEvents?: number;
+  /** The node's memory budget for running generations (core/budget.ts); unbounded when absent. */
+  budget?: MemoryBudget;
+  /** The store keeps appended records in this process (the memory store): they stay counted. */
+  recordsInMemory?: boolean;
 }
 
 export interface StartOptions {
@@ -60,6 +65,8 @@ interface Generation {
   done: Promise<void>;
   /** The observer's tracker for this generation (metrics), if any. */
   track?: GenerationTrack | undefined;
+  /** Its share of the memory budget, if there is one. */
+  hold?: GenerationHold | undefined;
 }
 
 export interface Usage {
@@ -84,6 +91,8 @@ export class Runner {
   private readonly observer: GenerationObserver | undefined;
   readonly coordinator: Coordinator;
   private readonly maxBufferedEvents: number;
+  private readonly budget: MemoryBudget | undefined;
+  private readonly recordsInMemory: boolean;
   private accepting = true;
 
   constructor(opts: RunnerOptions) {
@@ -94,6 +103,8 @@ export class Runner {
     this.observer = opts.observer;
     this.coordinator = opts.coordinator ?? new LocalCoordinator(opts.store);
     this.maxBufferedEvents = opts.maxBufferedEvents ?? 100_000;
+    this.budget = opts.budget;
+    this.recordsInMemory = opts.recordsInMemory ?? false;
   }
 
   /**
@@ -146,11 +157,20 @@ export class Runner {
       },
       ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
     };
+    // Refused before anything exists when the node's memory budget cannot take it (503 / 413).
+    const planned = route.provider.plannedBytes?.({ ...request, upstream_model: route.upstream_model });
+    const hold = this.budget?.admit(planned ?? 0);
     // The lease comes first, so no node ever sees this generation running without an owner.
-    await this.coordinator.acquire(id);
+    try {
+      await this.coordinator.acquire(id);
+    } catch (err) {
+      hold?.release();
+      throw err;
+    }
     try {
       await this.store.create(init);
     } catch (err) {
+      hold?.release();
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
@@ -162,12 +182,13 @@ export class Runner {
     };
     const controller = new AbortController();
     const track = this.observer?.begin({ id, route: route.name, model: request.model });
-    const gen: Generation = { id, controller, done: Promise.resolve(), track };
+    const gen: Generation = { id, controller, done: Promise.resolve(), track, hold };
     this.running.set(id, gen);
     try {
       await this.store.append(id, [encode(start)]);
     } catch (err) {
       this.running.delete(id);
+      hold?.release();
       // Best effort: end the stream that was created (if the store is down, the lease expiry
       // or the next start does it).
       if (isInternalFailure(err)) this.onError(err, id);
@@ -181,6 +202,7 @@ export class Runner {
     };
     gen.done = this.run(gen, this.routes.chain(route), request, report).finally(() => {
       this.running.delete(id);
+      hold?.release();
       opts.onEnd?.(outputTokens);
       return this.coordinator.release(id).catch(() => {});
     });
@@ -195,9 +217,11 @@ export class Runner {
     request: GenerationRequest,
     reportTokens: (n: number) => void,
   ): Promise<void> {
-    const { id, controller, track } = gen;
+    const { id, controller, track, hold } = gen;
     const signal = controller.signal;
     const appender = new Appender(this.store, id, this.maxBufferedEvents, (err) => this.onError(err, id));
+    // On a store that keeps records elsewhere (SQLite, Redis), a record stops counting once stored.
+    if (hold && !this.recordsInMemory) appender.onStored = (bytes) => hold.uncharge(bytes);
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
@@ -263,7 +287,12 @@ export class Runner {
                 outputTokens++;
                 track?.token();
               }
-              appender.push(encode(out));
+              const rec = encode(out);
+              // Past its own memory bound or the node's, the generation ends here (stream_too_large /
+              // capacity_exceeded) rather than the process running out of heap.
+              const over = hold?.charge(recordCost(rec));
+              if (over) throw over;
+              appender.push(rec);
               appended++;
               if (appender.failed) throw appender.failed;
             }
@@ -428,6 +457,11 @@ function encode(ev: SluiceEvent): RecordInput {
   return { type: ev.type, data: JSON.stringify(ev) };
 }
 
+/** What holding one record costs in memory (budget accounting). */
+function recordCost(rec: RecordInput): number {
+  return RECORD_COST_BYTES + rec.data.length;
+}
+
 /** One try of one route, as stream info shows it (`attempts`). */
 export interface Attempt {
   route: string;
@@ -463,6 +497,8 @@ class Appender {
   private pending: RecordInput[] = [];
   private inFlight: Promise<void> | undefined;
   failed: SluiceError | undefined;
+  /** Told the cost of each batch the store has taken (memory budget). */
+  onStored: ((bytes: number) => void) | undefined;
 
   constructor(
     private readonly store: Store,
@@ -494,6 +530,11 @@ class Appender {
         this.pending = [];
         try {
           await this.store.append(this.id, batch);
+          if (this.onStored) {
+            let bytes = 0;
+            for (const r of batch) bytes += recordCost(r);
+            this.onStored(bytes);
+          }
         } catch (err) {
           if (isInternalFailure(err)) this.onInternal(err);
           this.failed = publicError(err);

@@ -42,4 +42,9 @@ export interface ProviderContext {
 export interface Provider {
   readonly name: string;
   stream(request: ProviderRequest, ctx: ProviderContext): AsyncIterable<ProviderEvent>;
+  /**
+   * Bytes of memory the provider holds for a request from its start (e.g. an answer planned
+   * up front), counted against the memory budget before the generation is admitted.
+   */
+  plannedBytes?(request: ProviderRequest): number;
 }
