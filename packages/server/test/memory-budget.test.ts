@@ -37,7 +37,7 @@ describe("MemoryBudget", () => {
     const a = b.admit(0);
     expect(b.used).toBe(GENERATION_RESERVE_BYTES);
     // Within the reserve: nothing more taken from the pool.
-    expect(a.charge(100 * 1024)).toBeUndefined();
+    expect(a.charge(32 * 1024)).toBeUndefined();
     expect(b.used).toBe(GENERATION_RESERVE_BYTES);
     expect(a.charge(MiB)).toBeUndefined();
     expect(b.used).toBe(a.held);
@@ -46,7 +46,7 @@ describe("MemoryBudget", () => {
     expect(tooBig).toBeInstanceOf(SluiceError);
     expect(tooBig?.code).toBe("stream_too_large");
     // A second generation fits its reserve, then finds the pool empty.
-    const c = b.admit(1_250_000);
+    const c = b.admit(1_500_000);
     expect(c.charge(300_000)?.code).toBe("capacity_exceeded");
     // A third cannot even start: 503 with a retry hint.
     const refused = (() => {
@@ -60,7 +60,7 @@ describe("MemoryBudget", () => {
     expect(refused?.details?.retry_after_s).toBe(1);
     // Stored records (a durable store) give pool back beyond the reserve; release gives all back.
     a.uncharge(a.held);
-    expect(b.used).toBe(GENERATION_RESERVE_BYTES + 1_250_000);
+    expect(b.used).toBe(GENERATION_RESERVE_BYTES + 1_500_000);
     a.release();
     c.release();
     c.release();

@@ -8,8 +8,11 @@ import { SluiceError } from "@sluice/protocol";
  */
 export const RECORD_COST_BYTES = 256;
 
-/** What a generation always gets without drawing on the shared pool (a typical answer fits). */
-export const GENERATION_RESERVE_BYTES = 256 * 1024;
+/**
+ * What a generation always gets without drawing on the shared pool: a short answer (~200 tokens
+ * held on the memory store) fits, and 10,000 idle generations take 640 MiB at most.
+ */
+export const GENERATION_RESERVE_BYTES = 64 * 1024;
 
 export interface MemoryLimits {
   /** Most bytes one generation may hold in memory (its planned output, its queued and held records). */
