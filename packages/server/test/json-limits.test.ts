@@ -98,6 +98,24 @@ describe.each(stores)("deep JSON on the %s store", (_name, spec) => {
     expect(list.status).toBe(200);
   });
 
+  it("metadata larger than 16 KiB as JSON is a 400 naming the field; 10 KB is kept", async () => {
+    const big = await post(
+      s.url,
+      "/v1/streams",
+      JSON.stringify(demoBody({ length: 3 }, { metadata: { note: "x".repeat(20_000) } })),
+    );
+    expect(big.status).toBe(400);
+    const err = ((await big.json()) as { error: { code: string; message: string } }).error;
+    expect(err.code).toBe("invalid_request");
+    expect(err.message).toMatch(/^metadata: at most 16384 characters/);
+    const ok = await post(
+      s.url,
+      "/v1/streams",
+      JSON.stringify(demoBody({ length: 3 }, { metadata: { note: "x".repeat(10_000) } })),
+    );
+    expect(ok.status).toBe(201);
+  });
+
   it("the OpenAI façade and the AI SDK chat refuse deep bodies with 400 (a 50,000-deep tool input)", async () => {
     const chat = await post(
       s.url,

@@ -16,6 +16,9 @@ export const MessageSchema = z
   })
   .passthrough();
 
+/** Largest `metadata` of a generation request, in characters of its JSON. */
+export const METADATA_MAX_CHARS = 16 * 1024;
+
 /** Longest demo answer, in tokens (`demo.length`). */
 export const DEMO_MAX_LENGTH = 100_000;
 
@@ -65,7 +68,14 @@ export const GenerationRequestSchema = z
     timeout_ms: z.number().int().positive().max(86_400_000).optional(),
     /** What a disconnect of the client that started the generation does. Default: continue. */
     on_disconnect: z.enum(["continue", "cancel"]).optional(),
-    metadata: z.record(z.string(), z.unknown()).optional(),
+    // Stored with the stream and returned by /info and every list page: bounded in size (its
+    // depth is bounded where the JSON is parsed, limits.json_max_depth).
+    metadata: z
+      .record(z.string(), z.unknown())
+      .refine((m) => JSON.stringify(m).length <= METADATA_MAX_CHARS, {
+        message: `at most ${METADATA_MAX_CHARS} characters as JSON`,
+      })
+      .optional(),
     demo: DemoOptionsSchema.optional(),
   })
   .strict();

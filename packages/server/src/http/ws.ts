@@ -8,7 +8,7 @@ import { OPEN_PRINCIPAL, type Principal, requireStreamAccess } from "../auth/pri
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
 import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
-import { INTERNAL_ERROR_MESSAGE, isInternalFailure } from "../core/public-error.js";
+import { INTERNAL_ERROR_MESSAGE, isInternalFailure, publicError } from "../core/public-error.js";
 import { wsSluice } from "../formats/sluice.js";
 import { type AppDeps, parseGenerationRequest } from "./app.js";
 import { checkJsonDepth } from "./json-body.js";
@@ -71,7 +71,7 @@ function refuse(
 }
 
 function refuseWith(socket: Duplex, err: unknown): void {
-  const e = isSluiceError(err) ? err : new SluiceError("internal_error", "internal error");
+  const e = publicError(err);
   const headers: Record<string, string> = {};
   if (e.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="sluice"';
   const retry = e.details?.retry_after_s;
