@@ -207,6 +207,7 @@ describe("a small-heap server under a load of large generations", () => {
   it.each([
     ["memory", () => "memory"],
     ["sqlite", () => `sqlite:${join(dir, `cli-${Math.random().toString(36).slice(2)}.db`)}`],
+    ["redis", () => redis.url],
   ] as [string, () => string][])(
     "stays alive on the %s store, refuses or stops what does not fit, and finishes every other stream",
     async (_name, spec) => {
