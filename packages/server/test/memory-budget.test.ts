@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SluiceError } from "@sluice/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GENERATION_RESERVE_BYTES, MemoryBudget, memoryLimits } from "../src/core/budget.js";
+import {
+  GENERATION_RESERVE_BYTES,
+  MemoryBudget,
+  memoryLimits,
+  RECORD_COST_BYTES,
+} from "../src/core/budget.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import { demoText } from "./cluster-helper.js";
 import { demoBody, type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
@@ -96,6 +101,37 @@ describe("the memory store's byte bound", () => {
     expect((await s.info("c"))?.status).toBe("failed");
     expect(s.bytes).toBeLessThanOrEqual(64 * 1024 + 1000);
     await s.close();
+  });
+});
+
+describe("a full memory store at a generation's end", () => {
+  it("still ends the stream: the terminal event alone, capacity_exceeded, when the last records do not fit", async () => {
+    // The bytes a demo generation's records take before its closing append (usage + finish).
+    const body = demoBody({ seed: 11, length: 30 });
+    const probe = new MemoryStore({ sweepIntervalMs: 0 });
+    const a = await startSluice({}, probe);
+    const { id } = (await (await post(a.url, body)).json()) as { id: string };
+    await waitForStatus(a.url, id, (st) => st !== "running");
+    const all = (await probe.read(id, 0, 1000)).records;
+    await a.close();
+    const beforeClose = all.slice(0, -2).reduce((n, r) => n + r.data.length + RECORD_COST_BYTES, 0);
+    // Room for every record but the two that close it.
+    const store = new MemoryStore({ sweepIntervalMs: 0, maxBytes: beforeClose + 100 });
+    const b = await startSluice({}, store);
+    try {
+      const { id: id2 } = (await (await post(b.url, body)).json()) as { id: string };
+      const info = await waitForStatus(b.url, id2, (st) => st !== "running");
+      expect(info).toMatchObject({ status: "failed", error: { code: "capacity_exceeded" } });
+      const events = await readAllJson(b.url, id2);
+      expect(textOf(events)).toBe(demoText(body));
+      expect(events.at(-1)?.event).toMatchObject({
+        type: "error",
+        code: "capacity_exceeded",
+        retryable: true,
+      });
+    } finally {
+      await b.close();
+    }
   });
 });
 

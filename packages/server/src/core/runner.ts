@@ -567,8 +567,10 @@ class Appender {
     try {
       await this.store.append(this.id, [...records, ...end], { close: status, metadata });
     } catch (err) {
-      if (!isSluiceError(err) || err.code !== "stream_too_large") throw err;
-      // The last records do not fit: a closing append of the terminal event alone always does.
+      if (!isSluiceError(err) || (err.code !== "stream_too_large" && err.code !== "capacity_exceeded"))
+        throw err;
+      // The last records do not fit (the stream's bound, or a full memory store): a closing
+      // append of the terminal event alone always does.
       const error = { code: err.code, message: err.message };
       await this.store.append(this.id, [encode({ type: "error", ...error, retryable: err.retryable })], {
         close: "failed",
