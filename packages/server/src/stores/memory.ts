@@ -225,7 +225,7 @@ export class MemoryStore implements Store {
     const info = s.info;
     const bytes = checkAppend(id, info, inputs, opts, this.limits);
     // A closing append of one record always fits (every stream can end with its terminal event).
-    if (!(opts.close !== undefined && inputs.length <= 1))
+    if (inputs.length > 0 && !(opts.close !== undefined && inputs.length === 1))
       this.makeRoom(bytes + inputs.length * RECORD_COST_BYTES);
     const added: StoredRecord[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
