@@ -202,7 +202,7 @@ describe.each([
     }
 
     // Alone, a 20,000-token answer: its records pass 6 MiB only where the store keeps them in memory.
-    const big = demoBody({ seed: 5, length: 20_000, tokens_per_s: 20_000, ttft_ms: 0 });
+    const big = demoBody({ seed: 5, length: 20_000, tokens_per_s: 10_000, ttft_ms: 0 });
     const res = await post(s.url, big);
     expect(res.status).toBe(201);
     const { id } = (await res.json()) as { id: string };
