@@ -17,10 +17,12 @@ import {
   type Store,
   type StreamInfo,
 } from "../stores/store.js";
+import { type GenerationHold, type MemoryBudget, RECORD_COST_BYTES } from "./budget.js";
 import { type Clock, realClock } from "./clock.js";
 import { type Coordinator, LocalCoordinator } from "./coordinator.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationObserver, GenerationTrack } from "./observer.js";
+import { isInternalFailure, publicError } from "./public-error.js";
 import type { GenerationRequest } from "./request.js";
 import { DEFAULT_RETRY, type Route, type RouteTable } from "./routes.js";
 
@@ -46,6 +48,10 @@ export interface RunnerOptions {
    * past it the generation ends with `store_unavailable`.
    */
   maxBufferedEvents?: number;
+  /** The node's memory budget for running generations (core/budget.ts); unbounded when absent. */
+  budget?: MemoryBudget;
+  /** The store keeps appended records in this process (the memory store): they stay counted. */
+  recordsInMemory?: boolean;
 }
 
 export interface StartOptions {
@@ -60,6 +66,8 @@ interface Generation {
   done: Promise<void>;
   /** The observer's tracker for this generation (metrics), if any. */
   track?: GenerationTrack | undefined;
+  /** Its share of the memory budget, if there is one. */
+  hold?: GenerationHold | undefined;
 }
 
 export interface Usage {
@@ -84,6 +92,8 @@ export class Runner {
   private readonly observer: GenerationObserver | undefined;
   readonly coordinator: Coordinator;
   private readonly maxBufferedEvents: number;
+  private readonly budget: MemoryBudget | undefined;
+  private readonly recordsInMemory: boolean;
   private accepting = true;
 
   constructor(opts: RunnerOptions) {
@@ -94,6 +104,8 @@ export class Runner {
     this.observer = opts.observer;
     this.coordinator = opts.coordinator ?? new LocalCoordinator(opts.store);
     this.maxBufferedEvents = opts.maxBufferedEvents ?? 100_000;
+    this.budget = opts.budget;
+    this.recordsInMemory = opts.recordsInMemory ?? false;
   }
 
   /**
@@ -146,11 +158,20 @@ export class Runner {
       },
       ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
     };
+    // Refused before anything exists when the node's memory budget cannot take it (503 / 413).
+    const planned = route.provider.plannedBytes?.({ ...request, upstream_model: route.upstream_model });
+    const hold = this.budget?.admit(planned ?? 0);
     // The lease comes first, so no node ever sees this generation running without an owner.
-    await this.coordinator.acquire(id);
+    try {
+      await this.coordinator.acquire(id);
+    } catch (err) {
+      hold?.release();
+      throw err;
+    }
     try {
       await this.store.create(init);
     } catch (err) {
+      hold?.release();
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
@@ -162,15 +183,17 @@ export class Runner {
     };
     const controller = new AbortController();
     const track = this.observer?.begin({ id, route: route.name, model: request.model });
-    const gen: Generation = { id, controller, done: Promise.resolve(), track };
+    const gen: Generation = { id, controller, done: Promise.resolve(), track, hold };
     this.running.set(id, gen);
     try {
       await this.store.append(id, [encode(start)]);
     } catch (err) {
       this.running.delete(id);
+      hold?.release();
       // Best effort: end the stream that was created (if the store is down, the lease expiry
       // or the next start does it).
-      void this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
+      if (isInternalFailure(err)) this.onError(err, id);
+      void this.interrupt(id, `the generation could not start: ${publicError(err).message}`);
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
@@ -180,6 +203,7 @@ export class Runner {
     };
     gen.done = this.run(gen, this.routes.chain(route), request, report).finally(() => {
       this.running.delete(id);
+      hold?.release();
       opts.onEnd?.(outputTokens);
       return this.coordinator.release(id).catch(() => {});
     });
@@ -194,9 +218,11 @@ export class Runner {
     request: GenerationRequest,
     reportTokens: (n: number) => void,
   ): Promise<void> {
-    const { id, controller, track } = gen;
+    const { id, controller, track, hold } = gen;
     const signal = controller.signal;
-    const appender = new Appender(this.store, id, this.maxBufferedEvents);
+    const appender = new Appender(this.store, id, this.maxBufferedEvents, (err) => this.onError(err, id));
+    // On a store that keeps records elsewhere (SQLite, Redis), a record stops counting once stored.
+    if (hold && !this.recordsInMemory) appender.onStored = (bytes) => hold.uncharge(bytes);
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
@@ -262,7 +288,12 @@ export class Runner {
                 outputTokens++;
                 track?.token();
               }
-              appender.push(encode(out));
+              const rec = encode(out);
+              // Past its own memory bound or the node's, the generation ends here (stream_too_large /
+              // capacity_exceeded) rather than the process running out of heap.
+              const over = hold?.charge(recordCost(rec));
+              if (over) throw over;
+              appender.push(rec);
               appended++;
               if (appender.failed) throw appender.failed;
             }
@@ -297,17 +328,13 @@ export class Runner {
     } catch (err) {
       if (signal.aborted) {
         terminal = this.stopEvent(signal.reason);
-      } else if (isSluiceError(err)) {
-        const message = redactFor(chain, err.message);
-        terminal = { type: "error", code: err.code, message, retryable: err.retryable };
       } else {
-        this.onError(err, id);
-        terminal = {
-          type: "error",
-          code: "internal_error",
-          message: redactFor(chain, err instanceof Error ? err.message : String(err)),
-          retryable: true,
-        };
+        // An internal failure's own text (a store's exception, a bug's) is logged, never streamed.
+        // (A failed append was logged by the appender.)
+        if (isInternalFailure(err) && err !== appender.failed) this.onError(err, id);
+        const e = publicError(err);
+        const message = redactFor(chain, e.message);
+        terminal = { type: "error", code: e.code, message, retryable: e.retryable };
       }
     } finally {
       if (deadline) clearTimeout(deadline);
@@ -432,6 +459,11 @@ function encode(ev: SluiceEvent): RecordInput {
   return { type: ev.type, data: JSON.stringify(ev) };
 }
 
+/** What holding one record costs in memory (budget accounting). */
+function recordCost(rec: RecordInput): number {
+  return RECORD_COST_BYTES + rec.data.length;
+}
+
 /** One try of one route, as stream info shows it (`attempts`). */
 export interface Attempt {
   route: string;
@@ -478,11 +510,15 @@ class Appender {
   private pending: RecordInput[] = [];
   private inFlight: Promise<void> | undefined;
   failed: SluiceError | undefined;
+  /** Told the cost of each batch the store has taken (memory budget). */
+  onStored: ((bytes: number) => void) | undefined;
 
   constructor(
     private readonly store: Store,
     private readonly id: string,
     private readonly maxPending: number,
+    /** Told about internal failures (logging), whose text the terminal event does not carry. */
+    private readonly onInternal: (err: unknown) => void,
   ) {}
 
   push(rec: RecordInput): void {
@@ -507,8 +543,14 @@ class Appender {
         this.pending = [];
         try {
           await this.store.append(this.id, batch);
+          if (this.onStored) {
+            let bytes = 0;
+            for (const r of batch) bytes += recordCost(r);
+            this.onStored(bytes);
+          }
         } catch (err) {
-          this.failed = isSluiceError(err) ? err : new SluiceError("internal_error", String(err));
+          if (isInternalFailure(err)) this.onInternal(err);
+          this.failed = publicError(err);
         }
       }
     } finally {
@@ -538,8 +580,10 @@ class Appender {
     try {
       await this.store.append(this.id, [...records, ...end], { close: status, metadata });
     } catch (err) {
-      if (!isSluiceError(err) || err.code !== "stream_too_large") throw err;
-      // The last records do not fit: a closing append of the terminal event alone always does.
+      if (!isSluiceError(err) || (err.code !== "stream_too_large" && err.code !== "capacity_exceeded"))
+        throw err;
+      // The last records do not fit (the stream's bound, or a full memory store): a closing
+      // append of the terminal event alone always does.
       const error = { code: err.code, message: err.message };
       await this.store.append(this.id, [encode({ type: "error", ...error, retryable: err.retryable })], {
         close: "failed",
