@@ -212,14 +212,18 @@ export class Runner {
     return info;
   }
 
+  /**
+   * One generation, start to terminal event: the route chain with its retries
+   * (streamRoutes), each attempt's events shaped and appended (streamOnce, EventShaper), the
+   * terminal event that says why it ended (terminalOf), and the closing append (end).
+   */
   private async run(
     gen: Generation,
     chain: Route[],
     request: GenerationRequest,
     reportTokens: (n: number) => void,
   ): Promise<void> {
-    const { id, controller, track, hold } = gen;
-    const signal = controller.signal;
+    const { id, controller, hold } = gen;
     const appender = new Appender(this.store, id, this.maxBufferedEvents, (err) => this.onError(err, id));
     // On a store that keeps records elsewhere (SQLite, Redis), a record stops counting once stored.
     if (hold && !this.recordsInMemory) appender.onStored = (bytes) => hold.uncharge(bytes);
@@ -231,117 +235,115 @@ export class Runner {
         ms,
       );
     }
-    let finishReason: TerminalEvent | undefined;
-    let usage: UsageEvent | undefined;
-    let outputTokens = 0;
-    let appended = 0;
-    const maxTokens = request.max_tokens;
-    const toolIndex = new Map<string, number>();
-    const attempts: Attempt[] = [];
+    const ctx: RunContext = {
+      gen,
+      chain,
+      request,
+      signal: controller.signal,
+      appender,
+      shaper: new EventShaper(request.max_tokens),
+      attempts: [],
+      appended: 0,
+    };
     let terminal: TerminalEvent;
     try {
-      // Each route of the chain (the route, then its fallbacks) gets up to max_attempts tries, as
-      // long as nothing was appended: after the first token a failure is terminal.
-      routes: for (let ri = 0; ri < chain.length; ri++) {
-        const route = chain[ri] as Route;
-        const policy = route.retry ?? DEFAULT_RETRY;
-        for (let n = 1; n <= policy.max_attempts; n++) {
-          const attempt: Attempt = {
-            route: route.name,
-            provider: route.provider.name,
-            started_at: new Date(this.clock.now()).toISOString(),
-          };
-          attempts.push(attempt);
-          try {
-            const providerRequest = { ...request, upstream_model: route.upstream_model };
-            for await (const ev of route.provider.stream(providerRequest, { signal, clock: this.clock })) {
-              if (signal.aborted) break;
-              if (ev.type === "finish") {
-                finishReason = ev;
-                continue;
-              }
-              if (ev.type === "usage") {
-                // Held back: usage is always the record right before the terminal event.
-                usage = ev;
-                continue;
-              }
-              let out: SluiceEvent = ev;
-              if (ev.type === "tool-call-delta" || ev.type === "tool-call") {
-                let index = toolIndex.get(ev.id);
-                if (index === undefined) {
-                  index = toolIndex.size;
-                  toolIndex.set(ev.id, index);
-                }
-                if (ev.index !== index) out = { ...ev, index };
-              }
-              if (
-                ev.type === "text-delta" ||
-                ev.type === "reasoning-delta" ||
-                ev.type === "tool-call-delta"
-              ) {
-                if (maxTokens !== undefined && outputTokens >= maxTokens) {
-                  // The provider should stop by itself at max_tokens (and may still send its
-                  // usage and finish); a token past it means it doesn't, so we stop it.
-                  controller.abort({ kind: "max_tokens" } satisfies StopReason);
-                  break;
-                }
-                outputTokens++;
-                track?.token();
-              }
-              const rec = encode(out);
-              // Past its own memory bound or the node's, the generation ends here (stream_too_large /
-              // capacity_exceeded) rather than the process running out of heap.
-              const over = hold?.charge(recordCost(rec));
-              if (over) throw over;
-              appender.push(rec);
-              appended++;
-              if (appender.failed) throw appender.failed;
-            }
-            break routes;
-          } catch (err) {
-            if (signal.aborted || appended > 0 || !isRetryable(err)) throw err;
-            const e = err as SluiceError;
-            attempt.error = { code: e.code, message: redactFor(chain, e.message) };
-            const status = e.details?.upstream_status;
-            if (typeof status === "number") attempt.error.upstream_status = status;
-            const retryAfter = e.details?.retry_after_ms;
-            const wait = typeof retryAfter === "number" ? retryAfter : policy.base_delay_ms * 2 ** (n - 1);
-            const last = ri === chain.length - 1 && n === policy.max_attempts;
-            if (last) throw err;
-            const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
-            if (!retrySame && ri === chain.length - 1) throw err;
-            if (retrySame) attempt.retry_in_ms = wait;
-            track?.retry?.(route.name);
-            // Show the failed try in stream info while the next one is pending (best effort).
-            await this.store.append(id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
-            if (retrySame) {
-              await this.clock.sleep(wait, signal);
-              continue;
-            }
-            continue routes;
-          }
-        }
-      }
-      terminal = signal.aborted
-        ? this.stopEvent(signal.reason)
-        : (finishReason ?? { type: "finish", reason: "stop" });
+      await this.streamRoutes(ctx);
+      terminal = this.terminalOf(ctx);
     } catch (err) {
-      if (signal.aborted) {
-        terminal = this.stopEvent(signal.reason);
-      } else {
-        // An internal failure's own text (a store's exception, a bug's) is logged, never streamed.
-        // (A failed append was logged by the appender.)
-        if (isInternalFailure(err) && err !== appender.failed) this.onError(err, id);
-        const e = publicError(err);
-        const message = redactFor(chain, e.message);
-        terminal = { type: "error", code: e.code, message, retryable: e.retryable };
-      }
+      terminal = this.terminalOf(ctx, err);
     } finally {
       if (deadline) clearTimeout(deadline);
     }
     if (!controller.signal.aborted) controller.abort({ kind: "shutdown" } satisfies StopReason); // release provider resources
-    reportTokens(outputTokens);
-    const meta: Record<string, unknown> = { output_tokens: outputTokens };
+    reportTokens(ctx.shaper.outputTokens);
+    await this.end(ctx, terminal);
+  }
+
+  /**
+   * Each route of the chain (the route, then its fallbacks) gets up to max_attempts tries, as
+   * long as nothing was appended: after the first token a failure is terminal.
+   */
+  private async streamRoutes(ctx: RunContext): Promise<void> {
+    const { chain, signal, attempts } = ctx;
+    for (let ri = 0; ri < chain.length; ri++) {
+      const route = chain[ri] as Route;
+      const policy = route.retry ?? DEFAULT_RETRY;
+      for (let n = 1; n <= policy.max_attempts; n++) {
+        const attempt: Attempt = {
+          route: route.name,
+          provider: route.provider.name,
+          started_at: new Date(this.clock.now()).toISOString(),
+        };
+        attempts.push(attempt);
+        try {
+          await this.streamOnce(ctx, route);
+          return;
+        } catch (err) {
+          if (signal.aborted || ctx.appended > 0 || !isRetryable(err)) throw err;
+          const e = err as SluiceError;
+          attempt.error = { code: e.code, message: redactFor(chain, e.message) };
+          const status = e.details?.upstream_status;
+          if (typeof status === "number") attempt.error.upstream_status = status;
+          const retryAfter = e.details?.retry_after_ms;
+          const wait = typeof retryAfter === "number" ? retryAfter : policy.base_delay_ms * 2 ** (n - 1);
+          const lastRoute = ri === chain.length - 1;
+          if (lastRoute && n === policy.max_attempts) throw err;
+          const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
+          if (!retrySame && lastRoute) throw err;
+          if (retrySame) attempt.retry_in_ms = wait;
+          ctx.gen.track?.retry?.(route.name);
+          // Show the failed try in stream info while the next one is pending (best effort).
+          await this.store.append(ctx.gen.id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
+          if (!retrySame) break; // on to the next route
+          await this.clock.sleep(wait, signal);
+        }
+      }
+    }
+  }
+
+  /** One attempt on one route: the provider's events, shaped, charged to the budget, appended. */
+  private async streamOnce(ctx: RunContext, route: Route): Promise<void> {
+    const { gen, signal, appender, shaper } = ctx;
+    const providerRequest = { ...ctx.request, upstream_model: route.upstream_model };
+    for await (const ev of route.provider.stream(providerRequest, { signal, clock: this.clock })) {
+      if (signal.aborted) break;
+      const out = shaper.shape(ev);
+      if (out === undefined) continue;
+      if (out === MAX_TOKENS) {
+        // The provider should stop by itself at max_tokens (and may still send its usage and
+        // finish); a token past it means it doesn't, so we stop it.
+        gen.controller.abort({ kind: "max_tokens" } satisfies StopReason);
+        break;
+      }
+      if (shaper.counted) gen.track?.token();
+      const rec = encode(out);
+      // Past its own memory bound or the node's, the generation ends here (stream_too_large /
+      // capacity_exceeded) rather than the process running out of heap.
+      const over = gen.hold?.charge(recordCost(rec));
+      if (over) throw over;
+      appender.push(rec);
+      ctx.appended++;
+      if (appender.failed) throw appender.failed;
+    }
+  }
+
+  /** Why the generation ended: a stop (cancel, deadline, …), the provider's finish, or an error. */
+  private terminalOf(ctx: RunContext, err?: unknown): TerminalEvent {
+    if (ctx.signal.aborted) return this.stopEvent(ctx.signal.reason);
+    if (err === undefined) return ctx.shaper.finish ?? { type: "finish", reason: "stop" };
+    // An internal failure's own text (a store's exception, a bug's) is logged, never streamed.
+    // (A failed append was logged by the appender.)
+    if (isInternalFailure(err) && err !== ctx.appender.failed) this.onError(err, ctx.gen.id);
+    const e = publicError(err);
+    const message = redactFor(ctx.chain, e.message);
+    return { type: "error", code: e.code, message, retryable: e.retryable };
+  }
+
+  /** The closing append: usage (held back to stand right before it), the terminal event, metadata. */
+  private async end(ctx: RunContext, terminal: TerminalEvent): Promise<void> {
+    const { shaper, attempts } = ctx;
+    const usage = shaper.usage;
+    const meta: Record<string, unknown> = { output_tokens: shaper.outputTokens };
     if (usage) meta.usage = pickUsage(usage);
     if (attempts.length > 1) {
       const lastAttempt = attempts[attempts.length - 1] as Attempt;
@@ -352,8 +354,8 @@ export class Runner {
     if (terminal.type === "finish") meta.finish_reason = terminal.reason;
     if (terminal.type === "error") meta.error = { code: terminal.code, message: terminal.message };
     const tail = usage ? [encode(usage), encode(terminal)] : [encode(terminal)];
-    await appender.close(tail, statusOf(terminal), meta).catch((err) => this.onError(err, id));
-    track?.end(terminal);
+    await ctx.appender.close(tail, statusOf(terminal), meta).catch((err) => this.onError(err, ctx.gen.id));
+    ctx.gen.track?.end(terminal);
   }
 
   private stopEvent(reason: unknown): TerminalEvent {
@@ -478,6 +480,65 @@ export interface Attempt {
  * Error text that may quote an upstream (it may echo the credentials it was sent) goes through
  * every provider of the chain's redaction, then the generic one, before it is stored.
  */
+/** What the steps of one generation's run share. */
+interface RunContext {
+  gen: Generation;
+  chain: Route[];
+  request: GenerationRequest;
+  signal: AbortSignal;
+  appender: Appender;
+  shaper: EventShaper;
+  attempts: Attempt[];
+  /** Records appended so far (after the first, a failure is terminal: no retry). */
+  appended: number;
+}
+
+/** EventShaper.shape's answer for a token past max_tokens. */
+const MAX_TOKENS = Symbol("max_tokens");
+
+/**
+ * Provider events → the records of the log: `finish` and `usage` are held back (the runner
+ * writes them last), tool calls are numbered in order of appearance, output tokens are counted
+ * against max_tokens.
+ */
+class EventShaper {
+  finish: TerminalEvent | undefined;
+  usage: UsageEvent | undefined;
+  outputTokens = 0;
+  /** Whether the last shaped event counted as an output token. */
+  counted = false;
+  private readonly toolIndex = new Map<string, number>();
+
+  constructor(private readonly maxTokens: number | undefined) {}
+
+  shape(ev: ProviderEvent): SluiceEvent | undefined | typeof MAX_TOKENS {
+    this.counted = false;
+    if (ev.type === "finish") {
+      this.finish = ev;
+      return undefined;
+    }
+    if (ev.type === "usage") {
+      this.usage = ev;
+      return undefined;
+    }
+    let out: SluiceEvent = ev;
+    if (ev.type === "tool-call-delta" || ev.type === "tool-call") {
+      let index = this.toolIndex.get(ev.id);
+      if (index === undefined) {
+        index = this.toolIndex.size;
+        this.toolIndex.set(ev.id, index);
+      }
+      if (ev.index !== index) out = { ...ev, index };
+    }
+    if (ev.type === "text-delta" || ev.type === "reasoning-delta" || ev.type === "tool-call-delta") {
+      if (this.maxTokens !== undefined && this.outputTokens >= this.maxTokens) return MAX_TOKENS;
+      this.outputTokens++;
+      this.counted = true;
+    }
+    return out;
+  }
+}
+
 function redactFor(chain: Route[], text: string): string {
   let out = text;
   for (const r of chain) if (r.provider.redact) out = r.provider.redact(out);
