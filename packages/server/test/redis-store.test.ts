@@ -50,9 +50,9 @@ describe("redis store across nodes", () => {
         writes.push(b.append(id, [{ data: `b${i}` }, { data: `b${i}'` }]));
       }
       await Promise.all(writes);
-      await waitFor(() => heardA.length >= 150 && heardB.length >= 150, 15_000).catch((e) => {
-        console.log("DEBUG", heardA.join(","), "\nB", heardB.join(","));
-        throw e;
+      await waitFor(() => heardA.length >= 150 && heardB.length >= 150, 15_000).catch((e: Error) => {
+        // What each node heard goes into the failure itself, not onto the console.
+        throw new Error(`${e.message}; A heard ${heardA.join(",")}; B heard ${heardB.join(",")}`);
       });
       const all = Array.from({ length: 150 }, (_, i) => i + 1);
       expect(heardA).toEqual(all);
