@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +10,8 @@ import { freePort } from "./redis-helper.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+/** Debian's nginx, where the cluster test starts it (.ci/run checks this exact path). */
+export const NGINX = "/usr/sbin/nginx";
 export const NGINX_EXAMPLE = fileURLToPath(new URL("../../../docs/examples/nginx.conf", import.meta.url));
 
 export interface SluiceProc {
@@ -70,6 +72,8 @@ export interface NginxProc {
  * the listen port and (test-only) paths for its pid, logs and temp files.
  */
 export async function startNginx(upstreamPorts: number[]): Promise<NginxProc> {
+  // Not installed: a failure that says so (never a skip; .ci/run installs it at this path).
+  if (!existsSync(NGINX)) throw new Error(`no nginx at ${NGINX}: apt-get install nginx`);
   const dir = mkdtempSync(join(tmpdir(), "sluice-nginx-"));
   for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(join(dir, sub));
   const port = await freePort();
@@ -93,7 +97,7 @@ export async function startNginx(upstreamPorts: number[]): Promise<NginxProc> {
   const confFile = join(dir, "nginx.conf");
   writeFileSync(confFile, conf);
   const proc = spawn(
-    "/usr/sbin/nginx",
+    NGINX,
     ["-p", dir, "-c", confFile, "-e", join(dir, "error.log"), "-g", `daemon off; pid ${dir}/nginx.pid;`],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
