@@ -132,7 +132,8 @@ describe("three nodes on one Redis behind nginx", () => {
     const id = await start(a.url, body({ seed: 12, length: 2000, tokens_per_s: 100 }));
     expect((await info(a.url, id)).running_here).toBe(true);
     // The reader is attached on the owner (and has read some of the generation) before the DELETE.
-    const reader = followWithReconnects(a.url, id, { maxPerConnection: 10_000 });
+    // One connection for the whole read (no deliberate drop: a resume after the DELETE is a 404).
+    const reader = followWithReconnects(a.url, id, { maxPerConnection: 10_000, rand: () => 0.999 });
     // (Awaited below; this only keeps an early failure from also surfacing as unhandled.)
     reader.catch(() => undefined);
     for (let i = 0; i < 500 && (await info(a.url, id)).readers < 1; i++)

@@ -56,7 +56,7 @@ describe("redis at runtime", () => {
       for (const r of results) {
         expect(r.text).toBe(demoText(gen));
         expect(r.retries).toEqual([]);
-        expect(r.statuses).toEqual([200]);
+        expect(r.statuses.every((st) => st === 200)).toBe(true);
       }
       const stats = await admin.info("commandstats");
       const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
