@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createServer, type RequestListener } from "node:http";
-import { ERROR_CODES, isSluiceError, type ReadPosition, SluiceError } from "@sluice/protocol";
+import { ERROR_CODES, type ReadPosition, SluiceError } from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -12,7 +12,6 @@ import { requireAction } from "../auth/principal.js";
 import { registerSecurity } from "../auth/security.js";
 import { ConfigError } from "../config.js";
 import { ConnectionGate } from "../core/limits.js";
-import { publicError } from "../core/public-error.js";
 import { publicPath } from "../durable-streams/protocol.js";
 import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
