@@ -11,6 +11,7 @@ import { DEFAULT_RETRY, type Route, RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
 import { type GrpcServer, startGrpc } from "./grpc/server.js";
 import { buildApp } from "./http/app.js";
+import { trackConnections } from "./http/shutdown.js";
 import { Metrics } from "./observability/metrics.js";
 import { ANTHROPIC_BASE_URL, AnthropicProvider } from "./providers/anthropic.js";
 import { DemoProvider } from "./providers/demo/provider.js";
@@ -239,6 +240,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
   checkBinding(config, security);
   metrics.attach({ hub, runner });
   const app = buildApp({ config, store, hub, runner, routes, security, logger, metrics, connections });
+  const tracker = trackConnections(app.server);
 
   const server: SluiceServer = {
     config,
@@ -264,9 +266,10 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       // Stop accepting connections now; running generations get up to graceMs to finish
       // (readers attached to them keep receiving), then the rest end as interrupted.
       const closing = app.close();
+      tracker.goAway();
       await runner.shutdown(graceMs);
       // Readers of streams that never end here (or stuck sockets) must not hold the exit.
-      const forced = setTimeout(() => app.server.closeAllConnections(), 2000);
+      const forced = setTimeout(() => tracker.destroyAll(), 2000);
       forced.unref();
       await closing;
       clearTimeout(forced);
