@@ -265,9 +265,13 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     async close(graceMs = 0) {
       // Stop accepting connections now; running generations get up to graceMs to finish
       // (readers attached to them keep receiving), then the rest end as interrupted.
+      // (app.close() first closes idle WebSockets and marks the others to close when their
+      // subscriptions end; see http/ws.ts.)
       const closing = app.close();
       tracker.goAway();
       await runner.shutdown(graceMs);
+      // The terminal events just written reach WebSocket subscribers; the rest learn their offset.
+      await app.closeWebSockets?.(1000);
       // Readers of streams that never end here (or stuck sockets) must not hold the exit.
       const forced = setTimeout(() => tracker.destroyAll(), 2000);
       forced.unref();

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 
 // SIGTERM on the real CLI process (`sluice serve`) with connections the HTTP server does not
 // track by itself: HTTP/2 sessions (TLS) and upgraded WebSockets. The process must exit within
@@ -188,6 +189,118 @@ describe("SIGTERM with HTTP/2 sessions open (TLS)", () => {
     };
     expect(list.streams.length).toBe(1);
     expect(list.streams[0]?.status).toBe("failed");
+    const r2 = await terminate(again);
+    expect(r2.code).toBe(0);
+  });
+});
+
+interface WsLog {
+  ws: WebSocket;
+  msgs: Record<string, unknown>[];
+  closed: Promise<{ code: number; reason: string }>;
+}
+
+async function openWs(url: string): Promise<WsLog> {
+  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/v1/ws`);
+  const msgs: Record<string, unknown>[] = [];
+  ws.on("message", (d) => msgs.push(JSON.parse(d.toString()) as Record<string, unknown>));
+  ws.on("error", () => {});
+  const closed = new Promise<{ code: number; reason: string }>((r) =>
+    ws.on("close", (code, reason) => r({ code, reason: reason.toString() })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", () => resolve());
+    ws.once("error", reject);
+  });
+  return { ws, msgs, closed };
+}
+
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("SIGTERM with WebSockets open", () => {
+  it("closes idle and subscribed sockets with 1001, naming each subscription's last offset, exits 0 and frees the SQLite file", async () => {
+    const db = join(dir, "ws.db");
+    const p = await serve(["--store", `sqlite:${db}`]);
+    // A Durable Streams JSON stream: it does not end at shutdown, so its subscription is
+    // still held when the socket closes.
+    const put = await fetch(`${p.url}/ds/v1/stream/doc`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+    });
+    expect(put.status).toBe(201);
+    for (const delta of ["a", "b", "c"]) {
+      const r = await fetch(`${p.url}/ds/v1/stream/doc`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ type: "text-delta", delta }),
+      });
+      expect(r.status).toBeLessThan(300);
+    }
+
+    const idle = await openWs(p.url);
+    const busy = await openWs(p.url);
+    busy.ws.send(JSON.stringify({ type: "subscribe", stream: "doc", offset: "-1", id: 1 }));
+    busy.ws.send(
+      JSON.stringify({
+        type: "start",
+        id: 2,
+        model: "demo",
+        messages: [{ role: "user", content: "hi" }],
+        demo: { seed: 3, ttft_ms: 5, tokens_per_s: 20, jitter: 0, length: 100_000 },
+      }),
+    );
+    await until(
+      () =>
+        busy.msgs.filter((m) => m.stream === "doc" && m.event !== undefined).length === 3 &&
+        busy.msgs.some(
+          (m) => m.stream !== "doc" && (m.event as { type?: string } | undefined)?.type === "text-delta",
+        ),
+      "doc records and generation deltas",
+    );
+    const gen = busy.msgs.find((m) => m.type === "started")?.stream as string;
+    const docOffsets = busy.msgs
+      .filter((m) => m.stream === "doc" && m.event !== undefined)
+      .map((m) => m.offset);
+
+    const r = await terminate(p);
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(0);
+    const [idleClose, busyClose] = await Promise.all([idle.closed, busy.closed]);
+    expect(idleClose).toEqual({ code: 1001, reason: "server shutting down" });
+    expect(busyClose).toEqual({ code: 1001, reason: "server shutting down" });
+
+    // The generation's subscription saw its one terminal event, then `end`.
+    const genMsgs = busy.msgs.filter((m) => m.stream === gen);
+    const terminals = genMsgs.filter((m) =>
+      ["finish", "error", "abort"].includes((m.event as { type?: string } | undefined)?.type ?? ""),
+    );
+    expect(terminals.map((m) => (m.event as { code?: string }).code)).toEqual(["interrupted"]);
+    expect(genMsgs.at(-1)).toMatchObject({ type: "end", stream: gen, status: "failed" });
+    // The open stream's subscription was told where it stopped: the last offset it delivered.
+    const closing = busy.msgs.filter((m) => m.type === "closing");
+    expect(closing).toEqual([{ type: "closing", stream: "doc", offset: docOffsets.at(-1) }]);
+
+    // The next process opens the same SQLite file; resuming from the named offset is exact.
+    const again = await serve(["--store", `sqlite:${db}`]);
+    const ws = await openWs(again.url);
+    ws.ws.send(JSON.stringify({ type: "subscribe", stream: "doc", offset: closing[0]?.offset }));
+    await until(() => ws.msgs.some((m) => m.type === "subscribed"), "subscribed after restart");
+    const appended = await fetch(`${again.url}/ds/v1/stream/doc`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ type: "text-delta", delta: "d" }),
+    });
+    expect(appended.status).toBeLessThan(300);
+    await until(() => ws.msgs.some((m) => m.event !== undefined), "the record after the offset");
+    const events = ws.msgs.filter((m) => m.event !== undefined);
+    expect(events.map((m) => (m.event as { delta: string }).delta)).toEqual(["d"]);
+    ws.ws.close();
     const r2 = await terminate(again);
     expect(r2.code).toBe(0);
   });
