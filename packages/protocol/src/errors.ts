@@ -67,6 +67,12 @@ export const ERROR_CODES = {
       "The stream changed between the read an append was decided on and the append itself; read again and retry.",
   },
   stream_exists: { status: 409, retryable: false, description: "A stream with this id already exists." },
+  cancelled: {
+    status: 409,
+    retryable: false,
+    description:
+      "The generation was cancelled (by a `cancel`, a `DELETE` or its client leaving with `on_disconnect: cancel`) before it finished; what was generated is kept in its stream.",
+  },
   stream_read_only: {
     status: 403,
     retryable: false,

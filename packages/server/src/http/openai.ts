@@ -210,7 +210,7 @@ async function assembleCompletion(
         }
         case "abort":
           return {
-            error: new SErr("internal_error", `the generation was cancelled (${ev.by}: ${ev.reason})`),
+            error: new SErr("cancelled", `the generation was cancelled (${ev.by}: ${ev.reason})`),
           };
       }
       after = rec.seq;
