@@ -198,6 +198,18 @@ export class SluiceError extends Error {
   }
 }
 
+/**
+ * Seconds for an error's `Retry-After`: its own `retry_after_s` when it has one, else 1 for every
+ * retryable 429/503 (errors.md calls them retryable; the header says when), else undefined.
+ * Every door that sends an error (HTTP, the OpenAI façade, the WebSocket upgrade, gRPC) uses this.
+ */
+export function retryAfterSeconds(err: SluiceError): number | undefined {
+  const own = err.details?.retry_after_s;
+  if (typeof own === "number" && Number.isFinite(own) && own >= 0) return Math.max(1, Math.ceil(own));
+  if (err.retryable && (err.status === 429 || err.status === 503)) return 1;
+  return undefined;
+}
+
 export function isSluiceError(err: unknown): err is SluiceError {
   return err instanceof SluiceError;
 }

@@ -1,6 +1,13 @@
 import { readFileSync } from "node:fs";
 import { createServer, type RequestListener } from "node:http";
-import { ERROR_CODES, type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
+import {
+  ERROR_CODES,
+  type ErrorCode,
+  isSluiceError,
+  parseReadPosition,
+  retryAfterSeconds,
+  SluiceError,
+} from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -63,8 +70,8 @@ function errorBody(code: ErrorCode, message: string) {
 }
 
 function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
-  const retry = err.details?.retry_after_s;
-  if (typeof retry === "number") reply.header("retry-after", String(retry));
+  const retry = retryAfterSeconds(err);
+  if (retry !== undefined) reply.header("retry-after", String(retry));
   return reply.code(err.status).type("application/json").send(err.toBody());
 }
 

@@ -1,6 +1,12 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { type ErrorCode, isSluiceError, parseReadPosition, SluiceError } from "@sluice/protocol";
+import {
+  type ErrorCode,
+  isSluiceError,
+  parseReadPosition,
+  retryAfterSeconds,
+  SluiceError,
+} from "@sluice/protocol";
 import type { FastifyInstance } from "fastify";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
@@ -85,8 +91,8 @@ function refuseWith(socket: Duplex, err: unknown): void {
   const e = isSluiceError(err) ? err : new SluiceError("internal_error", "internal error");
   const headers: Record<string, string> = {};
   if (e.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="sluice"';
-  const retry = e.details?.retry_after_s;
-  if (typeof retry === "number") headers["retry-after"] = String(retry);
+  const retry = retryAfterSeconds(e);
+  if (retry !== undefined) headers["retry-after"] = String(retry);
   refuse(socket, e.status, e.code, e.message, { details: e.details, headers });
 }
 
