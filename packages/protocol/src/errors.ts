@@ -210,6 +210,17 @@ export function retryAfterSeconds(err: SluiceError): number | undefined {
   return undefined;
 }
 
+/**
+ * A client's input as an error message may quote it: JSON-quoted (so control characters stay
+ * visible and harmless) and cut to `max` characters with its length named, so an error never
+ * echoes a long value back.
+ */
+export function quoteInput(value: unknown, max = 40): string {
+  const s = typeof value === "string" ? value : String(value);
+  if (s.length <= max) return JSON.stringify(s);
+  return `${JSON.stringify(s.slice(0, max)).slice(0, -1)}…" (${s.length} characters)`;
+}
+
 export function isSluiceError(err: unknown): err is SluiceError {
   return err instanceof SluiceError;
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { isSluiceError, SluiceError } from "@sluice/protocol";
+import { isSluiceError, quoteInput, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type Action, type Principal, requireAction, requireStreamAccess } from "../auth/principal.js";
 import type { Security } from "../auth/security.js";
@@ -675,7 +675,10 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           else {
             const seq = parseDsOffset(rawOffset);
             if (seq === undefined)
-              throw new SluiceError("invalid_offset", `"${rawOffset}" is not an offset of this stream`);
+              throw new SluiceError(
+                "invalid_offset",
+                `${quoteInput(rawOffset)} is not an offset of this stream`,
+              );
             if (seq > info.length)
               throw new SluiceError("offset_out_of_range", "the offset is past the end of the stream");
             after = seq;

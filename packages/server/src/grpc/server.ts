@@ -2,7 +2,13 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { isSluiceError, parseReadPosition, retryAfterSeconds, SluiceError } from "@sluice/protocol";
+import {
+  isSluiceError,
+  parseReadPosition,
+  quoteInput,
+  retryAfterSeconds,
+  SluiceError,
+} from "@sluice/protocol";
 import type { Logger } from "pino";
 import { OPEN_PRINCIPAL, requireStreamAccess } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential, type Security } from "../auth/security.js";
@@ -310,7 +316,10 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
           await authorize(id, "read", stream);
           const pos = parseReadPosition(offset);
           if (!pos)
-            throw new SluiceError("invalid_offset", `offset "${offset}" is not -1, now, or an offset`);
+            throw new SluiceError(
+              "invalid_offset",
+              `offset ${quoteInput(offset)} is not -1, now, or an offset`,
+            );
           if (call.cancelled) return;
           // One streaming connection for the key's quota and for the server's limit.
           releaseKey = holdConnectionAs(id.apiKey, security);

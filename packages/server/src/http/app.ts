@@ -5,6 +5,7 @@ import {
   type ErrorCode,
   isSluiceError,
   parseReadPosition,
+  quoteInput,
   retryAfterSeconds,
   SluiceError,
 } from "@sluice/protocol";
@@ -318,14 +319,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (!pos) {
       throw new SluiceError(
         "invalid_offset",
-        `offset "${rawOffset}" is not -1, now, or an offset of this stream`,
+        `offset ${quoteInput(rawOffset)} is not -1, now, or an offset of this stream`,
       );
     }
     const codec = transport === "json" ? undefined : codecFor(q.format, transport);
     if (transport === "json") return readPage(reply, info, pos, q);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
-      throw new SluiceError("offset_out_of_range", `offset ${rawOffset} is past the end of stream ${id}`);
+      throw new SluiceError(
+        "offset_out_of_range",
+        `offset ${quoteInput(rawOffset)} is past the end of stream ${id}`,
+      );
     }
     if (info.status !== "running" && after >= info.length) {
       // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.

@@ -4,6 +4,7 @@ import {
   type ErrorCode,
   isSluiceError,
   parseReadPosition,
+  quoteInput,
   retryAfterSeconds,
   SluiceError,
 } from "@sluice/protocol";
@@ -530,7 +531,7 @@ class WsConnection {
       if (!pos) {
         throw new SluiceError(
           "invalid_offset",
-          `offset "${rawOffset}" is not -1, now, or an offset of this stream`,
+          `offset ${quoteInput(rawOffset)} is not -1, now, or an offset of this stream`,
         );
       }
       after = pos.kind === "now" ? "now" : pos.seq;
