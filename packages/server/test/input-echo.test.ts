@@ -42,6 +42,14 @@ describe("long input is never echoed into an error", () => {
     await expectShortError(await fetch(`${s.url}/ds/v1/stream/${id}?offset=${LONG}`), "invalid_offset");
   });
 
+  it("a 404 names at most the start of a long path", async () => {
+    const res = await fetch(`${s.url}/nothing/${LONG}`);
+    const text = await res.text();
+    expect(res.status).toBe(404);
+    expect(text.length).toBeLessThan(MAX_BODY);
+    expect(text).toContain("/nothing/xxx");
+  });
+
   it("the short quotation still names the start of the input", async () => {
     const res = await fetch(`${s.url}/v1/streams/${id}`, {
       headers: { accept: "text/event-stream", "last-event-id": `abc${LONG}` },

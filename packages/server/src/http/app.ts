@@ -244,7 +244,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
+    reply
+      .code(404)
+      .send(errorBody("not_found", `no route ${req.method} ${quoteInput(req.url.split("?")[0], 100)}`));
   });
 
   registerDurableStreams(app, { config, store, hub, security });
