@@ -290,7 +290,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get("/v1/streams", async (req) => {
     requireAction(req.principal, "list");
     const q = req.query as Record<string, string | undefined>;
-    const limit = Math.min(Number(q.limit ?? 100) || 100, 1000);
+    // Checked here, not by each store (they disagreed on -1): digits only, 1 to 1000.
+    const limit = q.limit === undefined ? 100 : /^\d{1,4}$/.test(q.limit) ? Number(q.limit) : 0;
+    if (limit < 1 || limit > 1000) {
+      throw new SluiceError("invalid_request", "limit must be an integer from 1 to 1000");
+    }
     const status = q.status;
     if (status !== undefined && !["running", "completed", "failed", "cancelled"].includes(status)) {
       throw new SluiceError("invalid_request", "status must be one of running, completed, failed, cancelled");
@@ -505,6 +509,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     checkStreamId(id);
     const info = await store.info(id);
     requireStreamAccess(req.principal, "mint_token", info);
+    if (
+      req.body !== undefined &&
+      (typeof req.body !== "object" || req.body === null || Array.isArray(req.body))
+    ) {
+      throw new SluiceError("invalid_request", "the body must be a JSON object (or absent)");
+    }
     const body = (req.body ?? {}) as { scopes?: unknown; ttl_s?: unknown };
     const scopes = body.scopes ?? ["read"];
     if (
