@@ -18,6 +18,7 @@ import type { ConnectionGate } from "../core/limits.js";
 import { wsSluice } from "../formats/sluice.js";
 import { type AppDeps, parseGenerationRequest } from "./app.js";
 import { holdConnectionAs, startAs } from "./start.js";
+import { isWebSocketUpgrade, serveAsPlainRequest } from "./upgrade-fallback.js";
 
 export const WS_PATH = "/v1/ws";
 
@@ -144,6 +145,27 @@ export function registerWebSocket(
 
   app.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? "").split("?")[0];
+    if (!isWebSocketUpgrade(req)) {
+      // Not ours (e.g. `Upgrade: h2c`): unless another module takes it, answer it as plain HTTP.
+      if (app.server.listenerCount("upgrade") > 1) return;
+      socket.on("error", () => socket.destroy());
+      const served = serveAsPlainRequest(
+        (r, res) => app.server.emit("request", r, res),
+        req,
+        socket,
+        head,
+        config.timeouts.request_ms,
+      );
+      if (!served) {
+        refuse(
+          socket,
+          400,
+          "invalid_request",
+          "a chunked body cannot come with an Upgrade header; send it without",
+        );
+      }
+      return;
+    }
     if (path !== WS_PATH) {
       // Another module may serve this upgrade; refuse only when nobody else listens.
       if (app.server.listenerCount("upgrade") <= 1) {
