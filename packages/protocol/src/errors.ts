@@ -79,6 +79,12 @@ export const ERROR_CODES = {
     description:
       "The stream is a generation stream: it is written by its generation only, and is read-only through the Durable Streams API.",
   },
+  stream_lost: {
+    status: 410,
+    retryable: false,
+    description:
+      "Sent as a reader's terminal `error` event when its stream vanished while it read (deleted, or lost with its store, e.g. a Redis restarted without persistence) before the reader got the stream's own terminal event.",
+  },
   stream_gone: {
     status: 410,
     retryable: false,

@@ -1,4 +1,4 @@
-import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
+import { formatOffset, isSluiceError, SluiceError, type StreamStatus } from "@sluice/protocol";
 import { type Codec, lite, type StreamInfoLite } from "../formats/codec.js";
 import type { Store, StoredRecord, StoreNotice } from "../stores/store.js";
 import { FlowScheduler, type Flushable } from "./flow.js";
@@ -368,6 +368,11 @@ class Tail {
     }
   }
 
+  /** The record with this seq if the window still holds it. */
+  recordAt(seq: number): StoredRecord | undefined {
+    return this.window[seq - this.windowStart]?.rec;
+  }
+
   /** True when the window holds the record after `seq`, so takeFromWindow can serve it. */
   canServe(seq: number, codec?: Codec): boolean {
     const from = seq + 1 - this.windowStart;
@@ -462,6 +467,8 @@ type ReaderState = "idle" | "scheduled" | "catching" | "blocked" | "done";
  */
 export class Reader implements Flushable {
   private state: ReaderState = "idle";
+  /** Set when the stream vanished under this reader and it was told so (stream_lost). */
+  private lostStream = false;
   lastFlushAt = Number.NEGATIVE_INFINITY;
   flowState = 0;
   /** Tail.cumBytes when this reader was last level with the tail (a pending-bytes measure). */
@@ -493,9 +500,9 @@ export class Reader implements Flushable {
     return this.tail.id;
   }
 
-  /** The stream's status as this node last heard it. */
+  /** The stream's status as this node last heard it (`failed` once the reader learnt it was lost). */
   get status(): StreamStatus {
-    return this.tail.status;
+    return this.lostStream ? "failed" : this.tail.status;
   }
 
   /** First delivery after attach: catch-up starts on the next tick, not at the next slot. */
@@ -574,8 +581,9 @@ export class Reader implements Flushable {
         this.detach();
         return;
       }
-      if (tail.deleted) {
-        this.finish();
+      // Gone from the store: what is still in memory is delivered, then the reader ends.
+      if (tail.deleted && (this.seq >= tail.lastSeq || !tail.canServe(this.seq, this.codec))) {
+        this.lost();
         return;
       }
       if (this.seq >= tail.lastSeq) {
@@ -593,7 +601,7 @@ export class Reader implements Flushable {
       }
       if (!tail.canServe(this.seq, this.codec)) {
         this.state = "catching";
-        this.catchUp().catch(() => this.finish());
+        this.catchUp().catch((err: unknown) => this.catchUpFailed(err));
         return;
       }
       if (sink.writeFrames) {
@@ -625,7 +633,44 @@ export class Reader implements Flushable {
   /** The window does not hold what the tail says exists: read it from the store. */
   private catchUpNow(): void {
     this.state = "catching";
-    this.catchUp().catch(() => this.finish());
+    this.catchUp().catch((err: unknown) => this.catchUpFailed(err));
+  }
+
+  /** A store read failed: a stream that no longer exists is lost; anything else ends the reader (it resumes). */
+  private catchUpFailed(err: unknown): void {
+    if (isSluiceError(err) && err.code === "stream_not_found") this.lost();
+    else this.finish();
+  }
+
+  /**
+   * The stream vanished (deleted, or lost with its store) while this reader read it. A reader
+   * that already delivered the stream's terminal event just ends; any other gets one terminal
+   * `error` event, code `stream_lost`, in its own format (Durable Streams codecs carry the
+   * application's records, not events: their readers just end), so it learns why.
+   */
+  private lost(): void {
+    if (this.state === "done") return;
+    const tail = this.tail;
+    const delivered = tail.status !== "running" && this.seq >= tail.lastSeq;
+    const sink = this.sink;
+    if (!delivered && !sink.closed && !this.codec.key.startsWith("ds:")) {
+      this.lostStream = true;
+      const data = JSON.stringify({
+        type: "error",
+        code: "stream_lost",
+        message: `the stream no longer exists (deleted, or lost with its store); nothing after offset ${this.offset} can be delivered`,
+        retryable: false,
+      });
+      const seq = this.seq + 1;
+      const rec: StoredRecord = { seq, offset: formatOffset(seq), type: "error", data };
+      const bytes = this.codec.encode(rec, tail.info, tail.recordAt(this.seq));
+      if (bytes.length > 0) {
+        if (sink.writeFrames) sink.writeFrames([bytes]);
+        else sink.write(bytes, { last: this.seq, upToDate: true, ended: true });
+        this.hub.counters.charsOut += bytes.length;
+      }
+    }
+    this.finish();
   }
 
   private mark(): WriteMark {
