@@ -1,6 +1,9 @@
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { parseConfig } from "../src/config.js";
+import { PROTO_OPTIONS, PROTO_PATH } from "../src/grpc/server.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
 import { type RedisProc, startRedis } from "./redis-helper.js";
 
@@ -19,6 +22,7 @@ beforeAll(async () => {
       port: 0,
       log_level: "silent",
       store: redis.url,
+      grpc_port: 0,
       cluster: { lease_ttl_ms: 3000, lease_renew_ms: 500 },
     }),
     { env: {} },
@@ -74,7 +78,7 @@ describe("a stream lost with its store (Redis restarted without persistence)", (
     });
     let seen = 0;
     const enough = () => {
-      if (++seen === 5) lost();
+      if (++seen === 6) lost();
     };
     const open = (q: string, accept: string) =>
       fetch(`${url}/v1/streams/${id}${q}`, { headers: { accept } }).then((res) => {
@@ -98,6 +102,26 @@ describe("a stream lost with its store (Redis restarted without persistence)", (
     ws.on("message", (d) => {
       wsMsgs.push(JSON.parse(d.toString()) as Record<string, unknown>);
       if (wsMsgs.length === 20) enough();
+    });
+    const def = protoLoader.loadSync(PROTO_PATH, PROTO_OPTIONS);
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      sluice: { v1: { Sluice: grpc.ServiceClientConstructor } };
+    };
+    const client = new pkg.sluice.v1.Sluice(
+      s.grpc?.address as string,
+      grpc.credentials.createInsecure(),
+    ) as unknown as grpc.Client & {
+      Follow: (r: unknown) => grpc.ClientReadableStream<{ event_json: string }>;
+    };
+    const grpcEvents: { event_json: string }[] = [];
+    const grpcDone = new Promise<grpc.StatusObject>((resolve) => {
+      const call = client.Follow({ stream: id, offset: "-1" });
+      call.on("data", (e: { event_json: string }) => {
+        grpcEvents.push(e);
+        if (grpcEvents.length === 20) enough();
+      });
+      call.on("status", (st: grpc.StatusObject) => resolve(st));
+      call.on("error", () => {});
     });
     await new Promise<void>((r) => ws.once("open", () => r()));
     ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: "-1" }));
@@ -140,5 +164,13 @@ describe("a stream lost with its store (Redis restarted without persistence)", (
     expect((withEvent.at(-1)?.event as { code?: string }).code).toBe("stream_lost");
     expect(wsMsgs.at(-1)).toMatchObject({ type: "end", stream: id });
     ws.close();
+
+    const st = await grpcDone;
+    expect(st.code).toBe(grpc.status.OK);
+    expect(JSON.parse(grpcEvents.at(-1)?.event_json as string)).toMatchObject({
+      type: "error",
+      code: "stream_lost",
+    });
+    client.close();
   }, 60_000);
 });
