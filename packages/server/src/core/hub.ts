@@ -162,7 +162,14 @@ export class Hub {
    * rejects with stream_not_found / offset_out_of_range / too_many_readers before
    * anything is written.
    */
-  async attach(id: string, after: number | "now", codec: Codec, sink: Sink): Promise<Reader> {
+  async attach(
+    id: string,
+    after: number | "now",
+    codec: Codec,
+    sink: Sink,
+    /** SSE events of the record after `after` the client already has (resumed at `<offset>.<k>`). */
+    skipEvents = 0,
+  ): Promise<Reader> {
     const tail = await this.tail(id);
     try {
       const seq = after === "now" ? tail.lastSeq : after;
@@ -179,6 +186,7 @@ export class Hub {
         );
       }
       const reader = new Reader(this, tail, codec, sink, seq);
+      reader.skipEvents = skipEvents;
       tail.readers.add(reader);
       reader.kick();
       return reader;
@@ -469,6 +477,8 @@ export class Reader implements Flushable {
   private state: ReaderState = "idle";
   /** Set when the stream vanished under this reader and it was told so (stream_lost). */
   private lostStream = false;
+  /** SSE events at the start of the first record written that the client already has: dropped once. */
+  skipEvents = 0;
   lastFlushAt = Number.NEGATIVE_INFINITY;
   flowState = 0;
   /** Tail.cumBytes when this reader was last level with the tail (a pending-bytes measure). */
@@ -623,11 +633,24 @@ export class Reader implements Flushable {
         }
         this.seq = w.last;
         if (w.chunk.length > 0) {
-          sink.write(w.chunk, this.mark(), w);
-          this.hub.counters.charsOut += w.chunk.length;
+          // A trimmed batch is this reader's own: it does not share the batch's wire bytes.
+          const chunk = this.skipEvents > 0 ? this.trimmed(w.chunk) : w.chunk;
+          sink.write(chunk, this.mark(), chunk === w.chunk ? w : undefined);
+          this.hub.counters.charsOut += chunk.length;
         }
       }
     }
+  }
+
+  /** `chunk` without its first skipEvents SSE events (blocks ended by a blank line); once. */
+  private trimmed(chunk: string): string {
+    let at = 0;
+    for (let k = 0; k < this.skipEvents && at < chunk.length; k++) {
+      const end = chunk.indexOf("\n\n", at);
+      at = end < 0 ? chunk.length : end + 2;
+    }
+    this.skipEvents = 0;
+    return chunk.slice(at);
   }
 
   /** The window does not hold what the tail says exists: read it from the store. */
@@ -746,6 +769,7 @@ export class Reader implements Flushable {
             chunk += this.codec.encode(rec, tail.info, prev);
             prev = rec;
           }
+          if (chunk.length > 0 && this.skipEvents > 0) chunk = this.trimmed(chunk);
           if (chunk.length > 0) {
             sink.write(chunk, this.mark());
             this.hub.counters.charsOut += chunk.length;

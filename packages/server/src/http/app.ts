@@ -5,6 +5,7 @@ import {
   type ErrorCode,
   isSluiceError,
   parseReadPosition,
+  parseResumePosition,
   quoteInput,
   retryAfterSeconds,
   SluiceError,
@@ -321,7 +322,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // A reconnecting EventSource sends Last-Event-ID with the original URL: the header wins.
     const lastEventId = req.headers["last-event-id"];
     const rawOffset = typeof lastEventId === "string" && lastEventId !== "" ? lastEventId : q.offset;
-    const pos = parseReadPosition(rawOffset);
+    // SSE ids may name an event inside a record (`<offset>.<k>`, formats/codec.ts sseRecord).
+    const pos = transport === "sse" ? parseResumePosition(rawOffset) : parseReadPosition(rawOffset);
     if (!pos) {
       throw new SluiceError(
         "invalid_offset",
@@ -341,7 +343,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
-    await streamTo(req, reply, info, after, transport, codec as Codec, false);
+    const skip = pos.kind === "after" ? (pos as { skipEvents?: number }).skipEvents : undefined;
+    await streamTo(req, reply, info, after, transport, codec as Codec, false, skip);
     return reply;
   });
 
@@ -436,6 +439,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     transport: "sse" | "ndjson",
     codec: Codec,
     cancelOnDisconnect: boolean,
+    skipEvents?: number,
   ): Promise<void> {
     const releaseConn = holdConnection(req, security);
     const res = reply.raw;
@@ -481,7 +485,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       }
     });
     try {
-      reader = await hub.attach(info.id, after, codec, sink);
+      reader = await hub.attach(info.id, after, codec, sink, skipEvents);
     } catch (err) {
       releaseConn();
       release();
