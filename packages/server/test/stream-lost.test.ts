@@ -161,7 +161,7 @@ describe("a stream lost with its store (Redis restarted without persistence)", (
       await new Promise((r) => setTimeout(r, 20));
     }
     const withEvent = wsMsgs.filter((m) => m.event !== undefined);
-    expect((withEvent.at(-1)?.event as { code?: string }).code).toBe("stream_lost");
+    expect((withEvent.at(-1)?.event as { code?: string } | undefined)?.code).toBe("stream_lost");
     expect(wsMsgs.at(-1)).toMatchObject({ type: "end", stream: id });
     ws.close();
 
