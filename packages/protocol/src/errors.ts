@@ -155,6 +155,12 @@ export const ERROR_CODES = {
     retryable: true,
     description: "The model provider could not be reached.",
   },
+  upstream_timeout: {
+    status: 504,
+    retryable: true,
+    description:
+      "The model provider did not connect, answer, or send its next chunk within the route's timeouts (`timeout` says which: connect, first_byte, idle).",
+  },
   deadline_exceeded: {
     status: 504,
     retryable: true,

@@ -2,6 +2,25 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { isStoreSpec } from "./stores/open.js";
 
+/** Upstream timeouts in ms (0 disables one); docs/providers.md "Timeouts and limits". */
+const UpstreamTimeoutsSchema = z
+  .object({
+    /** TCP (and TLS) connect. Default 10000. */
+    connect_ms: z.number().int().min(0).max(600_000).optional(),
+    /** From sending the request (connect included) to the first byte of the response body. Default 60000. */
+    first_byte_ms: z.number().int().min(0).max(3_600_000).optional(),
+    /** Between two chunks of the response body. Default 30000. */
+    idle_ms: z.number().int().min(0).max(3_600_000).optional(),
+  })
+  .strict();
+
+/** The most characters one upstream SSE event may hold (a longer one ends the stream). */
+const MaxEventCharsSchema = z
+  .number()
+  .int()
+  .min(1024)
+  .max(256 * 1024 * 1024);
+
 export const RouteConfigSchema = z
   .object({
     provider: z.enum(["openai-compatible", "anthropic", "demo"]),
@@ -15,6 +34,10 @@ export const RouteConfigSchema = z
     fallbacks: z.array(z.string()).optional(),
     /** `anthropic-version` header (anthropic routes); default 2023-06-01. */
     anthropic_version: z.string().optional(),
+    /** Upstream timeouts for this route (each field defaults to `upstream_defaults.timeouts`). */
+    timeouts: UpstreamTimeoutsSchema.optional(),
+    /** Bound on one upstream SSE event for this route (default `upstream_defaults.max_event_chars`). */
+    max_event_chars: MaxEventCharsSchema.optional(),
     /** What a disconnect of the client that started a generation does on the protocol routes. */
     on_disconnect: z.enum(["continue", "cancel"]).optional(),
     /** Retries before the first token (connect error, 429, 5xx), then the fallbacks. */
@@ -113,6 +136,14 @@ export const ConfigSchema = z
     /** On SIGTERM, running generations get this long to finish before they are closed as interrupted. */
     shutdown_grace_ms: z.number().int().min(0).default(10_000),
     routes: z.record(z.string().min(1), RouteConfigSchema).default({}),
+    /** Timeouts and the event bound for every upstream route (routes may override them). */
+    upstream_defaults: z
+      .object({
+        timeouts: UpstreamTimeoutsSchema.default({}),
+        max_event_chars: MaxEventCharsSchema.default(1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
     /** OpenAI-compatible servers whose models are all added (Ollama, vLLM, llama.cpp, LM Studio…). */
     upstreams: z.array(z.string().url()).default([]),
     default_model: z.string().default("demo"),

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/security.js";
-import type { Config } from "./config.js";
+import type { Config, RouteConfig } from "./config.js";
 import { type Clock, realClock } from "./core/clock.js";
 import { type Coordinator, LocalCoordinator } from "./core/coordinator.js";
 import { FlowScheduler } from "./core/flow.js";
@@ -65,6 +65,12 @@ export async function buildRoutes(
 ): Promise<RouteTable> {
   const routes = new RouteTable();
   const demo = new DemoProvider();
+  // Timeouts and the event bound of every upstream provider: defaults, then the route's own.
+  const defaults = config.upstream_defaults;
+  const upstreamOpts = (rc?: RouteConfig) => ({
+    timeouts: { ...defaults.timeouts, ...rc?.timeouts },
+    maxEventChars: rc?.max_event_chars ?? defaults.max_event_chars,
+  });
   routes.add({
     name: "demo",
     provider: demo,
@@ -78,6 +84,7 @@ export async function buildRoutes(
       name: "openai",
       baseUrl: env.OPENAI_BASE_URL ?? "https://api.openai.com/v1",
       apiKey: env.OPENAI_API_KEY,
+      ...upstreamOpts(),
     });
     for (const m of OPENAI_MODELS)
       routes.add({ name: m, provider: openai, upstream_model: m, fallbacks: [], owned_by: "openai" });
@@ -88,13 +95,18 @@ export async function buildRoutes(
       name: "anthropic",
       baseUrl: env.ANTHROPIC_BASE_URL ?? ANTHROPIC_BASE_URL,
       apiKey: env.ANTHROPIC_API_KEY,
+      ...upstreamOpts(),
     });
     for (const m of ANTHROPIC_MODELS)
       routes.add({ name: m, provider: anthropic, upstream_model: m, fallbacks: [], owned_by: "anthropic" });
   }
 
   for (const base of config.upstreams) {
-    const provider = new OpenAICompatibleProvider({ name: `upstream ${base}`, baseUrl: base });
+    const provider = new OpenAICompatibleProvider({
+      name: `upstream ${base}`,
+      baseUrl: base,
+      ...upstreamOpts(),
+    });
     try {
       const models = await listUpstreamModels(base, undefined, AbortSignal.timeout(3000));
       for (const m of models) {
@@ -136,12 +148,14 @@ export async function buildRoutes(
             ...(apiKey ? { apiKey } : {}),
             ...(rc.anthropic_version ? { version: rc.anthropic_version } : {}),
             ...(rc.headers ? { headers: rc.headers } : {}),
+            ...upstreamOpts(rc),
           })
         : new OpenAICompatibleProvider({
             name,
             baseUrl: rc.base_url as string,
             ...(apiKey ? { apiKey } : {}),
             ...(rc.headers ? { headers: rc.headers } : {}),
+            ...upstreamOpts(rc),
           });
     routes.add({
       name,
@@ -270,12 +284,21 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       const closing = app.close();
       tracker.goAway();
       await runner.shutdown(graceMs);
-      // The terminal events just written reach WebSocket subscribers; the rest learn their offset.
-      await app.closeWebSockets?.(1000);
-      // Readers of streams that never end here (or stuck sockets) must not hold the exit.
+      // Streaming responses and WebSocket subscribers get a moment to deliver those
+      // generations' terminal events; the rest (readers of streams that end elsewhere) are
+      // ended (WebSockets: a `closing` message with each subscription's last offset) and resume
+      // on another node or after the restart.
+      const settle = Math.min(1000, Math.max(100, graceMs));
+      await Promise.all([app.live.shutdown(settle), app.closeWebSockets?.(settle)]);
+      // Connections whose responses ended after close() began are idle keep-alives now: close
+      // them as they go idle; stuck sockets of any protocol (HTTP/1.1, HTTP/2 sessions,
+      // upgraded sockets) are destroyed at the bound so they never hold the exit.
+      const http1 = app.server as { closeIdleConnections?: () => void };
+      const idle = setInterval(() => http1.closeIdleConnections?.(), 25);
       const forced = setTimeout(() => tracker.destroyAll(), 2000);
       forced.unref();
       await closing;
+      clearInterval(idle);
       clearTimeout(forced);
       await server.grpc?.close();
       hub.stop();

@@ -94,6 +94,44 @@ describe("the sluice CLI", () => {
     expect(((await messages.json()) as { type: string }).type).toBe("message");
   });
 
+  it("mock-upstream --fault takes the other faults as JSON (here: a stall after 2 tokens) and rejects bad ones", async () => {
+    const mock = run(["mock-upstream", "--port", "0", "--fault", '{"stall_after_tokens":2}']);
+    await until(() => /listening on http/.test(mock.stdout), "mock-upstream");
+    const base = (/listening on (http:\/\/\S+)/.exec(mock.stdout) as RegExpExecArray)[1] as string;
+    const controller = new AbortController();
+    const res = await fetch(`${base}/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "demo",
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+        demo: { length: 10, ttft_ms: 1, tokens_per_s: 1000 },
+      }),
+      signal: controller.signal,
+    });
+    expect(res.status).toBe(200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    let text = "";
+    // Two content chunks arrive, then nothing: the mock holds the connection silent.
+    while ((text.match(/"content"/g) ?? []).length < 2) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stream ended: ${text}`);
+      text += new TextDecoder().decode(value);
+    }
+    const more = await Promise.race([
+      reader.read().then(() => "more"),
+      new Promise((r) => setTimeout(() => r("silent"), 300)),
+    ]);
+    expect(more).toBe("silent");
+    expect(text).not.toContain("[DONE]");
+    controller.abort();
+
+    const bad = run(["mock-upstream", "--port", "0", "--fault", '{"stall_after":2}']);
+    expect(await bad.exit).not.toBe(0);
+    expect(bad.stderr).toMatch(/--fault/);
+  });
+
   it("serve answers health checks", async () => {
     const res = await fetch(`${serverUrl}/healthz`);
     expect(await res.json()).toEqual({ status: "ok" });

@@ -3,7 +3,7 @@ import { DurableStream, stream as dsStream } from "@durable-streams/client";
 import { formatOffset } from "@sluice/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../src/config.js";
-import { Deadlines } from "../src/durable-streams/live.js";
+import { Deadlines } from "../src/core/limits.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import {
@@ -559,22 +559,24 @@ describe("SSE text", () => {
 describe("long-poll deadlines", () => {
   it("fire in order from one timer; cancelled ones never fire; the timer stops when idle", async () => {
     let now = 1_000;
-    const d = new Deadlines(100, () => now);
+    const d = new Deadlines(10, () => now);
     const fired: number[] = [];
-    d.add(() => fired.push(1));
+    d.add(100, () => fired.push(1));
     now += 30;
-    const cancel2 = d.add(() => fired.push(2));
+    const cancel2 = d.add(100, () => fired.push(2));
     now += 30;
-    d.add(() => fired.push(3));
+    d.add(100, () => fired.push(3));
     cancel2();
-    expect(d.pending).toBe(2);
+    expect(d.size).toBe(2);
+    expect(d.armed).toBe(true);
     now = 1_105; // past the first deadline only
     await new Promise((r) => setTimeout(r, 60));
     expect(fired).toEqual([1]);
     now = 1_200;
     await new Promise((r) => setTimeout(r, 60));
     expect(fired).toEqual([1, 3]);
-    expect(d.pending).toBe(0);
+    expect(d.size).toBe(0);
+    expect(d.armed).toBe(false);
     d.stop();
   });
 });

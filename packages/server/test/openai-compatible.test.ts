@@ -532,7 +532,7 @@ describe("OpenAICompatibleProvider: HTTP and connection errors", () => {
     expectSluiceError(error, "upstream_unreachable");
   });
 
-  it("no response headers within connectTimeoutMs → upstream_unreachable, and the request is closed", async () => {
+  it("no response headers within timeouts.first_byte_ms → upstream_timeout, and the request is closed", async () => {
     let closed!: () => void;
     const closedP = new Promise<void>((r) => {
       closed = r;
@@ -542,9 +542,12 @@ describe("OpenAICompatibleProvider: HTTP and connection errors", () => {
     });
     const started = Date.now();
     const { error } = await collect(
-      new OpenAICompatibleProvider({ baseUrl: up.baseUrl, connectTimeoutMs: 150 }),
+      new OpenAICompatibleProvider({ baseUrl: up.baseUrl, timeouts: { first_byte_ms: 150 } }),
     );
-    expect(expectSluiceError(error, "upstream_unreachable").message).toMatch(/did not answer within 150 ms/);
+    const e = expectSluiceError(error, "upstream_timeout");
+    expect(e.message).toMatch(/sent nothing within 150 ms \(first_byte_ms\)/);
+    expect(e.details).toEqual({ timeout: "first_byte" });
+    expect(e.retryable).toBe(true);
     expect(Date.now() - started).toBeLessThan(2000);
     await closedP;
   });
@@ -694,7 +697,8 @@ describe("listUpstreamModels", () => {
     });
     const err = await listUpstreamModels(up.baseUrl, "sk-x").catch((e: unknown) => e);
     const e = expectSluiceError(err, "upstream_error");
-    expect(e.message).toBe("upstream answered 401 Unauthorized: Incorrect API key provided: sk-x.");
+    // The key the upstream quoted is redacted (it is the key this call sent).
+    expect(e.message).toBe("upstream answered 401 Unauthorized: Incorrect API key provided: [REDACTED].");
     expect(e.details).toEqual({ upstream_status: 401 });
 
     await up.close();

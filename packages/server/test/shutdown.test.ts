@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { startRedis } from "./redis-helper.js";
 
 // SIGTERM on the real CLI process (`sluice serve`) with connections the HTTP server does not
 // track by itself: HTTP/2 sessions (TLS) and upgraded WebSockets. The process must exit within
@@ -224,28 +225,11 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
 }
 
 describe("SIGTERM with WebSockets open", () => {
-  it("closes idle and subscribed sockets with 1001, naming each subscription's last offset, exits 0 and frees the SQLite file", async () => {
+  it("closes idle and subscribed sockets with 1001 after the subscriptions' terminal events, exits 0 and frees the SQLite file", async () => {
     const db = join(dir, "ws.db");
     const p = await serve(["--store", `sqlite:${db}`]);
-    // A Durable Streams JSON stream: it does not end at shutdown, so its subscription is
-    // still held when the socket closes.
-    const put = await fetch(`${p.url}/ds/v1/stream/doc`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-    });
-    expect(put.status).toBe(201);
-    for (const delta of ["a", "b", "c"]) {
-      const r = await fetch(`${p.url}/ds/v1/stream/doc`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ type: "text-delta", delta }),
-      });
-      expect(r.status).toBeLessThan(300);
-    }
-
     const idle = await openWs(p.url);
     const busy = await openWs(p.url);
-    busy.ws.send(JSON.stringify({ type: "subscribe", stream: "doc", offset: "-1", id: 1 }));
     busy.ws.send(
       JSON.stringify({
         type: "start",
@@ -256,17 +240,10 @@ describe("SIGTERM with WebSockets open", () => {
       }),
     );
     await until(
-      () =>
-        busy.msgs.filter((m) => m.stream === "doc" && m.event !== undefined).length === 3 &&
-        busy.msgs.some(
-          (m) => m.stream !== "doc" && (m.event as { type?: string } | undefined)?.type === "text-delta",
-        ),
-      "doc records and generation deltas",
+      () => busy.msgs.some((m) => (m.event as { type?: string } | undefined)?.type === "text-delta"),
+      "generation deltas",
     );
     const gen = busy.msgs.find((m) => m.type === "started")?.stream as string;
-    const docOffsets = busy.msgs
-      .filter((m) => m.stream === "doc" && m.event !== undefined)
-      .map((m) => m.offset);
 
     const r = await terminate(p);
     expect(r.signal).toBeNull();
@@ -274,7 +251,6 @@ describe("SIGTERM with WebSockets open", () => {
     const [idleClose, busyClose] = await Promise.all([idle.closed, busy.closed]);
     expect(idleClose).toEqual({ code: 1001, reason: "server shutting down" });
     expect(busyClose).toEqual({ code: 1001, reason: "server shutting down" });
-
     // The generation's subscription saw its one terminal event, then `end`.
     const genMsgs = busy.msgs.filter((m) => m.stream === gen);
     const terminals = genMsgs.filter((m) =>
@@ -282,26 +258,51 @@ describe("SIGTERM with WebSockets open", () => {
     );
     expect(terminals.map((m) => (m.event as { code?: string }).code)).toEqual(["interrupted"]);
     expect(genMsgs.at(-1)).toMatchObject({ type: "end", stream: gen, status: "failed" });
-    // The open stream's subscription was told where it stopped: the last offset it delivered.
-    const closing = busy.msgs.filter((m) => m.type === "closing");
-    expect(closing).toEqual([{ type: "closing", stream: "doc", offset: docOffsets.at(-1) }]);
 
-    // The next process opens the same SQLite file; resuming from the named offset is exact.
+    // The next process opens the same SQLite file and sees the stream ended.
     const again = await serve(["--store", `sqlite:${db}`]);
-    const ws = await openWs(again.url);
-    ws.ws.send(JSON.stringify({ type: "subscribe", stream: "doc", offset: closing[0]?.offset }));
-    await until(() => ws.msgs.some((m) => m.type === "subscribed"), "subscribed after restart");
-    const appended = await fetch(`${again.url}/ds/v1/stream/doc`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ type: "text-delta", delta: "d" }),
-    });
-    expect(appended.status).toBeLessThan(300);
-    await until(() => ws.msgs.some((m) => m.event !== undefined), "the record after the offset");
-    const events = ws.msgs.filter((m) => m.event !== undefined);
-    expect(events.map((m) => (m.event as { delta: string }).delta)).toEqual(["d"]);
-    ws.ws.close();
+    const info = (await (await fetch(`${again.url}/v1/streams/${gen}/info`)).json()) as { status: string };
+    expect(info.status).toBe("failed");
     const r2 = await terminate(again);
     expect(r2.code).toBe(0);
+  });
+
+  it("a subscription to a stream that does not end with this node is told its last offset; resuming there on another node is exact", async () => {
+    const redis = await startRedis();
+    try {
+      const b = await serve(["--store", redis.url]);
+      const a = await serve(["--store", redis.url]);
+      // The generation runs on node B; node A's socket follows it.
+      const res = await fetch(`${b.url}/v1/streams`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: demo(100_000, 30),
+      });
+      expect(res.status).toBe(201);
+      const { id } = (await res.json()) as { id: string };
+      const ws = await openWs(a.url);
+      ws.ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: "-1" }));
+      await until(() => ws.msgs.filter((m) => m.event !== undefined).length >= 5, "events on node A");
+
+      const r = await terminate(a);
+      expect(r.code).toBe(0);
+      expect(await ws.closed).toEqual({ code: 1001, reason: "server shutting down" });
+      const delivered = ws.msgs.filter((m) => m.event !== undefined).map((m) => m.offset as string);
+      const closing = ws.msgs.filter((m) => m.type === "closing");
+      expect(closing).toEqual([{ type: "closing", stream: id, offset: delivered.at(-1) }]);
+      expect(ws.msgs.at(-1)?.type).toBe("closing");
+
+      // Resume on node B from the named offset: the next event is the one right after it.
+      const wsB = await openWs(b.url);
+      wsB.ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: closing[0]?.offset }));
+      await until(() => wsB.msgs.some((m) => m.event !== undefined), "events on node B");
+      const first = wsB.msgs.find((m) => m.event !== undefined)?.offset as string;
+      expect(Number(first)).toBe(Number(delivered.at(-1)) + 1);
+      wsB.ws.close();
+      const rb = await terminate(b);
+      expect(rb.code).toBe(0);
+    } finally {
+      await redis.close();
+    }
   });
 });

@@ -207,8 +207,12 @@ describe("WebSocket /v1/ws", () => {
       code: "stream_not_found",
       stream: "st_nope",
     });
+    // Input is checked before anything else: a bad offset is invalid_offset even on a stream
+    // this socket already follows (which, with a good offset, is invalid_request).
     c.send({ type: "subscribe", stream: id, offset: "banana", id: "bo" });
-    expect(await c.next((m) => m.id === "bo")).toMatchObject({ code: "invalid_request" });
+    expect(await c.next((m) => m.id === "bo")).toMatchObject({ code: "invalid_offset" });
+    c.send({ type: "subscribe", stream: id, offset: "-1", id: "dup" });
+    expect(await c.next((m) => m.id === "dup")).toMatchObject({ code: "invalid_request" });
     c.send({ type: "subscribe", stream: "x", offset: "banana", id: "bo2" });
     expect(await c.next((m) => m.id === "bo2")).toMatchObject({ type: "error", code: "invalid_offset" });
     c.send({ type: "subscribe", stream: "a b", id: "bad-id" });

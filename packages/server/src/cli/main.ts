@@ -2,6 +2,7 @@
 import process from "node:process";
 import { Command, InvalidArgumentError } from "commander";
 import { ConfigError, loadConfig } from "../config.js";
+import { type MockOptions, MockOptionsSchema } from "../mock-upstream/faults.js";
 import { startMockUpstream } from "../mock-upstream/server.js";
 import { createSluice } from "../server.js";
 import { readSse } from "./sse-client.js";
@@ -225,6 +226,11 @@ program
   )
   .option("--fail-times <n>", "only the first N requests fail (default: all)", intArg)
   .option("--retry-after <seconds>", "with --fail-status: send Retry-After", intArg)
+  .option(
+    "--fault <json>",
+    "other faults as JSON, e.g. '{\"stall_after_tokens\":3}' (docs/providers.md lists them)",
+    faultArg,
+  )
   .action(
     async (opts: {
       host: string;
@@ -233,19 +239,19 @@ program
       failStatus?: number;
       failTimes?: number;
       retryAfter?: number;
+      fault?: MockOptions;
     }) => {
+      const fault = {
+        ...opts.fault,
+        ...(opts.failStatus ? { status: opts.failStatus } : {}),
+        ...(opts.retryAfter !== undefined ? { retry_after: opts.retryAfter } : {}),
+      };
       const mock = await startMockUpstream({
         host: opts.host,
         port: opts.port,
         ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
-        ...(opts.failStatus
-          ? {
-              fault: {
-                status: opts.failStatus,
-                ...(opts.failTimes !== undefined ? { times: opts.failTimes } : {}),
-                ...(opts.retryAfter !== undefined ? { retry_after: opts.retryAfter } : {}),
-              },
-            }
+        ...(Object.keys(fault).length > 0
+          ? { fault: { ...fault, ...(opts.failTimes !== undefined ? { times: opts.failTimes } : {}) } }
           : {}),
         log: (line) => process.stdout.write(`${line}\n`),
       });
@@ -297,6 +303,22 @@ async function printEvents(body: ReadableStream<Uint8Array>, json: boolean): Pro
     }
   }
   return code;
+}
+
+/** `mock-upstream --fault JSON`: the faults of mock-upstream/faults.ts, validated. */
+function faultArg(v: string): MockOptions {
+  let json: unknown;
+  try {
+    json = JSON.parse(v);
+  } catch {
+    throw new InvalidArgumentError("--fault must be a JSON object");
+  }
+  const r = MockOptionsSchema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new InvalidArgumentError(`--fault: ${i?.path.join(".") || "(root)"}: ${i?.message ?? "invalid"}`);
+  }
+  return r.data;
 }
 
 program.parseAsync(process.argv).catch((err) => fail((err as Error).stack ?? String(err)));

@@ -32,7 +32,7 @@ export class ConnectionGate {
 }
 
 /**
- * One timer for many deadlines (long-poll waits): deadlines fall into buckets of
+ * One timer for many deadlines (every long-poll of the node: /v1 and Durable Streams): deadlines fall into buckets of
  * `granularityMs`, and a single interval expires the due buckets while any are pending.
  */
 export class Deadlines {
@@ -40,12 +40,15 @@ export class Deadlines {
   private timer: NodeJS.Timeout | undefined;
   private count = 0;
 
-  constructor(private readonly granularityMs = 25) {}
+  constructor(
+    private readonly granularityMs = 25,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** Calls `fn` after about `ms` (never early); returns a cancel function. */
   add(ms: number, fn: () => void): () => void {
     const g = this.granularityMs;
-    const at = Math.ceil((performance.now() + ms) / g) * g;
+    const at = Math.ceil((this.now() + ms) / g) * g;
     let set = this.buckets.get(at);
     if (!set) {
       set = new Set();
@@ -73,7 +76,7 @@ export class Deadlines {
   }
 
   private tick(): void {
-    const now = performance.now();
+    const now = this.now();
     for (const [at, set] of this.buckets) {
       if (at > now) continue;
       this.buckets.delete(at);
@@ -97,6 +100,11 @@ export class Deadlines {
 
   get size(): number {
     return this.count;
+  }
+
+  /** True while the one timer runs (only while deadlines are pending). */
+  get armed(): boolean {
+    return this.timer !== undefined;
   }
 
   stop(): void {

@@ -9,6 +9,7 @@ import {
   type UsageEvent,
 } from "@sluice/protocol";
 import type { ProviderEvent } from "../providers/provider.js";
+import { redactUpstreamText } from "../providers/upstream-http.js";
 import {
   type EndStatus,
   EVENTS_CONTENT_TYPE,
@@ -269,7 +270,7 @@ export class Runner {
           } catch (err) {
             if (signal.aborted || appended > 0 || !isRetryable(err)) throw err;
             const e = err as SluiceError;
-            attempt.error = { code: e.code, message: e.message };
+            attempt.error = { code: e.code, message: redactFor(chain, e.message) };
             const status = e.details?.upstream_status;
             if (typeof status === "number") attempt.error.upstream_status = status;
             const retryAfter = e.details?.retry_after_ms;
@@ -297,13 +298,14 @@ export class Runner {
       if (signal.aborted) {
         terminal = this.stopEvent(signal.reason);
       } else if (isSluiceError(err)) {
-        terminal = { type: "error", code: err.code, message: err.message, retryable: err.retryable };
+        const message = redactFor(chain, err.message);
+        terminal = { type: "error", code: err.code, message, retryable: err.retryable };
       } else {
         this.onError(err, id);
         terminal = {
           type: "error",
           code: "internal_error",
-          message: err instanceof Error ? err.message : String(err),
+          message: redactFor(chain, err instanceof Error ? err.message : String(err)),
           retryable: true,
         };
       }
@@ -440,10 +442,21 @@ export interface Attempt {
   retry_in_ms?: number;
 }
 
+/**
+ * Error text that may quote an upstream (it may echo the credentials it was sent) goes through
+ * every provider of the chain's redaction, then the generic one, before it is stored.
+ */
+function redactFor(chain: Route[], text: string): string {
+  let out = text;
+  for (const r of chain) if (r.provider.redact) out = r.provider.redact(out);
+  return redactUpstreamText(out);
+}
+
 /** A failure before the first token that another try (or another route) may not have. */
 function isRetryable(err: unknown): boolean {
   if (!isSluiceError(err)) return false;
-  if (err.code === "upstream_unreachable") return true;
+  // A connect error or a stall before anything arrived (connect, first byte, idle) is retried alike.
+  if (err.code === "upstream_unreachable" || err.code === "upstream_timeout") return true;
   if (err.code !== "upstream_error") return false;
   const status = err.details?.upstream_status;
   return typeof status === "number" && (status === 408 || status === 429 || status >= 500);

@@ -1,71 +1,8 @@
-import type { ServerResponse } from "node:http";
 import { StringDecoder } from "node:string_decoder";
 import type { Sink, WriteMark } from "../core/hub.js";
-import { ResponseSink } from "../http/sink.js";
+import type { ResponseSink } from "../http/sink.js";
 import { jsonArray } from "./codecs.js";
 import { dsOffset, type Mode } from "./protocol.js";
-
-/**
- * Long-poll deadlines. Every long-poll waits the same configured time, so deadlines arrive in
- * the order they were added: one FIFO queue and one timer for all of them (no timer per request).
- */
-export class Deadlines {
-  private readonly queue: { at: number; fire: () => void; cancelled: boolean }[] = [];
-  private head = 0;
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly waitMs: number,
-    private readonly now: () => number = Date.now,
-  ) {}
-
-  /** Calls `fire` once the wait is over, unless the returned cancel function ran first. */
-  add(fire: () => void): () => void {
-    const entry = { at: this.now() + this.waitMs, fire, cancelled: false };
-    this.queue.push(entry);
-    if (!this.timer) {
-      const tick = Math.max(10, Math.min(100, Math.floor(this.waitMs / 5)));
-      this.timer = setInterval(() => this.tick(), tick);
-      this.timer.unref();
-    }
-    return () => {
-      entry.cancelled = true;
-    };
-  }
-
-  private tick(): void {
-    const now = this.now();
-    while (this.head < this.queue.length) {
-      const e = this.queue[this.head];
-      if (!e || (e.at > now && !e.cancelled)) break;
-      this.head++;
-      if (!e.cancelled) e.fire();
-    }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
-    if (this.head >= this.queue.length) {
-      this.queue.length = 0;
-      this.head = 0;
-      if (this.timer) clearInterval(this.timer);
-      this.timer = undefined;
-    }
-  }
-
-  get pending(): number {
-    let n = 0;
-    for (let i = this.head; i < this.queue.length; i++) if (!this.queue[i]?.cancelled) n++;
-    return n;
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    this.queue.length = 0;
-    this.head = 0;
-  }
-}
 
 /**
  * A long-poll waiting on the Hub: the first batch the reader delivers becomes the response
@@ -150,21 +87,17 @@ export function dataEvent(kind: SseData, mode: Mode, chunk: string, text?: Strin
  * `event: control` (offset, cursor, upToDate/streamClosed), so every data event is paired.
  */
 export class DsSseSink implements Sink {
-  readonly inner: ResponseSink;
   private lastUpToDate = false;
   private closedSent = false;
   private readonly text = new StringDecoder("utf8");
 
   constructor(
-    res: ServerResponse,
-    head: () => void,
+    readonly inner: ResponseSink,
     private readonly kind: SseData,
     private readonly mode: Mode,
     private readonly cursor: () => string,
     private readonly onEnd: (sink: DsSseSink) => void,
-  ) {
-    this.inner = new ResponseSink(res, head);
-  }
+  ) {}
 
   write(chunk: string, mark: WriteMark): void {
     const control: ControlFields = { streamNextOffset: dsOffset(mark.last) };

@@ -5,7 +5,9 @@ import { type Action, type Principal, requireAction, requireStreamAccess } from 
 import type { Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, WriteMark } from "../core/hub.js";
-import { Heartbeats } from "../http/sink.js";
+import { SSE_HEARTBEAT } from "../http/context.js";
+import type { LiveResponses } from "../http/live-response.js";
+import { ResponseSink } from "../http/sink.js";
 import type { RecordInput, Store, StreamInfo } from "../stores/store.js";
 import {
   bodyOf,
@@ -16,7 +18,7 @@ import {
   recordBytes,
   recordMessages,
 } from "./codecs.js";
-import { Deadlines, DsSseSink, LongPollSink, type SseData } from "./live.js";
+import { DsSseSink, LongPollSink, type SseData } from "./live.js";
 import {
   ALLOWED_HEADERS,
   checkPath,
@@ -50,8 +52,9 @@ export interface DurableStreamsDeps {
   config: Config;
   store: Store;
   hub: Hub;
-  /** Per-key quotas (open live reads count as connections); absent = no quotas. */
-  security?: Security;
+  security: Security;
+  /** The live-response path: connection slots and quotas, heartbeats, deadlines, shutdown. */
+  live: LiveResponses;
 }
 
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
@@ -93,20 +96,9 @@ function dsError(
  * stream at the same path is simply a different stream; a read token reads its own stream only.
  */
 export function registerDurableStreams(app: FastifyInstance, deps: DurableStreamsDeps): void {
-  const { config, store, hub } = deps;
+  const { config, store, hub, live } = deps;
   const opts = config.durable_streams;
   if (!opts.enabled) return;
-  const deadlines = new Deadlines(opts.long_poll_timeout_ms);
-  const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
-  /** Live reads in progress on this node: ended on shutdown so closing never waits on them. */
-  const live = new Set<() => void>();
-  app.addHook("preClose", async () => {
-    for (const stop of [...live]) stop();
-  });
-  app.addHook("onClose", async () => {
-    deadlines.stop();
-    heartbeats.stop();
-  });
 
   /** Mutations of one stream run one at a time on this node (read-check-append stays consistent). */
   const locks = new Map<string, Promise<unknown>>();
@@ -752,13 +744,6 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     }
   }
 
-  /** Counts a live read against its API key's `connections` quota (429 past it); returns the release. */
-  function openConnection(req: FastifyRequest): () => void {
-    const key = req.apiKey;
-    const quotas = deps.security?.quotas;
-    return key && quotas ? quotas.openConnection(key.id, key.limits) : () => {};
-  }
-
   async function longPoll(
     req: FastifyRequest,
     reply: FastifyReply,
@@ -767,20 +752,24 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     mode: Mode,
     cursorParam: string | undefined,
   ): Promise<FastifyReply> {
-    const releaseConn = openConnection(req);
+    const hold = live.hold(req, reply, "long-poll");
+    if (hold.gone) {
+      reply.hijack();
+      return reply;
+    }
     return new Promise<FastifyReply>((resolve, reject) => {
       let reader: Reader | undefined;
       let cancelDeadline: (() => void) | undefined;
+      let unregister: (() => void) | undefined;
       let settled = false;
       const finish = (fn: () => void) => {
         if (settled) return;
         settled = true;
-        releaseConn();
+        hold.release();
         cancelDeadline?.();
-        live.delete(timeout);
+        unregister?.();
         sink.cancel();
         reader?.detach();
-        reply.raw.off("close", onGone);
         try {
           fn();
           resolve(reply);
@@ -814,8 +803,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
             });
           }),
       );
-      const onGone = () => finish(() => {});
-      reply.raw.on("close", onGone);
+      hold.onClose(() => finish(() => {}));
       // Nothing came in time (or the server is shutting down): 204, read again from here.
       const timeout = () =>
         finish(() => {
@@ -824,8 +812,8 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           reply.header(H.cursor, nextCursor(Date.now(), cursorParam));
           reply.code(204).send();
         });
-      cancelDeadline = deadlines.add(timeout);
-      live.add(timeout);
+      cancelDeadline = live.deadlines.add(opts.long_poll_timeout_ms, timeout);
+      unregister = live.onShutdown(timeout);
       hub.attach(info.id, after, codecFor(mode), sink).then(
         (r) => {
           reader = r;
@@ -845,65 +833,55 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     cursorParam: string | undefined,
   ): Promise<FastifyReply> {
     const res = reply.raw;
-    // Nothing more to send: answered at once, not a held connection.
-    const endedAtTail = isClosed(info) && after >= info.length;
-    const releaseConn = endedAtTail ? () => {} : openConnection(req);
     const kind: SseData = mode === "json" ? "json" : isTextual(publicContentType(info)) ? "text" : "base64";
-    const headers: Record<string, string | number | string[]> = {};
-    for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v as string;
-    headers["content-type"] = "text/event-stream";
-    headers["cache-control"] = "no-cache";
-    headers["x-accel-buffering"] = "no";
+    const headers: Record<string, string> = {
+      "content-type": "text/event-stream",
+      "cache-control": "no-cache",
+      "x-accel-buffering": "no",
+    };
     if (kind === "base64") headers[H.sseEncoding] = "base64";
-    if (req.raw.httpVersionMajor === 1) headers.connection = "keep-alive";
     // The first cursor moves past the client's; later ones never go back.
     let cursor = nextCursor(Date.now(), cursorParam);
-    const sink = new DsSseSink(
-      res,
-      () => {
-        reply.hijack();
-        res.writeHead(200, headers);
-      },
-      kind,
-      mode,
-      () => {
-        const c = nextCursor(Date.now(), undefined);
-        if (Number(c) > Number(cursor)) cursor = c;
-        return cursor;
-      },
-      (s) => {
-        // Closed while this reader sat at the tail: say so; deleted: just end.
-        void store.info(info.id).then(
-          (now) => (now && isClosed(now) ? s.sendClosed(now.length) : s.inner.end()),
-          () => s.inner.end(),
-        );
-      },
-    );
-    if (endedAtTail) {
+    const makeSink = (inner: ResponseSink) =>
+      new DsSseSink(
+        inner,
+        kind,
+        mode,
+        () => {
+          const c = nextCursor(Date.now(), undefined);
+          if (Number(c) > Number(cursor)) cursor = c;
+          return cursor;
+        },
+        (s) => {
+          // Closed while this reader sat at the tail: say so; deleted: just end.
+          void store.info(info.id).then(
+            (now) => (now && isClosed(now) ? s.sendClosed(now.length) : s.inner.end()),
+            () => s.inner.end(),
+          );
+        },
+      );
+    if (isClosed(info) && after >= info.length) {
+      // Nothing more to send: answered at once, not a held connection.
+      const sink = makeSink(
+        new ResponseSink(res, () => {
+          reply.hijack();
+          const all: Record<string, string | number | string[]> = {};
+          for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) all[k] = v;
+          res.writeHead(200, Object.assign(all, headers));
+        }),
+      );
       sink.sendClosed(info.length);
       return reply;
     }
-    let reader: Reader | undefined;
-    // On shutdown the connection just ends: the client reconnects from its last offset.
-    const stop = () => {
-      reader?.detach();
-      sink.inner.end();
-    };
-    live.add(stop);
-    res.on("close", () => {
-      releaseConn();
-      live.delete(stop);
-      heartbeats.delete(sink.inner);
-      reader?.detach();
+    await live.stream(req, reply, {
+      streamId: info.id,
+      after,
+      codec: codecFor(mode),
+      transport: "sse",
+      headers,
+      heartbeat: SSE_HEARTBEAT,
+      wrap: makeSink,
     });
-    try {
-      reader = await hub.attach(info.id, after, codecFor(mode), sink);
-    } catch (err) {
-      releaseConn();
-      throw err;
-    }
-    sink.inner.open();
-    if (!sink.closed) heartbeats.add(sink.inner, ": keep-alive\n\n");
     return reply;
   }
 }

@@ -2,15 +2,9 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import {
-  isSluiceError,
-  parseReadPosition,
-  quoteInput,
-  retryAfterSeconds,
-  SluiceError,
-} from "@sluice/protocol";
+import { isSluiceError, retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { Logger } from "pino";
-import { OPEN_PRINCIPAL, requireStreamAccess } from "../auth/principal.js";
+import { OPEN_PRINCIPAL } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential, type Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, Sink } from "../core/hub.js";
@@ -19,6 +13,7 @@ import { GenerationRequestSchema } from "../core/request.js";
 import type { Runner } from "../core/runner.js";
 import { type Codec, registerCodec } from "../formats/codec.js";
 import { holdConnectionAs, startAs } from "../http/start.js";
+import { readPosition, StreamAccess } from "../http/stream-access.js";
 import type { Store, StreamInfo } from "../stores/store.js";
 
 /** The .proto shipped with the server package (packages/server/proto/sluice.proto). */
@@ -239,8 +234,6 @@ async function identify(security: Security, md: grpc.Metadata): Promise<Identity
   return resolveCredential(security, cred);
 }
 
-const STREAM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
-
 export interface GrpcServer {
   server: grpc.Server;
   port: number;
@@ -252,10 +245,7 @@ export interface GrpcServer {
 /** Starts the gRPC server on config.grpc_port (0 = a free port). */
 export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
   const { config, hub, runner, connections, security, store } = deps;
-  /** A stream of another tenant (or one a token does not name) answers like a missing one. */
-  const authorize = async (id: Identity, action: "read" | "cancel", stream: string) => {
-    if (security.enabled) requireStreamAccess(id.principal, action, await store.info(stream));
-  };
+  const access = new StreamAccess({ store, runner });
   const def = protoLoader.loadSync(PROTO_PATH, PROTO_OPTIONS);
   const pkg = grpc.loadPackageDefinition(def) as unknown as {
     sluice: { v1: { Sluice: grpc.ServiceClientConstructor } };
@@ -284,12 +274,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
       Promise.resolve()
         .then(async () => {
           const id = await identify(security, call.metadata);
-          if (!STREAM_ID_RE.test(call.request.stream)) {
-            throw new SluiceError("stream_not_found", "no stream with that id");
-          }
-          await authorize(id, "cancel", call.request.stream);
-          const by = id.principal.kind === "token" ? "token" : "client";
-          return runner.cancel(call.request.stream, by, "cancelled by request");
+          return access.cancel(id.principal, call.request.stream);
         })
         .then((info) => cb(null, infoMessage(info)))
         .catch((err) => cb(toGrpcError(err)));
@@ -310,22 +295,15 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
         try {
           const { stream, offset } = call.request;
           const id = await identify(security, call.metadata);
-          if (!STREAM_ID_RE.test(stream)) {
-            throw new SluiceError("stream_not_found", "no stream with that id");
-          }
-          await authorize(id, "read", stream);
-          const pos = parseReadPosition(offset);
-          if (!pos)
-            throw new SluiceError(
-              "invalid_offset",
-              `offset ${quoteInput(offset)} is not -1, now, or an offset`,
-            );
-          if (call.cancelled) return;
+          const pos = readPosition(offset);
+          await access.generation(id.principal, "read", stream);
+          // The client left during the checks: take nothing.
+          if (sink.closed) return;
           // One streaming connection for the key's quota and for the server's limit.
           releaseKey = holdConnectionAs(id.apiKey, security);
           release = connections.acquire();
           sink.reader = await hub.attach(stream, pos.kind === "now" ? "now" : pos.seq, grpcSluice, sink);
-          if (call.cancelled) detach();
+          if (sink.closed) detach();
         } catch (err) {
           release?.();
           releaseKey?.();

@@ -16,8 +16,7 @@ import { z } from "zod";
 import { requireAction, requireStreamAccess } from "../auth/principal.js";
 import { type GenerationRequest, GenerationRequestSchema, type Message } from "../core/request.js";
 import { sseAiSdk } from "../formats/ai-sdk.js";
-import { type AppDeps, registerFormat } from "./app.js";
-import { describeIssues, ProtocolStreams, STREAM_ID_HEADER } from "./protocol-stream.js";
+import { type DoorDeps, describeIssues, SSE_HEARTBEAT, STREAM_ID_HEADER } from "./context.js";
 import { startFor } from "./start.js";
 
 export const UI_MESSAGE_STREAM_HEADERS = {
@@ -123,11 +122,9 @@ function chatKey(req: FastifyRequest, chatId: string): string {
   return `${req.principal.tenant ?? ""}\u0000${chatId}`;
 }
 
-export function registerAiSdk(app: FastifyInstance, deps: AppDeps): void {
-  const { runner, store, config } = deps;
-  const streams = new ProtocolStreams(app, deps);
+export function registerAiSdk(app: FastifyInstance, deps: DoorDeps): void {
+  const { runner, store, config, live } = deps;
   const chats = new ActiveChats();
-  registerFormat("ai-sdk", { sse: sseAiSdk });
 
   app.post("/v1/ai-sdk/chat", async (req, reply) => {
     const body = req.body;
@@ -148,18 +145,29 @@ export function registerAiSdk(app: FastifyInstance, deps: AppDeps): void {
     const g = GenerationRequestSchema.safeParse(candidate);
     if (!g.success) throw new SluiceError("invalid_request", describeIssues(g.error.issues));
     const request: GenerationRequest = g.data;
-    const info = await startFor(req, deps, request);
+    const hold = live.hold(req, reply, "sse");
+    const info = await startFor(req, deps, request).catch((err) => {
+      hold.release();
+      throw err;
+    });
     // Chat ids are the client's: they are namespaced per tenant so tenants cannot collide.
     if (b.id !== undefined) chats.set(chatKey(req, b.id), info.id);
     reply.header(STREAM_ID_HEADER, info.id);
-    await streams.pipe(req, reply, {
-      streamId: info.id,
-      after: 0,
-      codec: sseAiSdk,
-      headers: UI_MESSAGE_STREAM_HEADERS,
-      cancelOnDisconnect:
-        (request.on_disconnect ?? deps.routes.resolve(request.model).on_disconnect) === "cancel",
-    });
+    await live.stream(
+      req,
+      reply,
+      {
+        streamId: info.id,
+        after: 0,
+        codec: sseAiSdk,
+        transport: "sse",
+        headers: UI_MESSAGE_STREAM_HEADERS,
+        heartbeat: SSE_HEARTBEAT,
+        cancelOnDisconnect:
+          (request.on_disconnect ?? deps.routes.resolve(request.model).on_disconnect) === "cancel",
+      },
+      hold,
+    );
     return reply;
   });
 
@@ -172,11 +180,13 @@ export function registerAiSdk(app: FastifyInstance, deps: AppDeps): void {
     requireStreamAccess(req.principal, "read", info);
     reply.header(STREAM_ID_HEADER, streamId);
     // A full replay from the start: the client rebuilds the message when `start` arrives.
-    await streams.pipe(req, reply, {
+    await live.stream(req, reply, {
       streamId,
       after: 0,
       codec: sseAiSdk,
+      transport: "sse",
       headers: UI_MESSAGE_STREAM_HEADERS,
+      heartbeat: SSE_HEARTBEAT,
       cancelOnDisconnect: false,
     });
     return reply;

@@ -1,15 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createServer, type RequestListener } from "node:http";
-import {
-  ERROR_CODES,
-  type ErrorCode,
-  isSluiceError,
-  parseReadPosition,
-  parseResumePosition,
-  quoteInput,
-  retryAfterSeconds,
-  SluiceError,
-} from "@sluice/protocol";
+import { ERROR_CODES, isSluiceError, quoteInput, type ReadPosition, SluiceError } from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -17,85 +8,37 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from "fastify";
-import type { Logger } from "pino";
-import { requireAction, requireStreamAccess } from "../auth/principal.js";
-import { registerSecurity, type Security } from "../auth/security.js";
-import { type Config, ConfigError } from "../config.js";
-import type { Hub, Reader } from "../core/hub.js";
-import { STREAM_ID_RE } from "../core/ids.js";
-import { ConnectionGate, Deadlines } from "../core/limits.js";
-import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
-import type { RouteTable } from "../core/routes.js";
-import type { Runner } from "../core/runner.js";
+import { requireAction } from "../auth/principal.js";
+import { registerSecurity } from "../auth/security.js";
+import { ConfigError } from "../config.js";
+import { ConnectionGate } from "../core/limits.js";
 import { publicPath } from "../durable-streams/protocol.js";
 import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
-import { ndjsonSluice, sseSluice } from "../formats/sluice.js";
-import type { Metrics } from "../observability/metrics.js";
+import { buildFormats } from "../formats/table.js";
 import { storeReady } from "../stores/open.js";
-import type { Store, StreamInfo } from "../stores/store.js";
+import type { StreamInfo } from "../stores/store.js";
 import { registerAiSdk } from "./ai-sdk.js";
+import {
+  type AppDeps,
+  type DoorDeps,
+  errorBody,
+  parseGenerationRequest,
+  SSE_HEARTBEAT,
+  STREAM_ID_HEADER,
+  sendError,
+  toSluiceError,
+} from "./context.js";
+import { type Hold, LiveResponses } from "./live-response.js";
 import { registerObservability } from "./observability.js";
 import { registerOpenAI } from "./openai.js";
-import { Heartbeats, pickEncoding, ResponseSink } from "./sink.js";
-import { holdConnection, startFor } from "./start.js";
+import { startFor } from "./start.js";
+import { httpReadPosition, StreamAccess } from "./stream-access.js";
 import { registerWeb } from "./web.js";
 import { registerWebSocket } from "./ws.js";
 
-export interface AppDeps {
-  config: Config;
-  store: Store;
-  hub: Hub;
-  runner: Runner;
-  routes: RouteTable;
-  security: Security;
-  logger: Logger | false;
-  /** Prometheus metrics and the dashboard's live stats (off when absent). */
-  metrics?: Metrics;
-  /** Long-lived connection counter (limits.max_connections); one per node, shared with gRPC. */
-  connections?: ConnectionGate;
-}
-
-export const STREAM_ID_HEADER = "sluice-stream-id";
-
-/** Wire formats a stream can be read in, per transport. Later formats register here. */
-const FORMATS: Record<string, { sse?: Codec; ndjson?: Codec }> = {
-  sluice: { sse: sseSluice, ndjson: ndjsonSluice },
-};
-
-export function registerFormat(name: string, codecs: { sse?: Codec; ndjson?: Codec }): void {
-  FORMATS[name] = codecs;
-}
-
-function errorBody(code: ErrorCode, message: string) {
-  return { error: { code, message } };
-}
-
-function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
-  const retry = retryAfterSeconds(err);
-  if (retry !== undefined) reply.header("retry-after", String(retry));
-  return reply.code(err.status).type("application/json").send(err.toBody());
-}
-
-/** Validates a body with zod; the message names each bad field. */
-export function parseGenerationRequest(body: unknown): GenerationRequest {
-  if (body === undefined || body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new SluiceError("invalid_request", "the body must be a JSON object");
-  }
-  const r = GenerationRequestSchema.safeParse(body);
-  if (!r.success) {
-    const msg = r.error.issues
-      .slice(0, 5)
-      .map((i) => `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`)
-      .join("; ");
-    throw new SluiceError("invalid_request", msg);
-  }
-  return r.data;
-}
-
-function checkStreamId(id: string): void {
-  if (!STREAM_ID_RE.test(id)) throw new SluiceError("stream_not_found", "no stream with that id");
-}
+export type { AppDeps } from "./context.js";
+export { parseGenerationRequest, STREAM_ID_HEADER } from "./context.js";
 
 type Transport = "sse" | "ndjson" | "json";
 
@@ -135,6 +78,7 @@ export function streamIdInUrl(url: string | undefined): string | undefined {
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config, store, hub, runner, routes, security } = deps;
   const connections = deps.connections ?? new ConnectionGate(config.limits.max_connections);
+  const formats = deps.formats ?? buildFormats();
   const app = (Fastify as unknown as (opts: Record<string, unknown>) => FastifyInstance)({
     ...(deps.logger === false
       ? { logger: false }
@@ -200,48 +144,19 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
-  const heartbeats = new Heartbeats(config.sse.heartbeat_ms);
   // The Durable Streams mount answers its own CORS (the protocol specifies it); auth still applies.
   registerSecurity(app, security, { skipPrefixes: ["/ds/"] });
-  const deadlines = new Deadlines();
-  app.addHook("onClose", async () => {
-    heartbeats.stop();
-    deadlines.stop();
-  });
+  // The node-wide parts every door shares: the live-response path and the access layer.
+  const live = new LiveResponses({ config, hub, runner, security, connections, metrics: deps.metrics });
+  const access = new StreamAccess({ store, runner });
+  const doors: DoorDeps = { ...deps, connections, formats, live, access };
+  app.decorate("live", live);
+  app.addHook("onClose", async () => live.stop());
 
   app.setErrorHandler((err: unknown, req, reply) => {
-    if (isSluiceError(err)) return sendError(reply, err);
-    const e = err as { code?: string; statusCode?: number; message?: string; name?: string };
-    if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-      return sendError(
-        reply,
-        new SluiceError("body_too_large", `the body is larger than ${config.limits.body_bytes} bytes`),
-      );
-    }
-    if (e.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
-      return sendError(
-        reply,
-        new SluiceError(
-          "unsupported_media_type",
-          `Content-Type ${req.headers["content-type"] ?? "(none)"} is not accepted here; send application/json`,
-        ),
-      );
-    }
-    if (
-      e.code === "FST_ERR_CTP_EMPTY_JSON_BODY" ||
-      e.code === "FST_ERR_CTP_INVALID_JSON_BODY" ||
-      e.name === "SyntaxError"
-    ) {
-      return sendError(
-        reply,
-        new SluiceError("invalid_json", `the body is not valid JSON: ${e.message ?? ""}`),
-      );
-    }
-    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
-      return sendError(reply, new SluiceError("invalid_request", e.message ?? "bad request"));
-    }
-    req.log.error({ err }, "unhandled error");
-    return reply.code(500).send(errorBody("internal_error", "internal error"));
+    const e = toSluiceError(err, config.limits.body_bytes);
+    if (e.code === "internal_error" && !isSluiceError(err)) req.log.error({ err }, "unhandled error");
+    return sendError(reply, e);
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -250,7 +165,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       .send(errorBody("not_found", `no route ${req.method} ${quoteInput(req.url.split("?")[0], 100)}`));
   });
 
-  registerDurableStreams(app, { config, store, hub, security });
+  registerDurableStreams(app, doors);
   registerObservability(app, deps);
   registerWeb(app);
 
@@ -268,12 +183,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // ── start a generation ────────────────────────────────────────────────────
   app.post("/v1/streams", async (req, reply) => {
     const request = parseGenerationRequest(req.body);
-    const info = await startFor(req, deps, request);
+    const hold = pickTransport(req) === "sse" ? live.hold(req, reply, "sse") : undefined;
+    const info = await startFor(req, deps, request).catch((err) => {
+      hold?.release();
+      throw err;
+    });
     reply.header(STREAM_ID_HEADER, info.id);
-    if (pickTransport(req) === "sse") {
+    if (hold) {
       const codec = codecFor(undefined, "sse");
       const onDisconnect = request.on_disconnect ?? routes.resolve(request.model).on_disconnect ?? "continue";
-      await streamTo(req, reply, info, 0, "sse", codec, onDisconnect === "cancel");
+      await streamTo(req, reply, info, 0, "sse", codec, onDisconnect === "cancel", hold);
       return reply;
     }
     const token = await security.tokens.mint(info.id, info.tenant, ["read"]);
@@ -312,46 +231,39 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // ── read ──────────────────────────────────────────────────────────────────
   app.get("/v1/streams/:id", async (req, reply) => {
     const { id } = req.params as { id: string };
-    checkStreamId(id);
-    const found = await store.info(id);
-    requireStreamAccess(req.principal, "read", found);
-    const info = generationInfo(found, id);
-    reply.header(STREAM_ID_HEADER, id);
     const q = req.query as Record<string, string | undefined>;
+    // Input first (as every door): a bad offset is invalid_offset whatever the stream.
+    const pos = httpReadPosition(req.headers["last-event-id"], q.offset);
+    const info = await access.generation(req.principal, "read", id);
+    reply.header(STREAM_ID_HEADER, id);
     const transport = pickTransport(req);
-    // A reconnecting EventSource sends Last-Event-ID with the original URL: the header wins.
-    const lastEventId = req.headers["last-event-id"];
-    const rawOffset = typeof lastEventId === "string" && lastEventId !== "" ? lastEventId : q.offset;
-    // SSE ids may name an event inside a record (`<offset>.<k>`, formats/codec.ts sseRecord).
-    const pos = transport === "sse" ? parseResumePosition(rawOffset) : parseReadPosition(rawOffset);
-    if (!pos) {
+    // An SSE event id inside a record (`<offset>.<k>`, formats/codec.ts sseRecord) is a read
+    // position for SSE only.
+    if (pos.skipEvents !== undefined && transport !== "sse") {
       throw new SluiceError(
         "invalid_offset",
-        `offset ${quoteInput(rawOffset)} is not -1, now, or an offset of this stream`,
+        "an SSE event id (<offset>.<k>) is a read position for SSE only",
       );
     }
-    const codec = transport === "json" ? undefined : codecFor(q.format, transport);
-    if (transport === "json") return readPage(reply, info, pos, q);
+    if (transport === "json") return readPage(req, reply, info, pos, q);
+    const codec = codecFor(q.format, transport);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
-      throw new SluiceError(
-        "offset_out_of_range",
-        `offset ${quoteInput(rawOffset)} is past the end of stream ${id}`,
-      );
+      throw new SluiceError("offset_out_of_range", `the offset is past the end of stream ${id}`);
     }
     if (info.status !== "running" && after >= info.length) {
       // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
-    const skip = pos.kind === "after" ? (pos as { skipEvents?: number }).skipEvents : undefined;
-    await streamTo(req, reply, info, after, transport, codec as Codec, false, skip);
+    await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents);
     return reply;
   });
 
   async function readPage(
+    req: FastifyRequest,
     reply: FastifyReply,
     info: StreamInfo,
-    pos: NonNullable<ReturnType<typeof parseReadPosition>>,
+    pos: ReadPosition,
     q: Record<string, string | undefined>,
   ) {
     if (q.format !== undefined && q.format !== "sluice") {
@@ -370,7 +282,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const wait = q.live === undefined ? undefined : longPollWait(q.live, q.timeout_ms);
     let page = await store.read(id, after, limit);
     if (wait !== undefined && page.records.length === 0 && page.status === "running") {
-      page = await longPoll(reply, id, after, limit, wait);
+      await longPoll(req, reply, id, after, wait);
+      page = await store.read(id, after, limit);
     }
     // The record data is already JSON: assemble the page without parsing it.
     let events = "";
@@ -383,8 +296,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   }
 
   /** `?live=long-poll&timeout_ms=`: how long to wait (ms), within long_poll.max_wait_ms. */
-  function longPollWait(live: string, rawTimeout: string | undefined): number {
-    if (live !== "long-poll") {
+  function longPollWait(mode: string, rawTimeout: string | undefined): number {
+    if (mode !== "long-poll") {
       throw new SluiceError(
         "invalid_request",
         "live must be long-poll on JSON reads (use SSE or NDJSON to stream)",
@@ -399,39 +312,42 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   }
 
   /**
-   * Waits (up to the bound) until the stream has something after `after` or ends, on the
-   * Hub's notices; one shared timer structure holds every waiting request's deadline.
+   * Waits (up to the bound) until the stream has something after `after` or ends, on the Hub's
+   * notices, holding a connection slot; the node's one deadline structure times it out, and
+   * shutdown answers it at once.
    */
-  async function longPoll(reply: FastifyReply, id: string, after: number, limit: number, wait: number) {
-    const release = connections.acquire();
+  async function longPoll(req: FastifyRequest, reply: FastifyReply, id: string, after: number, wait: number) {
+    const hold = live.hold(req, reply, "long-poll");
+    if (hold.gone) return;
     const ac = new AbortController();
-    const cancel = deadlines.add(wait, () => ac.abort());
-    const onClose = () => ac.abort();
-    reply.raw.once("close", onClose);
+    const abort = () => ac.abort();
+    const cancel = live.deadlines.add(wait, abort);
+    const unregister = live.onShutdown(abort);
+    hold.onClose(abort);
     try {
       await hub.waitFor(id, after, ac.signal);
     } finally {
       cancel();
-      reply.raw.off("close", onClose);
-      release();
+      unregister();
+      hold.release();
     }
-    return store.read(id, after, limit);
   }
 
   function codecFor(format: string | undefined, transport: "sse" | "ndjson"): Codec {
     const name = format ?? "sluice";
-    const codecs = FORMATS[name];
-    const codec = codecs?.[transport];
+    const codec = Object.hasOwn(formats, name) ? formats[name]?.[transport] : undefined;
     if (!codec) {
+      const known = Object.keys(formats).join(", ");
+      const shown = name.length <= 64 ? `"${name}"` : "(too long)";
       throw new SluiceError(
         "unsupported_format",
-        `format "${name}" is not available over ${transport}; known formats: ${Object.keys(FORMATS).join(", ")}`,
+        `format ${shown} is not available over ${transport}; known formats: ${known}`,
       );
     }
     return codec;
   }
 
-  async function streamTo(
+  function streamTo(
     req: FastifyRequest,
     reply: FastifyReply,
     info: StreamInfo,
@@ -439,80 +355,48 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     transport: "sse" | "ndjson",
     codec: Codec,
     cancelOnDisconnect: boolean,
+    held?: Hold,
     skipEvents?: number,
   ): Promise<void> {
-    const releaseConn = holdConnection(req, security);
-    const res = reply.raw;
-    const flushMs = parseFlushMs((req.query as Record<string, string | undefined>).flush_ms);
-    const encoding = config.compression.enabled
-      ? pickEncoding(req.headers["accept-encoding"], config.compression.encodings)
-      : undefined;
-    const release = connections.acquire();
-    const headers: Record<string, string> = {
-      "content-type":
-        transport === "sse" ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      "x-accel-buffering": "no",
-      [STREAM_ID_HEADER]: info.id,
-    };
-    if (req.raw.httpVersionMajor === 1) headers.connection = "keep-alive";
-    if (encoding) {
-      headers["content-encoding"] = encoding;
-      headers.vary = "accept-encoding";
-    }
-    const sink = new ResponseSink(
-      res,
-      () => {
-        reply.hijack();
-        res.writeHead(200, headers);
-        if (transport === "sse" && config.sse.retry_ms > 0) sink.write(`retry: ${config.sse.retry_ms}\n\n`);
+    const sse = transport === "sse";
+    return live.stream(
+      req,
+      reply,
+      {
+        streamId: info.id,
+        after,
+        skipEvents,
+        codec,
+        transport,
+        headers: {
+          "content-type": sse ? "text/event-stream; charset=utf-8" : "application/x-ndjson; charset=utf-8",
+          "cache-control": "no-cache, no-transform",
+          "x-accel-buffering": "no",
+        },
+        heartbeat: sse ? SSE_HEARTBEAT : "\n",
+        ...(sse && config.sse.retry_ms > 0 ? { preamble: `retry: ${config.sse.retry_ms}\n\n` } : {}),
+        cutMessage: sse ? sseCut : ndjsonCut,
+        flushMs: parseFlushMs((req.query as Record<string, string | undefined>).flush_ms),
+        compress: true,
+        cancelOnDisconnect,
       },
-      { encoding, flushMs, cutMessage: transport === "sse" ? sseCut : ndjsonCut },
+      held,
     );
-    let reader: Reader | undefined;
-    res.on("close", () => {
-      releaseConn();
-      release();
-      heartbeats.delete(sink);
-      const delivered = reader?.seq ?? after;
-      reader?.detach();
-      if (cancelOnDisconnect && runner.isRunning(info.id)) {
-        req.log.info(
-          { stream: info.id, delivered },
-          "client disconnected; cancelling (on_disconnect: cancel)",
-        );
-        void runner.cancel(info.id, "client-disconnect", "client disconnected");
-      }
-    });
-    try {
-      reader = await hub.attach(info.id, after, codec, sink, skipEvents);
-    } catch (err) {
-      releaseConn();
-      release();
-      throw err;
-    }
-    sink.open();
-    if (!sink.closed) heartbeats.add(sink, transport === "sse" ? ": keep-alive\n\n" : "\n");
   }
 
-  registerWebSocket(app, { ...deps, connections });
+  registerWebSocket(app, doors);
 
   // ── cancel, info, delete ──────────────────────────────────────────────────
   app.post("/v1/streams/:id/cancel", async (req, reply) => {
     const { id } = req.params as { id: string };
-    checkStreamId(id);
-    requireStreamAccess(req.principal, "cancel", await store.info(id));
+    const info = await access.cancel(req.principal, id);
     reply.header(STREAM_ID_HEADER, id);
-    const by = req.principal.kind === "token" ? "token" : "client";
-    const info = await runner.cancel(id, by, "cancelled by request");
     return publicInfo(info);
   });
 
   app.post("/v1/streams/:id/tokens", async (req, reply) => {
     const { id } = req.params as { id: string };
-    checkStreamId(id);
-    const info = await store.info(id);
-    requireStreamAccess(req.principal, "mint_token", info);
+    const info = await access.stream(req.principal, "mint_token", id);
     if (
       req.body !== undefined &&
       (typeof req.body !== "object" || req.body === null || Array.isArray(req.body))
@@ -534,49 +418,32 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       throw new SluiceError("invalid_request", `ttl_s must be an integer from 1 to ${maxTtl}`);
     }
     reply.header(STREAM_ID_HEADER, id);
-    const t = await security.tokens.mint(id, info?.tenant, [...new Set(scopes as string[])], ttl);
+    const t = await security.tokens.mint(id, info.tenant, [...new Set(scopes as string[])], ttl);
     return reply.code(201).send({ token: t.token, expires_at: t.expires_at, scopes });
   });
 
   app.get("/v1/streams/:id/info", async (req, reply) => {
     const { id } = req.params as { id: string };
-    checkStreamId(id);
-    const info = await store.info(id);
-    requireStreamAccess(req.principal, "info", info);
-    if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
+    const info = await access.stream(req.principal, "info", id);
     reply.header(STREAM_ID_HEADER, id);
     return { ...publicInfo(info), readers: hub.readerCount(id), running_here: runner.isRunning(id) };
   });
 
   app.delete("/v1/streams/:id", async (req, reply) => {
     const { id } = req.params as { id: string };
-    checkStreamId(id);
-    requireStreamAccess(req.principal, "delete", await store.info(id));
+    const before = await access.stream(req.principal, "delete", id);
     reply.header(STREAM_ID_HEADER, id);
     // A generation running here or on another node is stopped first (its upstream aborted).
-    const before = await store.info(id);
-    if (before?.status === "running" && before.kind === "generation")
+    if (before.status === "running" && before.kind === "generation")
       await runner.cancel(id, "client", "deleted");
     const deleted = await store.delete(id);
     if (!deleted) throw new SluiceError("stream_not_found", `no stream ${id}`);
     return { id, deleted: true };
   });
 
-  registerOpenAI(app, deps);
-  registerAiSdk(app, deps);
+  registerOpenAI(app, doors);
+  registerAiSdk(app, doors);
   return app;
-}
-
-/** Event reads here are for generation streams; Durable Streams streams (kind "log") read under /ds. */
-function generationInfo(info: StreamInfo | undefined, id: string): StreamInfo {
-  if (!info) throw new SluiceError("stream_not_found", `no stream ${id}`);
-  if (info.kind !== "generation") {
-    throw new SluiceError(
-      "stream_not_found",
-      `${id} is a Durable Streams stream, not a generation: read it at /ds/v1/stream/${id}`,
-    );
-  }
-  return info;
 }
 
 function readPem(file: string, what: string): Buffer {

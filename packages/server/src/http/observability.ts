@@ -11,14 +11,12 @@ import type { Store } from "../stores/store.js";
 export function registerObservability(app: FastifyInstance, deps: { metrics?: Metrics; store: Store }): void {
   const metrics = deps.metrics;
 
-  // (The stream id on a request's log lines is bound when its logger is made: app.ts.)
-  app.addHook("onRequest", async (req, reply) => {
-    if (!metrics) return;
+  // (The stream id on a request's log lines is bound when its logger is made: app.ts. Open
+  // streaming connections are counted where they are held: http/live-response.ts.)
+  app.addHook("onRequest", async (req) => {
+    if (!metrics || req.method !== "GET") return;
     const transport = streamingTransport(req);
-    if (!transport) return;
-    metrics.connections.labels(transport).inc();
-    reply.raw.once("close", () => metrics.connections.labels(transport).dec());
-    if (req.method === "GET" && isResume(req)) metrics.resumes.labels(transport).inc();
+    if (transport && isResume(req)) metrics.resumes.labels(transport).inc();
   });
 
   app.addHook("onResponse", async (req, reply) => {

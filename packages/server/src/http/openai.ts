@@ -16,8 +16,15 @@ import { z } from "zod";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import { openAIErrorBody, sseOpenAI, sseOpenAIUsage } from "../formats/openai.js";
 import type { StreamInfo } from "../stores/store.js";
-import { type AppDeps, registerFormat } from "./app.js";
-import { describeIssues, ProtocolStreams, STREAM_ID_HEADER, toSluiceError } from "./protocol-stream.js";
+import {
+  type AppDeps,
+  type DoorDeps,
+  describeIssues,
+  SSE_HEADERS,
+  SSE_HEARTBEAT,
+  STREAM_ID_HEADER,
+  toSluiceError,
+} from "./context.js";
 import { startFor } from "./start.js";
 
 const opt = <T extends z.ZodType>(t: T) => t.nullish();
@@ -96,17 +103,8 @@ function sendOpenAIError(reply: FastifyReply, err: SluiceError): FastifyReply {
     .send(openAIErrorBody(err.code, err.message, param));
 }
 
-export const SSE_HEADERS = {
-  "content-type": "text/event-stream; charset=utf-8",
-  "cache-control": "no-cache, no-transform",
-  "x-accel-buffering": "no",
-};
-
-export function registerOpenAI(app: FastifyInstance, deps: AppDeps): void {
-  const { runner, routes, store, config } = deps;
-  const streams = new ProtocolStreams(app, deps);
-  registerFormat("openai", { sse: sseOpenAI });
-  registerFormat("openai-usage", { sse: sseOpenAIUsage });
+export function registerOpenAI(app: FastifyInstance, deps: DoorDeps): void {
+  const { runner, routes, store, config, live } = deps;
 
   const errorHandler = (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     const e = toSluiceError(err, config.limits.body_bytes);
@@ -118,17 +116,28 @@ export function registerOpenAI(app: FastifyInstance, deps: AppDeps): void {
     const { request, body } = parseChatBody(req.body);
     const route = routes.resolve(request.model);
     const onDisconnect = request.on_disconnect ?? route.on_disconnect ?? "continue";
-    const info = await startFor(req, deps, request);
+    const hold = body.stream === true ? live.hold(req, reply, "sse") : undefined;
+    const info = await startFor(req, deps, request).catch((err) => {
+      hold?.release();
+      throw err;
+    });
     reply.header(STREAM_ID_HEADER, info.id);
-    if (body.stream === true) {
+    if (hold) {
       const codec = body.stream_options?.include_usage === true ? sseOpenAIUsage : sseOpenAI;
-      await streams.pipe(req, reply, {
-        streamId: info.id,
-        after: 0,
-        codec,
-        headers: SSE_HEADERS,
-        cancelOnDisconnect: onDisconnect === "cancel",
-      });
+      await live.stream(
+        req,
+        reply,
+        {
+          streamId: info.id,
+          after: 0,
+          codec,
+          transport: "sse",
+          headers: SSE_HEADERS,
+          heartbeat: SSE_HEARTBEAT,
+          cancelOnDisconnect: onDisconnect === "cancel",
+        },
+        hold,
+      );
       return reply;
     }
     // Not streaming: wait for the end (a client leaving cancels only with on_disconnect: cancel).

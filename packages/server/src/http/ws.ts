@@ -1,23 +1,16 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import {
-  type ErrorCode,
-  isSluiceError,
-  parseReadPosition,
-  quoteInput,
-  retryAfterSeconds,
-  SluiceError,
-} from "@sluice/protocol";
+import { type ErrorCode, isSluiceError, retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance } from "fastify";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
-import { OPEN_PRINCIPAL, type Principal, requireStreamAccess } from "../auth/principal.js";
+import { OPEN_PRINCIPAL, type Principal } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
 import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
-import type { ConnectionGate } from "../core/limits.js";
 import { wsSluice } from "../formats/sluice.js";
-import { type AppDeps, parseGenerationRequest } from "./app.js";
+import { type AppDeps, type DoorDeps, parseGenerationRequest } from "./context.js";
 import { holdConnectionAs, startAs } from "./start.js";
+import { readPosition } from "./stream-access.js";
 import { isWebSocketUpgrade, serveAsPlainRequest } from "./upgrade-fallback.js";
 
 export const WS_PATH = "/v1/ws";
@@ -122,10 +115,7 @@ async function authenticateUpgrade(req: IncomingMessage, deps: AppDeps): Promise
  * other subscriptions. One interval pings every socket; one that missed the previous ping's
  * pong is terminated.
  */
-export function registerWebSocket(
-  app: FastifyInstance,
-  deps: AppDeps & { connections: ConnectionGate },
-): void {
+export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
   const { config, connections } = deps;
   if (!config.ws.enabled) return;
   const wss = new WebSocketServer({
@@ -319,7 +309,7 @@ class WsConnection {
 
   constructor(
     readonly ws: WebSocket,
-    private readonly deps: AppDeps & { connections: ConnectionGate },
+    private readonly deps: DoorDeps,
     /** Who opened the socket; a subscribe/cancel may name a read token of its own. */
     private readonly identity: Identity,
     private readonly onGone: () => void,
@@ -516,15 +506,11 @@ class WsConnection {
     return (await resolveCredential(this.deps.security, { value: token, from: "query" })).principal;
   }
 
-  /** Another tenant's stream, or one a token does not name, answers like a missing one. */
-  private async authorize(principal: Principal, action: "read" | "cancel", stream: string): Promise<void> {
-    if (!this.deps.security.enabled) return;
-    requireStreamAccess(principal, action, await this.deps.store.info(stream));
-  }
-
   private async subscribe(m: unknown, id: ClientId, fromSeq?: number): Promise<void> {
     const msg = this.parse(SubscribeSchema, m);
-    await this.authorize(await this.principalFor(msg.token), "read", msg.stream);
+    // Input first (as every door): a bad offset is invalid_offset whatever the stream.
+    if (fromSeq === undefined) readPosition(msg.offset);
+    await this.deps.access.generation(await this.principalFor(msg.token), "read", msg.stream);
     if (this.closedDown) return;
     await this.attach(msg.stream, msg.offset, msg.flush_ms, id, fromSeq);
   }
@@ -549,13 +535,7 @@ class WsConnection {
     if (fromSeq !== undefined) {
       after = fromSeq;
     } else {
-      const pos = parseReadPosition(rawOffset);
-      if (!pos) {
-        throw new SluiceError(
-          "invalid_offset",
-          `offset ${quoteInput(rawOffset)} is not -1, now, or an offset of this stream`,
-        );
-      }
+      const pos = readPosition(rawOffset);
       after = pos.kind === "now" ? "now" : pos.seq;
     }
     const sink = new SubscriptionSink(this, stream, flush, this.group);
@@ -620,10 +600,7 @@ class WsConnection {
 
   private async cancel(m: unknown, id: ClientId): Promise<void> {
     const msg = this.parse(CancelSchema, m);
-    const principal = await this.principalFor(msg.token);
-    await this.authorize(principal, "cancel", msg.stream);
-    const by = principal.kind === "token" ? "token" : "client";
-    const info = await this.deps.runner.cancel(msg.stream, by, "cancelled by request");
+    const info = await this.deps.access.cancel(await this.principalFor(msg.token), msg.stream);
     const ack: Record<string, unknown> = { type: "cancelled", stream: msg.stream, status: info.status };
     if (id !== undefined) ack.id = id;
     this.send(ack);

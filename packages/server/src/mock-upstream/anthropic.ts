@@ -14,6 +14,7 @@ import { DemoOptionsSchema, type GenerationRequest, type Message } from "../core
 import { planDemo } from "../providers/demo/generator.js";
 import { runDemoPlan } from "../providers/demo/provider.js";
 import type { ProviderEvent } from "../providers/provider.js";
+import { afterToken, faultMessage, type MockOptions, MockOptionsSchema, untilClosed } from "./faults.js";
 import { HttpError, type MockRequestRecord, readBody, sendJson } from "./server.js";
 
 export interface MessagesContext {
@@ -22,7 +23,7 @@ export interface MessagesContext {
   addRecord(record: MockRequestRecord): void;
   end(record: MockRequestRecord, status: "completed" | "failed"): void;
   inFlight: Set<AbortController>;
-  takeFault(): { status: number; retry_after?: number } | undefined;
+  takeFault(): MockOptions | undefined;
   isClosing(): boolean;
   events: EventEmitter;
 }
@@ -51,9 +52,7 @@ const MessagesBodySchema = z
       .optional(),
     tool_choice: z.object({ type: z.string(), name: z.string().optional() }).passthrough().optional(),
     demo: DemoOptionsSchema.nullish(),
-    mock: z
-      .object({ status: z.number().int().min(400).max(599), retry_after: z.number().min(0).optional() })
-      .nullish(),
+    mock: MockOptionsSchema.nullish(),
   })
   .passthrough();
 
@@ -114,8 +113,8 @@ export async function anthropicMessages(
   };
   ctx.addRecord(record);
 
-  const fault = body.mock ?? ctx.takeFault();
-  if (fault) {
+  const fault: MockOptions | undefined = body.mock ?? ctx.takeFault();
+  if (fault?.status !== undefined) {
     const type =
       fault.status === 429
         ? "rate_limit_error"
@@ -127,7 +126,10 @@ export async function anthropicMessages(
     sendJson(
       res,
       fault.status,
-      anthropicError(type, `simulated HTTP ${fault.status} from mock-upstream (fault injection)`),
+      anthropicError(
+        type,
+        faultMessage(req, fault, `simulated HTTP ${fault.status} from mock-upstream (fault injection)`),
+      ),
       fault.retry_after !== undefined ? { "retry-after": String(fault.retry_after) } : {},
     );
     ctx.end(record, "failed");
@@ -172,11 +174,17 @@ export async function anthropicMessages(
     });
   });
 
+  if (fault?.stall === "headers") {
+    await untilClosed(controller.signal); // an upstream that never answers
+    ctx.inFlight.delete(controller);
+    return;
+  }
   const steps = runDemoPlan(plan, { signal: controller.signal, clock });
   try {
-    if (record.stream) await streamMessage(res, record, body, plan.input_tokens, steps, controller.signal);
+    if (record.stream)
+      await streamMessage(res, record, body, plan.input_tokens, steps, controller.signal, fault);
     else await wholeMessage(res, record, body, plan.input_tokens, steps);
-    ctx.end(record, "completed");
+    if (record.status === "streaming") ctx.end(record, "completed"); // not ended by a fault
   } catch (err) {
     if (controller.signal.aborted) return;
     if (isSluiceError(err) && err.code === "upstream_error") {
@@ -199,6 +207,7 @@ async function streamMessage(
   inputTokens: number,
   steps: AsyncGenerator<{ event: ProviderEvent; due: number }>,
   signal: AbortSignal,
+  fault: MockOptions | undefined,
 ): Promise<void> {
   res.writeHead(200, {
     "content-type": "text/event-stream; charset=utf-8",
@@ -286,7 +295,10 @@ async function streamMessage(
       default:
         break;
     }
-    if (event.type.endsWith("-delta")) record.tokens++;
+    if (event.type.endsWith("-delta")) {
+      record.tokens++;
+      if (await afterToken(res, record, fault, record.tokens, signal)) return;
+    }
   }
   res.end();
 }

@@ -17,6 +17,7 @@ import { planDemo } from "../providers/demo/generator.js";
 import { runDemoPlan } from "../providers/demo/provider.js";
 import type { ProviderEvent } from "../providers/provider.js";
 import { anthropicMessages } from "./anthropic.js";
+import { afterToken, faultMessage, type MockOptions, MockOptionsSchema, untilClosed } from "./faults.js";
 
 export interface MockUpstreamOptions {
   /** Port to listen on; 0 (the default) picks a free one. */
@@ -31,10 +32,10 @@ export interface MockUpstreamOptions {
   /**
    * Fault injection for the whole server (both APIs): the first `times` generation requests
    * (default: every one) answer HTTP `status` (with `Retry-After: retry_after` seconds when set)
-   * instead of a completion, as an overloaded or broken upstream does. Per request, the body's
-   * `mock: {status, retry_after}` does the same.
+   * instead of a completion, as an overloaded or broken upstream does; any other fault of
+   * faults.ts (stall, cut, malformed, huge line) likewise. Per request, the body's `mock` does the same.
    */
-  fault?: { status: number; retry_after?: number; times?: number };
+  fault?: MockOptions & { times?: number };
 }
 
 export type MockRequestStatus = "streaming" | "completed" | "aborted" | "failed";
@@ -53,6 +54,8 @@ export interface MockRequestRecord {
   /** Clock time (ms) the request was accepted and, once over, ended. */
   started_at: number;
   ended_at?: number;
+  /** With `mock.huge_line_chars`: how many characters of the line were written. */
+  huge_line_chars_sent?: number;
 }
 
 export interface MockUpstream {
@@ -89,16 +92,8 @@ const ChatCompletionsBodySchema = z
     tools: z.array(ToolSchema).nullish(),
     tool_choice: z.unknown().optional(),
     demo: DemoOptionsSchema.nullish(),
-    mock: z
-      .object({
-        /** Answer this HTTP error instead of a completion. */
-        status: z.number().int().min(400).max(599),
-        /** Seconds, sent as `Retry-After`. */
-        retry_after: z.number().min(0).optional(),
-        message: z.string().optional(),
-      })
-      .strict()
-      .nullish(),
+    /** Fault injection (faults.ts). */
+    mock: MockOptionsSchema.nullish(),
   })
   .passthrough();
 
@@ -235,7 +230,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   let faultsLeft = opts.fault ? (opts.fault.times ?? Number.POSITIVE_INFINITY) : 0;
 
   /** The configured server-wide fault for this request, if any is left. */
-  function takeFault(): { status: number; retry_after?: number } | undefined {
+  function takeFault(): MockOptions | undefined {
     if (!opts.fault || faultsLeft <= 0) return undefined;
     faultsLeft--;
     return opts.fault;
@@ -318,15 +313,17 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     };
     addRecord(record);
 
-    const fault = body.mock ?? takeFault();
-    if (fault) {
+    const fault: MockOptions | undefined = body.mock ?? takeFault();
+    if (fault?.status !== undefined) {
       // Fault injection: the error an overloaded or broken upstream answers before streaming.
       const { status, retry_after } = fault;
       const headers: Record<string, string> =
         retry_after !== undefined ? { "retry-after": String(retry_after) } : {};
-      const message =
-        (fault as { message?: string }).message ??
-        `simulated HTTP ${status} from mock-upstream (fault injection)`;
+      const message = faultMessage(
+        req,
+        fault,
+        `simulated HTTP ${status} from mock-upstream (fault injection)`,
+      );
       const error =
         status === 429
           ? openAIError(message, "requests", null, "rate_limit_exceeded")
@@ -371,10 +368,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       });
     });
 
+    if (fault?.stall === "headers") {
+      await untilClosed(controller.signal); // an upstream that never answers
+      return;
+    }
     const steps = runDemoPlan(plan, { signal: controller.signal, clock });
     try {
       if (record.stream) {
-        await streamCompletion(res, record, body, steps, controller.signal);
+        await streamCompletion(res, record, body, steps, controller.signal, fault);
       } else {
         await wholeCompletion(res, record, steps);
       }
@@ -407,6 +408,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     body: ChatCompletionsBody,
     steps: AsyncGenerator<{ event: ProviderEvent; due: number }>,
     signal: AbortSignal,
+    fault: MockOptions | undefined,
   ): Promise<void> {
     const includeUsage = body.stream_options?.include_usage === true;
     const base = {
@@ -481,6 +483,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       if (event.type.endsWith("-delta")) {
         first = false;
         record.tokens++;
+        if (await afterToken(res, record, fault, record.tokens, signal)) return;
       }
     }
     res.end("data: [DONE]\n\n");

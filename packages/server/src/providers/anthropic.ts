@@ -13,10 +13,9 @@
  */
 import type { FinishReason } from "@sluice/protocol";
 import { SluiceError } from "@sluice/protocol";
-import { type EventSourceMessage, EventSourceParserStream } from "eventsource-parser/stream";
 import { type Message, messageText } from "../core/request.js";
-import { describe, httpError, originOf, readOrAbort, unreachable } from "./openai-compatible.js";
 import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
+import { snippet, UpstreamHttp, type UpstreamTimeouts } from "./upstream-http.js";
 
 export interface AnthropicOptions {
   name?: string;
@@ -29,7 +28,10 @@ export interface AnthropicOptions {
   headers?: Record<string, string>;
   /** max_tokens is required by the Messages API: used when the request has none. Default 4096. */
   defaultMaxTokens?: number;
-  connectTimeoutMs?: number;
+  /** Connect, first-byte and idle timeouts (upstream-http.ts DEFAULT_UPSTREAM_TIMEOUTS). */
+  timeouts?: Partial<UpstreamTimeouts>;
+  /** The most characters one upstream SSE event may hold (default 1 MiB). */
+  maxEventChars?: number;
 }
 
 export const ANTHROPIC_BASE_URL = "https://api.anthropic.com";
@@ -108,7 +110,7 @@ export class AnthropicProvider implements Provider {
   readonly #version: string;
   readonly #headers: Record<string, string>;
   readonly #defaultMaxTokens: number;
-  readonly #connectTimeoutMs: number;
+  readonly #http: UpstreamHttp;
 
   constructor(opts: AnthropicOptions = {}) {
     this.name = opts.name ?? "anthropic";
@@ -117,7 +119,15 @@ export class AnthropicProvider implements Provider {
     this.#version = opts.version ?? ANTHROPIC_VERSION;
     this.#headers = opts.headers ?? {};
     this.#defaultMaxTokens = opts.defaultMaxTokens ?? 4096;
-    this.#connectTimeoutMs = opts.connectTimeoutMs ?? 120_000;
+    this.#http = new UpstreamHttp({
+      timeouts: opts.timeouts,
+      maxEventChars: opts.maxEventChars,
+      secrets: [opts.apiKey, ...Object.values(this.#headers)],
+    });
+  }
+
+  redact(text: string): string {
+    return this.#http.redact(text);
   }
 
   buildBody(request: ProviderRequest): Record<string, unknown> {
@@ -148,8 +158,6 @@ export class AnthropicProvider implements Provider {
 
   async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
     const { signal } = ctx;
-    if (signal.aborted) throw signal.reason;
-    const url = this.#url;
     const headers: Record<string, string> = {
       "content-type": "application/json",
       accept: "text/event-stream",
@@ -157,93 +165,49 @@ export class AnthropicProvider implements Provider {
     };
     if (this.#apiKey) headers["x-api-key"] = this.#apiKey;
     Object.assign(headers, this.#headers);
+    const redact = (t: string) => this.#http.redact(t);
 
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    let timedOut = false;
-    const timer =
-      this.#connectTimeoutMs > 0
-        ? setTimeout(() => {
-            timedOut = true;
-            controller.abort(new Error("connect timeout"));
-          }, this.#connectTimeoutMs)
-        : undefined;
-
-    let reader: ReadableStreamDefaultReader<EventSourceMessage> | undefined;
+    // Connect, timeouts, status → error, abort and the bounded SSE reader: upstream-http.ts.
+    const sse = await this.#http.postSse({
+      url: this.#url,
+      headers,
+      body: JSON.stringify(this.buildBody(request)),
+      signal,
+      now: ctx.clock.now(),
+    });
     try {
-      let response: Response;
-      try {
-        response = await fetch(url, {
-          method: "POST",
-          headers,
-          body: JSON.stringify(this.buildBody(request)),
-          signal: controller.signal,
-        });
-      } catch (err) {
-        if (signal.aborted) throw signal.reason;
-        if (timedOut) {
-          throw new SluiceError(
-            "upstream_unreachable",
-            `upstream ${originOf(url)} did not answer within ${this.#connectTimeoutMs} ms`,
-          );
-        }
-        throw unreachable(url, err);
-      } finally {
-        clearTimeout(timer);
-      }
-      if (!response.ok) throw await httpError(response, signal, ctx.clock.now());
-      if (!response.body || !(response.headers.get("content-type") ?? "").includes("text/event-stream")) {
-        throw new SluiceError("upstream_error", "upstream did not answer with an event stream", {
-          upstream_status: response.status,
-        });
-      }
-      reader = response.body
-        .pipeThrough(new TextDecoderStream())
-        .pipeThrough(new EventSourceParserStream())
-        .getReader();
-
-      const state = new MessageState();
-      for (;;) {
-        let result: ReadableStreamReadResult<EventSourceMessage>;
+      const state = new MessageState(redact);
+      const messages = sse.messages;
+      let more = true;
+      read: while (more) {
+        more = await sse.fill();
         try {
-          result = await readOrAbort(reader, signal);
-        } catch (err) {
-          if (signal.aborted) throw signal.reason;
-          if (err instanceof SluiceError) throw err;
-          throw new SluiceError("upstream_error", `upstream stream was cut off (${describe(err)})`);
+          for (const msg of messages) {
+            if (msg.data.trim() === "") continue;
+            let data: unknown;
+            try {
+              data = JSON.parse(msg.data);
+            } catch {
+              throw new SluiceError(
+                "upstream_error",
+                redact(`upstream sent an event that is not valid JSON: ${snippet(msg.data)}`),
+              );
+            }
+            for (const ev of state.apply(msg.event ?? (isRecord(data) ? String(data.type) : ""), data)) {
+              yield ev;
+              if (signal.aborted) throw signal.reason;
+            }
+            if (state.stopped) break read;
+          }
+        } finally {
+          messages.length = 0;
         }
-        if (result.done) break;
-        const msg = result.value;
-        if (msg.data.trim() === "") continue;
-        let data: unknown;
-        try {
-          data = JSON.parse(msg.data);
-        } catch {
-          throw new SluiceError(
-            "upstream_error",
-            `upstream sent an event that is not valid JSON: ${msg.data.slice(0, 200)}`,
-          );
-        }
-        for (const ev of state.apply(msg.event ?? (isRecord(data) ? String(data.type) : ""), data)) {
-          yield ev;
-          if (signal.aborted) throw signal.reason;
-        }
-        if (state.stopped) break;
       }
       if (!state.stopped)
         throw new SluiceError("upstream_error", "upstream stream was cut off (no message_stop)");
       for (const ev of state.final()) yield ev;
     } finally {
-      signal.removeEventListener("abort", onAbort);
-      if (reader) {
-        reader.cancel().catch(() => {});
-        try {
-          reader.releaseLock();
-        } catch {
-          // a pending read on an aborted body
-        }
-      }
+      sse.close();
     }
   }
 }
@@ -256,6 +220,7 @@ interface ToolBlock {
 
 /** Folds Messages API events into Sluice events. */
 export class MessageState {
+  constructor(private readonly redact: (text: string) => string = (t) => t) {}
   stopped = false;
   #inputTokens = 0;
   #outputTokens = 0;
@@ -318,7 +283,9 @@ export class MessageState {
         } catch {
           throw new SluiceError(
             "upstream_error",
-            `upstream sent input for tool call ${tool.id} (${tool.name}) that is not valid JSON: ${text.slice(0, 200)}`,
+            this.redact(
+              `upstream sent input for tool call ${tool.id} (${tool.name}) that is not valid JSON: ${snippet(text)}`,
+            ),
           );
         }
         yield { type: "tool-call", id: tool.id, name: tool.name, args };
@@ -335,10 +302,10 @@ export class MessageState {
         return;
       case "error": {
         const err = isRecord(d.error) ? d.error : {};
-        const kind = typeof err.type === "string" ? err.type : "error";
-        const message = typeof err.message === "string" ? err.message : JSON.stringify(data).slice(0, 200);
-        throw new SluiceError("upstream_error", `upstream error (${kind}): ${message}`, {
-          upstream_error_type: kind,
+        const kind = typeof err.type === "string" ? snippet(err.type, 64) : "error";
+        const message = typeof err.message === "string" ? err.message : snippet(JSON.stringify(data));
+        throw new SluiceError("upstream_error", this.redact(`upstream error (${kind}): ${message}`), {
+          upstream_error_type: this.redact(kind),
         });
       }
       default:

@@ -7,14 +7,19 @@
  * provider rethrows the signal's reason unchanged.
  */
 
-import { STATUS_CODES } from "node:http";
-import { Readable } from "node:stream";
-import { StringDecoder } from "node:string_decoder";
 import type { FinishReason, ToolCallEvent, UsageEvent } from "@sluice/protocol";
 import { SluiceError } from "@sluice/protocol";
-import { createParser, type EventSourceMessage } from "eventsource-parser";
-import { type Dispatcher, request as undiciRequest } from "undici";
 import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
+import {
+  describe,
+  type EventSourceMessage,
+  errorMessageOf,
+  errorMessageOfBody,
+  originOf,
+  snippet,
+  UpstreamHttp,
+  type UpstreamTimeouts,
+} from "./upstream-http.js";
 
 export interface OpenAICompatibleOptions {
   /** Provider name (in logs and stream metadata). Default `openai-compatible`. */
@@ -25,17 +30,12 @@ export interface OpenAICompatibleOptions {
   apiKey?: string;
   /** Extra request headers (applied last, so they may override the defaults). */
   headers?: Record<string, string>;
-  /**
-   * How long to wait for the upstream's response headers (TCP/TLS connect plus the time the
-   * server takes to start answering) before failing with `upstream_unreachable`.
-   * Default 120 000 ms (a local server may first load the model); 0 disables it.
-   */
-  connectTimeoutMs?: number;
+  /** Connect, first-byte and idle timeouts (upstream-http.ts DEFAULT_UPSTREAM_TIMEOUTS). */
+  timeouts?: Partial<UpstreamTimeouts>;
+  /** The most characters one upstream SSE event may hold (default 1 MiB). */
+  maxEventChars?: number;
 }
 
-const DEFAULT_CONNECT_TIMEOUT_MS = 120_000;
-/** At most this much of a non-2xx body is read for its error message. */
-const MAX_ERROR_BODY_CHARS = 64 * 1024;
 const LIST_MODELS_TIMEOUT_MS = 15_000;
 
 export class OpenAICompatibleProvider implements Provider {
@@ -43,14 +43,22 @@ export class OpenAICompatibleProvider implements Provider {
   readonly #baseUrl: string;
   readonly #apiKey: string | undefined;
   readonly #headers: Record<string, string>;
-  readonly #connectTimeoutMs: number;
+  readonly #http: UpstreamHttp;
 
   constructor(options: OpenAICompatibleOptions) {
     this.name = options.name ?? "openai-compatible";
     this.#baseUrl = trimSlash(options.baseUrl);
     this.#apiKey = options.apiKey;
     this.#headers = options.headers ?? {};
-    this.#connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.#http = new UpstreamHttp({
+      timeouts: options.timeouts,
+      maxEventChars: options.maxEventChars,
+      secrets: [options.apiKey, ...Object.values(this.#headers)],
+    });
+  }
+
+  redact(text: string): string {
+    return this.#http.redact(text);
   }
 
   /** The JSON body sent upstream for a request (exported for tests and debugging). */
@@ -73,109 +81,38 @@ export class OpenAICompatibleProvider implements Provider {
 
   async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
     const { signal } = ctx;
-    if (signal.aborted) throw signal.reason;
-
-    const url = `${this.#baseUrl}/chat/completions`;
     const headers: Record<string, string> = {
       "content-type": "application/json",
       accept: "text/event-stream",
     };
     if (this.#apiKey) headers.authorization = `Bearer ${this.#apiKey}`;
     Object.assign(headers, this.#headers);
+    const redact = (t: string) => this.#http.redact(t);
 
-    // One controller owns the HTTP request: the caller's signal and the connect timeout both abort it.
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    let timedOut = false;
-    const timer =
-      this.#connectTimeoutMs > 0
-        ? setTimeout(() => {
-            timedOut = true;
-            controller.abort(new Error("connect timeout"));
-          }, this.#connectTimeoutMs)
-        : undefined;
-
-    // Hot path (every token of every stream): undici's `request` with the signal passed once, the
-    // body consumed as a Node stream of strings, eventsource-parser's `createParser` fed directly —
-    // no WHATWG streams, no promise or abort listener per chunk beyond the body's own iterator.
-    let body: Dispatcher.ResponseData["body"] | undefined;
-    let chunks: ChunkQueue | undefined;
+    // Connect, timeouts, status → error, abort and the bounded SSE reader: upstream-http.ts.
+    const sse = await this.#http.postSse({
+      url: `${this.#baseUrl}/chat/completions`,
+      headers,
+      body: JSON.stringify(this.buildBody(request)),
+      signal,
+      now: ctx.clock.now(),
+    });
     try {
-      let response: Dispatcher.ResponseData;
-      try {
-        response = await undiciRequest(url, {
-          method: "POST",
-          headers,
-          body: JSON.stringify(this.buildBody(request)),
-          signal: controller.signal,
-        });
-      } catch (err) {
-        if (signal.aborted) throw signal.reason;
-        if (timedOut) {
-          throw new SluiceError(
-            "upstream_unreachable",
-            `upstream ${originOf(url)} did not answer within ${this.#connectTimeoutMs} ms`,
-          );
-        }
-        throw unreachable(url, err);
-      } finally {
-        clearTimeout(timer);
-      }
-      body = response.body;
-
-      const status = response.statusCode;
-      if (status < 200 || status > 299) {
-        throw await httpError(toWebResponse(response), signal, ctx.clock.now());
-      }
-      const contentType = headerOf(response.headers, "content-type");
-      if (contentType.includes("application/json")) {
-        // Some servers answer 200 with a JSON error (or ignore `stream: true`).
-        const text = await readTextCapped(toWebResponse(response), signal);
-        const message = openAIErrorMessage(text);
-        throw new SluiceError(
-          "upstream_error",
-          message
-            ? `upstream error: ${message}`
-            : `upstream answered with JSON instead of an event stream: ${snippet(text)}`,
-          { upstream_status: status },
-        );
-      }
-
-      const messages: EventSourceMessage[] = [];
-      const parser = createParser({ onEvent: (m) => messages.push(m) });
-      // UTF-8 across chunk boundaries, a leading BOM dropped (as TextDecoder does).
-      const decoder = new StringDecoder("utf8");
-      let first = true;
-
-      const state = new ChunkState();
+      const messages = sse.messages;
+      const state = new ChunkState(redact);
       const stamp = request.demo?.stamp === true;
       let sawDone = false;
-      let ended = false;
-      chunks = new ChunkQueue(body);
-      read: for (;;) {
-        let next: IteratorResult<Buffer>;
+      let more = true;
+      read: while (more) {
         try {
-          next = await chunks.next();
+          more = await sse.fill();
         } catch (err) {
-          if (signal.aborted) throw signal.reason;
-          if (err instanceof SluiceError) throw err;
-          // The connection broke mid-body (reset, body timeout). With a finish_reason already in
-          // hand the answer is complete; otherwise it was cut off.
-          if (state.finishReason !== undefined) break;
-          throw new SluiceError("upstream_error", `upstream stream was cut off (${describe(err)})`);
+          // The connection broke mid-body: with a finish_reason already in hand the answer is
+          // complete; otherwise it was cut off (the error says so).
+          if (err instanceof SluiceError && err.details?.cut === true && state.finishReason !== undefined)
+            break;
+          throw err;
         }
-        if (signal.aborted) throw signal.reason;
-        let text: string;
-        if (next.done) {
-          ended = true;
-          text = decoder.end();
-        } else text = decoder.write(next.value);
-        if (first && text !== "") {
-          first = false;
-          if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-        }
-        if (text !== "") parser.feed(text);
         let k = 0;
         try {
           for (; k < messages.length; k++) {
@@ -187,8 +124,8 @@ export class OpenAICompatibleProvider implements Provider {
               break read;
             }
             if (message.event === "error") {
-              const msg = openAIErrorMessage(data) ?? snippet(data);
-              throw new SluiceError("upstream_error", `upstream error: ${msg}`);
+              const msg = errorMessageOf(data) ?? snippet(data);
+              throw new SluiceError("upstream_error", redact(`upstream error: ${msg}`));
             }
             let chunk: unknown;
             try {
@@ -196,7 +133,7 @@ export class OpenAICompatibleProvider implements Provider {
             } catch {
               throw new SluiceError(
                 "upstream_error",
-                `upstream sent an event that is not valid JSON: ${snippet(data)}`,
+                redact(`upstream sent an event that is not valid JSON: ${snippet(data)}`),
               );
             }
             // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
@@ -211,17 +148,10 @@ export class OpenAICompatibleProvider implements Provider {
         } finally {
           messages.length = 0;
         }
-        if (ended) break;
       }
-      if (ended)
-        body = undefined; // consumed to the end: nothing to close
-      else if (sawDone) {
-        // Whatever follows [DONE] (normally just the end of the body) is drained, bounded, so the
-        // upstream connection goes back to the pool instead of being closed.
-        const rest = body;
-        body = undefined;
-        rest.dump({ limit: 64 * 1024 }).catch(() => {});
-      }
+      // Whatever follows [DONE] (normally just the end of the body) is drained, bounded, so the
+      // upstream connection goes back to the pool instead of being closed.
+      if (sawDone) sse.drainRest();
 
       if (!sawDone && state.finishReason === undefined) {
         throw new SluiceError("upstream_error", "upstream stream was cut off");
@@ -231,107 +161,10 @@ export class OpenAICompatibleProvider implements Provider {
         if (signal.aborted) throw signal.reason;
       }
     } finally {
-      signal.removeEventListener("abort", onAbort);
-      chunks?.detach();
-      // Stopped early (error, abort, consumer returned, bytes after [DONE]): close the upstream body.
-      if (body && !body.destroyed) body.destroy();
+      // Stopped early (error, abort, consumer returned): close the upstream body.
+      sse.close();
     }
   }
-}
-
-/**
- * The body's chunks through 'data' events, with one promise per wait (only when nothing is
- * queued) — cheaper per chunk than the stream's async iterator (measured on this path:
- * ~19 vs ~24 µs of CPU per upstream chunk, the HTTP read included). Bounded: the body is
- * paused while more than QUEUE_MAX chunks wait.
- */
-class ChunkQueue {
-  private readonly queue: Buffer[] = [];
-  private head = 0;
-  private ended = false;
-  private failure: unknown;
-  private wake: (() => void) | undefined;
-  private readonly onData = (b: Buffer) => {
-    this.queue.push(b);
-    if (this.queue.length - this.head > QUEUE_MAX) this.body.pause();
-    this.notify();
-  };
-  private readonly onEnd = () => {
-    this.ended = true;
-    this.notify();
-  };
-  private readonly onError = (err: unknown) => {
-    this.failure = err;
-    this.notify();
-  };
-
-  constructor(private readonly body: Dispatcher.ResponseData["body"]) {
-    body.on("data", this.onData);
-    body.on("end", this.onEnd);
-    body.on("error", this.onError);
-  }
-
-  private notify(): void {
-    const w = this.wake;
-    if (w) {
-      this.wake = undefined;
-      w();
-    }
-  }
-
-  async next(): Promise<IteratorResult<Buffer>> {
-    for (;;) {
-      if (this.head < this.queue.length) {
-        const value = this.queue[this.head] as Buffer;
-        this.head++;
-        if (this.head === this.queue.length) {
-          this.queue.length = 0;
-          this.head = 0;
-          if (this.body.isPaused()) this.body.resume();
-        }
-        return { done: false, value };
-      }
-      if (this.failure !== undefined) throw this.failure;
-      if (this.ended) return { done: true, value: undefined };
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-    }
-  }
-
-  /** Stops listening (the body is destroyed or drained by the caller). */
-  detach(): void {
-    this.body.off("data", this.onData);
-    this.body.off("end", this.onEnd);
-    // An error after this point (the caller destroying the body) has nobody to tell.
-    this.body.off("error", this.onError);
-    this.body.on("error", () => {});
-    this.wake = undefined;
-  }
-}
-
-const QUEUE_MAX = 64;
-
-/** The first value of a response header (undici gives string | string[]). */
-function headerOf(headers: Dispatcher.ResponseData["headers"], name: string): string {
-  const v = headers[name];
-  return Array.isArray(v) ? (v[0] ?? "") : (v ?? "");
-}
-
-/** An undici `request` response as a WHATWG Response, for the (cold) error paths shared with fetch. */
-function toWebResponse(response: Dispatcher.ResponseData): Response {
-  const headers = new Headers();
-  for (const [k, v] of Object.entries(response.headers)) {
-    if (Array.isArray(v)) for (const x of v) headers.append(k, x);
-    else if (v !== undefined) headers.set(k, v);
-  }
-  const status = response.statusCode;
-  const nullBody = status === 204 || status === 205 || status === 304;
-  return new Response(nullBody ? null : (Readable.toWeb(response.body) as ReadableStream<Uint8Array>), {
-    status,
-    statusText: STATUS_CODES[status] ?? "",
-    headers,
-  });
 }
 
 interface ToolCallState {
@@ -344,6 +177,7 @@ interface ToolCallState {
 
 /** Accumulates what a stream of chunks says; yields events as they can be emitted. */
 class ChunkState {
+  constructor(private readonly redact: (text: string) => string) {}
   finishReason: FinishReason | undefined;
   #usage: UsageEvent | undefined;
   readonly #tools = new Map<number, ToolCallState>();
@@ -353,12 +187,12 @@ class ChunkState {
     if (!isRecord(chunk)) {
       throw new SluiceError(
         "upstream_error",
-        `upstream sent an unexpected event: ${snippet(JSON.stringify(chunk))}`,
+        this.redact(`upstream sent an unexpected event: ${snippet(JSON.stringify(chunk))}`),
       );
     }
     if (chunk.error !== undefined && chunk.error !== null) {
-      const msg = openAIErrorMessageOf(chunk) ?? snippet(JSON.stringify(chunk.error));
-      throw new SluiceError("upstream_error", `upstream error: ${msg}`);
+      const msg = errorMessageOfBody(chunk) ?? snippet(JSON.stringify(chunk.error));
+      throw new SluiceError("upstream_error", this.redact(`upstream error: ${msg}`));
     }
     if (isRecord(chunk.usage)) this.#usage = mapUsage(chunk.usage);
 
@@ -442,7 +276,9 @@ class ChunkState {
       } catch {
         throw new SluiceError(
           "upstream_error",
-          `upstream sent arguments for tool call ${tool.id} (${tool.name}) that are not valid JSON: ${snippet(text)}`,
+          this.redact(
+            `upstream sent arguments for tool call ${tool.id} (${tool.name}) that are not valid JSON: ${snippet(text)}`,
+          ),
         );
       }
       const event: ToolCallEvent = { type: "tool-call", id: tool.id, name: tool.name, args };
@@ -478,146 +314,6 @@ function mapUsage(usage: Record<string, unknown>): UsageEvent {
   return event;
 }
 
-/** `reader.read()`, but rejecting with the signal's reason as soon as it aborts. */
-export function readOrAbort<T>(
-  reader: ReadableStreamDefaultReader<T>,
-  signal: AbortSignal,
-): Promise<ReadableStreamReadResult<T>> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    reader.read().then(
-      (r) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(r);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err);
-      },
-    );
-  });
-}
-
-/** A non-2xx response → upstream_error with the status, the upstream's message and Retry-After. */
-export async function httpError(response: Response, signal: AbortSignal, now: number): Promise<SluiceError> {
-  let text = "";
-  try {
-    text = await readTextCapped(response, signal);
-  } catch {
-    if (signal.aborted) throw signal.reason;
-    // the error body broke off: report the status alone
-  }
-  const upstreamMessage = openAIErrorMessage(text) ?? (text.trim() ? snippet(text.trim()) : undefined);
-  const status = `${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
-  const details: Record<string, unknown> = { upstream_status: response.status };
-  const retryAfter = parseRetryAfter(response.headers, now);
-  if (retryAfter !== undefined) details.retry_after_ms = retryAfter;
-  return new SluiceError(
-    "upstream_error",
-    `upstream answered ${status}${upstreamMessage ? `: ${upstreamMessage}` : ""}`,
-    details,
-  );
-}
-
-/** Retry-After in ms: `retry-after-ms` (OpenAI), else `Retry-After` as seconds or an HTTP date. */
-export function parseRetryAfter(headers: Headers, now: number): number | undefined {
-  const ms = headers.get("retry-after-ms");
-  if (ms !== null && ms.trim() !== "") {
-    const n = Number(ms);
-    if (Number.isFinite(n) && n >= 0) return Math.round(n);
-  }
-  const value = headers.get("retry-after");
-  if (value === null || value.trim() === "") return undefined;
-  const trimmed = value.trim();
-  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000);
-  const date = Date.parse(trimmed);
-  if (Number.isNaN(date)) return undefined;
-  return Math.max(0, date - now);
-}
-
-/** Reads up to MAX_ERROR_BODY_CHARS of a body as text, then drops the rest. */
-async function readTextCapped(response: Response, signal: AbortSignal): Promise<string> {
-  if (!response.body) return "";
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  let complete = false;
-  try {
-    while (text.length < MAX_ERROR_BODY_CHARS) {
-      const { done, value } = await readOrAbort(reader, signal);
-      if (done) {
-        complete = true;
-        break;
-      }
-      text += value;
-    }
-  } finally {
-    if (!complete) reader.cancel().catch(() => {});
-    try {
-      reader.releaseLock();
-    } catch {
-      // pending read on an aborted body
-    }
-  }
-  return text.slice(0, MAX_ERROR_BODY_CHARS);
-}
-
-/** `error.message` of an OpenAI-shaped error body (or `error` when it is a string). */
-function openAIErrorMessage(text: string): string | undefined {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  return isRecord(parsed) ? openAIErrorMessageOf(parsed) : undefined;
-}
-
-function openAIErrorMessageOf(body: Record<string, unknown>): string | undefined {
-  const error = body.error;
-  if (typeof error === "string" && error !== "") return error;
-  if (isRecord(error)) {
-    if (typeof error.message === "string" && error.message !== "") return error.message;
-    return snippet(JSON.stringify(error));
-  }
-  if (typeof body.message === "string" && body.message !== "") return body.message;
-  return undefined;
-}
-
-/** A fetch that failed before any response → upstream_unreachable naming the cause. */
-export function unreachable(url: string, err: unknown): SluiceError {
-  return new SluiceError("upstream_unreachable", `cannot reach upstream ${originOf(url)}: ${describe(err)}`);
-}
-
-/** The most telling part of a fetch error: its cause's code and message. */
-export function describe(err: unknown): string {
-  const cause = isRecord(err) && err.cause !== undefined ? err.cause : err;
-  if (isRecord(cause) || cause instanceof Error) {
-    const c = cause as { code?: unknown; message?: unknown; errors?: unknown };
-    let code = typeof c.code === "string" ? c.code : undefined;
-    let message = typeof c.message === "string" ? c.message : "";
-    if (Array.isArray(c.errors) && c.errors.length > 0) {
-      // AggregateError (every address of a host refused): report the first.
-      const first = c.errors[0] as { code?: unknown; message?: unknown };
-      code ??= typeof first.code === "string" ? first.code : undefined;
-      if (!message && typeof first.message === "string") message = first.message;
-    }
-    if (code && message && !message.includes(code)) return `${code} ${message}`;
-    return message || code || String(cause);
-  }
-  return String(cause);
-}
-
-export function originOf(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.origin}${u.pathname}`;
-  } catch {
-    return url;
-  }
-}
-
 /**
  * The model ids an OpenAI-compatible server offers (`GET {baseUrl}/models`).
  * Used by `sluice serve --upstream URL` to add a route per model.
@@ -631,60 +327,38 @@ export async function listUpstreamModels(
   const url = `${trimSlash(baseUrl)}/models`;
   const headers: Record<string, string> = { accept: "application/json" };
   if (apiKey) headers.authorization = `Bearer ${apiKey}`;
-
-  const controller = new AbortController();
-  const onAbort = () => controller.abort(signal?.reason);
-  signal?.addEventListener("abort", onAbort, { once: true });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort(new Error("timeout"));
-  }, LIST_MODELS_TIMEOUT_MS);
+  const http = new UpstreamHttp({
+    timeouts: { first_byte_ms: LIST_MODELS_TIMEOUT_MS, idle_ms: LIST_MODELS_TIMEOUT_MS },
+    secrets: [apiKey],
+  });
+  const signals = [AbortSignal.timeout(LIST_MODELS_TIMEOUT_MS * 2), ...(signal ? [signal] : [])];
+  let text: string;
   try {
-    let response: Response;
-    try {
-      response = await fetch(url, { method: "GET", headers, signal: controller.signal });
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      if (timedOut) {
-        throw new SluiceError(
-          "upstream_unreachable",
-          `upstream ${originOf(url)} did not answer within ${LIST_MODELS_TIMEOUT_MS} ms`,
-        );
-      }
-      throw unreachable(url, err);
-    }
-    let body: unknown;
-    try {
-      if (!response.ok) throw await httpError(response, controller.signal, Date.now());
-      body = await response.json();
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      if (timedOut) {
-        throw new SluiceError("upstream_unreachable", `upstream ${originOf(url)} did not answer in time`);
-      }
-      if (err instanceof SluiceError) throw err;
-      throw new SluiceError(
-        "upstream_error",
-        `upstream ${originOf(url)} did not answer with JSON: ${describe(err)}`,
-      );
-    }
-    const data = isRecord(body) ? body.data : undefined;
-    if (!Array.isArray(data)) {
-      throw new SluiceError(
-        "upstream_error",
-        `upstream ${originOf(url)} answered without a model list (no "data" array)`,
-      );
-    }
-    const ids: string[] = [];
-    for (const entry of data) {
-      if (isRecord(entry) && typeof entry.id === "string" && entry.id !== "") ids.push(entry.id);
-    }
-    return ids;
+    text = await http.getText({ url, headers, signal: AbortSignal.any(signals), now: Date.now() });
   } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", onAbort);
+    void http.close().catch(() => {});
   }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new SluiceError(
+      "upstream_error",
+      `upstream ${originOf(url)} did not answer with JSON: ${describe(err)}`,
+    );
+  }
+  const data = isRecord(body) ? body.data : undefined;
+  if (!Array.isArray(data)) {
+    throw new SluiceError(
+      "upstream_error",
+      `upstream ${originOf(url)} answered without a model list (no "data" array)`,
+    );
+  }
+  const ids: string[] = [];
+  for (const entry of data) {
+    if (isRecord(entry) && typeof entry.id === "string" && entry.id !== "") ids.push(entry.id);
+  }
+  return ids;
 }
 
 function trimSlash(url: string): string {
@@ -701,8 +375,4 @@ function nonEmptyString(v: unknown): string | undefined {
 
 function finiteNumber(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) ? v : undefined;
-}
-
-function snippet(text: string, max = 200): string {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
 }

@@ -42,4 +42,9 @@ export interface ProviderContext {
 export interface Provider {
   readonly name: string;
   stream(request: ProviderRequest, ctx: ProviderContext): AsyncIterable<ProviderEvent>;
+  /**
+   * Removes this provider's secrets (API key, header values) and credential-shaped strings from
+   * text derived from its upstream; the runner applies it to everything it stores from an error.
+   */
+  redact?(text: string): string;
 }
