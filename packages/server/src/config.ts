@@ -171,6 +171,30 @@ export const ConfigSchema = z
         max_connections: z.number().int().positive().default(100_000),
         /** Readers attached to one stream on this node. */
         max_readers_per_stream: z.number().int().positive().default(100_000),
+        /** How deep arrays/objects may nest in any JSON a client sends (bodies, WS messages, gRPC request_json). */
+        json_max_depth: z.number().int().min(2).max(1000).default(64),
+        /**
+         * Memory budget (docs/operations.md). Most bytes one generation may hold in memory (its planned
+         * output, records queued for the store or, on the memory store, held while it runs); past it
+         * the generation ends with stream_too_large. Default: a quarter of generations_bytes, at most 64 MiB.
+         */
+        generation_bytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .optional(),
+        /** Most bytes all running generations of this node may hold; full → 503 capacity_exceeded. Default: 40 % of the V8 heap limit. */
+        generations_bytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .optional(),
+        /** Most bytes the memory store keeps for ended streams before evicting the oldest. Default: 30 % of the V8 heap limit. */
+        memory_store_bytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .optional(),
       })
       .strict()
       .prefault({}),

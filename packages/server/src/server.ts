@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { buildSecurity, checkBinding, redactUrl, type Security } from "./auth/security.js";
 import type { Config, RouteConfig } from "./config.js";
+import { MemoryBudget, memoryLimits } from "./core/budget.js";
 import { type Clock, realClock } from "./core/clock.js";
 import { type Coordinator, LocalCoordinator } from "./core/coordinator.js";
 import { FlowScheduler } from "./core/flow.js";
@@ -200,11 +201,13 @@ export function createLogger(level: Config["log_level"], destination?: pino.Dest
 export async function createSluice(config: Config, opts: CreateOptions = {}): Promise<SluiceServer> {
   const logger = opts.logger ?? createLogger(config.log_level);
   const clock = opts.clock ?? realClock;
+  const memory = memoryLimits(config.limits);
   const opened = opts.store
     ? { store: opts.store, coordinator: opts.coordinator ?? new LocalCoordinator(opts.store) }
     : await openStore(config.store, {
         clock,
         maxStreams: config.limits.max_streams,
+        memoryStoreBytes: memory.memoryStoreBytes,
         limits: {
           maxRecordsPerStream: config.limits.max_events_per_stream,
           maxBytesPerStream: config.limits.max_bytes_per_stream,
@@ -225,6 +228,8 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     clock,
     coordinator,
     maxBufferedEvents: config.cluster.max_buffered_events,
+    budget: new MemoryBudget(memory),
+    recordsInMemory: opened.store.name === "memory",
     onError: (err, streamId) => logger.error({ err, stream: streamId }, "generation failed unexpectedly"),
     observer: metrics,
   });

@@ -16,16 +16,23 @@ export const MessageSchema = z
   })
   .passthrough();
 
+/** Largest `metadata` of a generation request, in characters of its JSON. */
+export const METADATA_MAX_CHARS = 16 * 1024;
+
+/** Longest demo answer, in tokens (`demo.length`). */
+export const DEMO_MAX_LENGTH = 100_000;
+
 export const DemoOptionsSchema = z
   .object({
     seed: z.number().int().optional(),
     ttft_ms: z.number().min(0).max(600_000).optional(),
     tokens_per_s: z.number().positive().max(1_000_000).optional(),
     jitter: z.number().min(0).max(1).optional(),
-    fail_after_tokens: z.number().int().min(0).nullable().optional(),
+    fail_after_tokens: z.number().int().min(0).max(DEMO_MAX_LENGTH).nullable().optional(),
     kind: z.enum(["markdown", "json", "tool-call", "reasoning"]).optional(),
     /** Answer length in tokens (before max_tokens cuts it). */
-    length: z.number().int().min(1).max(1_000_000).optional(),
+    // (The demo plans its whole answer up front, ~75 bytes a token: the bound keeps a plan small.)
+    length: z.number().int().min(1).max(DEMO_MAX_LENGTH).optional(),
     /**
      * Benchmark aid (`npm run bench`): each delta event gets `due`, the epoch ms its token was
      * due, so a reader can measure delivery delay. Off by default; the events are otherwise the same.
@@ -61,7 +68,14 @@ export const GenerationRequestSchema = z
     timeout_ms: z.number().int().positive().max(86_400_000).optional(),
     /** What a disconnect of the client that started the generation does. Default: continue. */
     on_disconnect: z.enum(["continue", "cancel"]).optional(),
-    metadata: z.record(z.string(), z.unknown()).optional(),
+    // Stored with the stream and returned by /info and every list page: bounded in size (its
+    // depth is bounded where the JSON is parsed, limits.json_max_depth).
+    metadata: z
+      .record(z.string(), z.unknown())
+      .refine((m) => JSON.stringify(m).length <= METADATA_MAX_CHARS, {
+        message: `at most ${METADATA_MAX_CHARS} characters as JSON`,
+      })
+      .optional(),
     demo: DemoOptionsSchema.optional(),
   })
   .strict();

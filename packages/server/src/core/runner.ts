@@ -17,10 +17,12 @@ import {
   type Store,
   type StreamInfo,
 } from "../stores/store.js";
+import { type GenerationHold, type MemoryBudget, RECORD_COST_BYTES } from "./budget.js";
 import { type Clock, realClock } from "./clock.js";
 import { type Coordinator, LocalCoordinator } from "./coordinator.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationObserver, GenerationTrack } from "./observer.js";
+import { isInternalFailure, publicError } from "./public-error.js";
 import type { GenerationRequest } from "./request.js";
 import { DEFAULT_RETRY, type Route, type RouteTable } from "./routes.js";
 
@@ -46,6 +48,10 @@ export interface RunnerOptions {
    * past it the generation ends with `store_unavailable`.
    */
   maxBufferedEvents?: number;
+  /** The node's memory budget for running generations (core/budget.ts); unbounded when absent. */
+  budget?: MemoryBudget;
+  /** The store keeps appended records in this process (the memory store): they stay counted. */
+  recordsInMemory?: boolean;
 }
 
 export interface StartOptions {
@@ -60,6 +66,8 @@ interface Generation {
   done: Promise<void>;
   /** The observer's tracker for this generation (metrics), if any. */
   track?: GenerationTrack | undefined;
+  /** Its share of the memory budget, if there is one. */
+  hold?: GenerationHold | undefined;
 }
 
 export interface Usage {
@@ -84,6 +92,8 @@ export class Runner {
   private readonly observer: GenerationObserver | undefined;
   readonly coordinator: Coordinator;
   private readonly maxBufferedEvents: number;
+  private readonly budget: MemoryBudget | undefined;
+  private readonly recordsInMemory: boolean;
   private accepting = true;
 
   constructor(opts: RunnerOptions) {
@@ -94,6 +104,8 @@ export class Runner {
     this.observer = opts.observer;
     this.coordinator = opts.coordinator ?? new LocalCoordinator(opts.store);
     this.maxBufferedEvents = opts.maxBufferedEvents ?? 100_000;
+    this.budget = opts.budget;
+    this.recordsInMemory = opts.recordsInMemory ?? false;
   }
 
   /**
@@ -146,11 +158,20 @@ export class Runner {
       },
       ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
     };
+    // Refused before anything exists when the node's memory budget cannot take it (503 / 413).
+    const planned = route.provider.plannedBytes?.({ ...request, upstream_model: route.upstream_model });
+    const hold = this.budget?.admit(planned ?? 0);
     // The lease comes first, so no node ever sees this generation running without an owner.
-    await this.coordinator.acquire(id);
+    try {
+      await this.coordinator.acquire(id);
+    } catch (err) {
+      hold?.release();
+      throw err;
+    }
     try {
       await this.store.create(init);
     } catch (err) {
+      hold?.release();
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
@@ -162,15 +183,17 @@ export class Runner {
     };
     const controller = new AbortController();
     const track = this.observer?.begin({ id, route: route.name, model: request.model });
-    const gen: Generation = { id, controller, done: Promise.resolve(), track };
+    const gen: Generation = { id, controller, done: Promise.resolve(), track, hold };
     this.running.set(id, gen);
     try {
       await this.store.append(id, [encode(start)]);
     } catch (err) {
       this.running.delete(id);
+      hold?.release();
       // Best effort: end the stream that was created (if the store is down, the lease expiry
       // or the next start does it).
-      void this.interrupt(id, `the generation could not start: ${(err as Error).message}`);
+      if (isInternalFailure(err)) this.onError(err, id);
+      void this.interrupt(id, `the generation could not start: ${publicError(err).message}`);
       await this.coordinator.release(id).catch(() => {});
       throw err;
     }
@@ -180,6 +203,7 @@ export class Runner {
     };
     gen.done = this.run(gen, this.routes.chain(route), request, report).finally(() => {
       this.running.delete(id);
+      hold?.release();
       opts.onEnd?.(outputTokens);
       return this.coordinator.release(id).catch(() => {});
     });
@@ -188,15 +212,21 @@ export class Runner {
     return info;
   }
 
+  /**
+   * One generation, start to terminal event: the route chain with its retries
+   * (streamRoutes), each attempt's events shaped and appended (streamOnce, EventShaper), the
+   * terminal event that says why it ended (terminalOf), and the closing append (end).
+   */
   private async run(
     gen: Generation,
     chain: Route[],
     request: GenerationRequest,
     reportTokens: (n: number) => void,
   ): Promise<void> {
-    const { id, controller, track } = gen;
-    const signal = controller.signal;
-    const appender = new Appender(this.store, id, this.maxBufferedEvents);
+    const { id, controller, hold } = gen;
+    const appender = new Appender(this.store, id, this.maxBufferedEvents, (err) => this.onError(err, id));
+    // On a store that keeps records elsewhere (SQLite, Redis), a record stops counting once stored.
+    if (hold && !this.recordsInMemory) appender.onStored = (bytes) => hold.uncharge(bytes);
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
@@ -205,116 +235,115 @@ export class Runner {
         ms,
       );
     }
-    let finishReason: TerminalEvent | undefined;
-    let usage: UsageEvent | undefined;
-    let outputTokens = 0;
-    let appended = 0;
-    const maxTokens = request.max_tokens;
-    const toolIndex = new Map<string, number>();
-    const attempts: Attempt[] = [];
+    const ctx: RunContext = {
+      gen,
+      chain,
+      request,
+      signal: controller.signal,
+      appender,
+      shaper: new EventShaper(request.max_tokens),
+      attempts: [],
+      appended: 0,
+    };
     let terminal: TerminalEvent;
     try {
-      // Each route of the chain (the route, then its fallbacks) gets up to max_attempts tries, as
-      // long as nothing was appended: after the first token a failure is terminal.
-      routes: for (let ri = 0; ri < chain.length; ri++) {
-        const route = chain[ri] as Route;
-        const policy = route.retry ?? DEFAULT_RETRY;
-        for (let n = 1; n <= policy.max_attempts; n++) {
-          const attempt: Attempt = {
-            route: route.name,
-            provider: route.provider.name,
-            started_at: new Date(this.clock.now()).toISOString(),
-          };
-          attempts.push(attempt);
-          try {
-            const providerRequest = { ...request, upstream_model: route.upstream_model };
-            for await (const ev of route.provider.stream(providerRequest, { signal, clock: this.clock })) {
-              if (signal.aborted) break;
-              if (ev.type === "finish") {
-                finishReason = ev;
-                continue;
-              }
-              if (ev.type === "usage") {
-                // Held back: usage is always the record right before the terminal event.
-                usage = ev;
-                continue;
-              }
-              let out: SluiceEvent = ev;
-              if (ev.type === "tool-call-delta" || ev.type === "tool-call") {
-                let index = toolIndex.get(ev.id);
-                if (index === undefined) {
-                  index = toolIndex.size;
-                  toolIndex.set(ev.id, index);
-                }
-                if (ev.index !== index) out = { ...ev, index };
-              }
-              if (
-                ev.type === "text-delta" ||
-                ev.type === "reasoning-delta" ||
-                ev.type === "tool-call-delta"
-              ) {
-                if (maxTokens !== undefined && outputTokens >= maxTokens) {
-                  // The provider should stop by itself at max_tokens (and may still send its
-                  // usage and finish); a token past it means it doesn't, so we stop it.
-                  controller.abort({ kind: "max_tokens" } satisfies StopReason);
-                  break;
-                }
-                outputTokens++;
-                track?.token();
-              }
-              appender.push(encode(out));
-              appended++;
-              if (appender.failed) throw appender.failed;
-            }
-            break routes;
-          } catch (err) {
-            if (signal.aborted || appended > 0 || !isRetryable(err)) throw err;
-            const e = err as SluiceError;
-            attempt.error = { code: e.code, message: redactFor(chain, e.message) };
-            const status = e.details?.upstream_status;
-            if (typeof status === "number") attempt.error.upstream_status = status;
-            const retryAfter = e.details?.retry_after_ms;
-            const wait = typeof retryAfter === "number" ? retryAfter : policy.base_delay_ms * 2 ** (n - 1);
-            const last = ri === chain.length - 1 && n === policy.max_attempts;
-            if (last) throw err;
-            const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
-            if (!retrySame && ri === chain.length - 1) throw err;
-            if (retrySame) attempt.retry_in_ms = wait;
-            track?.retry?.(route.name);
-            // Show the failed try in stream info while the next one is pending (best effort).
-            await this.store.append(id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
-            if (retrySame) {
-              await this.clock.sleep(wait, signal);
-              continue;
-            }
-            continue routes;
-          }
-        }
-      }
-      terminal = signal.aborted
-        ? this.stopEvent(signal.reason)
-        : (finishReason ?? { type: "finish", reason: "stop" });
+      await this.streamRoutes(ctx);
+      terminal = this.terminalOf(ctx);
     } catch (err) {
-      if (signal.aborted) {
-        terminal = this.stopEvent(signal.reason);
-      } else if (isSluiceError(err)) {
-        const message = redactFor(chain, err.message);
-        terminal = { type: "error", code: err.code, message, retryable: err.retryable };
-      } else {
-        this.onError(err, id);
-        terminal = {
-          type: "error",
-          code: "internal_error",
-          message: redactFor(chain, err instanceof Error ? err.message : String(err)),
-          retryable: true,
-        };
-      }
+      terminal = this.terminalOf(ctx, err);
     } finally {
       if (deadline) clearTimeout(deadline);
     }
     if (!controller.signal.aborted) controller.abort({ kind: "shutdown" } satisfies StopReason); // release provider resources
-    reportTokens(outputTokens);
-    const meta: Record<string, unknown> = { output_tokens: outputTokens };
+    reportTokens(ctx.shaper.outputTokens);
+    await this.end(ctx, terminal);
+  }
+
+  /**
+   * Each route of the chain (the route, then its fallbacks) gets up to max_attempts tries, as
+   * long as nothing was appended: after the first token a failure is terminal.
+   */
+  private async streamRoutes(ctx: RunContext): Promise<void> {
+    const { chain, signal, attempts } = ctx;
+    for (let ri = 0; ri < chain.length; ri++) {
+      const route = chain[ri] as Route;
+      const policy = route.retry ?? DEFAULT_RETRY;
+      for (let n = 1; n <= policy.max_attempts; n++) {
+        const attempt: Attempt = {
+          route: route.name,
+          provider: route.provider.name,
+          started_at: new Date(this.clock.now()).toISOString(),
+        };
+        attempts.push(attempt);
+        try {
+          await this.streamOnce(ctx, route);
+          return;
+        } catch (err) {
+          if (signal.aborted || ctx.appended > 0 || !isRetryable(err)) throw err;
+          const e = err as SluiceError;
+          attempt.error = { code: e.code, message: redactFor(chain, e.message) };
+          const status = e.details?.upstream_status;
+          if (typeof status === "number") attempt.error.upstream_status = status;
+          const retryAfter = e.details?.retry_after_ms;
+          const wait = typeof retryAfter === "number" ? retryAfter : policy.base_delay_ms * 2 ** (n - 1);
+          const lastRoute = ri === chain.length - 1;
+          if (lastRoute && n === policy.max_attempts) throw err;
+          const retrySame = n < policy.max_attempts && wait <= policy.max_wait_ms;
+          if (!retrySame && lastRoute) throw err;
+          if (retrySame) attempt.retry_in_ms = wait;
+          ctx.gen.track?.retry?.(route.name);
+          // Show the failed try in stream info while the next one is pending (best effort).
+          await this.store.append(ctx.gen.id, [], { metadata: { attempts: [...attempts] } }).catch(() => {});
+          if (!retrySame) break; // on to the next route
+          await this.clock.sleep(wait, signal);
+        }
+      }
+    }
+  }
+
+  /** One attempt on one route: the provider's events, shaped, charged to the budget, appended. */
+  private async streamOnce(ctx: RunContext, route: Route): Promise<void> {
+    const { gen, signal, appender, shaper } = ctx;
+    const providerRequest = { ...ctx.request, upstream_model: route.upstream_model };
+    for await (const ev of route.provider.stream(providerRequest, { signal, clock: this.clock })) {
+      if (signal.aborted) break;
+      const out = shaper.shape(ev);
+      if (out === undefined) continue;
+      if (out === MAX_TOKENS) {
+        // The provider should stop by itself at max_tokens (and may still send its usage and
+        // finish); a token past it means it doesn't, so we stop it.
+        gen.controller.abort({ kind: "max_tokens" } satisfies StopReason);
+        break;
+      }
+      if (shaper.counted) gen.track?.token();
+      const rec = encode(out);
+      // Past its own memory bound or the node's, the generation ends here (stream_too_large /
+      // capacity_exceeded) rather than the process running out of heap.
+      const over = gen.hold?.charge(recordCost(rec));
+      if (over) throw over;
+      appender.push(rec);
+      ctx.appended++;
+      if (appender.failed) throw appender.failed;
+    }
+  }
+
+  /** Why the generation ended: a stop (cancel, deadline, …), the provider's finish, or an error. */
+  private terminalOf(ctx: RunContext, err?: unknown): TerminalEvent {
+    if (ctx.signal.aborted) return this.stopEvent(ctx.signal.reason);
+    if (err === undefined) return ctx.shaper.finish ?? { type: "finish", reason: "stop" };
+    // An internal failure's own text (a store's exception, a bug's) is logged, never streamed.
+    // (A failed append was logged by the appender.)
+    if (isInternalFailure(err) && err !== ctx.appender.failed) this.onError(err, ctx.gen.id);
+    const e = publicError(err);
+    const message = redactFor(ctx.chain, e.message);
+    return { type: "error", code: e.code, message, retryable: e.retryable };
+  }
+
+  /** The closing append: usage (held back to stand right before it), the terminal event, metadata. */
+  private async end(ctx: RunContext, terminal: TerminalEvent): Promise<void> {
+    const { shaper, attempts } = ctx;
+    const usage = shaper.usage;
+    const meta: Record<string, unknown> = { output_tokens: shaper.outputTokens };
     if (usage) meta.usage = pickUsage(usage);
     if (attempts.length > 1) {
       const lastAttempt = attempts[attempts.length - 1] as Attempt;
@@ -325,8 +354,8 @@ export class Runner {
     if (terminal.type === "finish") meta.finish_reason = terminal.reason;
     if (terminal.type === "error") meta.error = { code: terminal.code, message: terminal.message };
     const tail = usage ? [encode(usage), encode(terminal)] : [encode(terminal)];
-    await appender.close(tail, statusOf(terminal), meta).catch((err) => this.onError(err, id));
-    track?.end(terminal);
+    await ctx.appender.close(tail, statusOf(terminal), meta).catch((err) => this.onError(err, ctx.gen.id));
+    ctx.gen.track?.end(terminal);
   }
 
   private stopEvent(reason: unknown): TerminalEvent {
@@ -432,6 +461,11 @@ function encode(ev: SluiceEvent): RecordInput {
   return { type: ev.type, data: JSON.stringify(ev) };
 }
 
+/** What holding one record costs in memory (budget accounting). */
+function recordCost(rec: RecordInput): number {
+  return RECORD_COST_BYTES + rec.data.length;
+}
+
 /** One try of one route, as stream info shows it (`attempts`). */
 export interface Attempt {
   route: string;
@@ -446,6 +480,65 @@ export interface Attempt {
  * Error text that may quote an upstream (it may echo the credentials it was sent) goes through
  * every provider of the chain's redaction, then the generic one, before it is stored.
  */
+/** What the steps of one generation's run share. */
+interface RunContext {
+  gen: Generation;
+  chain: Route[];
+  request: GenerationRequest;
+  signal: AbortSignal;
+  appender: Appender;
+  shaper: EventShaper;
+  attempts: Attempt[];
+  /** Records appended so far (after the first, a failure is terminal: no retry). */
+  appended: number;
+}
+
+/** EventShaper.shape's answer for a token past max_tokens. */
+const MAX_TOKENS = Symbol("max_tokens");
+
+/**
+ * Provider events → the records of the log: `finish` and `usage` are held back (the runner
+ * writes them last), tool calls are numbered in order of appearance, output tokens are counted
+ * against max_tokens.
+ */
+class EventShaper {
+  finish: TerminalEvent | undefined;
+  usage: UsageEvent | undefined;
+  outputTokens = 0;
+  /** Whether the last shaped event counted as an output token. */
+  counted = false;
+  private readonly toolIndex = new Map<string, number>();
+
+  constructor(private readonly maxTokens: number | undefined) {}
+
+  shape(ev: ProviderEvent): SluiceEvent | undefined | typeof MAX_TOKENS {
+    this.counted = false;
+    if (ev.type === "finish") {
+      this.finish = ev;
+      return undefined;
+    }
+    if (ev.type === "usage") {
+      this.usage = ev;
+      return undefined;
+    }
+    let out: SluiceEvent = ev;
+    if (ev.type === "tool-call-delta" || ev.type === "tool-call") {
+      let index = this.toolIndex.get(ev.id);
+      if (index === undefined) {
+        index = this.toolIndex.size;
+        this.toolIndex.set(ev.id, index);
+      }
+      if (ev.index !== index) out = { ...ev, index };
+    }
+    if (ev.type === "text-delta" || ev.type === "reasoning-delta" || ev.type === "tool-call-delta") {
+      if (this.maxTokens !== undefined && this.outputTokens >= this.maxTokens) return MAX_TOKENS;
+      this.outputTokens++;
+      this.counted = true;
+    }
+    return out;
+  }
+}
+
 function redactFor(chain: Route[], text: string): string {
   let out = text;
   for (const r of chain) if (r.provider.redact) out = r.provider.redact(out);
@@ -478,11 +571,15 @@ class Appender {
   private pending: RecordInput[] = [];
   private inFlight: Promise<void> | undefined;
   failed: SluiceError | undefined;
+  /** Told the cost of each batch the store has taken (memory budget). */
+  onStored: ((bytes: number) => void) | undefined;
 
   constructor(
     private readonly store: Store,
     private readonly id: string,
     private readonly maxPending: number,
+    /** Told about internal failures (logging), whose text the terminal event does not carry. */
+    private readonly onInternal: (err: unknown) => void,
   ) {}
 
   push(rec: RecordInput): void {
@@ -507,8 +604,14 @@ class Appender {
         this.pending = [];
         try {
           await this.store.append(this.id, batch);
+          if (this.onStored) {
+            let bytes = 0;
+            for (const r of batch) bytes += recordCost(r);
+            this.onStored(bytes);
+          }
         } catch (err) {
-          this.failed = isSluiceError(err) ? err : new SluiceError("internal_error", String(err));
+          if (isInternalFailure(err)) this.onInternal(err);
+          this.failed = publicError(err);
         }
       }
     } finally {
@@ -538,8 +641,10 @@ class Appender {
     try {
       await this.store.append(this.id, [...records, ...end], { close: status, metadata });
     } catch (err) {
-      if (!isSluiceError(err) || err.code !== "stream_too_large") throw err;
-      // The last records do not fit: a closing append of the terminal event alone always does.
+      if (!isSluiceError(err) || (err.code !== "stream_too_large" && err.code !== "capacity_exceeded"))
+        throw err;
+      // The last records do not fit (the stream's bound, or a full memory store): a closing
+      // append of the terminal event alone always does.
       const error = { code: err.code, message: err.message };
       await this.store.append(this.id, [encode({ type: "error", ...error, retryable: err.retryable })], {
         close: "failed",

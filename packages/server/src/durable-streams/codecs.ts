@@ -74,8 +74,8 @@ export function bytesRecord(body: Buffer): RecordInput {
  * value is one message. Throws SyntaxError on bad JSON. Messages keep their source text (minus
  * whitespace outside strings), so numbers beyond double precision and key order stay exact.
  */
-export function jsonMessages(body: Buffer): string[] {
-  const text = body.toString("utf8");
+export function jsonMessages(body: Buffer | string): string[] {
+  const text = typeof body === "string" ? body : body.toString("utf8");
   JSON.parse(text); // validation only
   const compact = minifyJson(text);
   return compact.startsWith("[") ? splitTopLevel(compact.slice(1, -1)) : [compact];

@@ -6,6 +6,7 @@ import type { Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, WriteMark } from "../core/hub.js";
 import { SSE_HEARTBEAT } from "../http/context.js";
+import { checkJsonDepth } from "../http/json-body.js";
 import type { LiveResponses } from "../http/live-response.js";
 import { ResponseSink } from "../http/sink.js";
 import type { RecordInput, Store, StreamInfo } from "../stores/store.js";
@@ -99,6 +100,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
   const { config, store, hub, live } = deps;
   const opts = config.durable_streams;
   if (!opts.enabled) return;
+  const jsonMaxDepth = config.limits.json_max_depth;
 
   /** Mutations of one stream run one at a time on this node (read-check-append stays consistent). */
   const locks = new Map<string, Promise<unknown>>();
@@ -206,8 +208,10 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
     if (body.length === 0) return [];
     if (mode === "bytes") return [bytesRecord(body)];
     let messages: string[];
+    const text = body.toString("utf8");
+    checkJsonDepth(text, jsonMaxDepth);
     try {
-      messages = jsonMessages(body);
+      messages = jsonMessages(text);
     } catch (err) {
       throw new SluiceError("invalid_json", `the body is not valid JSON: ${(err as Error).message}`);
     }

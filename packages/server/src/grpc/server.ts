@@ -2,16 +2,18 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { isSluiceError, retryAfterSeconds, SluiceError } from "@sluice/protocol";
+import { retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { Logger } from "pino";
 import { OPEN_PRINCIPAL } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential, type Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub, Reader, Sink } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
+import { isInternalFailure, publicError } from "../core/public-error.js";
 import { GenerationRequestSchema } from "../core/request.js";
 import type { Runner } from "../core/runner.js";
 import { type Codec, registerCodec } from "../formats/codec.js";
+import { checkJsonDepth } from "../http/json-body.js";
 import { holdConnectionAs, startAs } from "../http/start.js";
 import { readPosition, StreamAccess } from "../http/stream-access.js";
 import type { Store, StreamInfo } from "../stores/store.js";
@@ -78,7 +80,7 @@ const STATUS_BY_HTTP: Record<number, grpc.status> = {
 
 /** A SluiceError as a gRPC status; the catalogue code rides in `sluice-error-code` metadata. */
 export function toGrpcError(err: unknown, extra: Record<string, string> = {}): Partial<grpc.StatusObject> {
-  const e = isSluiceError(err) ? err : new SluiceError("internal_error", "internal error");
+  const e = publicError(err);
   const metadata = new grpc.Metadata();
   metadata.set("sluice-error-code", e.code);
   for (const [k, v] of Object.entries(extra)) metadata.set(k, v);
@@ -115,9 +117,10 @@ interface StartRequestMsg {
   request_json: string;
 }
 
-function toGenerationRequest(req: StartRequestMsg) {
+function toGenerationRequest(req: StartRequestMsg, jsonMaxDepth: number) {
   let body: unknown;
   if (req.request_json) {
+    checkJsonDepth(req.request_json, jsonMaxDepth, "request_json");
     try {
       body = JSON.parse(req.request_json);
     } catch (err) {
@@ -246,6 +249,11 @@ export interface GrpcServer {
 export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
   const { config, hub, runner, connections, security, store } = deps;
   const access = new StreamAccess({ store, runner });
+  // An internal failure's text stays in the log; the client gets the generic status.
+  const fail = (err: unknown) => {
+    if (isInternalFailure(err)) deps.logger?.error({ err }, "grpc call failed");
+    return toGrpcError(err);
+  };
   const def = protoLoader.loadSync(PROTO_PATH, PROTO_OPTIONS);
   const pkg = grpc.loadPackageDefinition(def) as unknown as {
     sluice: { v1: { Sluice: grpc.ServiceClientConstructor } };
@@ -265,10 +273,15 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
       Promise.resolve()
         .then(async () => {
           const id = await identify(security, call.metadata);
-          return startAs(id.principal, id.apiKey, { runner, security }, toGenerationRequest(call.request));
+          return startAs(
+            id.principal,
+            id.apiKey,
+            { runner, security },
+            toGenerationRequest(call.request, config.limits.json_max_depth),
+          );
         })
         .then((info) => cb(null, infoMessage(info)))
-        .catch((err) => cb(toGrpcError(err)));
+        .catch((err) => cb(fail(err)));
     },
     Cancel: (call: grpc.ServerUnaryCall<{ stream: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       Promise.resolve()
@@ -277,7 +290,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
           return access.cancel(id.principal, call.request.stream);
         })
         .then((info) => cb(null, infoMessage(info)))
-        .catch((err) => cb(toGrpcError(err)));
+        .catch((err) => cb(fail(err)));
     },
     Follow: (call: FollowCall) => {
       void (async () => {
@@ -307,7 +320,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
         } catch (err) {
           release?.();
           releaseKey?.();
-          if (!call.cancelled) call.emit("error", toGrpcError(err) as grpc.ServiceError);
+          if (!call.cancelled) call.emit("error", fail(err) as grpc.ServiceError);
         }
       })();
     },

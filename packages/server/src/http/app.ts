@@ -12,6 +12,7 @@ import { requireAction } from "../auth/principal.js";
 import { registerSecurity } from "../auth/security.js";
 import { ConfigError } from "../config.js";
 import { ConnectionGate } from "../core/limits.js";
+import { publicError } from "../core/public-error.js";
 import { publicPath } from "../durable-streams/protocol.js";
 import { registerDurableStreams } from "../durable-streams/routes.js";
 import type { Codec } from "../formats/codec.js";
@@ -29,6 +30,7 @@ import {
   sendError,
   toSluiceError,
 } from "./context.js";
+import { registerJsonBodyParser } from "./json-body.js";
 import { type Hold, LiveResponses } from "./live-response.js";
 import { registerObservability } from "./observability.js";
 import { registerOpenAI } from "./openai.js";
@@ -144,6 +146,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // JSON only: a text/plain body is a client mistake worth a clear 415, not a string to validate.
   app.removeContentTypeParser("text/plain");
+  registerJsonBodyParser(app, config.limits.json_max_depth);
   // The Durable Streams mount answers its own CORS (the protocol specifies it); auth still applies.
   registerSecurity(app, security, { skipPrefixes: ["/ds/"] });
   // The node-wide parts every door shares: the live-response path and the access layer.
@@ -155,7 +158,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   app.setErrorHandler((err: unknown, req, reply) => {
     const e = toSluiceError(err, config.limits.body_bytes);
-    if (e.code === "internal_error" && !isSluiceError(err)) req.log.error({ err }, "unhandled error");
+    // An internal_error's own text (a store's exception, say) goes to the log, never the client.
+    if (e.code === "internal_error") req.log.error({ err }, "internal error");
     return sendError(reply, e);
   });
 

@@ -10,6 +10,7 @@ import type { Security } from "../auth/security.js";
 import type { Config } from "../config.js";
 import type { Hub } from "../core/hub.js";
 import type { ConnectionGate } from "../core/limits.js";
+import { publicError } from "../core/public-error.js";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
 import type { RouteTable } from "../core/routes.js";
 import type { Runner } from "../core/runner.js";
@@ -58,7 +59,8 @@ export function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
 
 /** Turns whatever a handler threw (zod, Fastify body parsing, SluiceError) into a SluiceError. */
 export function toSluiceError(err: unknown, bodyLimit: number): SluiceError {
-  if (isSluiceError(err)) return err;
+  // An internal_error's own text (a store's exception, say) never reaches a client.
+  if (isSluiceError(err)) return publicError(err);
   const e = err as { code?: string; statusCode?: number; message?: string; name?: string };
   if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
     return new SluiceError("body_too_large", `the body is larger than ${bodyLimit} bytes`);

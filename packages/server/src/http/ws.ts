@@ -7,8 +7,10 @@ import { z } from "zod";
 import { OPEN_PRINCIPAL, type Principal } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
 import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
+import { INTERNAL_ERROR_MESSAGE, isInternalFailure, publicError } from "../core/public-error.js";
 import { wsSluice } from "../formats/sluice.js";
 import { type AppDeps, type DoorDeps, parseGenerationRequest } from "./context.js";
+import { checkJsonDepth } from "./json-body.js";
 import { holdConnectionAs, startAs } from "./start.js";
 import { readPosition } from "./stream-access.js";
 import { isWebSocketUpgrade, serveAsPlainRequest } from "./upgrade-fallback.js";
@@ -83,7 +85,7 @@ function refuse(
 }
 
 function refuseWith(socket: Duplex, err: unknown): void {
-  const e = isSluiceError(err) ? err : new SluiceError("internal_error", "internal error");
+  const e = publicError(err);
   const headers: Record<string, string> = {};
   if (e.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="sluice"';
   const retry = retryAfterSeconds(e);
@@ -451,8 +453,15 @@ class WsConnection {
       return;
     }
     let msg: unknown;
+    const text = data.toString();
     try {
-      msg = JSON.parse(data.toString());
+      checkJsonDepth(text, this.deps.config.limits.json_max_depth, "the message");
+    } catch (err) {
+      this.sendError("invalid_request", (err as Error).message);
+      return;
+    }
+    try {
+      msg = JSON.parse(text);
     } catch (err) {
       this.sendError("invalid_json", `the message is not valid JSON: ${(err as Error).message}`);
       return;
@@ -484,10 +493,12 @@ class WsConnection {
       .then(handled)
       .catch((err: unknown) => {
         const stream = typeof m.stream === "string" ? m.stream : undefined;
-        if (isSluiceError(err)) {
+        if (isInternalFailure(err)) {
+          // Its text (a store's exception, say) goes to the log only.
+          if (this.deps.logger) this.deps.logger.error({ err }, "websocket message failed");
+          this.sendError("internal_error", INTERNAL_ERROR_MESSAGE, { id });
+        } else if (isSluiceError(err)) {
           this.sendError(err.code, err.message, { ...(stream ? { stream } : {}), id, details: err.details });
-        } else {
-          this.sendError("internal_error", "internal error", { id });
         }
       });
   }

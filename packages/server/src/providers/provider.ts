@@ -47,4 +47,9 @@ export interface Provider {
    * text derived from its upstream; the runner applies it to everything it stores from an error.
    */
   redact?(text: string): string;
+  /**
+   * Bytes of memory the provider holds for a request from its start (e.g. an answer planned
+   * up front), counted against the memory budget before the generation is admitted.
+   */
+  plannedBytes?(request: ProviderRequest): number;
 }

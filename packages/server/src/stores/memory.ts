@@ -1,4 +1,5 @@
 import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
+import { RECORD_COST_BYTES } from "../core/budget.js";
 import type { Clock } from "../core/clock.js";
 import { realClock } from "../core/clock.js";
 import {
@@ -27,6 +28,16 @@ interface MemStream {
   packed?: Packed;
   expiresAtMs?: number;
   listeners: Set<(n: StoreNotice) => void>;
+  /** Its estimated heap cost, as counted in the store's total (see costOf). */
+  cost: number;
+}
+
+/** A packed record's cost beyond its data: its end (4 bytes) and type index (1–2). */
+const PACKED_RECORD_BYTES = 6;
+
+/** Estimated heap held by a stream: its data, plus per record an object (running) or a few bytes (packed). */
+function costOf(s: MemStream): number {
+  return s.info.bytes + s.info.length * (s.packed ? PACKED_RECORD_BYTES : RECORD_COST_BYTES);
 }
 
 /**
@@ -111,6 +122,12 @@ export interface MemoryStoreOptions {
   clock?: Clock;
   /** How often expired streams are swept (ms); 0 disables the timer (call sweep()). */
   sweepIntervalMs?: number;
+  /**
+   * Most bytes (estimated heap) all streams may hold together (`limits.memory_store_bytes`): past
+   * it the oldest ended streams are evicted, and when only running ones are left, create and
+   * append fail with `capacity_exceeded`. Unbounded when absent.
+   */
+  maxBytes?: number;
 }
 
 /** The default store: everything in this process's memory, bounded per stream and in stream count. */
@@ -119,12 +136,16 @@ export class MemoryStore implements Store {
   private readonly streams = new Map<string, MemStream>();
   private readonly limits: StoreLimits;
   private readonly maxStreams: number;
+  private readonly maxBytes: number;
+  /** Sum of every stream's cost. */
+  private heldBytes = 0;
   private readonly clock: Clock;
   private readonly timer: NodeJS.Timeout | undefined;
 
   constructor(opts: MemoryStoreOptions = {}) {
     this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
     this.maxStreams = opts.maxStreams ?? 100_000;
+    this.maxBytes = opts.maxBytes ?? Number.POSITIVE_INFINITY;
     this.clock = opts.clock ?? realClock;
     const every = opts.sweepIntervalMs ?? 60_000;
     if (every > 0) {
@@ -138,6 +159,7 @@ export class MemoryStore implements Store {
     if (old && this.expired(old)) this.remove(init.id, old);
     else if (old) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
     if (this.streams.size >= this.maxStreams) this.evictOne();
+    this.makeRoom(0);
     const info: StreamInfo = {
       id: init.id,
       kind: init.kind,
@@ -152,7 +174,7 @@ export class MemoryStore implements Store {
     if (init.tenant !== undefined) info.tenant = init.tenant;
     if (init.model !== undefined) info.model = init.model;
     if (init.ttl_s !== undefined) info.metadata.ttl_s = init.ttl_s;
-    this.streams.set(init.id, { info, records: [], listeners: new Set() });
+    this.streams.set(init.id, { info, records: [], listeners: new Set(), cost: 0 });
     return { ...info, metadata: { ...info.metadata } };
   }
 
@@ -170,6 +192,24 @@ export class MemoryStore implements Store {
     );
   }
 
+  /**
+   * Evicts the oldest ended streams until `bytes` more fit under maxBytes; throws
+   * capacity_exceeded when they cannot (everything left is running).
+   */
+  private makeRoom(bytes: number): void {
+    if (this.heldBytes + bytes <= this.maxBytes) return;
+    for (const [id, s] of this.streams) {
+      if (s.info.status === "running") continue;
+      this.remove(id, s);
+      if (this.heldBytes + bytes <= this.maxBytes) return;
+    }
+    throw new SluiceError(
+      "capacity_exceeded",
+      `the memory store holds its maximum of ${this.maxBytes} bytes (limits.memory_store_bytes) in running streams`,
+      { retry_after_s: 1 },
+    );
+  }
+
   private get(id: string): MemStream {
     const s = this.streams.get(id);
     if (!s || this.expired(s)) throw new SluiceError("stream_not_found", `no stream ${id}`);
@@ -184,6 +224,9 @@ export class MemoryStore implements Store {
     const s = this.get(id);
     const info = s.info;
     const bytes = checkAppend(id, info, inputs, opts, this.limits);
+    // A closing append of one record always fits (every stream can end with its terminal event).
+    if (inputs.length > 0 && !(opts.close !== undefined && inputs.length === 1))
+      this.makeRoom(bytes + inputs.length * RECORD_COST_BYTES);
     const added: StoredRecord[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i] as RecordInput;
@@ -212,6 +255,9 @@ export class MemoryStore implements Store {
       s.packed = pack(s.records);
       s.records = [];
     }
+    const cost = costOf(s);
+    this.heldBytes += cost - s.cost;
+    s.cost = cost;
     return { next_offset: info.next_offset, length: info.length, status: info.status };
   }
 
@@ -270,6 +316,7 @@ export class MemoryStore implements Store {
   }
 
   private remove(id: string, s: MemStream): void {
+    if (this.streams.get(id) === s) this.heldBytes -= s.cost;
     this.streams.delete(id);
     this.notify(s, { records: [], status: s.info.status, deleted: true });
     s.listeners.clear();
@@ -309,6 +356,11 @@ export class MemoryStore implements Store {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Estimated bytes all streams hold (see maxBytes). */
+  get bytes(): number {
+    return this.heldBytes;
   }
 
   /** Current stream count (for metrics/tests). */

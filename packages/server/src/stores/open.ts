@@ -21,6 +21,8 @@ export interface OpenStoreOptions {
   clock: Clock;
   limits: StoreLimits;
   maxStreams: number;
+  /** The memory store's bound on what all its streams hold (bytes); unbounded when absent. */
+  memoryStoreBytes?: number;
   redisPrefix: string;
   /** How long Redis appends wait for a lost connection to come back (ms). */
   outageMs: number;
@@ -34,7 +36,12 @@ export async function openStore(
   opts: OpenStoreOptions,
 ): Promise<{ store: Store; coordinator: Coordinator }> {
   if (spec === "memory") {
-    const store = new MemoryStore({ clock: opts.clock, maxStreams: opts.maxStreams, limits: opts.limits });
+    const store = new MemoryStore({
+      clock: opts.clock,
+      maxStreams: opts.maxStreams,
+      limits: opts.limits,
+      ...(opts.memoryStoreBytes !== undefined ? { maxBytes: opts.memoryStoreBytes } : {}),
+    });
     return { store, coordinator: new LocalCoordinator(store) };
   }
   if (spec.startsWith("sqlite:")) {

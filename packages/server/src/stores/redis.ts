@@ -17,6 +17,7 @@ import {
   type StoreNotice,
   type StreamInfo,
   type StreamPatch,
+  storeFailure,
 } from "./store.js";
 
 export interface RedisStoreOptions {
@@ -439,8 +440,7 @@ export class RedisStore implements Store {
         break;
       } catch (err) {
         // Redis answered with an error: retrying will not help.
-        if ((err as Error).name === "ReplyError")
-          throw new SluiceError("internal_error", `redis: ${(err as Error).message}`);
+        if ((err as Error).name === "ReplyError") throw storeFailure("redis", err);
         if (Date.now() >= deadline || this.closed) throw this.unavailable();
         this.lastError = (err as Error).message;
         await new Promise((r) => setTimeout(r, 100));
@@ -504,7 +504,7 @@ export class RedisStore implements Store {
     if (!res) throw this.unavailable();
     const [e1, h] = res[0] as [Error | null, (string | null)[]];
     const [e2, rows] = res[1] as [Error | null, [string, string[]][]];
-    if (e1 || e2) throw new SluiceError("internal_error", String(e1 ?? e2));
+    if (e1 || e2) throw storeFailure("redis", e1 ?? e2);
     const [status, lengthS, exp] = h;
     if (status === null || status === undefined || (exp != null && Number(exp) <= this.clock.now()))
       throw new SluiceError("stream_not_found", `no stream ${id}`);

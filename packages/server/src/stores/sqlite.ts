@@ -20,6 +20,7 @@ import {
   type StoreNotice,
   type StreamInfo,
   type StreamPatch,
+  storeFailure,
 } from "./store.js";
 
 export interface SqliteStoreOptions {
@@ -213,7 +214,7 @@ export class SqliteStore implements Store {
         }
       })();
     } catch (err) {
-      for (const op of ops) op.done.reject(new SluiceError("internal_error", `sqlite: ${String(err)}`));
+      for (const op of ops) op.done.reject(storeFailure("sqlite", err));
       return;
     }
     this.commits++;

@@ -186,3 +186,14 @@ export function checkAppend(
   }
   return bytes;
 }
+
+/**
+ * A store's own failure (a driver exception, a Redis error reply) as `internal_error`: fixed text
+ * that names only the store, with the exception as `cause` for the log. Its text never reaches a
+ * client (it may name files, keys, hosts or quote a stack overflow).
+ */
+export function storeFailure(store: string, cause: unknown): SluiceError {
+  const err = new SluiceError("internal_error", `the ${store} store failed`);
+  err.cause = cause;
+  return err;
+}

@@ -5,7 +5,10 @@
  */
 import { SluiceError } from "@sluice/protocol";
 import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "../provider.js";
-import { type DemoPlan, isDemoDelta, planDemo } from "./generator.js";
+import { DEMO_DEFAULTS, type DemoPlan, isDemoDelta, planDemo } from "./generator.js";
+
+/** Heap a planned answer takes per token: ~75 bytes measured once built, more while it is built. */
+const PLAN_BYTES_PER_TOKEN = 128;
 
 /** One event of a demo run and the clock time (`clock.now()` scale) it was due. */
 export interface DemoStep {
@@ -80,6 +83,13 @@ export async function* runDemoPlan(
 /** The built-in `demo` model, a simulator: deterministic for a seed, paced by the context's clock. */
 export class DemoProvider implements Provider {
   readonly name = "demo";
+
+  /** The whole answer is planned before the first token (see generator.ts). */
+  plannedBytes(request: ProviderRequest): number {
+    // Without demo.length: at most max_length, or about twice that with reasoning on top.
+    const tokens = request.demo?.length ?? 2 * DEMO_DEFAULTS.max_length;
+    return tokens * PLAN_BYTES_PER_TOKEN;
+  }
 
   async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
     const plan = planDemo(request);
