@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...] [--profile]`
+// `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...] [--profile] [--keep]`
 // Starts Sluice, mock-upstream and the peers on loopback (servers pinned to core 0, the load
 // generator and mock-upstream to core 1), runs bounded loads from a separate process, prints a
 // table and writes JSON + an HTML chart under bench/results/. See docs/performance.md.
@@ -28,6 +28,8 @@ const ROOT = resolve(BENCH, "..");
 const argv = process.argv.slice(2);
 const QUICK = argv.includes("--quick");
 const PROFILE = argv.includes("--profile");
+/** --keep: also save this run's JSON in bench/results/kept/ (committed: every run the docs quote). */
+const KEEP = argv.includes("--keep");
 const arg = (k) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1];
 const ONLY = arg("only")?.split(",");
 /** --nice=-5: run every bench process at this nice level (as root), to win CPU from other work on a shared machine. */
@@ -1568,5 +1570,12 @@ try {
   writeFileSync(join(RESULTS, "latest.json"), JSON.stringify(results, null, 2));
   writeFileSync(join(RESULTS, "latest.html"), renderHtml(results));
   log(`\nwrote ${base}.json and .html (also bench/results/latest.*) in ${results.meta.seconds} s`);
+  if (KEEP) {
+    const kept = join(RESULTS, "kept");
+    mkdirSync(kept, { recursive: true });
+    const file = join(kept, `bench-${results.meta.mode}-${stamp}.json`);
+    writeFileSync(file, JSON.stringify(results, null, 2));
+    log(`kept ${file} (commit it with the docs that quote this run)`);
+  }
   process.exit(exitCode);
 }

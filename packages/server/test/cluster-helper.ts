@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +10,8 @@ import { freePort } from "./redis-helper.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+/** Debian's nginx, where the cluster test starts it (.ci/run checks this exact path). */
+export const NGINX = "/usr/sbin/nginx";
 export const NGINX_EXAMPLE = fileURLToPath(new URL("../../../docs/examples/nginx.conf", import.meta.url));
 
 export interface SluiceProc {
@@ -70,6 +72,8 @@ export interface NginxProc {
  * the listen port and (test-only) paths for its pid, logs and temp files.
  */
 export async function startNginx(upstreamPorts: number[]): Promise<NginxProc> {
+  // Not installed: a failure that says so (never a skip; .ci/run installs it at this path).
+  if (!existsSync(NGINX)) throw new Error(`no nginx at ${NGINX}: apt-get install nginx`);
   const dir = mkdtempSync(join(tmpdir(), "sluice-nginx-"));
   for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(join(dir, sub));
   const port = await freePort();
@@ -93,7 +97,7 @@ export async function startNginx(upstreamPorts: number[]): Promise<NginxProc> {
   const confFile = join(dir, "nginx.conf");
   writeFileSync(confFile, conf);
   const proc = spawn(
-    "/usr/sbin/nginx",
+    NGINX,
     ["-p", dir, "-c", confFile, "-e", join(dir, "error.log"), "-g", `daemon off; pid ${dir}/nginx.pid;`],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -147,26 +151,49 @@ export interface Followed {
   connections: number;
   text: string;
   terminal: Record<string, unknown> | undefined;
+  /** The HTTP status of every answer, in order (0: the request itself failed). */
+  statuses: number[];
+  /** Every reconnect the follower did not choose (failed request, non-200, broken connection). */
+  retries: string[];
 }
 
 /**
  * Follows a stream over SSE until its terminal event, dropping the connection after a random
  * number of events and resuming with Last-Event-ID (through a load balancer, each resume may
- * land on another node). Asserts nothing itself; checks order and duplicates as it goes.
+ * land on another node). Checks order and duplicates as it goes. Any reconnect it did not
+ * choose (a failed request, a non-200 answer, a connection that broke or ended before the
+ * terminal event) throws at once, unless `outages` is set: then it is recorded in `retries`
+ * and the follower resumes, for tests that break nodes or Redis on purpose. A 204 (the stream
+ * has ended) before the terminal event always throws: the terminal event was lost.
  */
 export async function followWithReconnects(
   base: string,
   id: string,
-  opts: { maxPerConnection?: number; deadlineMs?: number; rand?: () => number } = {},
+  opts: { maxPerConnection?: number; deadlineMs?: number; rand?: () => number; outages?: boolean } = {},
 ): Promise<Followed> {
   const rand = opts.rand ?? Math.random;
   const maxPer = opts.maxPerConnection ?? 40;
   const until = Date.now() + (opts.deadlineMs ?? 60_000);
-  const out: Followed = { events: [], connections: 0, text: "", terminal: undefined };
+  const out: Followed = {
+    events: [],
+    connections: 0,
+    text: "",
+    terminal: undefined,
+    statuses: [],
+    retries: [],
+  };
+  const retry = async (why: string) => {
+    out.retries.push(why);
+    if (!opts.outages)
+      throw new Error(`follow ${id}: ${why} (after ${out.events.length} events; statuses ${out.statuses})`);
+    await new Promise((r) => setTimeout(r, 100));
+  };
   let last: string | undefined;
   while (!out.terminal) {
     if (Date.now() > until)
-      throw new Error(`follow ${id}: no terminal event in time (${out.events.length} events)`);
+      throw new Error(
+        `follow ${id}: no terminal event in time (${out.events.length} events; retries: ${out.retries.join("; ")})`,
+      );
     const ac = new AbortController();
     let res: Response;
     try {
@@ -174,20 +201,24 @@ export async function followWithReconnects(
         headers: { accept: "text/event-stream", ...(last ? { "last-event-id": last } : {}) },
         signal: ac.signal,
       });
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
+    } catch (err) {
+      out.statuses.push(0);
+      await retry(`request failed: ${(err as Error).message}`);
       continue;
     }
     out.connections++;
-    if (res.status === 204) break;
+    out.statuses.push(res.status);
+    if (res.status === 204)
+      throw new Error(`follow ${id}: 204 (stream ended) after ${last ?? "-1"} before any terminal event`);
     if (res.status === 404) throw new Error(`follow ${id}: stream not found`);
     if (res.status !== 200 || !res.body) {
       await res.body?.cancel().catch(() => {});
-      await new Promise((r) => setTimeout(r, 100));
+      await retry(`status ${res.status}`);
       continue;
     }
     const quota = 1 + Math.floor(rand() * maxPer);
     let got = 0;
+    let broke: string | undefined;
     try {
       for await (const msg of sseMessages(res.body)) {
         if (!msg.event || msg.id === undefined) continue;
@@ -203,12 +234,14 @@ export async function followWithReconnects(
         }
         if (++got >= quota) break;
       }
+      if (!out.terminal && got < quota) broke = "the connection ended before the terminal event";
     } catch (err) {
       if ((err as Error).message.startsWith("duplicate")) throw err;
-      // The connection broke (a node died, Redis restarted…): resume.
+      broke = `the connection broke: ${(err as Error).message}`;
     } finally {
       ac.abort();
     }
+    if (broke) await retry(broke);
   }
   return out;
 }

@@ -1,3 +1,4 @@
+import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   demoText,
@@ -60,6 +61,14 @@ async function info(base: string, id: string) {
   );
 }
 
+/** A counter or gauge on one node's /metrics: the sum of the samples with these labels (0 if none). */
+async function metric(base: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const fams = parsePrometheusTextFormat(await (await fetch(`${base}/metrics`)).text());
+  return (fams.find((f) => f.name === name)?.metrics ?? [])
+    .filter((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v))
+    .reduce((n, x) => n + Number(x.value ?? 0), 0);
+}
+
 describe("three nodes on one Redis behind nginx", () => {
   it("every node is ready and serves streams started anywhere", async () => {
     for (const n of nodes) expect((await fetch(`${n.url}/readyz`)).status).toBe(200);
@@ -69,6 +78,8 @@ describe("three nodes on one Redis behind nginx", () => {
       const r = await followWithReconnects(n.url, id, { maxPerConnection: 1000 });
       expect(r.text).toBe(demoText(b));
       expect(r.terminal?.type).toBe("finish");
+      expect(r.retries).toEqual([]);
+      expect(r.statuses.every((st) => st === 200)).toBe(true);
     }
   });
 
@@ -94,6 +105,9 @@ describe("three nodes on one Redis behind nginx", () => {
       expect(r.terminal).toMatchObject({ type: "finish" });
       expect(r.text).toBe(expected);
       expect(r.events.map((e) => e.id)).toEqual(stored.map((e) => e.offset));
+      // Every reconnect was the reader's own choice: no 5xx from nginx or a node, no broken connection.
+      expect(r.retries).toEqual([]);
+      expect(r.statuses.every((st) => st === 200)).toBe(true);
     }
     // Reconnects really happened.
     expect(results.reduce((n, r) => n + r.connections, 0)).toBeGreaterThan(results.length * 3);
@@ -114,15 +128,31 @@ describe("three nodes on one Redis behind nginx", () => {
 
   it("DELETE through another node stops the generation on its owner, then deletes it", async () => {
     const [a, , c] = nodes as [SluiceProc, SluiceProc, SluiceProc];
+    const cancelledBefore = await metric(a.url, "sluice_streams_ended_total", { status: "cancelled" });
     const id = await start(a.url, body({ seed: 12, length: 2000, tokens_per_s: 100 }));
-    const reader = followWithReconnects(a.url, id, { maxPerConnection: 10_000 });
-    await new Promise((r) => setTimeout(r, 200));
+    expect((await info(a.url, id)).running_here).toBe(true);
+    // The reader is attached on the owner (and has read some of the generation) before the DELETE.
+    // One connection for the whole read (no deliberate drop: a resume after the DELETE is a 404).
+    const reader = followWithReconnects(a.url, id, { maxPerConnection: 10_000, rand: () => 0.999 });
+    // (Awaited below; this only keeps an early failure from also surfacing as unhandled.)
+    reader.catch(() => undefined);
+    for (let i = 0; i < 500 && (await info(a.url, id)).readers < 1; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect((await info(a.url, id)).readers).toBe(1);
     const res = await fetch(`${c.url}/v1/streams/${id}`, { method: "DELETE" });
+    expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ id, deleted: true });
     expect((await fetch(`${a.url}/v1/streams/${id}/info`)).status).toBe(404);
-    // The owner's reader saw the generation stop (abort), or was ended by the delete.
-    const r = await reader.catch(() => undefined);
-    if (r?.terminal) expect(r.terminal).toMatchObject({ type: "abort" });
+    // The owner's reader saw the generation stop: it ends with the abort, on one connection.
+    const r = await reader;
+    expect(r.terminal).toMatchObject({ type: "abort", by: "client", reason: "deleted" });
+    expect(r.retries).toEqual([]);
+    expect(r.statuses).toEqual([200]);
+    // And the owner no longer runs it: it ended there as cancelled, nothing runs on it now.
+    expect(await metric(a.url, "sluice_streams_ended_total", { status: "cancelled" })).toBe(
+      cancelledBefore + 1,
+    );
+    expect(await metric(a.url, "sluice_live_streams")).toBe(0);
   });
 
   it("kill -9 of the owner: the stream ends interrupted within the lease bound on the survivors", async () => {
@@ -130,7 +160,9 @@ describe("three nodes on one Redis behind nginx", () => {
     const gen = body({ seed: 9, length: 3000, tokens_per_s: 80 });
     const full = demoText(gen);
     const id = await start(owner.url, gen);
-    const readers = [b, c].map((n) => followWithReconnects(n.url, id, { maxPerConnection: 10_000 }));
+    const readers = [b, c].map((n) =>
+      followWithReconnects(n.url, id, { maxPerConnection: 10_000, outages: true }),
+    );
     await new Promise((r) => setTimeout(r, 800));
     owner.kill("SIGKILL");
     const killedAt = Date.now();
@@ -153,7 +185,7 @@ describe("three nodes on one Redis behind nginx", () => {
     const next = body({ seed: 3, length: 40, tokens_per_s: 2000 });
     for (let i = 0; i < 3; i++) {
       const nid = await start(lb.url, next);
-      const r = await followWithReconnects(lb.url, nid, { maxPerConnection: 1000 });
+      const r = await followWithReconnects(lb.url, nid, { maxPerConnection: 1000, outages: true });
       expect(r.text).toBe(demoText(next));
     }
   });

@@ -71,7 +71,9 @@ describe("durability", () => {
       const gen = body({ seed: 21, length: 400, tokens_per_s: 100 });
       const expected = demoText(gen);
       const id = await start(a.url, gen);
-      const readers = [a, b, b].map((n) => followWithReconnects(n.url, id, { maxPerConnection: 10_000 }));
+      const readers = [a, b, b].map((n) =>
+        followWithReconnects(n.url, id, { maxPerConnection: 10_000, outages: true }),
+      );
       await new Promise((r) => setTimeout(r, 800));
       await redis.stop();
       await until(

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { DurableStream, stream as dsStream } from "@durable-streams/client";
 import { formatOffset } from "@sluice/protocol";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseConfig } from "../src/config.js";
 import { Deadlines } from "../src/core/limits.js";
 import { createSluice, type SluiceServer } from "../src/server.js";
@@ -250,11 +250,19 @@ describe("limits", () => {
     });
     const tail = put.headers.get("stream-next-offset") as string;
     const id = new URL(url).pathname.slice("/ds/v1/stream/".length);
+    const timeouts = vi.spyOn(globalThis, "setTimeout");
+    const intervals = vi.spyOn(globalThis, "setInterval");
     const polls = Array.from({ length: 50 }, () => fetch(`${url}?offset=${tail}&live=long-poll`));
     const t0 = Date.now();
     while (s.server.hub.readerCount(id) < 50 && Date.now() - t0 < 3000)
       await new Promise((r) => setTimeout(r, 5));
     expect(s.server.hub.readerCount(id)).toBe(50);
+    // Timers started while 50 polls came in and waited (besides this test's own 5 ms waits):
+    // a handful for the whole server, not one per poll.
+    const started = [...timeouts.mock.calls, ...intervals.mock.calls].filter((c) => c[1] !== 5);
+    timeouts.mockRestore();
+    intervals.mockRestore();
+    expect(started.length).toBeLessThan(10);
     await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: '[{"n":2}]' });
     const results = await Promise.all(polls);
     for (const r of results) {

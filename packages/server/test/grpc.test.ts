@@ -224,8 +224,46 @@ describe("gRPC (Start, Follow, Cancel)", () => {
   });
 
   it("frees every connection slot when follows end, fail or are cancelled", async () => {
-    for (let i = 0; i < 100 && s.server.connections.size > 0; i++)
+    // Its own follows (it must not lean on what earlier tests left behind).
+    const idle = async () => {
+      for (let i = 0; i < 200 && (s.server.connections.size > 0 || s.server.hub.readerCount() > 0); i++)
+        await new Promise((r) => setTimeout(r, 10));
+    };
+    await idle();
+    expect(s.server.connections.size).toBe(0);
+    const long = await unary<InfoMsg>(client, "Start", {
+      request_json: JSON.stringify(demoBody({ length: 5000, tokens_per_s: 50 })),
+    });
+    // Two live follows on a long generation: one cancelled by its client, one ended by its deadline.
+    let cancelCall: grpc.ClientReadableStream<StreamEventMsg> | undefined;
+    let deadlineGotData = false;
+    const cancelled = follow(client, { stream: long.id }, { onEvent: (_e, call) => (cancelCall = call) });
+    const expired = follow(
+      client,
+      { stream: long.id },
+      { deadlineMs: 3000, onEvent: () => (deadlineGotData = true) },
+    );
+    for (let i = 0; i < 500 && !(cancelCall && deadlineGotData); i++)
       await new Promise((r) => setTimeout(r, 10));
+    // The slots really are held while they read, so the check below is not vacuous.
+    expect(s.server.connections.size).toBe(2);
+    expect(s.server.hub.readerCount(long.id)).toBe(2);
+    cancelCall?.cancel();
+    expect((await cancelled).error?.code).toBe(grpc.status.CANCELLED);
+    expect((await expired).error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    // One that ends with its stream, and two that fail (after and before taking a slot).
+    const short = await unary<InfoMsg>(client, "Start", {
+      request_json: JSON.stringify(demoBody({ length: 20 })),
+    });
+    const ended = await follow(client, { stream: short.id });
+    expect(ended.status?.code).toBe(grpc.status.OK);
+    expect(ended.events.at(-1)?.type).toBe("finish");
+    const past = await follow(client, { stream: short.id, offset: "0000000000999999" });
+    expect(past.error?.code).toBe(grpc.status.OUT_OF_RANGE);
+    const missing = await follow(client, { stream: "st_nope" });
+    expect(missing.error?.code).toBe(grpc.status.NOT_FOUND);
+    await unary(client, "Cancel", { stream: long.id });
+    await idle();
     expect(s.server.connections.size).toBe(0);
     expect(s.server.hub.readerCount()).toBe(0);
   });

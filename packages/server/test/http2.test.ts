@@ -4,6 +4,7 @@ import http2 from "node:http2";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { createParser } from "eventsource-parser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -13,6 +14,18 @@ import { demoBody, type Running, startSluice } from "./helpers.js";
 function makeCert(dir: string): { cert: string; key: string } {
   const cert = join(dir, "cert.pem");
   const key = join(dir, "key.pem");
+  try {
+    runOpenssl(cert, key);
+  } catch (err) {
+    // Not installed: a failure that says so (never a skip; .ci/run installs it).
+    throw new Error(
+      `openssl could not make a certificate (${(err as Error).message}): apt-get install openssl`,
+    );
+  }
+  return { cert, key };
+}
+
+function runOpenssl(cert: string, key: string): void {
   execFileSync(
     "openssl",
     [
@@ -36,7 +49,6 @@ function makeCert(dir: string): { cert: string; key: string } {
     ],
     { stdio: "ignore" },
   );
-  return { cert, key };
 }
 
 interface H2Response {
@@ -95,12 +107,40 @@ describe("HTTP/2 with TLS (sluice serve --tls-cert --tls-key)", () => {
     s = await startSluice({ tls: { cert, key } });
   });
   afterAll(async () => {
-    await s.close();
+    await s?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("listens on https", () => {
+  it("listens on https", async () => {
     expect(s.url.startsWith("https://")).toBe(true);
+    // A real TLS handshake with the given certificate, over HTTP/1.1 as well as HTTP/2.
+    const h1 = await new Promise<{ status: number; encrypted: boolean; cn: unknown; alpn: unknown }>(
+      (resolve, reject) => {
+        const req = https.get(`${s.url}/healthz`, { ca }, (res) => {
+          const sock = res.socket as TLSSocket;
+          resolve({
+            status: res.statusCode ?? 0,
+            encrypted: sock.encrypted,
+            cn: sock.getPeerCertificate().subject?.CN,
+            alpn: sock.alpnProtocol,
+          });
+          res.resume();
+        });
+        req.on("error", reject);
+      },
+    );
+    expect(h1).toEqual({ status: 200, encrypted: true, cn: "localhost", alpn: false });
+    const session = http2.connect(s.url, { ca });
+    try {
+      const r = await h2request(session, { ":path": "/healthz" });
+      expect(r.status).toBe(200);
+      expect(session.alpnProtocol).toBe("h2");
+    } finally {
+      session.close();
+    }
+    // Plain HTTP on the same port is not served.
+    const plain = s.url.replace("https://", "http://");
+    await expect(fetch(`${plain}/healthz`, { signal: AbortSignal.timeout(10_000) })).rejects.toThrow();
   });
 
   it("holds several SSE streams at once on one HTTP/2 connection", async () => {

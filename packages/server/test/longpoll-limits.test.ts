@@ -58,14 +58,46 @@ describe("long-poll JSON reads (?live=long-poll)", () => {
   });
 
   it("wakes many waiting polls on one event", async () => {
-    const { id } = await startStream(s.url, demoBody({ length: 3, ttft_ms: 300 }));
-    const first = await page(`${s.url}/v1/streams/${id}?offset=-1`);
-    const polls = await Promise.all(
-      Array.from({ length: 40 }, () =>
-        page(`${s.url}/v1/streams/${id}?offset=${first.body.next_offset}&live=long-poll`),
-      ),
-    );
-    for (const p of polls) expect(p.body.events.length).toBeGreaterThan(0);
+    // Deadlines far beyond the test: a poll that answers was woken, not timed out (a poll that
+    // times out also reads what is there by then, so it would look the same).
+    const patient = await startSluice({ long_poll: { max_wait_ms: 120_000 } });
+    try {
+      // No token for two minutes: the polls surely arrive before anything follows `start`.
+      const { id } = await startStream(patient.url, demoBody({ length: 3, ttft_ms: 120_000 }));
+      const first = await page(`${patient.url}/v1/streams/${id}?offset=-1`);
+      expect(first.body.events.map((e) => e.event.type)).toEqual(["start"]);
+      const after = first.body.next_offset;
+      const polls = Array.from({ length: 40 }, () =>
+        page(`${patient.url}/v1/streams/${id}?offset=${after}&live=long-poll&timeout_ms=120000`),
+      );
+      // A waiting poll holds a connection slot (nothing else is open on this server).
+      for (let i = 0; i < 1000 && patient.server.connections.size < 40; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      // All 40 are waiting, and nothing has been written for them yet.
+      expect(patient.server.connections.size).toBe(40);
+      const info = (await (await fetch(`${patient.url}/v1/streams/${id}/info`)).json()) as { length: number };
+      expect(info.length).toBe(1);
+      // One event (the cancel's abort) wakes every one of them (the bound only keeps a
+      // regression from hanging the test).
+      await fetch(`${patient.url}/v1/streams/${id}/cancel`, { method: "POST" });
+      let timer: NodeJS.Timeout | undefined;
+      const answers = await Promise.race([
+        Promise.all(polls),
+        new Promise<"not woken">((resolve) => {
+          timer = setTimeout(() => resolve("not woken"), 20_000);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (answers === "not woken") throw new Error("the event did not wake every waiting poll");
+      for (const p of answers) {
+        expect(p.status).toBe(200);
+        expect(p.body.events.map((e) => e.event.type)).toEqual(["abort"]);
+        expect((p.body.events[0]?.offset ?? "") > after).toBe(true);
+      }
+      expect(patient.server.connections.size).toBe(0);
+    } finally {
+      await patient.close();
+    }
   });
 
   it("returns at once when there is something to read or the stream ended", async () => {

@@ -54,6 +54,11 @@ export async function startRedis(opts: { persist?: boolean } = {}): Promise<Redi
         clearTimeout(timer);
         reject(new Error(`redis-server exited (${code}): ${out}`));
       });
+      // Not installed: a failure that says so (never a skip; .ci/run installs it).
+      p.once("error", (err) => {
+        clearTimeout(timer);
+        reject(new Error(`redis-server could not be started (${err.message}): apt-get install redis-server`));
+      });
     });
   };
   const stop = async () => {

@@ -53,7 +53,11 @@ describe("redis at runtime", () => {
           followWithReconnects(b.url, id, { maxPerConnection: 100_000 }),
         ),
       );
-      for (const r of results) expect(r.text).toBe(demoText(gen));
+      for (const r of results) {
+        expect(r.text).toBe(demoText(gen));
+        expect(r.retries).toEqual([]);
+        expect(r.statuses.every((st) => st === 200)).toBe(true);
+      }
       const stats = await admin.info("commandstats");
       const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
       const total = [...stats.matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);

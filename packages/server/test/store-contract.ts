@@ -116,11 +116,32 @@ export function runStoreContract(opts: ContractOptions): void {
       const store = await make();
       const { id } = await store.create(gen());
       await store.append(id, recs(1));
-      const r = await store.append(id, [{ type: "finish", data: '{"type":"finish","reason":"stop"}' }], {
+      const notices: StoreNotice[] = [];
+      store.subscribe(id, (n) => notices.push(n));
+      const finish = [{ type: "finish", data: '{"type":"finish","reason":"stop"}' }];
+      // A closing append that is refused changes nothing: no record, no status, no notice.
+      await expectCode(store.append(id, finish, { close: "completed", if_length: 5 }), "append_conflict");
+      expect(await store.info(id)).toMatchObject({ status: "running", length: 1 });
+      // Reads racing the close see the last record and the end together or neither.
+      const racing = Array.from({ length: 10 }, () => [store.read(id, 0, 10), store.info(id)] as const);
+      const r = await store.append(id, finish, {
         close: "completed",
         metadata: { usage: { output_tokens: 1 } },
       });
+      for (const [read, inf] of racing) {
+        const page = await read;
+        expect(page.records.length === 2).toBe(page.status === "completed");
+        const i = await inf;
+        expect(i?.length === 2).toBe(i?.status === "completed");
+      }
       expect(r.status).toBe("completed");
+      // Subscribers hear the last record and the end in one notice.
+      // (A late notice of the record appended before subscribing is not what this checks.)
+      await waitFor(() => notices.some((n) => n.status !== "running"));
+      const closing = notices.filter((n) => n.status !== "running" || n.records.some((x) => x.seq === 2));
+      expect(closing.map((n) => ({ seqs: n.records.map((x) => x.seq), status: n.status }))).toEqual([
+        { seqs: [2], status: "completed" },
+      ]);
       const info = await store.info(id);
       expect(info).toMatchObject({ status: "completed", length: 2 });
       expect(info?.metadata).toMatchObject({ usage: { output_tokens: 1 } });
@@ -205,6 +226,8 @@ export function runStoreContract(opts: ContractOptions): void {
         { data: bytes.toString("base64"), encoding: "base64" },
         { data: "plain text ✓" },
       ]);
+      // A store may notify after append resolves (Redis does): wait for it before unsubscribing.
+      await waitFor(() => notices.length > 0);
       unsub();
       const page = await store.read(id, 0, 10);
       expect(page.records.map((r) => r.encoding)).toEqual(["base64", undefined]);
@@ -336,6 +359,9 @@ export function runStoreContract(opts: ContractOptions): void {
             const { id } = await store.create(gen());
             const join = joinAt % batches.length;
             const seen: number[] = [];
+            // How often each record was notified: the follower may skip what its read already
+            // covered, but a store that notifies a record twice must not pass.
+            const notified = new Map<number, number>();
             let total = 0;
             let follow: Promise<void> | undefined;
             for (let b = 0; b < batches.length; b++) {
@@ -345,6 +371,7 @@ export function runStoreContract(opts: ContractOptions): void {
                 let live = false;
                 store.subscribe(id, (n) => {
                   for (const r of n.records) {
+                    notified.set(r.seq, (notified.get(r.seq) ?? 0) + 1);
                     if (live) {
                       if (r.seq > (seen.at(-1) ?? 0)) seen.push(r.seq);
                     } else buffered.push(r);
@@ -363,6 +390,14 @@ export function runStoreContract(opts: ContractOptions): void {
             await follow;
             await waitFor(() => seen.length >= total);
             expect(seen).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+            // Every record appended after the subscription was notified, each exactly once.
+            const appendedBefore = batches.slice(0, join).reduce((a, x) => a + x, 0);
+            await waitFor(() => notified.has(total));
+            const twice = [...notified].filter(([, times]) => times !== 1).map(([seq]) => seq);
+            expect(twice).toEqual([]);
+            expect([...notified.keys()].sort((a, b) => a - b)).toEqual(
+              Array.from({ length: total - appendedBefore }, (_, i) => appendedBefore + i + 1),
+            );
           },
         ),
         { numRuns: 40 },

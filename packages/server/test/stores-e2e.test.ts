@@ -57,6 +57,9 @@ describe.each(stores)("HTTP API on the %s store", (_name, spec) => {
     for (const r of readers) {
       expect(r.text).toBe(demoText(body));
       expect(r.events.map((e) => e.id)).toEqual(stored.map((e) => e.offset));
+      // Only the reader's own drops: no 5xx, no broken connection it had to recover from.
+      expect(r.retries).toEqual([]);
+      expect(r.statuses.every((st) => st === 200)).toBe(true);
     }
   });
 

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
 import {
   demoBody,
@@ -250,9 +250,41 @@ describe("WebSocket /v1/ws", () => {
   });
 
   it("terminates a socket that stops answering pings (one shared ping timer)", async () => {
-    const c = await Client.open(s.url, { autoPong: false });
-    await new Promise<void>((resolve) => c.ws.once("close", () => resolve()));
-    expect(c.closed).toBe(true);
+    // A ping interval no other timer here uses, so the spy counts only the pinger's intervals.
+    const PING_MS = 173;
+    const intervals = vi.spyOn(globalThis, "setInterval");
+    const pingTimers = () => intervals.mock.calls.filter((c) => c[1] === PING_MS).length;
+    const srv = await startSluice({ ws: { ping_interval_ms: PING_MS } });
+    try {
+      const live = await Client.open(srv.url);
+      let pings = 0;
+      live.ws.on("ping", () => pings++);
+      const deaf = await Promise.all([0, 1, 2].map(() => Client.open(srv.url, { autoPong: false })));
+      // Four sockets, one interval; it stops with the last socket and starts again with the next.
+      expect(pingTimers()).toBe(1);
+      const codes = await Promise.all(
+        deaf.map((c) => new Promise<number>((resolve) => c.ws.once("close", (code) => resolve(code)))),
+      );
+      // Terminated (no close frame), not closed politely.
+      expect(codes).toEqual([1006, 1006, 1006]);
+      // The socket that answers its pings is still open several pings later.
+      for (let i = 0; i < 1000 && pings < 4; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(pings).toBeGreaterThanOrEqual(4);
+      expect(live.closed).toBe(false);
+      const pinger = intervals.mock.results[intervals.mock.calls.findIndex((c) => c[1] === PING_MS)]?.value;
+      const cleared = vi.spyOn(globalThis, "clearInterval");
+      const pingerCleared = () => cleared.mock.calls.some((c) => c[0] === pinger);
+      live.close();
+      for (let i = 0; i < 1000 && !pingerCleared(); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(pingerCleared()).toBe(true);
+      cleared.mockRestore();
+      const again = await Client.open(srv.url);
+      expect(pingTimers()).toBe(2);
+      again.close();
+    } finally {
+      intervals.mockRestore();
+      await srv.close();
+    }
   });
 
   it("rejects an oversized message by closing with 1009", async () => {
