@@ -67,11 +67,23 @@ export const ERROR_CODES = {
       "The stream changed between the read an append was decided on and the append itself; read again and retry.",
   },
   stream_exists: { status: 409, retryable: false, description: "A stream with this id already exists." },
+  cancelled: {
+    status: 409,
+    retryable: false,
+    description:
+      "The generation was cancelled (by a `cancel`, a `DELETE` or its client leaving with `on_disconnect: cancel`) before it finished; what was generated is kept in its stream.",
+  },
   stream_read_only: {
     status: 403,
     retryable: false,
     description:
       "The stream is a generation stream: it is written by its generation only, and is read-only through the Durable Streams API.",
+  },
+  stream_lost: {
+    status: 410,
+    retryable: false,
+    description:
+      "Sent as a reader's terminal `error` event when its stream vanished while it read (deleted, or lost with its store, e.g. a Redis restarted without persistence) before the reader got the stream's own terminal event.",
   },
   stream_gone: {
     status: 410,
@@ -196,6 +208,29 @@ export class SluiceError extends Error {
   toBody(): ErrorBody {
     return { error: { code: this.code, message: this.message, ...(this.details ?? {}) } };
   }
+}
+
+/**
+ * Seconds for an error's `Retry-After`: its own `retry_after_s` when it has one, else 1 for every
+ * retryable 429/503 (errors.md calls them retryable; the header says when), else undefined.
+ * Every door that sends an error (HTTP, the OpenAI façade, the WebSocket upgrade, gRPC) uses this.
+ */
+export function retryAfterSeconds(err: SluiceError): number | undefined {
+  const own = err.details?.retry_after_s;
+  if (typeof own === "number" && Number.isFinite(own) && own >= 0) return Math.max(1, Math.ceil(own));
+  if (err.retryable && (err.status === 429 || err.status === 503)) return 1;
+  return undefined;
+}
+
+/**
+ * A client's input as an error message may quote it: JSON-quoted (so control characters stay
+ * visible and harmless) and cut to `max` characters with its length named, so an error never
+ * echoes a long value back.
+ */
+export function quoteInput(value: unknown, max = 40): string {
+  const s = typeof value === "string" ? value : String(value);
+  if (s.length <= max) return JSON.stringify(s);
+  return `${JSON.stringify(s.slice(0, max)).slice(0, -1)}…" (${s.length} characters)`;
 }
 
 export function isSluiceError(err: unknown): err is SluiceError {

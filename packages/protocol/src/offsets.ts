@@ -45,3 +45,29 @@ export function parseReadPosition(value: string | undefined | null): ReadPositio
   const seq = parseOffset(value);
   return seq === undefined ? undefined : { kind: "after", seq };
 }
+
+/** `<offset>.<k>`: the id of an SSE event that is not the last of its record (see below). */
+const SUB_OFFSET_RE = /^(\d{16})\.(\d{1,4})$/;
+
+/** The SSE event id for event `k` (1-based) of a record encoded as several events. */
+export function subOffset(offset: string, k: number): string {
+  return `${offset}.${k}`;
+}
+
+/**
+ * Like parseReadPosition, and also `<offset>.<k>`: the id of the k-th event of a record that a
+ * format writes as several SSE events (AI SDK, OpenAI). A client cut after it has that
+ * record's first k events: it resumes after the record before, skipping k events.
+ */
+export function parseResumePosition(
+  value: string | undefined | null,
+): (ReadPosition & { skipEvents?: number }) | undefined {
+  const m = value ? SUB_OFFSET_RE.exec(value) : null;
+  if (m) {
+    const seq = parseOffset(m[1] as string);
+    const k = Number(m[2]);
+    if (seq === undefined || seq < 1 || k < 1) return undefined;
+    return { kind: "after", seq: seq - 1, skipEvents: k };
+  }
+  return parseReadPosition(value);
+}

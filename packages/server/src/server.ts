@@ -12,6 +12,7 @@ import { DEFAULT_RETRY, type Route, RouteTable } from "./core/routes.js";
 import { Runner } from "./core/runner.js";
 import { type GrpcServer, startGrpc } from "./grpc/server.js";
 import { buildApp } from "./http/app.js";
+import { trackConnections } from "./http/shutdown.js";
 import { Metrics } from "./observability/metrics.js";
 import { ANTHROPIC_BASE_URL, AnthropicProvider } from "./providers/anthropic.js";
 import { DemoProvider } from "./providers/demo/provider.js";
@@ -258,6 +259,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
   checkBinding(config, security);
   metrics.attach({ hub, runner });
   const app = buildApp({ config, store, hub, runner, routes, security, logger, metrics, connections });
+  const tracker = trackConnections(app.server);
 
   const server: SluiceServer = {
     config,
@@ -282,16 +284,23 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     async close(graceMs = 0) {
       // Stop accepting connections now; running generations get up to graceMs to finish
       // (readers attached to them keep receiving), then the rest end as interrupted.
+      // (app.close() first closes idle WebSockets and marks the others to close when their
+      // subscriptions end; see http/ws.ts.)
       const closing = app.close();
+      tracker.goAway();
       await runner.shutdown(graceMs);
-      // Streaming responses get a moment to deliver those generations' terminal events; the
-      // rest (readers of streams that end elsewhere) are ended and resume on another node.
-      await app.live.shutdown(Math.min(1000, Math.max(100, graceMs)));
+      // Streaming responses and WebSocket subscribers get a moment to deliver those
+      // generations' terminal events; the rest (readers of streams that end elsewhere) are
+      // ended (WebSockets: a `closing` message with each subscription's last offset) and resume
+      // on another node or after the restart.
+      const settle = Math.min(1000, Math.max(100, graceMs));
+      await Promise.all([app.live.shutdown(settle), app.closeWebSockets?.(settle)]);
       // Connections whose responses ended after close() began are idle keep-alives now: close
-      // them as they go idle; stuck sockets are closed at the bound so they never hold the exit.
-      const http1 = app.server as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+      // them as they go idle; stuck sockets of any protocol (HTTP/1.1, HTTP/2 sessions,
+      // upgraded sockets) are destroyed at the bound so they never hold the exit.
+      const http1 = app.server as { closeIdleConnections?: () => void };
       const idle = setInterval(() => http1.closeIdleConnections?.(), 25);
-      const forced = setTimeout(() => http1.closeAllConnections?.(), 2000);
+      const forced = setTimeout(() => tracker.destroyAll(), 2000);
       forced.unref();
       await closing;
       clearInterval(idle);

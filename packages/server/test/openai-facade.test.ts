@@ -274,6 +274,31 @@ describe("POST /v1/chat/completions (not streaming)", () => {
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
     expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("upstream_error");
   });
+
+  it("a generation cancelled while the completion waits answers the `cancelled` code, not a 500", async () => {
+    const pending = client.chat.completions
+      .create(body({ model: "demo", messages }, { demo: demo({ tokens_per_s: 20, length: 10_000 }) }))
+      .catch((e: unknown) => e);
+    // The stream id header comes with the answer: find the running stream in the list instead.
+    let id: string | undefined;
+    for (let i = 0; i < 500 && id === undefined; i++) {
+      const list = (await (await fetch(`${s.url}/v1/streams`)).json()) as {
+        streams: { id: string; status: string }[];
+      };
+      id = list.streams.find((x) => x.status === "running")?.id;
+      if (id === undefined) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(id).toBeDefined();
+    const cancel = await fetch(`${s.url}/v1/streams/${id}/cancel`, { method: "POST" });
+    expect(cancel.status).toBe(200);
+    const err = await pending;
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    const e = err as InstanceType<typeof OpenAI.APIError>;
+    expect(e.status).toBe(409);
+    expect(e.code).toBe("cancelled");
+    expect(e.type).toBe("cancelled");
+    expect(e.message).toContain("cancelled");
+  });
 });
 
 describe("errors before the stream, in OpenAI's shape", () => {

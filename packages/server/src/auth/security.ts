@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { posix } from "node:path";
 import { SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../config.js";
@@ -102,9 +103,29 @@ export function checkBinding(config: Config, security: Security): void {
   }
 }
 
+/**
+ * The path a request is judged by: the pattern of the route the router matched (the router
+ * decodes percent-escapes, so `/%761/models` is the route `/v1/models`), or for a request no
+ * route matches, its path decoded, normalized (`//`, `.` and `..` resolved) and in lower case, so no
+ * spelling of a protected path looks public. Undefined when the path cannot be decoded.
+ */
+export function routedPath(req: FastifyRequest): string | undefined {
+  const routed = req.routeOptions.url;
+  if (routed !== undefined) return routed;
+  const raw = req.url.split("?")[0] ?? "";
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    return undefined;
+  }
+  return posix.normalize(decoded).toLowerCase();
+}
+
 /** Routes anyone may call, with or without credentials. */
 function isPublic(req: FastifyRequest): boolean {
-  const path = req.url.split("?")[0] ?? "";
+  const path = routedPath(req);
+  if (path === undefined) return false;
   if (path === "/healthz" || path === "/readyz") return true;
   if (req.method === "GET" || req.method === "HEAD") {
     // The web app's pages and assets; their data comes from authenticated /v1 routes.
@@ -212,7 +233,7 @@ export function registerSecurity(
   decorate("principal", null);
   decorate("apiKey", undefined);
   app.addHook("onRequest", async (req, reply) => {
-    const path = req.url.split("?")[0] ?? "";
+    const path = routedPath(req) ?? "";
     const own = !(opts.skipPrefixes ?? []).some((p) => path.startsWith(p));
     if (own) {
       const cors = applyCors(sec, req, reply);

@@ -18,6 +18,20 @@ function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
+/**
+ * `sluice tail … | head`: when the reader of our output goes away, stop quietly, as Unix
+ * filters do, instead of dying with an EPIPE stack trace. (For the commands that print a
+ * stream; a server whose log reader goes away is a different matter.)
+ */
+function quietOnClosedPipe(): void {
+  for (const out of [process.stdout, process.stderr]) {
+    out.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(0);
+      throw err;
+    });
+  }
+}
+
 const program = new Command();
 program
   .name("sluice")
@@ -134,6 +148,7 @@ program
         kind?: string;
       },
     ) => {
+      quietOnClosedPipe();
       const demo: Record<string, unknown> = {};
       if (opts.seed !== undefined) demo.seed = opts.seed;
       if (opts.tokensPerS !== undefined) demo.tokens_per_s = opts.tokensPerS;
@@ -178,6 +193,7 @@ program
   .option("-o, --offset <offset>", "read after this offset (-1 = from the start, now = only new)", "-1")
   .option("--json", "print every event as a JSON line with its offset")
   .action(async (id: string, opts: { url: string; offset: string; json?: boolean }) => {
+    quietOnClosedPipe();
     const base = opts.url.replace(/\/$/, "");
     let res: Response;
     try {

@@ -1,4 +1,4 @@
-import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
+import { formatOffset, isSluiceError, SluiceError, type StreamStatus } from "@sluice/protocol";
 import { type Codec, lite, type StreamInfoLite } from "../formats/codec.js";
 import type { Store, StoredRecord, StoreNotice } from "../stores/store.js";
 import { FlowScheduler, type Flushable } from "./flow.js";
@@ -162,7 +162,14 @@ export class Hub {
    * rejects with stream_not_found / offset_out_of_range / too_many_readers before
    * anything is written.
    */
-  async attach(id: string, after: number | "now", codec: Codec, sink: Sink): Promise<Reader> {
+  async attach(
+    id: string,
+    after: number | "now",
+    codec: Codec,
+    sink: Sink,
+    /** SSE events of the record after `after` the client already has (resumed at `<offset>.<k>`). */
+    skipEvents = 0,
+  ): Promise<Reader> {
     const tail = await this.tail(id);
     try {
       const seq = after === "now" ? tail.lastSeq : after;
@@ -179,6 +186,7 @@ export class Hub {
         );
       }
       const reader = new Reader(this, tail, codec, sink, seq);
+      reader.skipEvents = skipEvents;
       tail.readers.add(reader);
       reader.kick();
       return reader;
@@ -368,6 +376,11 @@ class Tail {
     }
   }
 
+  /** The record with this seq if the window still holds it. */
+  recordAt(seq: number): StoredRecord | undefined {
+    return this.window[seq - this.windowStart]?.rec;
+  }
+
   /** True when the window holds the record after `seq`, so takeFromWindow can serve it. */
   canServe(seq: number, codec?: Codec): boolean {
     const from = seq + 1 - this.windowStart;
@@ -462,6 +475,10 @@ type ReaderState = "idle" | "scheduled" | "catching" | "blocked" | "done";
  */
 export class Reader implements Flushable {
   private state: ReaderState = "idle";
+  /** Set when the stream vanished under this reader and it was told so (stream_lost). */
+  private lostStream = false;
+  /** SSE events at the start of the first record written that the client already has: dropped once. */
+  skipEvents = 0;
   lastFlushAt = Number.NEGATIVE_INFINITY;
   flowState = 0;
   /** Tail.cumBytes when this reader was last level with the tail (a pending-bytes measure). */
@@ -493,9 +510,9 @@ export class Reader implements Flushable {
     return this.tail.id;
   }
 
-  /** The stream's status as this node last heard it. */
+  /** The stream's status as this node last heard it (`failed` once the reader learnt it was lost). */
   get status(): StreamStatus {
-    return this.tail.status;
+    return this.lostStream ? "failed" : this.tail.status;
   }
 
   /** First delivery after attach: catch-up starts on the next tick, not at the next slot. */
@@ -574,8 +591,9 @@ export class Reader implements Flushable {
         this.detach();
         return;
       }
-      if (tail.deleted) {
-        this.finish();
+      // Gone from the store: what is still in memory is delivered, then the reader ends.
+      if (tail.deleted && (this.seq >= tail.lastSeq || !tail.canServe(this.seq, this.codec))) {
+        this.lost();
         return;
       }
       if (this.seq >= tail.lastSeq) {
@@ -593,7 +611,7 @@ export class Reader implements Flushable {
       }
       if (!tail.canServe(this.seq, this.codec)) {
         this.state = "catching";
-        this.catchUp().catch(() => this.finish());
+        this.catchUp().catch((err: unknown) => this.catchUpFailed(err));
         return;
       }
       if (sink.writeFrames) {
@@ -615,17 +633,67 @@ export class Reader implements Flushable {
         }
         this.seq = w.last;
         if (w.chunk.length > 0) {
-          sink.write(w.chunk, this.mark(), w);
-          this.hub.counters.charsOut += w.chunk.length;
+          // A trimmed batch is this reader's own: it does not share the batch's wire bytes.
+          const chunk = this.skipEvents > 0 ? this.trimmed(w.chunk) : w.chunk;
+          sink.write(chunk, this.mark(), chunk === w.chunk ? w : undefined);
+          this.hub.counters.charsOut += chunk.length;
         }
       }
     }
   }
 
+  /** `chunk` without its first skipEvents SSE events (blocks ended by a blank line); once. */
+  private trimmed(chunk: string): string {
+    let at = 0;
+    for (let k = 0; k < this.skipEvents && at < chunk.length; k++) {
+      const end = chunk.indexOf("\n\n", at);
+      at = end < 0 ? chunk.length : end + 2;
+    }
+    this.skipEvents = 0;
+    return chunk.slice(at);
+  }
+
   /** The window does not hold what the tail says exists: read it from the store. */
   private catchUpNow(): void {
     this.state = "catching";
-    this.catchUp().catch(() => this.finish());
+    this.catchUp().catch((err: unknown) => this.catchUpFailed(err));
+  }
+
+  /** A store read failed: a stream that no longer exists is lost; anything else ends the reader (it resumes). */
+  private catchUpFailed(err: unknown): void {
+    if (isSluiceError(err) && err.code === "stream_not_found") this.lost();
+    else this.finish();
+  }
+
+  /**
+   * The stream vanished (deleted, or lost with its store) while this reader read it. A reader
+   * that already delivered the stream's terminal event just ends; any other gets one terminal
+   * `error` event, code `stream_lost`, in its own format (Durable Streams codecs carry the
+   * application's records, not events: their readers just end), so it learns why.
+   */
+  private lost(): void {
+    if (this.state === "done") return;
+    const tail = this.tail;
+    const delivered = tail.status !== "running" && this.seq >= tail.lastSeq;
+    const sink = this.sink;
+    if (!delivered && !sink.closed && !this.codec.key.startsWith("ds:")) {
+      this.lostStream = true;
+      const data = JSON.stringify({
+        type: "error",
+        code: "stream_lost",
+        message: `the stream no longer exists (deleted, or lost with its store); nothing after offset ${this.offset} can be delivered`,
+        retryable: false,
+      });
+      const seq = this.seq + 1;
+      const rec: StoredRecord = { seq, offset: formatOffset(seq), type: "error", data };
+      const bytes = this.codec.encode(rec, tail.info, tail.recordAt(this.seq));
+      if (bytes.length > 0) {
+        if (sink.writeFrames) sink.writeFrames([bytes]);
+        else sink.write(bytes, { last: this.seq, upToDate: true, ended: true });
+        this.hub.counters.charsOut += bytes.length;
+      }
+    }
+    this.finish();
   }
 
   private mark(): WriteMark {
@@ -701,6 +769,7 @@ export class Reader implements Flushable {
             chunk += this.codec.encode(rec, tail.info, prev);
             prev = rec;
           }
+          if (chunk.length > 0 && this.skipEvents > 0) chunk = this.trimmed(chunk);
           if (chunk.length > 0) {
             sink.write(chunk, this.mark());
             this.hub.counters.charsOut += chunk.length;

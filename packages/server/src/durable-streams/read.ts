@@ -1,4 +1,4 @@
-import { SluiceError } from "@sluice/protocol";
+import { quoteInput, SluiceError } from "@sluice/protocol";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { Reader, WriteMark } from "../core/hub.js";
 import { SSE_HEARTBEAT } from "../http/context.js";
@@ -62,7 +62,7 @@ export async function handleRead(st: DsState, req: FastifyRequest, reply: Fastif
   else {
     const seq = parseDsOffset(rawOffset);
     if (seq === undefined)
-      throw new SluiceError("invalid_offset", `"${rawOffset}" is not an offset of this stream`);
+      throw new SluiceError("invalid_offset", `${quoteInput(rawOffset)} is not an offset of this stream`);
     if (seq > info.length)
       throw new SluiceError("offset_out_of_range", "the offset is past the end of the stream");
     after = seq;

@@ -1,5 +1,5 @@
 import type { StoredRecord } from "../stores/store.js";
-import { type Codec, registerCodec, type StreamInfoLite } from "./codec.js";
+import { type Codec, registerCodec, type StreamInfoLite, sseRecord } from "./codec.js";
 
 /**
  * The Vercel AI SDK UI message stream (what `useChat` reads), as SSE: `data: <part json>`
@@ -9,7 +9,8 @@ import { type Codec, registerCodec, type StreamInfoLite } from "./codec.js";
  * bytes: a run of text (or reasoning) deltas is one part, opened by the first delta of the run
  * (the previous record is of another type) and closed by the first record after it. Part ids are
  * fixed (`text`, `reasoning`): the SDK frees an id when its part ends. The message id is derived
- * from the stream id. The last event of each record carries `id: <offset>`.
+ * from the stream id. The last event of each record carries `id: <offset>`, the ones before it
+ * `id: <offset>.<k>` (see sseRecord), so a resume after a cut between them is exact.
  */
 
 export const TEXT_PART_ID = "text";
@@ -102,11 +103,6 @@ export const sseAiSdk: Codec = registerCodec({
   index: -1,
   needsPrev: true,
   encode(rec, info, prev) {
-    const events = encodeRecord(rec, info, prev);
-    let s = "";
-    for (let i = 0; i < events.length; i++) {
-      s += i === events.length - 1 ? `id: ${rec.offset}\ndata: ${events[i]}\n\n` : `data: ${events[i]}\n\n`;
-    }
-    return s;
+    return sseRecord(encodeRecord(rec, info, prev), rec.offset);
   },
 });

@@ -1,3 +1,4 @@
+import { subOffset } from "@sluice/protocol";
 import type { StoredRecord, StreamInfo } from "../stores/store.js";
 
 /**
@@ -49,4 +50,19 @@ export function getCodec(key: string): Codec | undefined {
 
 export function codecCount(): number {
   return registry.size;
+}
+
+/**
+ * One record as several SSE events (`data: <event>`). Every event carries an id: the record's
+ * offset on the last, `<offset>.<k>` on the k-th before it, so a client whose connection is cut
+ * between two of them resumes (Last-Event-ID) after exactly the events it has: the reader skips
+ * the first k events of that record (parseResumePosition, Hub.attach's skipEvents).
+ */
+export function sseRecord(events: string[], offset: string): string {
+  let s = "";
+  const n = events.length;
+  for (let i = 0; i < n; i++) {
+    s += `id: ${i === n - 1 ? offset : subOffset(offset, i + 1)}\ndata: ${events[i]}\n\n`;
+  }
+  return s;
 }

@@ -1,6 +1,6 @@
 import { ERROR_CODES, type ErrorCode } from "@sluice/protocol";
 import type { StoredRecord } from "../stores/store.js";
-import { type Codec, registerCodec, type StreamInfoLite } from "./codec.js";
+import { type Codec, registerCodec, type StreamInfoLite, sseRecord } from "./codec.js";
 
 /**
  * The OpenAI Chat Completions chunk format (`chat.completion.chunk`), as SSE. Each record
@@ -55,13 +55,7 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
   const usageNull = includeUsage ? `,"usage":null` : "";
   const chunk = (info: StreamInfoLite, delta: string, finish: string | null) =>
     `${head(info)},"choices":[{"index":0,"delta":${delta},"logprobs":null,"finish_reason":${finish === null ? "null" : `"${finish}"`}}]${usageNull}}`;
-  const sse = (events: string[], offset: string) => {
-    let out = "";
-    for (let i = 0; i < events.length; i++) {
-      out += i === events.length - 1 ? `id: ${offset}\ndata: ${events[i]}\n\n` : `data: ${events[i]}\n\n`;
-    }
-    return out;
-  };
+  const sse = sseRecord;
   return registerCodec({
     key,
     index: -1,

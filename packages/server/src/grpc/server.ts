@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { SluiceError } from "@sluice/protocol";
+import { retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { Logger } from "pino";
 import { OPEN_PRINCIPAL } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential, type Security } from "../auth/security.js";
@@ -84,11 +84,11 @@ export function toGrpcError(err: unknown, extra: Record<string, string> = {}): P
   const metadata = new grpc.Metadata();
   metadata.set("sluice-error-code", e.code);
   for (const [k, v] of Object.entries(extra)) metadata.set(k, v);
-  if (e.code === "rate_limited") {
-    if (typeof e.details?.limit === "string") metadata.set("sluice-limit", e.details.limit);
-    if (typeof e.details?.retry_after_s === "number")
-      metadata.set("retry-after", String(e.details.retry_after_s));
+  if (e.code === "rate_limited" && typeof e.details?.limit === "string") {
+    metadata.set("sluice-limit", e.details.limit);
   }
+  const retry = retryAfterSeconds(e);
+  if (retry !== undefined) metadata.set("retry-after", String(retry));
   let code = STATUS_BY_HTTP[e.status] ?? grpc.status.INTERNAL;
   if (e.code === "offset_out_of_range") code = grpc.status.OUT_OF_RANGE;
   if (e.code === "stream_exists") code = grpc.status.ALREADY_EXISTS;

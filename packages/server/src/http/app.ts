@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createServer, type RequestListener } from "node:http";
-import { ERROR_CODES, type ReadPosition, SluiceError } from "@sluice/protocol";
+import { ERROR_CODES, quoteInput, type ReadPosition, SluiceError } from "@sluice/protocol";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -163,7 +163,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.split("?")[0]}`));
+    reply
+      .code(404)
+      .send(errorBody("not_found", `no route ${req.method} ${quoteInput(req.url.split("?")[0], 100)}`));
   });
 
   registerDurableStreams(app, doors);
@@ -211,7 +213,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get("/v1/streams", async (req) => {
     requireAction(req.principal, "list");
     const q = req.query as Record<string, string | undefined>;
-    const limit = Math.min(Number(q.limit ?? 100) || 100, 1000);
+    // Checked here, not by each store (they disagreed on -1): digits only, 1 to 1000.
+    const limit = q.limit === undefined ? 100 : /^\d{1,4}$/.test(q.limit) ? Number(q.limit) : 0;
+    if (limit < 1 || limit > 1000) {
+      throw new SluiceError("invalid_request", "limit must be an integer from 1 to 1000");
+    }
     const status = q.status;
     if (status !== undefined && !["running", "completed", "failed", "cancelled"].includes(status)) {
       throw new SluiceError("invalid_request", "status must be one of running, completed, failed, cancelled");
@@ -234,6 +240,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const info = await access.generation(req.principal, "read", id);
     reply.header(STREAM_ID_HEADER, id);
     const transport = pickTransport(req);
+    // An SSE event id inside a record (`<offset>.<k>`, formats/codec.ts sseRecord) is a read
+    // position for SSE only.
+    if (pos.skipEvents !== undefined && transport !== "sse") {
+      throw new SluiceError(
+        "invalid_offset",
+        "an SSE event id (<offset>.<k>) is a read position for SSE only",
+      );
+    }
     if (transport === "json") return readPage(req, reply, info, pos, q);
     const codec = codecFor(q.format, transport);
     const after = pos.kind === "now" ? info.length : pos.seq;
@@ -244,7 +258,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
-    await streamTo(req, reply, info, after, transport, codec, false);
+    await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents);
     return reply;
   });
 
@@ -345,6 +359,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     codec: Codec,
     cancelOnDisconnect: boolean,
     held?: Hold,
+    skipEvents?: number,
   ): Promise<void> {
     const sse = transport === "sse";
     return live.stream(
@@ -353,6 +368,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       {
         streamId: info.id,
         after,
+        skipEvents,
         codec,
         transport,
         headers: {
@@ -384,6 +400,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.post("/v1/streams/:id/tokens", async (req, reply) => {
     const { id } = req.params as { id: string };
     const info = await access.stream(req.principal, "mint_token", id);
+    if (
+      req.body !== undefined &&
+      (typeof req.body !== "object" || req.body === null || Array.isArray(req.body))
+    ) {
+      throw new SluiceError("invalid_request", "the body must be a JSON object (or absent)");
+    }
     const body = (req.body ?? {}) as { scopes?: unknown; ttl_s?: unknown };
     const scopes = body.scopes ?? ["read"];
     if (

@@ -3,7 +3,7 @@
  * durable-streams) and the app that mounts them do not import each other: the dependencies,
  * the stream id header, and turning whatever a handler threw into a stable error.
  */
-import { isSluiceError, SluiceError } from "@sluice/protocol";
+import { isSluiceError, retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { FastifyReply } from "fastify";
 import type { Logger } from "pino";
 import type { Security } from "../auth/security.js";
@@ -52,9 +52,8 @@ export function errorBody(code: SluiceError["code"], message: string) {
 
 /** Sends a SluiceError as JSON; retryable refusals (429/503) carry Retry-After. */
 export function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
-  const retry = err.details?.retry_after_s;
-  if (typeof retry === "number") reply.header("retry-after", String(retry));
-  else if (err.status === 429 || err.status === 503) reply.header("retry-after", "1");
+  const retry = retryAfterSeconds(err);
+  if (retry !== undefined) reply.header("retry-after", String(retry));
   return reply.code(err.status).type("application/json").send(err.toBody());
 }
 

@@ -58,6 +58,8 @@ export interface LiveStreamOptions {
   streamId: string;
   /** Deliver records after this seq (0 = from the start; "now" = only what comes next). */
   after: number | "now";
+  /** SSE events of the record after `after` the client already has (resumed at `<offset>.<k>`). */
+  skipEvents?: number | undefined;
   codec: Codec;
   transport: LiveTransport;
   /** The door's own headers (content type, protocol headers); those already on the reply are kept. */
@@ -204,7 +206,7 @@ export class LiveResponses {
       }
     });
     try {
-      reader = await hub.attach(o.streamId, o.after, o.codec, sink);
+      reader = await hub.attach(o.streamId, o.after, o.codec, sink, o.skipEvents);
     } catch (err) {
       this.open.delete(stop);
       hold.release();

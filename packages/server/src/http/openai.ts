@@ -4,7 +4,13 @@
  * can be read again or resumed with `GET /v1/streams/{id}?format=openai`. A client that drops
  * does not stop the generation unless the route or request says `on_disconnect: cancel`.
  */
-import { ERROR_CODES, type ErrorCode, SluiceError as SErr, type SluiceError } from "@sluice/protocol";
+import {
+  ERROR_CODES,
+  type ErrorCode,
+  retryAfterSeconds,
+  SluiceError as SErr,
+  type SluiceError,
+} from "@sluice/protocol";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import { type GenerationRequest, GenerationRequestSchema } from "../core/request.js";
@@ -88,7 +94,8 @@ export function parseChatBody(body: unknown): { request: GenerationRequest; body
 function sendOpenAIError(reply: FastifyReply, err: SluiceError): FastifyReply {
   const param = typeof err.details?.param === "string" ? err.details.param : null;
   const headers: Record<string, string> = {};
-  if (err.status === 503 || err.status === 429) headers["retry-after"] = "1";
+  const retry = retryAfterSeconds(err);
+  if (retry !== undefined) headers["retry-after"] = String(retry);
   return reply
     .code(err.status)
     .headers(headers)
@@ -219,7 +226,7 @@ async function assembleCompletion(
         }
         case "abort":
           return {
-            error: new SErr("internal_error", `the generation was cancelled (${ev.by}: ${ev.reason})`),
+            error: new SErr("cancelled", `the generation was cancelled (${ev.by}: ${ev.reason})`),
           };
       }
       after = rec.seq;

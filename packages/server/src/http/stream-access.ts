@@ -4,18 +4,17 @@
  * another tenant, one a read token does not name, or a Durable Streams stream all answer like a
  * missing one), and cancel. Identification (key or token → principal) is auth/security.ts's.
  */
-import { parseReadPosition, type ReadPosition, SluiceError } from "@sluice/protocol";
+import {
+  parseReadPosition,
+  parseResumePosition,
+  quoteInput,
+  type ReadPosition,
+  SluiceError,
+} from "@sluice/protocol";
 import { type Action, type Principal, requireStreamAccess } from "../auth/principal.js";
 import { STREAM_ID_RE } from "../core/ids.js";
 import type { Runner } from "../core/runner.js";
 import type { Store, StreamInfo } from "../stores/store.js";
-
-/** Longer client input is never echoed back in an error message. */
-const ECHO_MAX = 64;
-
-function quoted(raw: string): string {
-  return raw.length <= ECHO_MAX ? `"${raw}"` : `(${raw.length} characters)`;
-}
 
 /**
  * Where a reader starts: `-1`/absent = the beginning, `now` = only what comes next, an offset
@@ -26,16 +25,25 @@ export function readPosition(raw: string | undefined): ReadPosition {
   if (!pos) {
     throw new SluiceError(
       "invalid_offset",
-      `offset ${quoted(String(raw))} is not -1, now, or an offset of this stream`,
+      `offset ${quoteInput(String(raw))} is not -1, now, or an offset of this stream`,
     );
   }
   return pos;
 }
 
-/** The read position of an HTTP reader: a reconnecting EventSource's Last-Event-ID wins over `?offset=`. */
-export function httpReadPosition(lastEventId: unknown, offset: string | undefined): ReadPosition {
+/**
+ * The read position of an HTTP reader: a reconnecting EventSource's Last-Event-ID wins over
+ * `?offset=`. It may also be an SSE event id inside a record (`<offset>.<k>`, see
+ * formats/codec.ts sseRecord): `skipEvents` is then set, and only SSE reads accept it.
+ */
+export function httpReadPosition(
+  lastEventId: unknown,
+  offset: string | undefined,
+): ReadPosition & { skipEvents?: number } {
   const raw = typeof lastEventId === "string" && lastEventId !== "" ? lastEventId : offset;
-  return readPosition(raw);
+  const pos = parseResumePosition(raw);
+  if (!pos) return readPosition(raw);
+  return pos;
 }
 
 export class StreamAccess {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { type ErrorCode, isSluiceError, SluiceError } from "@sluice/protocol";
+import { type ErrorCode, isSluiceError, retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance } from "fastify";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
@@ -13,8 +13,20 @@ import { type AppDeps, type DoorDeps, parseGenerationRequest } from "./context.j
 import { checkJsonDepth } from "./json-body.js";
 import { holdConnectionAs, startAs } from "./start.js";
 import { readPosition } from "./stream-access.js";
+import { isWebSocketUpgrade, serveAsPlainRequest } from "./upgrade-fallback.js";
 
 export const WS_PATH = "/v1/ws";
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /**
+     * Shutdown's last step for WebSockets (after running generations ended): waits up to
+     * `settleMs` for ended streams to reach their subscribers, then sends every subscription
+     * still held a `closing` message with its last offset and closes each socket with 1001.
+     */
+    closeWebSockets?: (settleMs: number) => Promise<void>;
+  }
+}
 
 const base = { id: z.union([z.string().max(256), z.number()]).optional() };
 const streamId = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "not a stream id");
@@ -37,6 +49,8 @@ const UnsubscribeSchema = z.object({ ...base, type: z.literal("unsubscribe"), st
 const CancelSchema = z.object({ ...base, type: z.literal("cancel"), stream: streamId, token }).strict();
 
 type ClientId = string | number | undefined;
+
+const SHUTDOWN_REASON = "server shutting down";
 
 function describe(err: z.ZodError): string {
   return err.issues
@@ -74,8 +88,8 @@ function refuseWith(socket: Duplex, err: unknown): void {
   const e = publicError(err);
   const headers: Record<string, string> = {};
   if (e.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="sluice"';
-  const retry = e.details?.retry_after_s;
-  if (typeof retry === "number") headers["retry-after"] = String(retry);
+  const retry = retryAfterSeconds(e);
+  if (retry !== undefined) headers["retry-after"] = String(retry);
   refuse(socket, e.status, e.code, e.message, { details: e.details, headers });
 }
 
@@ -123,6 +137,27 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
 
   app.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? "").split("?")[0];
+    if (!isWebSocketUpgrade(req)) {
+      // Not ours (e.g. `Upgrade: h2c`): unless another module takes it, answer it as plain HTTP.
+      if (app.server.listenerCount("upgrade") > 1) return;
+      socket.on("error", () => socket.destroy());
+      const served = serveAsPlainRequest(
+        (r, res) => app.server.emit("request", r, res),
+        req,
+        socket,
+        head,
+        config.timeouts.request_ms,
+      );
+      if (!served) {
+        refuse(
+          socket,
+          400,
+          "invalid_request",
+          "a chunked body cannot come with an Upgrade header; send it without",
+        );
+      }
+      return;
+    }
     if (path !== WS_PATH) {
       // Another module may serve this upgrade; refuse only when nobody else listens.
       if (app.server.listenerCount("upgrade") <= 1) {
@@ -188,10 +223,23 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
     });
   }
 
+  // Shutdown, first step (app.close() runs this before it stops the HTTP server, which would
+  // otherwise wait for upgraded sockets forever): idle sockets close now, the others as soon as
+  // their last subscription ends, and closeWebSockets closes whatever is left after the grace.
+  app.addHook("preClose", async () => {
+    for (const c of [...sockets]) c.drain();
+  });
+  app.decorate("closeWebSockets", async (settleMs: number) => {
+    const until = Date.now() + settleMs;
+    while ([...sockets].some((c) => c.settling) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    for (const c of [...sockets]) c.shutdown();
+  });
   app.addHook("onClose", async () => {
     if (pinger) clearInterval(pinger);
     pinger = undefined;
-    for (const c of [...sockets]) c.close(1001, "server shutting down");
+    for (const c of [...sockets]) c.shutdown();
     wss.close();
   });
 }
@@ -259,6 +307,7 @@ class WsConnection {
   readonly socket: Duplex | undefined;
   private drainWaiters: (() => void)[] = [];
   private closedDown = false;
+  private draining = false;
 
   constructor(
     readonly ws: WebSocket,
@@ -301,6 +350,35 @@ class WsConnection {
   close(code: number, reason: string): void {
     this.ws.close(code, reason);
     this.gone();
+  }
+
+  /** Shutdown has begun: close once no subscription is left (now, if there is none). */
+  drain(): void {
+    this.draining = true;
+    if (this.subs.size === 0) this.close(1001, SHUTDOWN_REASON);
+  }
+
+  /** True while a subscription's stream has ended but its end has not been delivered yet. */
+  get settling(): boolean {
+    for (const s of this.subs.values()) if (s.reader && s.reader.status !== "running") return true;
+    return false;
+  }
+
+  /**
+   * Shutdown: every subscription still held learns the last offset it delivered (`closing`), so
+   * its client resumes exactly there on another node or after the restart; then close 1001.
+   */
+  shutdown(): void {
+    if (this.closedDown) return;
+    for (const sub of this.subs.values()) {
+      sub.sink.ended = true;
+      const msg: Record<string, unknown> = { type: "closing", stream: sub.stream };
+      if (sub.reader) msg.offset = sub.reader.offset;
+      sub.reader?.detach();
+      this.send(msg);
+    }
+    this.subs.clear();
+    this.close(1001, SHUTDOWN_REASON);
   }
 
   onDrain(cb: () => void): void {
@@ -355,12 +433,18 @@ class WsConnection {
     this.subs.delete(sink.stream);
     const status = sub.reader?.status ?? "running";
     this.send({ type: "end", stream: sink.stream, status });
+    this.closeIfDrained();
+  }
+
+  private closeIfDrained(): void {
+    if (this.draining && this.subs.size === 0) this.close(1001, SHUTDOWN_REASON);
   }
 
   cutSubscription(sink: SubscriptionSink, offset: string, message: string): void {
     const sub = this.subs.get(sink.stream);
     if (sub && sub.sink === sink) this.subs.delete(sink.stream);
     this.send({ type: "error", code: "slow_reader", stream: sink.stream, offset, message });
+    this.closeIfDrained();
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
@@ -496,6 +580,7 @@ class WsConnection {
     if (offset !== undefined) ack.offset = offset;
     if (id !== undefined) ack.id = id;
     this.send(ack);
+    this.closeIfDrained();
   }
 
   private async start(m: Record<string, unknown>, id: ClientId): Promise<void> {
