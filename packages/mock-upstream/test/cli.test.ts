@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
-const BIN = join(ROOT, "packages/mock-upstream/dist/bin.js");
+const BIN = join(ROOT, "packages/mock-upstream/bin/sluice-mock-upstream.js");
 const SERVER_CLI = join(ROOT, "packages/server/dist/cli/main.js");
 const children: ChildProcess[] = [];
 const tmpDirs: string[] = [];
