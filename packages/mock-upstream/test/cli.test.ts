@@ -4,7 +4,16 @@
  * says so plainly when the package is not there.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -101,6 +110,28 @@ describe("`sluice mock-upstream` without the @sluice/mock-upstream package", () 
 
   it("loads the package when it is there (the workspace's layout)", async () => {
     const mock = run([SERVER_CLI, "mock-upstream", "--port", "0"]);
+    expect(await mock.outcome).toBe("listening");
+  });
+});
+
+describe("the workspace's bins (`npx sluice`, `npx sluice-mock-upstream`)", () => {
+  it("are committed files outside dist/, so npm links them in a clean clone before `prepare` builds", () => {
+    const bins: string[] = [];
+    for (const pkg of readdirSync(join(ROOT, "packages"))) {
+      const file = join(ROOT, "packages", pkg, "package.json");
+      if (!existsSync(file)) continue;
+      const bin = (JSON.parse(readFileSync(file, "utf8")) as { bin?: Record<string, string> }).bin ?? {};
+      for (const [name, path] of Object.entries(bin)) {
+        bins.push(name);
+        expect(path, `${name}: ${path}`).not.toMatch(/(^|\/)dist\//);
+        expect(existsSync(join(ROOT, "packages", pkg, path)), `${name}: ${path}`).toBe(true);
+      }
+    }
+    expect(bins.sort()).toEqual(["sluice", "sluice-mock-upstream"]);
+  });
+
+  it("`sluice` through its bin file runs the CLI", async () => {
+    const mock = run([join(ROOT, "packages/server/bin/sluice.js"), "mock-upstream", "--port", "0"]);
     expect(await mock.outcome).toBe("listening");
   });
 });
