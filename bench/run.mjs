@@ -200,7 +200,9 @@ function ensureInstalled() {
   execFileSync("npm", ["install", "--prefix", BENCH, "--no-audit", "--no-fund"], { stdio: "inherit" });
 }
 function ensureBuilt() {
-  if (existsSync(join(ROOT, "packages/server/dist/cli/main.js"))) return;
+  // `sluice mock-upstream` loads the separate @sluice/mock-upstream package: both must be built.
+  const built = ["packages/server/dist/cli/main.js", "packages/mock-upstream/dist/index.js"];
+  if (built.every((f) => existsSync(join(ROOT, f)))) return;
   log("bench: building Sluice (npm run build) …");
   execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
 }

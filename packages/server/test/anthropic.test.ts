@@ -5,10 +5,10 @@
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../src/config.js";
-import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
 import { createSluice } from "../src/server.js";
 import { type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
 

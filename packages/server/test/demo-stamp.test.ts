@@ -1,5 +1,5 @@
+import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
 import { demoBody, type Running, readAllJson, startSluice, startStream, waitForStatus } from "./helpers.js";
 
 // `demo.stamp` is the benchmark aid: delta events carry `due` (epoch ms the token was due), both

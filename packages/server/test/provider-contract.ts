@@ -4,11 +4,15 @@
  * misbehaving upstream. Each provider's test file is a few lines calling runProviderContract.
  */
 import { type AddressInfo, createServer, type Socket } from "node:net";
+import {
+  type MockOptions,
+  type MockRequestRecord,
+  type MockUpstream,
+  startMockUpstream,
+} from "@sluice/mock-upstream";
 import { isSluiceError, type SluiceError } from "@sluice/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { realClock } from "../src/core/clock.js";
-import type { MockOptions } from "../src/mock-upstream/faults.js";
-import { type MockRequestRecord, type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
 import type { Provider, ProviderEvent, ProviderRequest } from "../src/providers/provider.js";
 import type { UpstreamTimeouts } from "../src/providers/upstream-http.js";
 

@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
 import {
   demoBody,
   type Running,

@@ -4,9 +4,9 @@
  * terminal. Upstreams are `sluice mock-upstream` instances with server-wide fault injection.
  */
 import { createServer } from "node:net";
+import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { ConfigInput } from "../src/config.js";
-import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
 import { type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
 
 const mocks: MockUpstream[] = [];

@@ -7,11 +7,10 @@
  * logs).
  */
 import { Writable } from "node:stream";
+import { type MockOptions, type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import pino from "pino";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { type ConfigInput, parseConfig } from "../src/config.js";
-import type { MockOptions } from "../src/mock-upstream/faults.js";
-import { type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
 import { createSluice } from "../src/server.js";
 import { type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
 

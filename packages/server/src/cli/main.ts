@@ -2,8 +2,6 @@
 import process from "node:process";
 import { Command, InvalidArgumentError } from "commander";
 import { ConfigError, loadConfig } from "../config.js";
-import { type MockOptions, MockOptionsSchema } from "../mock-upstream/faults.js";
-import { startMockUpstream } from "../mock-upstream/server.js";
 import { createSluice } from "../server.js";
 import { readSse } from "./sse-client.js";
 
@@ -211,59 +209,42 @@ program
     process.exit(await printEvents(res.body, Boolean(opts.json)));
   });
 
+/** What `sluice mock-upstream` uses of `@sluice/mock-upstream` (typed here: see loadMockUpstream). */
+interface MockUpstreamModule {
+  runMockUpstreamCli(args: string[], opts?: { name?: string }): Promise<void>;
+}
+
+/**
+ * The mock upstream is a test/dev tool in a package of its own, which depends on this one: it is
+ * loaded only for this subcommand, through a specifier TypeScript does not follow, so the build
+ * has no cycle and the server's runtime never loads mock code.
+ */
+async function loadMockUpstream(): Promise<MockUpstreamModule> {
+  const specifier: string = "@sluice/mock-upstream";
+  try {
+    return (await import(specifier)) as MockUpstreamModule;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code !== "ERR_MODULE_NOT_FOUND") throw err;
+    fail(
+      `mock-upstream needs the package @sluice/mock-upstream (a test and benchmark tool, not part of the server), which is not installed or not built (${e.message}). In a clone of the repository: npm ci && npm run build`,
+    );
+  }
+}
+
 program
   .command("mock-upstream")
   .description(
-    "serve the demo model as an OpenAI-compatible (and Anthropic Messages) HTTP server (an honest simulator, for tests and benchmarks)",
+    "serve the demo model as an OpenAI-compatible (and Anthropic Messages) HTTP server, an honest simulator for tests and benchmarks (package @sluice/mock-upstream; `sluice mock-upstream --help` lists its options)",
   )
-  .option("--host <host>", "address to bind", "127.0.0.1")
-  .option("--port <port>", "port (0 picks a free one)", intArg, 8081)
-  .option("--api-key <key>", "require this key (Authorization: Bearer, or x-api-key)")
-  .option(
-    "--fail-status <status>",
-    "fault injection: answer this HTTP status instead of a completion",
-    intArg,
-  )
-  .option("--fail-times <n>", "only the first N requests fail (default: all)", intArg)
-  .option("--retry-after <seconds>", "with --fail-status: send Retry-After", intArg)
-  .option(
-    "--fault <json>",
-    "other faults as JSON, e.g. '{\"stall_after_tokens\":3}' (docs/providers.md lists them)",
-    faultArg,
-  )
-  .action(
-    async (opts: {
-      host: string;
-      port: number;
-      apiKey?: string;
-      failStatus?: number;
-      failTimes?: number;
-      retryAfter?: number;
-      fault?: MockOptions;
-    }) => {
-      const fault = {
-        ...opts.fault,
-        ...(opts.failStatus ? { status: opts.failStatus } : {}),
-        ...(opts.retryAfter !== undefined ? { retry_after: opts.retryAfter } : {}),
-      };
-      const mock = await startMockUpstream({
-        host: opts.host,
-        port: opts.port,
-        ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
-        ...(Object.keys(fault).length > 0
-          ? { fault: { ...fault, ...(opts.failTimes !== undefined ? { times: opts.failTimes } : {}) } }
-          : {}),
-        log: (line) => process.stdout.write(`${line}\n`),
-      });
-      process.stdout.write(`mock-upstream listening on ${mock.url}\n`);
-      const stop = async () => {
-        await mock.close();
-        process.exit(0);
-      };
-      process.on("SIGINT", () => void stop());
-      process.on("SIGTERM", () => void stop());
-    },
-  );
+  // Every argument, --help included, goes to the package's own parser: its options are defined once.
+  .helpOption(false)
+  .allowUnknownOption()
+  .argument("[args...]")
+  .action(async (args: string[]) => {
+    const mock = await loadMockUpstream();
+    await mock.runMockUpstreamCli(args, { name: "sluice mock-upstream" });
+  });
 
 /** Prints a Sluice SSE stream; returns the exit code its terminal event implies. */
 async function printEvents(body: ReadableStream<Uint8Array>, json: boolean): Promise<number> {
@@ -303,22 +284,6 @@ async function printEvents(body: ReadableStream<Uint8Array>, json: boolean): Pro
     }
   }
   return code;
-}
-
-/** `mock-upstream --fault JSON`: the faults of mock-upstream/faults.ts, validated. */
-function faultArg(v: string): MockOptions {
-  let json: unknown;
-  try {
-    json = JSON.parse(v);
-  } catch {
-    throw new InvalidArgumentError("--fault must be a JSON object");
-  }
-  const r = MockOptionsSchema.safeParse(json);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new InvalidArgumentError(`--fault: ${i?.path.join(".") || "(root)"}: ${i?.message ?? "invalid"}`);
-  }
-  return r.data;
 }
 
 program.parseAsync(process.argv).catch((err) => fail((err as Error).stack ?? String(err)));

@@ -1,8 +1,7 @@
+import { type DemoOptions, planDemo } from "@sluice/server/demo";
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { DemoOptions } from "../src/core/request.js";
-import { type MockRequestRecord, type MockUpstream, startMockUpstream } from "../src/mock-upstream/server.js";
-import { planDemo } from "../src/providers/demo/generator.js";
+import { type MockRequestRecord, type MockUpstream, startMockUpstream } from "../src/index.js";
 
 let mock: MockUpstream;
 const logLines: string[] = [];

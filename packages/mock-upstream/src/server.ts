@@ -10,12 +10,18 @@ import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { isSluiceError } from "@sluice/protocol";
+import {
+  type Clock,
+  DemoOptionsSchema,
+  type GenerationRequest,
+  MessageSchema,
+  type ProviderEvent,
+  planDemo,
+  realClock,
+  runDemoPlan,
+  ToolSchema,
+} from "@sluice/server/demo";
 import { z } from "zod";
-import { type Clock, realClock } from "../core/clock.js";
-import { DemoOptionsSchema, type GenerationRequest, MessageSchema, ToolSchema } from "../core/request.js";
-import { planDemo } from "../providers/demo/generator.js";
-import { runDemoPlan } from "../providers/demo/provider.js";
-import type { ProviderEvent } from "../providers/provider.js";
 import { anthropicMessages } from "./anthropic.js";
 import { afterToken, faultMessage, type MockOptions, MockOptionsSchema, untilClosed } from "./faults.js";
 

@@ -8,12 +8,16 @@ import { randomBytes } from "node:crypto";
 import { type EventEmitter, once } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isSluiceError } from "@sluice/protocol";
+import {
+  type Clock,
+  DemoOptionsSchema,
+  type GenerationRequest,
+  type Message,
+  type ProviderEvent,
+  planDemo,
+  runDemoPlan,
+} from "@sluice/server/demo";
 import { z } from "zod";
-import type { Clock } from "../core/clock.js";
-import { DemoOptionsSchema, type GenerationRequest, type Message } from "../core/request.js";
-import { planDemo } from "../providers/demo/generator.js";
-import { runDemoPlan } from "../providers/demo/provider.js";
-import type { ProviderEvent } from "../providers/provider.js";
 import { afterToken, faultMessage, type MockOptions, MockOptionsSchema, untilClosed } from "./faults.js";
 import { HttpError, type MockRequestRecord, readBody, sendJson } from "./server.js";
 
