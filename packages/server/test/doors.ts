@@ -41,6 +41,11 @@ export interface Session {
   headers: Record<string, string>;
   /** Everything received so far, raw (heartbeats included). */
   raw(): string;
+  /** Stops reading (the transport's own backpressure then reaches the server); resume() reads on. */
+  pause?(): void;
+  resume?(): void;
+  /** The offset the server named when it cut this reader as too slow (doors that name one). */
+  cutAt?(): string | undefined;
 }
 
 export interface OpenOptions {
@@ -56,6 +61,8 @@ export interface Door {
   heartbeats: boolean;
   /** True for HTTP doors (CORS applies). */
   http: boolean;
+  /** True when a reader can stop reading a long response (slow-reader cut). */
+  pausable: boolean;
   /** Opens a live read of stream `id` after `from`. */
   open(base: Base, id: string, from: string, o?: OpenOptions): Session;
   /** The items of the log as this door encodes them, for comparison: the whole stream read from the start. */
@@ -142,15 +149,27 @@ function httpSession(
   const ac = new AbortController();
   const q = new Queue();
   let raw = "";
+  let paused: Promise<void> | undefined;
+  let unpause: () => void = () => {};
   const session: Session = {
     ready: Promise.resolve(),
     next: () => q.next(),
     close: () => {
       q.end();
+      unpause();
       ac.abort();
     },
     headers: {},
     raw: () => raw,
+    pause: () => {
+      paused ??= new Promise((r) => {
+        unpause = () => {
+          paused = undefined;
+          r();
+        };
+      });
+    },
+    resume: () => unpause(),
   };
   session.ready = (async () => {
     const res = await fetch(url, { ...init, headers, signal: ac.signal });
@@ -166,6 +185,7 @@ function httpSession(
       const dec = new TextDecoder();
       try {
         for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          if (paused) await paused;
           const t = dec.decode(chunk, { stream: true });
           raw += t;
           onText(t, q);
@@ -187,14 +207,21 @@ function sseDoor(name: string, format: string | undefined): Door {
     start: "-1",
     heartbeats: true,
     http: true,
+    pausable: true,
     open(base, id, from, o = {}) {
+      let cut: string | undefined;
       const parser = (q: Queue) =>
         createParser({
           onEvent: (e) => q.push({ pos: e.id, data: `${e.event ?? ""}|${e.data}` }),
+          // A slow reader's last line: `: slow_reader <offset> <message>`.
+          onComment: (c) => {
+            const m = /^\s*slow_reader (\S+)/.exec(c);
+            if (m) cut = m[1];
+          },
         });
       let p: ReturnType<typeof parser> | undefined;
       const qs = format ? `?format=${format}` : "";
-      return httpSession(
+      const session = httpSession(
         `${base.url}/v1/streams/${id}${qs}`,
         {
           accept: "text/event-stream",
@@ -206,6 +233,8 @@ function sseDoor(name: string, format: string | undefined): Door {
           p.feed(t);
         },
       );
+      session.cutAt = () => cut;
+      return session;
     },
   };
 }
@@ -215,9 +244,11 @@ const ndjsonDoor: Door = {
   start: "-1",
   heartbeats: true,
   http: true,
+  pausable: true,
   open(base, id, from, o = {}) {
     let buf = "";
-    return httpSession(
+    let cut: string | undefined;
+    const session = httpSession(
       `${base.url}/v1/streams/${id}?offset=${from}`,
       { accept: "application/x-ndjson", ...o.headers },
       (t, q) => {
@@ -226,11 +257,21 @@ const ndjsonDoor: Door = {
           const line = buf.slice(0, i);
           buf = buf.slice(i + 1);
           if (line.trim() === "") continue; // a heartbeat
-          const j = JSON.parse(line) as { offset?: string; event?: unknown };
+          const j = JSON.parse(line) as {
+            offset?: string;
+            event?: unknown;
+            error?: { code: string; offset?: string };
+          };
+          if (j.error?.code === "slow_reader") {
+            cut = j.error.offset;
+            continue;
+          }
           q.push({ pos: j.offset, data: JSON.stringify(j.event ?? j) });
         }
       },
     );
+    session.cutAt = () => cut;
+    return session;
   },
 };
 
@@ -249,6 +290,7 @@ function pollingDoor(
     start: "-1",
     heartbeats: false,
     http: true,
+    pausable: false,
     open(base, id, from, o = {}) {
       const q = new Queue();
       let closed = false;
@@ -330,6 +372,7 @@ const dsSseDoor: Door = {
   start: "-1",
   heartbeats: true,
   http: true,
+  pausable: true,
   open(base, id, from, o = {}) {
     let p: ReturnType<typeof createParser> | undefined;
     let pending: unknown[] = [];
@@ -381,9 +424,11 @@ const wsDoor: Door = {
   start: "-1",
   heartbeats: true,
   http: false,
+  pausable: true,
   open(base, id, from, o = {}) {
     const q = new Queue();
     let raw = "";
+    let cut: string | undefined;
     const ws = new WebSocket(`${base.url.replace(/^http/, "ws")}/v1/ws`, { headers: o.headers ?? {} });
     ws.on("ping", () => {
       raw += "[ping]";
@@ -424,6 +469,11 @@ const wsDoor: Door = {
           else if (m.type === "end") {
             q.end();
             ws.close();
+          } else if (m.type === "error" && m.code === "slow_reader") {
+            // The subscription was cut (the socket lives on): it names where to resume.
+            cut = m.offset;
+            q.end();
+            ws.close();
           } else if (m.type === "error") {
             const r = new Refused(0, m.code ?? "");
             reject(r);
@@ -444,6 +494,9 @@ const wsDoor: Door = {
       },
       headers: {},
       raw: () => raw,
+      pause: () => ws.pause(),
+      resume: () => ws.resume(),
+      cutAt: () => cut,
     };
     session.ready.catch(() => {});
     return session;
@@ -482,8 +535,10 @@ const grpcDoor: Door = {
   start: "-1",
   heartbeats: false,
   http: false,
+  pausable: true,
   open(base, id, from, o = {}) {
     const q = new Queue();
+    let cut: string | undefined;
     const md = new grpc.Metadata();
     for (const [k, v] of Object.entries(o.headers ?? {})) md.set(k, v);
     const client = grpcClient(base.grpcAddress as string);
@@ -504,6 +559,13 @@ const grpcDoor: Door = {
         });
         call.on("error", (e: grpc.ServiceError) => {
           if (e.code === grpc.status.CANCELLED) return;
+          const named = e.metadata?.get("sluice-offset")[0];
+          if (named !== undefined) {
+            // Cut as a slow reader: the status names where to resume.
+            cut = String(named);
+            q.end();
+            return;
+          }
           const r = new Refused(
             e.code,
             String(e.metadata?.get("sluice-error-code")[0] ?? GRPC_CODES[e.code] ?? ""),
@@ -523,6 +585,9 @@ const grpcDoor: Door = {
       },
       headers: {},
       raw: () => raw,
+      pause: () => call.pause(),
+      resume: () => call.resume(),
+      cutAt: () => cut,
     };
     session.ready.catch(() => {});
     return session;

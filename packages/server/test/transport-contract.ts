@@ -265,6 +265,54 @@ export function runTransportContract(door: Door): void {
     });
   });
 
+  describe.runIf(door.pausable)(`transport contract: ${door.name} (slow reader)`, () => {
+    it("cuts a reader that stops reading, naming where it got to; resuming there is exact", async () => {
+      const slow = await startSluice({
+        grpc_port: 0,
+        // (Compressed, this stream is small enough to sit in loopback socket buffers whole.)
+        compression: { enabled: false },
+        flow: {
+          high_water_bytes: 16 * 1024,
+          slow_reader_lag_bytes: 256 * 1024,
+          slow_reader_ms: 0,
+          adaptive: false,
+        },
+      } as never);
+      const b = { url: slow.url, grpcAddress: slow.server.grpc?.address };
+      try {
+        const { id } = await startStream(
+          slow.url,
+          demoBody({ length: 100_000, tokens_per_s: 25_000, ttft_ms: 50 }),
+        );
+        const r = door.open(b, id, door.start);
+        const got: Item[] = [];
+        const first = await r.next();
+        expect(first).toBeDefined();
+        got.push(first as Item);
+        r.pause?.();
+        await until("a slow-reader cut", () => slow.server.hub.slowReaderCuts > 0, 30_000);
+        r.resume?.();
+        got.push(...(await drainLoose(r, 60_000)));
+        r.close();
+        // Where the reader got to: the offset the door named, else the last position it delivered.
+        const lastPos = [...got].reverse().find((i) => i.pos !== undefined)?.pos as string;
+        const named = r.cutAt?.();
+        if (door.name !== "ds-sse") expect(named).toBe(lastPos);
+        const at = got.findLastIndex((i) => i.pos === lastPos);
+        const rest = await drain(door.open(b, id, lastPos), Number.POSITIVE_INFINITY, 60_000);
+        await until("the end", () => !slow.server.runner.isRunning(id), 30_000);
+        const full = await drain(door.open(b, id, door.start), Number.POSITIVE_INFINITY, 60_000);
+        expect(full.length).toBeGreaterThan(got.length);
+        const joined = [...got.slice(0, at + 1), ...rest].map((i) => i.data);
+        expect(joined.length).toBe(full.length);
+        expect(joined).toEqual(full.map((i) => i.data));
+      } finally {
+        closeGrpcClients();
+        await slow.close();
+      }
+    }, 120_000);
+  });
+
   describe(`transport contract: ${door.name} (auth)`, () => {
     let s: Running;
     const keys = { a: "sk-contract-reader-a", b: "sk-contract-reader-b", admin: "sk-contract-admin-a" };
