@@ -813,7 +813,7 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
           reply.header(H.cursor, nextCursor(Date.now(), cursorParam));
           reply.code(204).send();
         });
-      cancelDeadline = live.deadlines.add(opts.long_poll_timeout_ms, timeout);
+      cancelDeadline = live.deadlines.add(config.long_poll.max_wait_ms, timeout);
       unregister = live.onShutdown(timeout);
       hub.attach(info.id, after, codecFor(mode), sink).then(
         (r) => {
