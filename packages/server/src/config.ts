@@ -159,7 +159,7 @@ export const RouteConfigSchema = z
       .enum(["continue", "cancel"])
       .optional()
       .describe(
-        "What a disconnect of the client that started a generation does (`POST /v1/streams` streaming, the OpenAI and AI SDK routes): `continue` lets it run for other readers and resumes, `cancel` cancels it. A request's own `on_disconnect` wins.",
+        "What a disconnect of the client that started a generation does (`POST /v1/streams` streaming, the OpenAI and AI SDK routes): `continue` lets it run (readable and resumable by anyone allowed), `cancel` cancels it. A request's own `on_disconnect` wins.",
       )
       .meta({ "x-default": '`"continue"`' }),
     retry: RetrySchema.optional().describe(
@@ -574,7 +574,7 @@ export const ConfigSchema = z
           .positive()
           .default(10_000)
           .describe(
-            "Time (ms) a client has to send its request headers (slowloris guard); past it the connection is closed. Plain HTTP only: with TLS, Node's default applies.",
+            "Time (ms) a client has to send its request headers (slowloris guard); past it the connection is closed. Not applied with `tls`.",
           ),
         request_ms: z
           .number()
@@ -596,7 +596,7 @@ export const ConfigSchema = z
           .positive()
           .default(1_000)
           .describe(
-            "How often (ms) connections are checked against `headers_ms` and `request_ms`. Plain HTTP only.",
+            "How often (ms) connections are checked against `headers_ms` and `request_ms`. Not applied with `tls`.",
           ),
       })
       .strict()
@@ -711,7 +711,9 @@ export const ConfigSchema = z
         enabled: z
           .boolean()
           .default(true)
-          .describe("Compress SSE and NDJSON responses when the client's `Accept-Encoding` allows it."),
+          .describe(
+            "Compress `/v1/streams` SSE and NDJSON responses when the client's `Accept-Encoding` allows it.",
+          ),
         encodings: z
           .array(z.enum(["gzip", "br"]))
           .default(["gzip", "br"])
@@ -720,7 +722,7 @@ export const ConfigSchema = z
       .strict()
       .prefault({})
       .describe(
-        "gzip/brotli for streaming responses, flushed after every batch (docs/transports.md#compression-sse-and-ndjson).",
+        "gzip/brotli for `/v1/streams` SSE and NDJSON responses, flushed after every batch (docs/transports.md#compression-sse-and-ndjson).",
       ),
     ws: z
       .object({
@@ -729,7 +731,7 @@ export const ConfigSchema = z
           .boolean()
           .default(false)
           .describe(
-            "Negotiate permessage-deflate when the client offers it (smaller frames for CPU and memory per socket).",
+            "Negotiate permessage-deflate when the client offers it: smaller frames, for more CPU and memory per socket.",
           ),
         max_payload_bytes: z
           .number()
