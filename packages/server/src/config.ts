@@ -1,18 +1,65 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { DEFAULT_RETRY } from "./core/routes.js";
+import { ANTHROPIC_VERSION } from "./providers/anthropic.js";
+import { DEFAULT_MAX_EVENT_CHARS, DEFAULT_UPSTREAM_TIMEOUTS } from "./providers/upstream-http.js";
 import { isStoreSpec } from "./stores/open.js";
 
-/** Upstream timeouts in ms (0 disables one); docs/providers.md "Timeouts and limits". */
-const UpstreamTimeoutsSchema = z
-  .object({
-    /** TCP (and TLS) connect. Default 10000. */
-    connect_ms: z.number().int().min(0).max(600_000).optional(),
-    /** From sending the request (connect included) to the first byte of the response body. Default 60000. */
-    first_byte_ms: z.number().int().min(0).max(3_600_000).optional(),
-    /** Between two chunks of the response body. Default 30000. */
-    idle_ms: z.number().int().min(0).max(3_600_000).optional(),
-  })
-  .strict();
+/**
+ * The config schema. Every field carries a `.describe()`: docs/configuration.md is generated from
+ * it (config-docs.ts, `npm run docs:config`) and a test keeps the two equal. A default applied in
+ * code rather than by the schema goes in `x-default`: a number is shown as the default, a string
+ * is words (a default computed at startup, or taken from another setting).
+ */
+
+/** A key that moved: setting it is an error naming its replacement (old config files fail clearly). */
+function movedTo(oldPath: string, newPath: string) {
+  return z
+    .undefined({ error: `${oldPath} is now ${newPath}` })
+    .optional()
+    .describe(`Removed: use \`${newPath}\`. A config that still sets it is refused with that message.`)
+    .meta({ "x-moved-to": newPath });
+}
+
+/** Upstream timeouts in ms (0 disables one); `inherited` says where a left-out field comes from. */
+function upstreamTimeoutsSchema(
+  inherited: (field: keyof typeof DEFAULT_UPSTREAM_TIMEOUTS) => string | number,
+) {
+  return z
+    .object({
+      connect_ms: z
+        .number()
+        .int()
+        .min(0)
+        .max(600_000)
+        .optional()
+        .describe(
+          "TCP (and TLS) connect timeout to the upstream, in ms; past it the attempt fails with a retryable `upstream_timeout`. 0 disables it.",
+        )
+        .meta({ "x-default": inherited("connect_ms") }),
+      first_byte_ms: z
+        .number()
+        .int()
+        .min(0)
+        .max(3_600_000)
+        .optional()
+        .describe(
+          "From sending the request (connect included) to the first byte of the response body, in ms (response headers alone do not count); past it: `upstream_timeout`. 0 disables it.",
+        )
+        .meta({ "x-default": inherited("first_byte_ms") }),
+      idle_ms: z
+        .number()
+        .int()
+        .min(0)
+        .max(3_600_000)
+        .optional()
+        .describe(
+          "Longest gap between two chunks of the response body, in ms; past it the stream ends with `upstream_timeout` (retried or sent to a fallback only when no token came yet). 0 disables it.",
+        )
+        .meta({ "x-default": inherited("idle_ms") }),
+    })
+    .strict();
+}
 
 /** The most characters one upstream SSE event may hold (a longer one ends the stream). */
 const MaxEventCharsSchema = z
@@ -21,37 +68,103 @@ const MaxEventCharsSchema = z
   .min(1024)
   .max(256 * 1024 * 1024);
 
+const RetrySchema = z
+  .object({
+    max_attempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(10)
+      .optional()
+      .describe("Tries of this route in all, before its fallbacks (1 = no retry).")
+      .meta({ "x-default": DEFAULT_RETRY.max_attempts }),
+    base_delay_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(60_000)
+      .optional()
+      .describe(
+        "Wait before the first retry, in ms, when the upstream sent no `Retry-After`; doubled at each retry.",
+      )
+      .meta({ "x-default": DEFAULT_RETRY.base_delay_ms }),
+    max_wait_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(600_000)
+      .optional()
+      .describe(
+        "A retry that would wait longer than this (ms, `Retry-After` included) is not taken: the fallbacks are tried instead.",
+      )
+      .meta({ "x-default": DEFAULT_RETRY.max_wait_ms }),
+  })
+  .strict();
+
 export const RouteConfigSchema = z
   .object({
-    provider: z.enum(["openai-compatible", "anthropic", "demo"]),
-    base_url: z.string().url().optional(),
-    api_key: z.string().optional(),
-    /** Name of an environment variable holding the key (so config files carry no secrets). */
-    api_key_env: z.string().optional(),
-    /** Model name sent upstream (default: the route's name). */
-    model: z.string().optional(),
-    headers: z.record(z.string(), z.string()).optional(),
-    fallbacks: z.array(z.string()).optional(),
-    /** `anthropic-version` header (anthropic routes); default 2023-06-01. */
-    anthropic_version: z.string().optional(),
-    /** Upstream timeouts for this route (each field defaults to `upstream_defaults.timeouts`). */
-    timeouts: UpstreamTimeoutsSchema.optional(),
-    /** Bound on one upstream SSE event for this route (default `upstream_defaults.max_event_chars`). */
-    max_event_chars: MaxEventCharsSchema.optional(),
-    /** What a disconnect of the client that started a generation does on the protocol routes. */
-    on_disconnect: z.enum(["continue", "cancel"]).optional(),
-    /** Retries before the first token (connect error, 429, 5xx), then the fallbacks. */
-    retry: z
-      .object({
-        /** Tries of this route in all (1 = no retry). Default 2. */
-        max_attempts: z.number().int().min(1).max(10).optional(),
-        /** First backoff, doubled each retry, when the upstream sends no Retry-After. Default 200. */
-        base_delay_ms: z.number().int().min(0).max(60_000).optional(),
-        /** A longer wait (Retry-After included) is not taken: the next fallback is tried. Default 10000. */
-        max_wait_ms: z.number().int().min(0).max(600_000).optional(),
-      })
-      .strict()
-      .optional(),
+    provider: z
+      .enum(["openai-compatible", "anthropic", "demo"])
+      .describe(
+        "`openai-compatible` (any Chat Completions server: OpenAI, vLLM, Ollama, llama.cpp, LM Studio, Groq, OpenRouter…), `anthropic` (the Messages API) or `demo` (the built-in simulator).",
+      ),
+    base_url: z
+      .string()
+      .url()
+      .optional()
+      .describe(
+        "The upstream's base URL, e.g. `http://127.0.0.1:11434/v1`. Required for `openai-compatible`; `anthropic` defaults to `https://api.anthropic.com`; `demo` ignores it.",
+      ),
+    api_key: z
+      .string()
+      .optional()
+      .describe(
+        "The upstream API key, inline (prefer `api_key_env`, so the config file holds no secret). Wins over `api_key_env`; redacted from any upstream error text.",
+      ),
+    api_key_env: z
+      .string()
+      .optional()
+      .describe("Name of an environment variable holding the upstream API key, read at startup."),
+    model: z
+      .string()
+      .optional()
+      .describe("The model name sent upstream.")
+      .meta({ "x-default": "the route's name" }),
+    headers: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe(
+        "Extra HTTP headers sent with every upstream request; their values are redacted from upstream error text.",
+      ),
+    fallbacks: z
+      .array(z.string())
+      .optional()
+      .describe(
+        "Route names tried in order when this route fails before its first token (after its retries); their own fallbacks are not followed (docs/providers.md).",
+      ),
+    anthropic_version: z
+      .string()
+      .optional()
+      .describe("The `anthropic-version` header sent on `anthropic` routes.")
+      .meta({ "x-default": `\`${JSON.stringify(ANTHROPIC_VERSION)}\`` }),
+    timeouts: upstreamTimeoutsSchema((f) => `\`upstream_defaults.timeouts.${f}\``)
+      .optional()
+      .describe("This route's upstream timeouts; each field left out takes `upstream_defaults.timeouts`'s."),
+    max_event_chars: MaxEventCharsSchema.optional()
+      .describe(
+        "Most characters one upstream SSE event may hold on this route; a longer one ends the stream with `upstream_error` without being buffered.",
+      )
+      .meta({ "x-default": "`upstream_defaults.max_event_chars`" }),
+    on_disconnect: z
+      .enum(["continue", "cancel"])
+      .optional()
+      .describe(
+        "What a disconnect of the client that started a generation does (`POST /v1/streams` streaming, the OpenAI and AI SDK routes): `continue` lets it run (readable and resumable by anyone allowed), `cancel` cancels it. A request's own `on_disconnect` wins.",
+      )
+      .meta({ "x-default": '`"continue"`' }),
+    retry: RetrySchema.optional().describe(
+      "Retries of this route before its first token (connection refused, timeout, 429, 5xx), before the fallbacks (docs/providers.md#retries-and-fallbacks).",
+    ),
   })
   .strict()
   .superRefine((r, ctx) => {
@@ -66,28 +179,79 @@ export const RouteConfigSchema = z
 
 const KeyLimitsSchema = z
   .object({
-    concurrent_generations: z.number().int().positive().optional(),
-    generations_per_minute: z.number().int().positive().optional(),
-    output_tokens_per_minute: z.number().int().positive().optional(),
-    connections: z.number().int().positive().optional(),
+    concurrent_generations: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        "Generations the key may have running at once on this node; one more is refused with `429 rate_limited` (`limit: concurrent_generations`, `Retry-After`).",
+      ),
+    generations_per_minute: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        "Generations the key may start per minute (a fixed one-minute window, per node); more → `429 rate_limited`.",
+      ),
+    output_tokens_per_minute: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        "Output tokens the key's generations may produce per minute (counted when each ends, per node); once used up, new generations get `429 rate_limited` until the window turns. A running generation is never cut.",
+      ),
+    connections: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        "Long-lived connections the key may hold at once on this node (streaming responses, WebSockets, waiting long-polls, gRPC follows); more → `429 rate_limited` (`limit: connections`).",
+      ),
   })
   .strict();
 
 export const ApiKeyConfigSchema = z
   .object({
-    id: z.string().min(1).max(64),
-    /** SHA-256 (hex) of the key — the recommended form: the config then holds no secret. */
+    id: z
+      .string()
+      .min(1)
+      .max(64)
+      .describe("The key's name (not a secret; unique): it names the key in logs and its quotas."),
     key_sha256: z
       .string()
       .regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits")
-      .optional(),
-    /** Name of an environment variable holding the key. */
-    key_env: z.string().optional(),
-    /** A file holding the key. */
-    key_file: z.string().optional(),
-    role: z.enum(["admin", "producer", "reader"]),
-    tenant: z.string().min(1).max(128).default("default"),
-    limits: KeyLimitsSchema.optional(),
+      .optional()
+      .describe(
+        'SHA-256 of the key in 64 lowercase hex digits (`printf %s "$KEY" | sha256sum`): the recommended form, the config then holds no secret.',
+      ),
+    key_env: z
+      .string()
+      .optional()
+      .describe("Name of an environment variable holding the key, read at startup (unset → startup fails)."),
+    key_file: z
+      .string()
+      .optional()
+      .describe("A file holding the key (surrounding whitespace ignored), read at startup."),
+    role: z
+      .enum(["admin", "producer", "reader"])
+      .describe(
+        "`admin`: everything in its tenant, delete and `/metrics` included; `producer`: start and cancel generations, append, read, list, mint read tokens; `reader`: read, follow, list, info.",
+      ),
+    tenant: z
+      .string()
+      .min(1)
+      .max(128)
+      .default("default")
+      .describe(
+        "The key's tenant: a stream belongs to the tenant of the key that created it, and no tenant sees another's streams.",
+      ),
+    limits: KeyLimitsSchema.optional().describe(
+      "This key's quotas; each field left out takes `auth.default_limits`'s.",
+    ),
   })
   .strict()
   .refine((k) => [k.key_sha256, k.key_env, k.key_file].filter((x) => x !== undefined).length === 1, {
@@ -96,9 +260,21 @@ export const ApiKeyConfigSchema = z
 
 export const TokenSecretConfigSchema = z
   .object({
-    id: z.string().min(1).max(64),
-    secret_env: z.string().optional(),
-    secret_file: z.string().optional(),
+    id: z
+      .string()
+      .min(1)
+      .max(64)
+      .describe(
+        "The secret's name, written into each token it signs (`kid`) so the right secret verifies it.",
+      ),
+    secret_env: z
+      .string()
+      .optional()
+      .describe("Name of an environment variable holding the secret (at least 32 characters)."),
+    secret_file: z
+      .string()
+      .optional()
+      .describe("A file holding the secret (at least 32 characters, surrounding whitespace ignored)."),
   })
   .strict()
   .refine((k) => [k.secret_env, k.secret_file].filter((x) => x !== undefined).length === 1, {
@@ -107,239 +283,524 @@ export const TokenSecretConfigSchema = z
 
 export const ConfigSchema = z
   .object({
-    host: z.string().min(1).default("127.0.0.1"),
-    port: z.number().int().min(0).max(65535).default(8080),
-    /** `memory`, `sqlite:PATH` (one node, durable) or `redis://host:port` (several nodes). */
+    host: z
+      .string()
+      .min(1)
+      .default("127.0.0.1")
+      .describe(
+        "Address the HTTP server (and gRPC) binds. A non-loopback address needs `auth.keys` or `insecure` (docs/security.md). Also `--host`, `SLUICE_HOST`.",
+      ),
+    port: z
+      .number()
+      .int()
+      .min(0)
+      .max(65535)
+      .default(8080)
+      .describe("HTTP port; 0 picks a free one. Also `--port`, `SLUICE_PORT`."),
     store: z
       .string()
       .default("memory")
-      .refine(isStoreSpec, { message: 'store must be "memory", "sqlite:PATH" or "redis://host:port"' }),
-    /** Ownership of generations across nodes (Redis store) and Redis outage handling. */
+      .refine(isStoreSpec, { message: 'store must be "memory", "sqlite:PATH" or "redis://host:port"' })
+      .describe(
+        "Where streams are kept: `memory` (lost at restart), `sqlite:PATH` (one node, durable) or `redis://host:port[/db]` (`rediss://` for TLS; several nodes share every stream). docs/operations.md. Also `--store`, `SLUICE_STORE`.",
+      ),
     cluster: z
       .object({
-        /** A node's lease on a running generation expires this long after its last renewal. */
-        lease_ttl_ms: z.number().int().min(500).default(8000),
-        /** How often leases are renewed and expired ones looked for. */
-        lease_renew_ms: z.number().int().min(100).default(2000),
-        /** Prefix of every Redis key and channel (several deployments can share a Redis). */
-        redis_prefix: z.string().min(1).default("sluice:"),
-        /** How long appends wait for a lost Redis connection before the generation fails. */
-        outage_ms: z.number().int().min(0).default(30_000),
-        /** Most events one generation buffers in memory while the store is unreachable. */
-        max_buffered_events: z.number().int().positive().default(100_000),
+        lease_ttl_ms: z
+          .number()
+          .int()
+          .min(500)
+          .default(8000)
+          .describe(
+            "A node's lease on a generation it runs expires this long (ms) after its last renewal; another node then closes the generation with `interrupted`. Must be longer than `lease_renew_ms`.",
+          ),
+        lease_renew_ms: z
+          .number()
+          .int()
+          .min(100)
+          .default(2000)
+          .describe("How often (ms) a node renews its leases and looks for expired ones."),
+        redis_prefix: z
+          .string()
+          .min(1)
+          .default("sluice:")
+          .describe(
+            "Prefix of every Redis key and channel Sluice uses, so several deployments can share one Redis.",
+          ),
+        outage_ms: z
+          .number()
+          .int()
+          .min(0)
+          .default(30_000)
+          .describe(
+            "How long (ms) an append waits for a lost Redis connection to come back; past it the generation ends with `store_unavailable`.",
+          ),
+        max_buffered_events: z
+          .number()
+          .int()
+          .positive()
+          .default(100_000)
+          .describe(
+            "Most events one generation keeps in memory while the store is slow or unreachable (on any store); past it the generation ends with `store_unavailable`.",
+          ),
       })
       .strict()
       .refine((c) => c.lease_renew_ms < c.lease_ttl_ms, {
         message: "lease_renew_ms must be shorter than lease_ttl_ms",
       })
-      .prefault({}),
-    /** On SIGTERM, running generations get this long to finish before they are closed as interrupted. */
-    shutdown_grace_ms: z.number().int().min(0).default(10_000),
-    routes: z.record(z.string().min(1), RouteConfigSchema).default({}),
-    /** Timeouts and the event bound for every upstream route (routes may override them). */
+      .prefault({})
+      .describe(
+        "Ownership of generations across nodes and Redis outages; the lease settings apply to the Redis store only (docs/operations.md).",
+      ),
+    shutdown_grace_ms: z
+      .number()
+      .int()
+      .min(0)
+      .default(10_000)
+      .describe(
+        "On SIGTERM/SIGINT, running generations get this long (ms) to finish while readers keep receiving; the rest are closed with `error`/`interrupted`, then the store is closed.",
+      ),
+    routes: z
+      .record(z.string().min(1), RouteConfigSchema)
+      .default({})
+      .describe(
+        "Model routes by the name clients ask for: each maps to a provider, base URL, key, timeouts and fallbacks (docs/providers.md). `demo` is always there.",
+      ),
     upstream_defaults: z
       .object({
-        timeouts: UpstreamTimeoutsSchema.default({}),
-        max_event_chars: MaxEventCharsSchema.default(1024 * 1024),
+        timeouts: upstreamTimeoutsSchema((f) => DEFAULT_UPSTREAM_TIMEOUTS[f])
+          .default({})
+          .describe("Upstream timeouts; a route's own `timeouts` fields win one by one."),
+        max_event_chars: MaxEventCharsSchema.default(DEFAULT_MAX_EVENT_CHARS).describe(
+          "Most characters one upstream SSE event may hold; a longer one ends the stream with `upstream_error` without being buffered.",
+        ),
       })
       .strict()
-      .prefault({}),
-    /** OpenAI-compatible servers whose models are all added (Ollama, vLLM, llama.cpp, LM Studio…). */
-    upstreams: z.array(z.string().url()).default([]),
-    default_model: z.string().default("demo"),
+      .prefault({})
+      .describe(
+        "Timeouts and the event bound of every upstream route, including those added by `OPENAI_API_KEY`, `ANTHROPIC_API_KEY` and `upstreams` (docs/providers.md#timeouts-and-limits).",
+      ),
+    upstreams: z
+      .array(z.string().url())
+      .default([])
+      .describe(
+        "Base URLs of OpenAI-compatible servers (Ollama, vLLM, llama.cpp, LM Studio…) whose models are all added at startup; model names no route serves go to the last one listed. Also `--upstream`.",
+      ),
+    default_model: z
+      .string()
+      .default("demo")
+      .describe("The model of an AI SDK chat request (`POST /v1/ai-sdk/chat`) whose body names none."),
     limits: z
       .object({
         body_bytes: z
           .number()
           .int()
           .positive()
-          .default(1024 * 1024),
-        max_events_per_stream: z.number().int().positive().default(1_000_000),
+          .default(1024 * 1024)
+          .describe(
+            "Largest request body (bytes) on the HTTP API, and largest gRPC message; larger → `413 body_too_large`. Durable Streams appends have `durable_streams.max_append_bytes`.",
+          ),
+        max_events_per_stream: z
+          .number()
+          .int()
+          .positive()
+          .default(1_000_000)
+          .describe(
+            "Most events (records) one stream may hold; an append past it fails with `stream_too_large` (a generation's closing terminal event is always accepted).",
+          ),
         max_bytes_per_stream: z
           .number()
           .int()
           .positive()
-          .default(64 * 1024 * 1024),
-        max_streams: z.number().int().positive().default(100_000),
+          .default(64 * 1024 * 1024)
+          .describe(
+            "Most data characters one stream may hold; an append past it fails with `stream_too_large`. What a generation costs in memory is bounded by `generation_bytes`.",
+          ),
+        max_streams: z
+          .number()
+          .int()
+          .positive()
+          .default(100_000)
+          .describe(
+            "Most streams the memory store holds (other stores ignore it): at the bound the oldest ended stream is evicted; with only running ones left, creating one fails with `capacity_exceeded`.",
+          ),
         stream_ttl_s: z
           .number()
           .int()
           .positive()
-          .default(24 * 3600),
-        page_limit_max: z.number().int().positive().default(1000),
-        /** Long-lived connections (SSE/NDJSON readers, WebSockets, long-polls, gRPC follows) at once. */
-        max_connections: z.number().int().positive().default(100_000),
-        /** Readers attached to one stream on this node. */
-        max_readers_per_stream: z.number().int().positive().default(100_000),
-        /** How deep arrays/objects may nest in any JSON a client sends (bodies, WS messages, gRPC request_json). */
-        json_max_depth: z.number().int().min(2).max(1000).default(64),
-        /**
-         * Memory budget (docs/operations.md). Most bytes one generation may hold in memory (its planned
-         * output, records queued for the store or, on the memory store, held while it runs); past it
-         * the generation ends with stream_too_large. Default: a quarter of generations_bytes, at most 64 MiB.
-         */
+          .default(24 * 3600)
+          .describe("How long (s) an ended stream is kept before it expires, unless it set its own `ttl_s`."),
+        page_limit_max: z
+          .number()
+          .int()
+          .positive()
+          .default(1000)
+          .describe(
+            "Largest `?limit=` (events) of a JSON page of a stream, `GET /v1/streams/{id}` (default page: 100); larger → `400 invalid_request`.",
+          ),
+        max_connections: z
+          .number()
+          .int()
+          .positive()
+          .default(100_000)
+          .describe(
+            "Long-lived connections this node holds at once (SSE/NDJSON responses on every door, WebSockets, waiting long-polls, gRPC follows); one more → `503 too_many_connections`.",
+          ),
+        max_readers_per_stream: z
+          .number()
+          .int()
+          .positive()
+          .default(100_000)
+          .describe("Live readers of one stream on this node; one more → `503 too_many_readers`."),
+        json_max_depth: z
+          .number()
+          .int()
+          .min(2)
+          .max(1000)
+          .default(64)
+          .describe(
+            "How deep arrays and objects may nest in any JSON a client sends (request bodies, WebSocket messages, gRPC `request_json`, Durable Streams JSON appends); deeper → `400 invalid_request`.",
+          ),
         generation_bytes: z
           .number()
           .int()
           .min(64 * 1024)
-          .optional(),
-        /** Most bytes all running generations of this node may hold; full → 503 capacity_exceeded. Default: 40 % of the V8 heap limit. */
+          .optional()
+          .describe(
+            "Most bytes one generation may hold in memory (its planned output, records queued for the store, on the memory store its records while it runs); past it the generation ends with `stream_too_large` (docs/operations.md#memory-budget).",
+          )
+          .meta({ "x-default": "a quarter of `generations_bytes`, at most 64 MiB" }),
         generations_bytes: z
           .number()
           .int()
           .min(1024 * 1024)
-          .optional(),
-        /** Most bytes the memory store keeps for ended streams before evicting the oldest. Default: 30 % of the V8 heap limit. */
+          .optional()
+          .describe(
+            "Most bytes all running generations of this node may hold together; a new one that does not fit gets `503 capacity_exceeded` (`Retry-After`), a growing one ends with `capacity_exceeded`.",
+          )
+          .meta({ "x-default": "40 % of the V8 heap limit, computed at startup" }),
         memory_store_bytes: z
           .number()
           .int()
           .min(1024 * 1024)
-          .optional(),
+          .optional()
+          .describe(
+            "Most bytes the memory store holds; past it the oldest ended streams are evicted, and with only running ones left, creating or appending fails with `capacity_exceeded`.",
+          )
+          .meta({ "x-default": "30 % of the V8 heap limit, computed at startup" }),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe(
+        "Bounds on requests, streams, connections and memory (docs/security.md#limits, docs/operations.md#memory-budget).",
+      ),
     sse: z
       .object({
-        heartbeat_ms: z.number().int().min(100).default(15_000),
-        retry_ms: z.number().int().min(0).default(1000),
+        heartbeat_ms: z
+          .number()
+          .int()
+          .min(100)
+          .default(15_000)
+          .describe(
+            "Period (ms) of the node's one heartbeat timer: every streaming HTTP response (SSE on every door, and NDJSON) that wrote nothing since the last tick gets `: keep-alive` (NDJSON: a blank line), so proxies keep idle streams open.",
+          ),
+        retry_ms: z
+          .number()
+          .int()
+          .min(0)
+          .default(1000)
+          .describe(
+            "The `retry:` line that starts each `/v1/streams` SSE response: how long (ms) an `EventSource` waits before reconnecting. 0 sends none.",
+          ),
       })
       .strict()
-      .default({ heartbeat_ms: 15_000, retry_ms: 1000 }),
+      .prefault({})
+      .describe("Server-Sent Events responses (docs/transports.md#heartbeats-and-proxies)."),
     auth: z
       .object({
-        keys: z.array(ApiKeyConfigSchema).max(10_000).default([]),
-        /** Read-token signing secrets: the first signs, all verify (rotation). None → a random per-process secret. */
-        token_secrets: z.array(TokenSecretConfigSchema).max(16).default([]),
+        keys: z
+          .array(ApiKeyConfigSchema)
+          .max(10_000)
+          .default([])
+          .describe(
+            "API keys. None: no authentication, allowed only on a loopback `host` unless `insecure`.",
+          ),
+        token_secrets: z
+          .array(TokenSecretConfigSchema)
+          .max(16)
+          .default([])
+          .describe(
+            "Read-token signing secrets: the first signs, all verify, so a secret rotates without invalidating tokens. None: a random secret per process (tokens then end with the process and hold on no other node).",
+          ),
         token_ttl_s: z
           .number()
           .int()
           .positive()
           .max(7 * 86400)
-          .default(3600),
-        /** Limits for keys that set none of their own. */
-        default_limits: KeyLimitsSchema.default({}),
+          .default(3600)
+          .describe(
+            "Lifetime (s) of the read token `POST /v1/streams` returns, and the longest `ttl_s` `POST /v1/streams/{id}/tokens` accepts.",
+          ),
+        default_limits: KeyLimitsSchema.default({}).describe(
+          "Quotas of keys that set no `limits` of their own (a field left out: no limit).",
+        ),
       })
       .strict()
-      .default({ keys: [], token_secrets: [], token_ttl_s: 3600, default_limits: {} }),
+      .prefault({})
+      .describe("API keys, roles, tenants, quotas and read tokens (docs/security.md)."),
     cors: z
-      .object({ origins: z.array(z.string().min(1)).default([]) })
+      .object({
+        origins: z
+          .array(z.string().min(1))
+          .default([])
+          .describe(
+            'Origins allowed to call the API from a browser (`["*"]` for any); others get no CORS headers. Durable Streams (`/ds`) allows any origin regardless.',
+          ),
+      })
       .strict()
-      .default({ origins: [] }),
-    /** Listen on a non-loopback address without API keys (refused unless set). */
-    insecure: z.boolean().default(false),
+      .prefault({})
+      .describe("Cross-origin browser access (docs/security.md#cors)."),
+    insecure: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Allow listening on a non-loopback `host` with no API keys (refused at startup otherwise). Also `--insecure`.",
+      ),
     timeouts: z
       .object({
-        /** Time allowed to send the request headers (slowloris guard). */
-        headers_ms: z.number().int().positive().default(10_000),
-        /** Time allowed to send the whole request (headers and body). */
-        request_ms: z.number().int().positive().default(30_000),
-        /** Idle keep-alive connections are closed after this. */
-        keep_alive_ms: z.number().int().positive().default(5_000),
-        /** How often connections are checked against those timeouts. */
-        check_interval_ms: z.number().int().positive().default(1_000),
+        headers_ms: z
+          .number()
+          .int()
+          .positive()
+          .default(10_000)
+          .describe(
+            "Time (ms) a client has to send its request headers (slowloris guard); past it the connection is closed. Not applied with `tls`.",
+          ),
+        request_ms: z
+          .number()
+          .int()
+          .positive()
+          .default(30_000)
+          .describe(
+            "Time (ms) a client has to send its whole request, headers and body; past it the request fails with `408`.",
+          ),
+        keep_alive_ms: z
+          .number()
+          .int()
+          .positive()
+          .default(5_000)
+          .describe("An idle keep-alive connection is closed after this long (ms)."),
+        check_interval_ms: z
+          .number()
+          .int()
+          .positive()
+          .default(1_000)
+          .describe(
+            "How often (ms) connections are checked against `headers_ms` and `request_ms`. Not applied with `tls`.",
+          ),
       })
       .strict()
-      .default({ headers_ms: 10_000, request_ms: 30_000, keep_alive_ms: 5_000, check_interval_ms: 1_000 }),
-    /** The Durable Streams protocol, mounted under /ds (docs/durable-streams.md). */
+      .prefault({})
+      .describe(
+        "HTTP server timeouts against slow clients (docs/security.md#limits); streaming responses are bounded by `flow` instead.",
+      ),
     durable_streams: z
       .object({
-        enabled: z.boolean().default(true),
-        /** How long a `live=long-poll` read waits for data before answering 204. */
-        long_poll_timeout_ms: z.number().int().min(50).max(300_000).default(30_000),
-        /** Largest body one append (POST, or PUT with a body) may carry. */
+        enabled: z.boolean().default(true).describe("Serve the Durable Streams protocol under `/ds`."),
+        long_poll_timeout_ms: movedTo("durable_streams.long_poll_timeout_ms", "long_poll.max_wait_ms"),
         max_append_bytes: z
           .number()
           .int()
           .positive()
-          .default(16 * 1024 * 1024),
-        /** A catch-up GET returns at most about this many bytes (always at least one record). */
+          .default(16 * 1024 * 1024)
+          .describe(
+            "Largest body (bytes) one append (`POST`, or `PUT` with a body) may carry; larger → `413 body_too_large`.",
+          ),
         max_read_bytes: z
           .number()
           .int()
           .positive()
-          .default(1024 * 1024),
+          .default(1024 * 1024)
+          .describe(
+            "A catch-up `GET` answers with about this many bytes at most (always at least one record); the client follows `Stream-Next-Offset`.",
+          ),
       })
       .strict()
-      .default({
-        enabled: true,
-        long_poll_timeout_ms: 30_000,
-        max_append_bytes: 16 * 1024 * 1024,
-        max_read_bytes: 1024 * 1024,
-      }),
-    /** Coalescing and slow readers (docs/transports.md). */
+      .prefault({})
+      .describe("The Durable Streams protocol, mounted under `/ds` (docs/durable-streams.md)."),
     flow: z
       .object({
-        /** At most one write per connection every this many ms; 0 = next tick. */
-        flush_interval_ms: z.number().int().min(0).max(10_000).default(0),
-        /** A connection with this many pending bytes is flushed at once. */
+        flush_interval_ms: z
+          .number()
+          .int()
+          .min(0)
+          .max(10_000)
+          .default(0)
+          .describe(
+            "At most one write per connection every this many ms; 0 = on the next turn of the event loop.",
+          ),
         max_batch_bytes: z
           .number()
           .int()
           .min(256)
-          .default(64 * 1024),
-        /** Widen the flush window when the event loop is late (within latency_budget_ms). */
-        adaptive: z.boolean().default(true),
-        latency_budget_ms: z.number().int().min(1).max(10_000).default(25),
-        /** Event-loop delay p99 (ms) above which the window widens. */
-        target_loop_delay_ms: z.number().int().min(1).default(10),
-        /** A reader whose connection holds more unflushed bytes than this waits for drain. */
+          .default(64 * 1024)
+          .describe(
+            "A connection with this many bytes pending is flushed on the next tick whatever its cadence; one write rarely carries much more.",
+          ),
+        adaptive: z
+          .boolean()
+          .default(true)
+          .describe(
+            "Widen the node-wide flush window (up to `latency_budget_ms`) while the event loop is late and busy, so a loaded node sends fewer, larger writes.",
+          ),
+        latency_budget_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10_000)
+          .default(25)
+          .describe("The widest flush window (ms) adaptive coalescing may reach."),
+        target_loop_delay_ms: z
+          .number()
+          .int()
+          .min(1)
+          .default(10)
+          .describe(
+            "Event-loop delay p99 (ms) above which, with the loop at least 60 % busy, the flush window widens.",
+          ),
         high_water_bytes: z
           .number()
           .int()
           .min(1024)
-          .default(64 * 1024),
-        /** A waiting reader whose stream grew by more than this is disconnected (0 = never). */
+          .default(64 * 1024)
+          .describe(
+            "A connection holding more unflushed bytes than this is not written to until it drains (what arrives meanwhile goes out as one batch); bounds memory per reader.",
+          ),
         slow_reader_lag_bytes: z
           .number()
           .int()
           .min(0)
-          .default(4 * 1024 * 1024),
-        /** A reader whose connection has not drained for this long is disconnected (0 = never). */
-        slow_reader_ms: z.number().int().min(0).default(30_000),
-        /** Records kept in memory per live stream. */
-        window_records: z.number().int().min(1).default(1024),
+          .default(4 * 1024 * 1024)
+          .describe(
+            "A reader waiting for drain is disconnected with `slow_reader` (naming its offset) when its stream grows by more than this meanwhile; 0 = never.",
+          ),
+        slow_reader_ms: z
+          .number()
+          .int()
+          .min(0)
+          .default(30_000)
+          .describe(
+            "A reader whose connection has not drained for this long (ms) is disconnected with `slow_reader`; 0 = never.",
+          ),
+        window_records: z
+          .number()
+          .int()
+          .min(1)
+          .default(1024)
+          .describe(
+            "Records of each live stream kept in memory for its readers; a reader that falls behind the window catches up from the store a page at a time.",
+          ),
       })
       .strict()
-      .prefault({}),
-    /** gzip/brotli for SSE and NDJSON when the client asks (Accept-Encoding). */
+      .prefault({})
+      .describe(
+        "Write coalescing and slow readers, on every streaming door (docs/transports.md#flow-control).",
+      ),
     compression: z
       .object({
-        enabled: z.boolean().default(true),
-        /** Offered encodings, most preferred first. */
-        encodings: z.array(z.enum(["gzip", "br"])).default(["gzip", "br"]),
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            "Compress `/v1/streams` SSE and NDJSON responses when the client's `Accept-Encoding` allows it.",
+          ),
+        encodings: z
+          .array(z.enum(["gzip", "br"]))
+          .default(["gzip", "br"])
+          .describe("Encodings offered, most preferred first (the order breaks ties of equal `q`)."),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe(
+        "gzip/brotli for `/v1/streams` SSE and NDJSON responses, flushed after every batch (docs/transports.md#compression-sse-and-ndjson).",
+      ),
     ws: z
       .object({
-        enabled: z.boolean().default(true),
-        /** Negotiate permessage-deflate when the client offers it. */
-        per_message_deflate: z.boolean().default(false),
+        enabled: z.boolean().default(true).describe("Serve the WebSocket endpoint `/v1/ws`."),
+        per_message_deflate: z
+          .boolean()
+          .default(false)
+          .describe(
+            "Negotiate permessage-deflate when the client offers it: smaller frames, for more CPU and memory per socket.",
+          ),
         max_payload_bytes: z
           .number()
           .int()
           .min(1024)
-          .default(1024 * 1024),
-        ping_interval_ms: z.number().int().min(100).default(30_000),
-        max_subscriptions: z.number().int().positive().default(1000),
+          .default(1024 * 1024)
+          .describe("Largest message (bytes) a client may send; a larger one closes the socket with 1009."),
+        ping_interval_ms: z
+          .number()
+          .int()
+          .min(100)
+          .default(30_000)
+          .describe(
+            "Every socket is pinged this often (ms); one that did not answer the previous ping is terminated.",
+          ),
+        max_subscriptions: z
+          .number()
+          .int()
+          .positive()
+          .default(1000)
+          .describe(
+            "Streams one socket may follow at once; one more is refused with `too_many_subscriptions`.",
+          ),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("The WebSocket transport (docs/transports.md)."),
     long_poll: z
       .object({
-        /** The longest a long-poll read waits for new events (ms). */
-        max_wait_ms: z.number().int().min(1).max(300_000).default(30_000),
+        max_wait_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(300_000)
+          .default(30_000)
+          .describe(
+            "How long (ms) a long-poll read waits for new data. `/v1/streams/{id}?live=long-poll` waits this long unless `timeout_ms` asks for less (more → `400 invalid_request`); a Durable Streams `live=long-poll` waits this long, then answers `204`.",
+          ),
       })
       .strict()
-      .prefault({}),
-    /** gRPC on its own port; off unless a port is given. */
-    grpc_port: z.number().int().min(0).max(65535).optional(),
-    /** TLS certificate and key (PEM files): serve HTTP/2 with HTTP/1.1 fallback. */
+      .prefault({})
+      .describe(
+        "Every long-poll read on this node, `/v1` and Durable Streams (docs/transports.md#long-poll).",
+      ),
+    grpc_port: z
+      .number()
+      .int()
+      .min(0)
+      .max(65535)
+      .optional()
+      .describe(
+        "Also serve gRPC (`proto/sluice.proto`) on this port (0 picks a free one); off when absent. Also `--grpc-port`.",
+      ),
     tls: z
-      .object({ cert: z.string().min(1), key: z.string().min(1) })
+      .object({
+        cert: z.string().min(1).describe("PEM certificate file (its chain included)."),
+        key: z.string().min(1).describe("PEM private key file of `cert`."),
+      })
       .strict()
-      .optional(),
-    log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+      .optional()
+      .describe(
+        "Serve HTTPS with HTTP/2 and HTTP/1.1 fallback (ALPN), and gRPC over TLS. Also `--tls-cert` and `--tls-key`.",
+      ),
+    log_level: z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+      .default("info")
+      .describe(
+        "Least severe log level written (pino, JSON lines on stdout). Also `--log-level`, `SLUICE_LOG_LEVEL`.",
+      ),
   })
   .strict();
 

@@ -14,7 +14,7 @@ let sluice: Running;
 
 beforeAll(async () => {
   redis = await startRedis();
-  sluice = await startSluice({ store: redis.url, durable_streams: { long_poll_timeout_ms: LONG_POLL_MS } });
+  sluice = await startSluice({ store: redis.url, long_poll: { max_wait_ms: LONG_POLL_MS } });
   options.baseUrl = `${sluice.url}/ds`;
 });
 

@@ -17,7 +17,7 @@ let sluice: Running;
 beforeAll(async () => {
   sluice = await startSluice({
     store: `sqlite:${join(dir, "ds.db")}`,
-    durable_streams: { long_poll_timeout_ms: LONG_POLL_MS },
+    long_poll: { max_wait_ms: LONG_POLL_MS },
   });
   options.baseUrl = `${sluice.url}/ds`;
 });

@@ -12,7 +12,7 @@ const options = { baseUrl: "http://127.0.0.1:0/ds", longPollTimeoutMs: LONG_POLL
 let sluice: Running;
 
 beforeAll(async () => {
-  sluice = await startSluice({ durable_streams: { long_poll_timeout_ms: LONG_POLL_MS } });
+  sluice = await startSluice({ long_poll: { max_wait_ms: LONG_POLL_MS } });
   // The suite reads baseUrl lazily, so the real port can be filled in here.
   options.baseUrl = `${sluice.url}/ds`;
 });

@@ -20,7 +20,6 @@ import {
 
 const DS_OPTS = {
   enabled: true,
-  long_poll_timeout_ms: 5000,
   max_append_bytes: 64 * 1024,
   max_read_bytes: 8 * 1024,
 };
@@ -32,6 +31,7 @@ const path = (p: string) => `${s.url}/ds/v1/stream/${p}-${process.pid}-${++n}`;
 beforeAll(async () => {
   s = await startSluice({
     durable_streams: DS_OPTS,
+    long_poll: { max_wait_ms: 5000 },
     limits: {
       body_bytes: 1024 * 1024,
       max_events_per_stream: 1_000_000,
@@ -272,8 +272,9 @@ describe("limits", () => {
     expect(s.server.hub.readerCount(id)).toBe(0);
   });
 
-  it("a long-poll with nothing to wake it answers 204 after the configured wait, and detaches", async () => {
-    const quick = await startSluice({ durable_streams: { long_poll_timeout_ms: 300 } });
+  it("a long-poll with nothing to wake it answers 204 after long_poll.max_wait_ms, and detaches", async () => {
+    // One long-poll wait for the node: the /v1 setting bounds Durable Streams long-polls too.
+    const quick = await startSluice({ long_poll: { max_wait_ms: 300 } });
     try {
       const url = `${quick.url}/ds/v1/stream/quiet`;
       await fetch(url, { method: "PUT", headers: { "content-type": "application/json" }, body: "[1]" });
@@ -309,7 +310,13 @@ describe("DS state lives in the Store (two nodes, one store)", () => {
         };
       },
     });
-    const config = parseConfig({ host: "127.0.0.1", port: 0, log_level: "silent", durable_streams: DS_OPTS });
+    const config = parseConfig({
+      host: "127.0.0.1",
+      port: 0,
+      log_level: "silent",
+      durable_streams: DS_OPTS,
+      long_poll: { max_wait_ms: 5000 },
+    });
     a = await createSluice(config, { env: {}, store });
     b = await createSluice(config, { env: {}, store });
     urlA = await a.listen();
@@ -513,7 +520,7 @@ describe("the two APIs stay apart", () => {
 
 describe("shutdown", () => {
   it("ends live DS readers so closing the server does not wait on them", async () => {
-    const own = await startSluice({ durable_streams: { ...DS_OPTS, long_poll_timeout_ms: 60_000 } });
+    const own = await startSluice({ durable_streams: DS_OPTS, long_poll: { max_wait_ms: 60_000 } });
     const url = `${own.url}/ds/v1/stream/shutdown`;
     await fetch(url, { method: "PUT", headers: { "content-type": "text/plain" } });
     const sse = await fetch(`${url}?offset=-1&live=sse`);

@@ -33,9 +33,9 @@ const config = {
     ],
     token_ttl_s: 600,
   },
+  long_poll: { max_wait_ms: 300 },
   durable_streams: {
     enabled: true,
-    long_poll_timeout_ms: 300,
     max_append_bytes: 64 * 1024,
     max_read_bytes: 64 * 1024,
   },

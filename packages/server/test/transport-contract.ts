@@ -143,7 +143,7 @@ export function runTransportContract(door: Door): void {
           ws: { ping_interval_ms: 100 },
           cors: { origins: [ORIGIN] },
           limits: { max_connections: 3 },
-          durable_streams: { long_poll_timeout_ms: 2000 },
+          long_poll: { max_wait_ms: 2000 },
         } as never,
         { store: gated.store },
       );

@@ -116,7 +116,7 @@ async function longPoll(
   mode: Mode,
   cursorParam: string | undefined,
 ): Promise<FastifyReply> {
-  const { store, hub, live, opts } = st;
+  const { config, store, hub, live } = st;
   const hold = live.hold(req, reply, "long-poll");
   if (hold.gone) {
     reply.hijack();
@@ -175,7 +175,7 @@ async function longPoll(
         reply.header(H.cursor, nextCursor(Date.now(), cursorParam));
         reply.code(204).send();
       });
-    cancelDeadline = live.deadlines.add(opts.long_poll_timeout_ms, timeout);
+    cancelDeadline = live.deadlines.add(config.long_poll.max_wait_ms, timeout);
     unregister = live.onShutdown(timeout);
     hub.attach(info.id, after, codecFor(mode), sink).then(
       (r) => {
