@@ -384,7 +384,7 @@ export const ConfigSchema = z
       .array(z.string().url())
       .default([])
       .describe(
-        "Base URLs of OpenAI-compatible servers (Ollama, vLLM, llama.cpp, LM Studio…) whose models are all added at startup; model names no route serves go to the last one listed. Also `--upstream`.",
+        "Base URLs of OpenAI-compatible servers (Ollama, vLLM, llama.cpp, LM Studio…) whose models are all added at startup; model names no route serves go to the first one listed. Also `--upstream`.",
       ),
     default_model: z
       .string()

@@ -121,8 +121,8 @@ export async function buildRoutes(
         "could not list upstream models; unknown model names will be sent to it",
       );
     }
-    // Model names nobody else serves go to the (first) upstream: it may load models later.
-    routes.setCatchAll({ provider, fallbacks: [], owned_by: base });
+    // Model names nobody else serves go to the first upstream listed: it may load models later.
+    if (base === config.upstreams[0]) routes.setCatchAll({ provider, fallbacks: [], owned_by: base });
   }
 
   for (const [name, rc] of Object.entries(config.routes)) {
