@@ -28,8 +28,9 @@ function run(
   child.stderr?.on("data", (d: Buffer) => {
     result.stderr += d.toString();
   });
+  // "close", not "exit": a child can exit before the last of its output has been read here.
   result.exit = new Promise((resolve) =>
-    child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))),
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : null))),
   );
   return result;
 }
