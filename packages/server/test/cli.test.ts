@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,11 +10,14 @@ const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const children: ChildProcess[] = [];
 
-function run(args: string[], opts: { cwd?: string; cmd?: string; detached?: boolean } = {}) {
+function run(
+  args: string[],
+  opts: { cwd?: string; cmd?: string; detached?: boolean; env?: Record<string, string> } = {},
+) {
   const child = spawn(opts.cmd ?? process.execPath, opts.cmd ? args : [CLI, ...args], {
     cwd: opts.cwd ?? ROOT,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, SLUICE_LOG_LEVEL: "warn" },
+    env: { ...process.env, SLUICE_LOG_LEVEL: "warn", ...opts.env },
     detached: opts.detached ?? false,
   });
   children.push(child);
@@ -25,8 +28,9 @@ function run(args: string[], opts: { cwd?: string; cmd?: string; detached?: bool
   child.stderr?.on("data", (d: Buffer) => {
     result.stderr += d.toString();
   });
+  // "close", not "exit": a child can exit before the last of its output has been read here.
   result.exit = new Promise((resolve) =>
-    child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))),
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : null))),
   );
   return result;
 }
@@ -153,6 +157,36 @@ describe("the sluice CLI", () => {
     const text = textOf(await readAllJson(serverUrl, id));
     expect(text.length).toBeGreaterThan(100);
     expect(chat.stdout.trim()).toBe(text.trim());
+  });
+
+  it("chat and tail find the server through SLUICE_URL; --url wins over it", async () => {
+    // Nothing listens on port 1: a call that used it fails with "cannot reach".
+    const closed = "http://127.0.0.1:1";
+    const chat = run(["chat", "hi", "--tokens-per-s", "1000", "--seed", "5"], {
+      env: { SLUICE_URL: serverUrl },
+    });
+    expect(await chat.exit).toBe(0);
+    const id = (/\[stream (st_\w+)\]/.exec(chat.stderr) as RegExpExecArray)[1] as string;
+    const text = textOf(await readAllJson(serverUrl, id));
+    expect(chat.stdout.trim()).toBe(text.trim());
+    const tail = run(["tail", id], { env: { SLUICE_URL: `${serverUrl}/` } });
+    expect(await tail.exit).toBe(0);
+    expect(tail.stdout.trim()).toBe(text.trim());
+    const flagWins = run(["tail", id, "--url", serverUrl], { env: { SLUICE_URL: closed } });
+    expect(await flagWins.exit).toBe(0);
+    expect(flagWins.stdout.trim()).toBe(text.trim());
+    const envUsed = run(["chat", "hi"], { env: { SLUICE_URL: closed } });
+    expect(await envUsed.exit).toBe(1);
+    expect(envUsed.stderr).toContain(`cannot reach ${closed}`);
+  });
+
+  it("--version prints the server package's version", async () => {
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      version: string;
+    };
+    const v = run(["--version"]);
+    expect(await v.exit).toBe(0);
+    expect(v.stdout.trim()).toBe(pkg.version);
   });
 
   it("Ctrl-C in chat cancels the generation on the server", async () => {

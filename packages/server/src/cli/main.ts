@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import process from "node:process";
 import { Command, InvalidArgumentError } from "commander";
 import { ConfigError, loadConfig } from "../config.js";
@@ -30,10 +31,22 @@ function quietOnClosedPipe(): void {
   }
 }
 
+/** The server package's version, from its package.json (src/cli and dist/cli are both two levels down). */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** `--url` for chat and tail: SLUICE_URL when set (and not empty), else the default local server. */
+const DEFAULT_URL = process.env.SLUICE_URL || "http://127.0.0.1:8080";
+
 const program = new Command();
 program
   .name("sluice")
   .description("Run AI generations and stream them, resumably, token by token.")
+  .version(packageVersion(), "-V, --version", "print the version")
   .showHelpAfterError();
 
 program
@@ -128,7 +141,7 @@ program
   .command("chat")
   .description("start a generation and stream it into the terminal (Ctrl-C cancels it)")
   .argument("<prompt>", "what to ask")
-  .option("--url <url>", "Sluice server", process.env.SLUICE_URL ?? "http://127.0.0.1:8080")
+  .option("--url <url>", "Sluice server (also SLUICE_URL)", DEFAULT_URL)
   .option("-m, --model <model>", "model route", "demo")
   .option("--max-tokens <n>", "max output tokens", intArg)
   .option("--seed <n>", "demo model seed", intArg)
@@ -187,7 +200,7 @@ program
   .command("tail")
   .description("follow a stream from an offset until it ends")
   .argument("<id>", "stream id")
-  .option("--url <url>", "Sluice server", process.env.SLUICE_URL ?? "http://127.0.0.1:8080")
+  .option("--url <url>", "Sluice server (also SLUICE_URL)", DEFAULT_URL)
   .option("-o, --offset <offset>", "read after this offset (-1 = from the start, now = only new)", "-1")
   .option("--json", "print every event as a JSON line with its offset")
   .action(async (id: string, opts: { url: string; offset: string; json?: boolean }) => {

@@ -5,7 +5,14 @@ import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply } from "fastify";
 
 /** Where `npm run build` puts the web app (packages/web/dist), from src/http or dist/http alike. */
-export const DEFAULT_WEB_ROOT = fileURLToPath(new URL("../../../web/dist/", import.meta.url));
+const REPO_WEB_ROOT = fileURLToPath(new URL("../../../web/dist/", import.meta.url));
+/** Where the packed @sluice/server carries a copy of it (`prepack` copies it to web/). */
+const PACKAGE_WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
+/** In the repository the freshly built app; in an installed package its packed copy. */
+export const DEFAULT_WEB_ROOT =
+  !existsSync(path.join(REPO_WEB_ROOT, "index.html")) && existsSync(path.join(PACKAGE_WEB_ROOT, "index.html"))
+    ? PACKAGE_WEB_ROOT
+    : REPO_WEB_ROOT;
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
