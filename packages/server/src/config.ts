@@ -222,9 +222,17 @@ export const ConfigSchema = z
       .strict()
       .default({ keys: [], token_secrets: [], token_ttl_s: 3600, default_limits: {} }),
     cors: z
-      .object({ origins: z.array(z.string().min(1)).default([]) })
+      .object({
+        origins: z.array(z.string().min(1)).default([]),
+        credentials: z
+          .boolean()
+          .default(false)
+          .describe(
+            "Answer allowed origins with Access-Control-Allow-Credentials: true (cookies, HTTP auth); needs an explicit origins list",
+          ),
+      })
       .strict()
-      .default({ origins: [] }),
+      .default({ origins: [], credentials: false }),
     /** Listen on a non-loopback address without API keys (refused unless set). */
     insecure: z.boolean().default(false),
     timeouts: z
