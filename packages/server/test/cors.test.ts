@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WebSocket } from "ws";
 import { allowHeaders, MAX_REFLECTED_HEADERS } from "../src/auth/cors.js";
 import { parseConfig } from "../src/config.js";
 import { createSluice } from "../src/server.js";
@@ -128,6 +129,48 @@ describe("CORS with an origin list", () => {
     expect(live.headers.get("content-type") ?? "").toMatch(/event-stream/);
     expect(live.headers.get("access-control-allow-origin")).toBe(APP);
     await live.body?.cancel();
+  });
+});
+
+/** Opens /v1/ws with this Origin (or none): "open", or the HTTP status it was refused with. */
+function wsOpen(url: string, origin: string | undefined): Promise<string | number> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/v1/ws`, origin ? { origin } : {});
+    ws.on("open", () => {
+      ws.close();
+      resolve("open");
+    });
+    ws.on("unexpected-response", (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      res.resume();
+      ws.terminate();
+    });
+    ws.on("error", () => resolve(-1));
+  });
+}
+
+describe("WebSocket origins", () => {
+  let s: Running;
+  let open: Running;
+  beforeAll(async () => {
+    s = await startSluice({ cors: { origins: [APP] } } as never);
+    open = await startSluice();
+  });
+  afterAll(async () => {
+    await s.close();
+    await open.close();
+  });
+
+  it("a page may open /v1/ws from an allowed origin or the server's own; another origin is refused 403", async () => {
+    expect(await wsOpen(s.url, APP)).toBe("open");
+    expect(await wsOpen(s.url, undefined)).toBe("open");
+    expect(await wsOpen(s.url, s.url)).toBe("open");
+    expect(await wsOpen(s.url, EVIL)).toBe(403);
+    // No cors.origins (an open loopback server): a page elsewhere cannot use it through a WebSocket.
+    expect(await wsOpen(open.url, EVIL)).toBe(403);
+    expect(await wsOpen(open.url, "null")).toBe(403);
+    expect(await wsOpen(open.url, open.url)).toBe("open");
+    expect(await wsOpen(open.url, undefined)).toBe("open");
   });
 });
 

@@ -320,6 +320,39 @@ describe.skipIf(!ready && !inCI)("browsers on another origin (chromium)", () => 
     await page.evaluate(() => (window as W).dsRes.cancel?.());
   });
 
+  it("a WebSocket opens from the allowed origin and follows a stream; from another origin it is refused", async () => {
+    const { id } = await startStream(s.url, {
+      model: "demo",
+      messages: [{ role: "user", content: "hi" }],
+      demo: DEMO,
+    });
+    const text = await serverText(id);
+    const follow = (origin: string) =>
+      pageOn(origin).then(({ page }) =>
+        page.evaluate(
+          ({ url, id }) =>
+            new Promise<{ opened: boolean; text: string }>((resolve) => {
+              const ws = new WebSocket(url);
+              let opened = false;
+              let text = "";
+              ws.onopen = () => {
+                opened = true;
+                ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: "-1" }));
+              };
+              ws.onmessage = (m) => {
+                const msg = JSON.parse(String(m.data));
+                if (msg.event?.type === "text-delta") text += msg.event.delta;
+                if (msg.event?.type === "finish") ws.close();
+              };
+              ws.onclose = () => resolve({ opened, text });
+            }),
+          { url: `${s.url.replace(/^http/, "ws")}/v1/ws`, id },
+        ),
+      );
+    expect(await follow(allowedPage.origin)).toEqual({ opened: true, text });
+    expect(await follow(otherPage.origin)).toEqual({ opened: false, text: "" });
+  });
+
   it("a page on an origin not in cors.origins stays blocked, /ds included", async () => {
     const { id } = await startStream(s.url, {
       model: "demo",

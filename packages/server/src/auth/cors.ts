@@ -120,3 +120,23 @@ export function applyPreflight(
   reply.header("access-control-max-age", String(opts.maxAgeS));
   appendVary(reply, "Access-Control-Request-Headers");
 }
+
+/**
+ * May a WebSocket be opened with this `Origin`? Browsers send no preflight and apply no CORS
+ * to WebSockets, so the server judges the origin itself (else any page the user visits could use
+ * their local or cookie-authenticated Sluice): no Origin (not a browser), the server's own origin
+ * (its `Host`), or one `cors.origins` allows.
+ */
+export function originMayConnect(
+  policy: CorsPolicy,
+  origin: string | undefined,
+  host: string | undefined,
+): boolean {
+  if (origin === undefined) return true;
+  if (allowedOrigin(policy, origin) !== undefined) return true;
+  try {
+    return host !== undefined && new URL(origin).host === host.toLowerCase();
+  } catch {
+    return false;
+  }
+}
