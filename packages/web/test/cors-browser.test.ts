@@ -293,6 +293,51 @@ describe.skipIf(!ready && !inCI)("browsers on another origin (chromium)", () => 
     expect(r.text.length).toBeGreaterThan(20);
   });
 
+  it("the AI SDK's DefaultChatTransport, dropped mid-answer, reconnects to the running answer cross-origin", async () => {
+    const { page } = await pageOn(allowedPage.origin);
+    const r = (await page.evaluate(
+      async ({ api, demo }) => {
+        const transport = new (window as W).sdk.DefaultChatTransport({ api, body: { demo } });
+        const first: ReadableStream<{ type: string; delta?: string }> = await transport.sendMessages({
+          chatId: "cors-resume",
+          messages: [{ id: "m1", role: "user", parts: [{ type: "text", text: "a long answer" }] }],
+          trigger: "submit-message",
+          messageId: undefined,
+          abortSignal: undefined,
+        });
+        const r1 = first.getReader();
+        let before = 0;
+        while (before < 5) {
+          const { value, done } = await r1.read();
+          if (done) break;
+          if (value.type === "text-delta") before++;
+        }
+        await r1.cancel();
+        const again: ReadableStream<{ type: string; delta?: string }> | null =
+          await transport.reconnectToStream({
+            chatId: "cors-resume",
+          });
+        if (!again) return { before, types: [] as string[], text: "" };
+        const r2 = again.getReader();
+        const types: string[] = [];
+        let text = "";
+        for (;;) {
+          const { value, done } = await r2.read();
+          if (done) break;
+          types.push(value.type);
+          if (value.type === "text-delta") text += value.delta ?? "";
+        }
+        return { before, types, text };
+      },
+      { api: `${s.url}/v1/ai-sdk/chat`, demo: { ...DEMO, length: 400, tokens_per_s: 200 } },
+    )) as { before: number; types: string[]; text: string };
+    expect(r.before).toBe(5);
+    // The resumed answer is the whole message, from its start to its end.
+    expect(r.types[0]).toBe("start");
+    expect(r.types).toContain("finish");
+    expect(r.text.length).toBeGreaterThan(200);
+  });
+
   it("the Durable Streams client creates a stream and reads it live (SSE) cross-origin", async () => {
     const { page } = await pageOn(allowedPage.origin);
     const url = `${s.url}/ds/v1/stream/cors-browser-${Date.now()}`;
@@ -351,6 +396,37 @@ describe.skipIf(!ready && !inCI)("browsers on another origin (chromium)", () => 
       );
     expect(await follow(allowedPage.origin)).toEqual({ opened: true, text });
     expect(await follow(otherPage.origin)).toEqual({ opened: false, text: "" });
+  });
+
+  it("credentialed fetch (credentials: include) works only where cors.credentials is set", async () => {
+    const withCreds = await startSluice({
+      cors: { origins: [allowedPage.origin], credentials: true },
+    } as never);
+    try {
+      const { page } = await pageOn(allowedPage.origin);
+      const r = (await page.evaluate(
+        async ({ yes, no, demo }) => {
+          const call = async (base: string) => {
+            try {
+              const res = await fetch(`${base}/v1/streams`, {
+                method: "POST",
+                credentials: "include",
+                headers: { "content-type": "application/json", accept: "text/event-stream" },
+                body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }], demo }),
+              });
+              return /event: finish/.test(await res.text()) ? "finished" : "no finish";
+            } catch (e) {
+              return (e as Error).name;
+            }
+          };
+          return { yes: await call(yes), no: await call(no) };
+        },
+        { yes: withCreds.url, no: s.url, demo: DEMO },
+      )) as { yes: string; no: string };
+      expect(r).toEqual({ yes: "finished", no: "TypeError" });
+    } finally {
+      await withCreds.close();
+    }
   });
 
   it("a page on an origin not in cors.origins stays blocked, /ds included", async () => {
