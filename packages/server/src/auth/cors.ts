@@ -44,7 +44,7 @@ export function allowedOrigin(
   if (typeof origin !== "string" || origin.length === 0) return undefined;
   if (!any && !policy.origins.includes(origin)) return undefined;
   // With credentials the Fetch standard refuses `*`: the one origin asking is named.
-  return any && !policy.credentials ? "*" : origin;
+  return origin;
 }
 
 /**
