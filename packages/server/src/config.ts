@@ -554,7 +554,13 @@ export const ConfigSchema = z
           .array(z.string().min(1))
           .default([])
           .describe(
-            'Origins allowed to call the API from a browser (`["*"]` for any); others get no CORS headers. Durable Streams (`/ds`) allows any origin regardless.',
+            'Origins allowed to call the API from a browser (`["*"]` for any); others get no CORS headers. Durable Streams (`/ds`) follows the same list; with no list it answers any origin (`*`), as the protocol expects.',
+          ),
+        credentials: z
+          .boolean()
+          .default(false)
+          .describe(
+            "Answer allowed origins with `Access-Control-Allow-Credentials: true` (cookies, HTTP auth): the origin is echoed, never `*`; needs an explicit `origins` list (refused at startup otherwise).",
           ),
       })
       .strict()

@@ -4,6 +4,7 @@ import { SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../config.js";
 import { ConfigError } from "../config.js";
+import { applyCors, applyPreflight, type CorsPolicy } from "./cors.js";
 import { type ApiKey, type KeyLimits, KeyRing, sha256 } from "./keys.js";
 import { OPEN_PRINCIPAL, type Principal } from "./principal.js";
 import { Quotas } from "./quotas.js";
@@ -23,7 +24,8 @@ export interface Security {
   tokens: TokenIssuer;
   quotas: Quotas;
   defaultLimits: KeyLimits;
-  corsOrigins: string[];
+  /** Who may call from a browser (`cors.origins`, `cors.credentials`); /v1 and /ds share it. */
+  cors: CorsPolicy;
 }
 
 function readSecret(what: string, env: NodeJS.ProcessEnv, envName?: string, file?: string): string {
@@ -83,8 +85,19 @@ export function buildSecurity(config: Config, env: NodeJS.ProcessEnv): Security 
     tokens,
     quotas: new Quotas(),
     defaultLimits: config.auth.default_limits,
-    corsOrigins: config.cors.origins,
+    cors: corsPolicy(config),
   };
+}
+
+/** The CORS policy of a config; credentials need a list of origins (never `*`, never none). */
+export function corsPolicy(config: Config): CorsPolicy {
+  const { origins, credentials } = config.cors;
+  if (credentials && (origins.length === 0 || origins.includes("*"))) {
+    throw new ConfigError(
+      'cors.credentials needs cors.origins to list the allowed origins: with ["*"] or none, any web site could make credentialed calls',
+    );
+  }
+  return { origins, credentials };
 }
 
 /** True for addresses only this machine can reach. */
@@ -204,19 +217,8 @@ export async function resolveCredential(sec: Security, cred: Credential): Promis
   return { principal: { kind: "key", keyId: key.id, role: key.role, tenant: key.tenant }, apiKey: key };
 }
 
-const ALLOW_HEADERS = "authorization, content-type, last-event-id, x-api-key, accept, cache-control";
-const EXPOSE_HEADERS = "sluice-stream-id, retry-after";
-
-function applyCors(sec: Security, req: FastifyRequest, reply: FastifyReply): boolean {
-  const origin = req.headers.origin;
-  if (typeof origin !== "string" || sec.corsOrigins.length === 0) return false;
-  const allowed = sec.corsOrigins.includes("*") || sec.corsOrigins.includes(origin);
-  if (!allowed) return false;
-  reply.header("access-control-allow-origin", sec.corsOrigins.includes("*") ? "*" : origin);
-  reply.header("vary", "Origin");
-  reply.header("access-control-expose-headers", EXPOSE_HEADERS);
-  return true;
-}
+/** Response headers a browser on another origin may read from /v1 routes. */
+const EXPOSE_HEADERS = "sluice-stream-id, retry-after, www-authenticate, location";
 
 /**
  * Identifies every request's principal (API key, read token, or open mode) and answers CORS
@@ -236,13 +238,9 @@ export function registerSecurity(
     const path = routedPath(req) ?? "";
     const own = !(opts.skipPrefixes ?? []).some((p) => path.startsWith(p));
     if (own) {
-      const cors = applyCors(sec, req, reply);
+      const cors = applyCors(sec.cors, req, reply, { expose: EXPOSE_HEADERS });
       if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
-        if (cors) {
-          reply.header("access-control-allow-methods", "GET, POST, DELETE, OPTIONS");
-          reply.header("access-control-allow-headers", ALLOW_HEADERS);
-          reply.header("access-control-max-age", "600");
-        }
+        if (cors) applyPreflight(req, reply, { methods: "GET, POST, DELETE, OPTIONS", maxAgeS: 600 });
         return reply.code(204).send();
       }
     } else if (req.method === "OPTIONS") {

@@ -41,6 +41,8 @@ export const EXPOSED_HEADERS = [
   "ETag",
   "Location",
   "Content-Type",
+  "WWW-Authenticate",
+  "Retry-After",
 ].join(", ");
 
 /** Request headers a browser client may send (CORS preflight). */
@@ -59,7 +61,7 @@ export const ALLOWED_HEADERS = [
   "Producer-Id",
   "Producer-Epoch",
   "Producer-Seq",
-].join(", ");
+];
 
 /** Where the protocol is mounted, and the streams' prefix under it. */
 export const MOUNT = "/ds";

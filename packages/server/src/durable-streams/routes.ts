@@ -1,11 +1,12 @@
 import { SluiceError } from "@sluice/protocol";
 import type { FastifyInstance } from "fastify";
+import { applyCors, applyPreflight } from "../auth/cors.js";
 import { handleAppend } from "./append.js";
 import { handleCreate } from "./create.js";
 import { handleDelete } from "./delete.js";
 import { ALLOWED_HEADERS, EXPOSED_HEADERS, MOUNT } from "./protocol.js";
 import { handleHead, handleRead } from "./read.js";
-import { type DurableStreamsDeps, dsState, header } from "./state.js";
+import { type DurableStreamsDeps, dsState } from "./state.js";
 
 export type { DurableStreamsDeps } from "./state.js";
 
@@ -35,19 +36,20 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
         (_req, body, done) => done(null, body),
       );
 
-      ds.addHook("onRequest", async (_req, reply) => {
+      // CORS per `cors.origins` (the same policy as /v1); with none configured, `*` as the
+      // protocol's own servers answer (a key is still needed where keys are configured).
+      const cors = deps.security.cors;
+      ds.addHook("onRequest", async (req, reply) => {
         reply.header("x-content-type-options", "nosniff");
         reply.header("cross-origin-resource-policy", "cross-origin");
-        reply.header("access-control-allow-origin", "*");
-        reply.header("access-control-expose-headers", EXPOSED_HEADERS);
+        applyCors(cors, req, reply, { expose: EXPOSED_HEADERS, anyWhenUnset: true });
       });
 
-      ds.setErrorHandler((err: unknown, _req, reply) => {
+      ds.setErrorHandler((err: unknown, req, reply) => {
         // A 401 from the security hook comes before this plugin's onRequest: browsers must read it too.
-        if (!reply.hasHeader("access-control-allow-origin")) {
+        if (!reply.hasHeader("x-content-type-options")) {
           reply.header("x-content-type-options", "nosniff");
-          reply.header("access-control-allow-origin", "*");
-          reply.header("access-control-expose-headers", `${EXPOSED_HEADERS}, WWW-Authenticate, Retry-After`);
+          applyCors(cors, req, reply, { expose: EXPOSED_HEADERS, anyWhenUnset: true });
         }
         const extra = (err as { dsHeaders?: Record<string, string> }).dsHeaders;
         if (extra) for (const [k, v] of Object.entries(extra)) reply.header(k, v);
@@ -62,13 +64,14 @@ export function registerDurableStreams(app: FastifyInstance, deps: DurableStream
       });
 
       ds.options("/*", async (req, reply) => {
-        const asked = header(req, "access-control-request-headers");
-        reply.header("access-control-allow-methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
-        reply.header(
-          "access-control-allow-headers",
-          asked ? `${ALLOWED_HEADERS}, ${asked}` : ALLOWED_HEADERS,
-        );
-        reply.header("access-control-max-age", "86400");
+        // A disallowed origin gets a bare 204: without CORS headers the browser refuses.
+        if (reply.hasHeader("access-control-allow-origin")) {
+          applyPreflight(req, reply, {
+            methods: "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+            baseHeaders: ALLOWED_HEADERS,
+            maxAgeS: 86400,
+          });
+        }
         return reply.code(204).send();
       });
       ds.put("/v1/stream/*", (req, reply) => handleCreate(st, req, reply));

@@ -1,9 +1,10 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { type ErrorCode, isSluiceError, retryAfterSeconds, SluiceError } from "@sluice/protocol";
+import { type ErrorCode, isSluiceError, quoteInput, retryAfterSeconds, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance } from "fastify";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
+import { originMayConnect } from "../auth/cors.js";
 import { OPEN_PRINCIPAL, type Principal } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
 import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
@@ -163,6 +164,16 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
       if (app.server.listenerCount("upgrade") <= 1) {
         refuse(socket, 404, "not_found", `no WebSocket route ${path}`);
       }
+      return;
+    }
+    const origin = req.headers.origin;
+    if (!originMayConnect(deps.security.cors, origin, req.headers.host)) {
+      refuse(
+        socket,
+        403,
+        "forbidden",
+        `a page on ${quoteInput(origin, 100)} may not open this WebSocket (cors.origins does not list it)`,
+      );
       return;
     }
     if (!deps.security.enabled) {
