@@ -61,13 +61,20 @@ export class OpenAICompatibleProvider implements Provider {
     return this.#http.redact(text);
   }
 
-  /** The JSON body sent upstream for a request (exported for tests and debugging). */
+  /**
+   * The JSON body sent upstream for a request (exported for tests and debugging): the request's
+   * `upstream_extra` fields verbatim, then the fields Sluice owns (model, messages, the typed
+   * parameters, streaming) on top.
+   */
   buildBody(request: ProviderRequest): Record<string, unknown> {
-    const body: Record<string, unknown> = {
-      model: request.upstream_model,
-      messages: request.messages,
-    };
-    if (request.max_tokens !== undefined) body.max_tokens = request.max_tokens;
+    const extra = request.upstream_extra ?? {};
+    const body: Record<string, unknown> = { ...extra };
+    body.model = request.upstream_model;
+    body.messages = request.messages;
+    // The client's own name for the limit wins (reasoning models refuse `max_tokens`); without
+    // one (a /v1/streams request), `max_tokens`.
+    const namedLimit = "max_tokens" in extra || "max_completion_tokens" in extra;
+    if (request.max_tokens !== undefined && !namedLimit) body.max_tokens = request.max_tokens;
     if (request.temperature !== undefined) body.temperature = request.temperature;
     if (request.top_p !== undefined) body.top_p = request.top_p;
     if (request.stop !== undefined) body.stop = request.stop;
@@ -75,7 +82,8 @@ export class OpenAICompatibleProvider implements Provider {
     if (request.tool_choice !== undefined) body.tool_choice = request.tool_choice;
     if (request.demo !== undefined) body.demo = request.demo;
     body.stream = true;
-    body.stream_options = { include_usage: true };
+    const streamOptions = isRecord(extra.stream_options) ? extra.stream_options : {};
+    body.stream_options = { ...streamOptions, include_usage: true };
     return body;
   }
 

@@ -1,0 +1,392 @@
+/**
+ * Issue 12 part 2: the Chat Completions façade forwards what it is given. Driven by the real
+ * `openai` SDK against a real Sluice, with `sluice mock-upstream` recording what arrives upstream.
+ */
+import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
+import OpenAI from "openai";
+import { zodResponseFormat } from "openai/helpers/zod";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { type Running, startSluice, startStream, waitForStatus } from "./helpers.js";
+
+let mock: MockUpstream;
+let s: Running;
+let client: OpenAI;
+
+beforeAll(async () => {
+  mock = await startMockUpstream({ port: 0, log: () => {} });
+  s = await startSluice({
+    routes: {
+      "mock-model": { provider: "openai-compatible", base_url: mock.url },
+      "org/slashed-model": { provider: "openai-compatible", base_url: mock.url, model: "demo" },
+      claude: { provider: "anthropic", base_url: `http://127.0.0.1:${mock.port}`, api_key: "sk-ant-mock" },
+    },
+  });
+  client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
+});
+afterAll(async () => {
+  await s.close();
+  await mock.close();
+});
+
+const fast = { ttft_ms: 1, tokens_per_s: 5000, jitter: 0 };
+const messages = [{ role: "user" as const, content: "Plan a trip to Lisbon" }];
+
+/** Extra body fields the SDK types do not know (the SDK sends them as they are). */
+function body<T>(params: T, extra: Record<string, unknown>): T {
+  return { ...params, ...extra } as T;
+}
+
+/** The body the mock received for the completion Sluice started for stream `id`. */
+function lastBody(): Record<string, unknown> {
+  const rec = mock.requests.at(-1);
+  expect(rec?.body).toBeDefined();
+  return rec?.body as Record<string, unknown>;
+}
+
+describe("openai-compatible routes: every field not Sluice's own goes upstream verbatim", () => {
+  it("forwards response_format, seed, user, penalties, logit_bias, reasoning_effort, unknown fields; strips Sluice's", async () => {
+    const responseFormat = {
+      type: "json_schema",
+      json_schema: {
+        name: "trip",
+        strict: true,
+        schema: {
+          type: "object",
+          properties: { city: { type: "string" }, days: { type: "integer" } },
+          required: ["city", "days"],
+          additionalProperties: false,
+        },
+      },
+    };
+    const sent = {
+      model: "mock-model",
+      messages,
+      stream: true as const,
+      stream_options: { include_usage: true },
+      max_completion_tokens: 300,
+      seed: 42,
+      user: "user-123",
+      parallel_tool_calls: false,
+      reasoning_effort: "low" as const,
+      logit_bias: { "50256": -100 },
+      frequency_penalty: 0.5,
+      presence_penalty: 0.25,
+      logprobs: true,
+      top_logprobs: 2,
+      service_tier: "default" as const,
+      store: false,
+      response_format: responseFormat as OpenAI.ResponseFormatJSONSchema,
+    };
+    const stream = await client.chat.completions.create(
+      body(sent, {
+        vendor_extension: { nested: [1, 2, { deep: true }] },
+        on_disconnect: "continue",
+        timeout_ms: 60_000,
+        metadata: { tag: "sluice-only" },
+        demo: fast,
+      }),
+    );
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    const got = lastBody();
+    for (const key of [
+      "seed",
+      "user",
+      "parallel_tool_calls",
+      "reasoning_effort",
+      "logit_bias",
+      "frequency_penalty",
+      "presence_penalty",
+      "logprobs",
+      "top_logprobs",
+      "service_tier",
+      "store",
+      "response_format",
+      "max_completion_tokens",
+    ] as const) {
+      expect(got[key], key).toEqual(sent[key]);
+    }
+    expect(got.vendor_extension).toEqual({ nested: [1, 2, { deep: true }] });
+    // max_completion_tokens is not renamed (reasoning models refuse max_tokens).
+    expect(got).not.toHaveProperty("max_tokens");
+    // Sluice's own fields stay with Sluice; the upstream is always streamed, with usage.
+    expect(got).not.toHaveProperty("on_disconnect");
+    expect(got).not.toHaveProperty("timeout_ms");
+    expect(got).not.toHaveProperty("metadata");
+    expect(got.stream).toBe(true);
+    expect(got.stream_options).toEqual({ include_usage: true });
+    expect(got.model).toBe("mock-model");
+    // The mock honours the schema as the demo model does: the answer conforms.
+    const parsed = JSON.parse(text) as { city: unknown; days: unknown };
+    expect(Object.keys(parsed).sort()).toEqual(["city", "days"]);
+    expect(typeof parsed.city).toBe("string");
+    expect(Number.isInteger(parsed.days)).toBe(true);
+  });
+
+  it("max_tokens stays max_tokens; other stream_options are forwarded, include_usage always on", async () => {
+    await client.chat.completions.create(
+      body(
+        { model: "mock-model", messages, max_tokens: 12, stream: false as const },
+        { stream_options: { include_obfuscation: false }, demo: fast },
+      ),
+    );
+    const got = lastBody();
+    expect(got.max_tokens).toBe(12);
+    expect(got).not.toHaveProperty("max_completion_tokens");
+    expect(got.stream_options).toEqual({ include_obfuscation: false, include_usage: true });
+  });
+
+  it("null means absent: a null field is not forwarded", async () => {
+    await client.chat.completions.create(
+      body({ model: "mock-model", messages }, { seed: null, user: null, demo: fast }),
+    );
+    const got = lastBody();
+    expect(got).not.toHaveProperty("seed");
+    expect(got).not.toHaveProperty("user");
+  });
+
+  it("POST /v1/streams carries upstream_extra too, and its max_tokens as max_tokens", async () => {
+    const { id } = await startStream(s.url, {
+      model: "mock-model",
+      messages,
+      max_tokens: 9,
+      upstream_extra: { seed: 3, top_k: 40 },
+      demo: fast,
+    });
+    await waitForStatus(s.url, id, (st) => st !== "running");
+    const got = lastBody();
+    expect(got.max_tokens).toBe(9);
+    expect(got.seed).toBe(3);
+    expect(got.top_k).toBe(40);
+  });
+
+  it("a malformed response_format is refused with OpenAI's error shape", async () => {
+    const err = await client.chat.completions
+      .create(body({ model: "mock-model", messages }, { response_format: "json" }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe("invalid_request");
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("response_format");
+  });
+});
+
+describe("structured outputs with the SDK's parse()", () => {
+  const Trip = z.object({
+    destination: z.string(),
+    nights: z.number().int().min(1).max(14),
+    budget_eur: z.number().min(100).max(5000),
+    refundable: z.boolean(),
+    mode: z.enum(["train", "plane", "car"]),
+    stops: z
+      .array(z.object({ city: z.string(), day: z.number().int() }))
+      .min(2)
+      .max(4),
+    note: z.string().nullable(),
+  });
+
+  for (const model of ["demo", "mock-model"]) {
+    it(`${model}: the answer conforms to the schema and parses`, async () => {
+      const completion = await client.chat.completions.parse(
+        body(
+          { model, messages, response_format: zodResponseFormat(Trip, "trip") },
+          { demo: { ...fast, length: 30 } },
+        ),
+      );
+      const parsed = completion.choices[0]?.message.parsed;
+      expect(parsed).toBeTruthy();
+      // parse() already validated with zod; check it again independently.
+      expect(Trip.safeParse(parsed).success).toBe(true);
+      expect(parsed?.stops.length).toBeGreaterThanOrEqual(2);
+    });
+  }
+
+  it("json_object without a schema gets a JSON object from the demo model", async () => {
+    const completion = await client.chat.completions.create(
+      body({ model: "demo", messages, response_format: { type: "json_object" as const } }, { demo: fast }),
+    );
+    const content = completion.choices[0]?.message.content ?? "";
+    expect(typeof JSON.parse(content)).toBe("object");
+  });
+});
+
+describe("seed", () => {
+  const ask = async (seed: number | undefined, extraDemo: Record<string, unknown> = {}) => {
+    const c = await client.chat.completions.create(
+      body(
+        { model: "demo", messages: [{ role: "user" as const, content: "Describe a harbour" }] },
+        { ...(seed !== undefined ? { seed } : {}), demo: { ...fast, length: 30, ...extraDemo } },
+      ),
+    );
+    return c.choices[0]?.message.content ?? "";
+  };
+
+  it("the demo model honours OpenAI's seed: same seed same answer, another seed another answer", async () => {
+    const a1 = await ask(1);
+    const a2 = await ask(1);
+    const b = await ask(2);
+    const none = await ask(undefined);
+    expect(a1).toBe(a2);
+    expect(b).not.toBe(a1);
+    expect(none).not.toBe(a1);
+    // seed is the same knob as demo.seed.
+    expect(await ask(undefined, { seed: 1 })).toBe(a1);
+  });
+});
+
+describe("GET /v1/models/{id}", () => {
+  it("answers OpenAI's model object, for ids with slashes too", async () => {
+    const m = await client.models.retrieve("demo");
+    expect(m).toEqual({ id: "demo", object: "model", created: 0, owned_by: expect.any(String) });
+    const slashed = await client.models.retrieve("org/slashed-model");
+    expect(slashed.id).toBe("org/slashed-model");
+    const list = await client.models.list();
+    expect(list.data.map((x) => x.id)).toContain("org/slashed-model");
+  });
+
+  it("an unknown id is 404 in OpenAI's error shape", async () => {
+    const err = await client.models.retrieve("no-such-model").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    const e = err as InstanceType<typeof OpenAI.NotFoundError>;
+    expect(e.status).toBe(404);
+    expect(e.code).toBe("model_not_found");
+    expect(e.param).toBe("model");
+    const res = await fetch(`${s.url}/v1/models/no-such-model`);
+    expect(await res.json()).toEqual({
+      error: {
+        message: 'The model "no-such-model" does not exist',
+        type: "invalid_request_error",
+        param: "model",
+        code: "model_not_found",
+      },
+    });
+  });
+});
+
+describe("anthropic routes: what has a mapping is mapped, the rest is refused with 400", () => {
+  const PNG =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+  const tools = [
+    {
+      type: "function" as const,
+      function: { name: "lookup", parameters: { type: "object", properties: { q: { type: "string" } } } },
+    },
+  ];
+
+  it("maps response_format json_schema, reasoning_effort, stop, user, parallel_tool_calls, images", async () => {
+    const schema = {
+      type: "object",
+      properties: { city: { type: "string" }, nights: { type: "integer" } },
+      required: ["city", "nights"],
+      additionalProperties: false,
+    };
+    const completion = await client.chat.completions.create(
+      body(
+        {
+          model: "claude",
+          messages: [
+            { role: "system" as const, content: "Be brief." },
+            {
+              role: "user" as const,
+              content: [
+                { type: "text" as const, text: "What is in these?" },
+                { type: "image_url" as const, image_url: { url: `data:image/png;base64,${PNG}` } },
+                { type: "image_url" as const, image_url: { url: "https://example.com/cat.jpg" } },
+              ],
+            },
+          ],
+          max_completion_tokens: 5000,
+          reasoning_effort: "low" as const,
+          stop: ["END"],
+          user: "user-9",
+          parallel_tool_calls: false,
+          tools,
+          frequency_penalty: 0,
+          store: false,
+          response_format: { type: "json_schema" as const, json_schema: { name: "stay", schema } },
+        },
+        { demo: fast },
+      ),
+    );
+    const got = lastBody();
+    expect(got.max_tokens).toBe(5000);
+    expect(got.thinking).toEqual({ type: "enabled", budget_tokens: 2048 });
+    expect(got.output_config).toEqual({ format: { type: "json_schema", schema } });
+    expect(got.stop_sequences).toEqual(["END"]);
+    expect(got.metadata).toEqual({ user_id: "user-9" });
+    expect(got.tool_choice).toEqual({ type: "auto", disable_parallel_tool_use: true });
+    expect(got.system).toBe("Be brief.");
+    expect((got.messages as { content: unknown }[])[0]?.content).toEqual([
+      { type: "text", text: "What is in these?" },
+      { type: "image", source: { type: "base64", media_type: "image/png", data: PNG } },
+      { type: "image", source: { type: "url", url: "https://example.com/cat.jpg" } },
+    ]);
+    // Nothing OpenAI-only leaked into the Messages API body.
+    for (const k of [
+      "reasoning_effort",
+      "response_format",
+      "user",
+      "parallel_tool_calls",
+      "frequency_penalty",
+      "store",
+    ]) {
+      expect(got, k).not.toHaveProperty(k);
+    }
+    // The mock honours output_config like Claude: the answer conforms.
+    const answer = JSON.parse(completion.choices[0]?.message.content ?? "") as Record<string, unknown>;
+    expect(typeof answer.city).toBe("string");
+    expect(Number.isInteger(answer.nights)).toBe(true);
+  });
+
+  const refused: Array<[string, Record<string, unknown>, string]> = [
+    ["seed", { seed: 1 }, "seed"],
+    ["logit_bias", { logit_bias: { "1": 5 } }, "logit_bias"],
+    ["logprobs", { logprobs: true }, "logprobs"],
+    ["frequency_penalty", { frequency_penalty: 0.4 }, "frequency_penalty"],
+    ["json_object", { response_format: { type: "json_object" } }, "response_format"],
+    ["audio output", { modalities: ["text", "audio"] }, "modalities"],
+    ["unknown field", { vendor_extension: true }, "vendor_extension"],
+    [
+      "reasoning in a tiny budget",
+      { reasoning_effort: "high", max_completion_tokens: 500 },
+      "reasoning_effort",
+    ],
+    [
+      "audio input",
+      {
+        messages: [
+          { role: "user", content: [{ type: "input_audio", input_audio: { data: "AAAA", format: "wav" } }] },
+        ],
+      },
+      "messages.0.content.0.type",
+    ],
+    [
+      "an image in a system message",
+      {
+        messages: [
+          {
+            role: "system",
+            content: [{ type: "image_url", image_url: { url: "https://example.com/a.png" } }],
+          },
+          { role: "user", content: "hi" },
+        ],
+      },
+      "messages.0.content",
+    ],
+  ];
+  for (const [what, extra, param] of refused) {
+    it(`refuses ${what} before anything starts (400, OpenAI's error shape, param ${param})`, async () => {
+      const before = mock.requests.length;
+      const err = await client.chat.completions
+        .create(body({ model: "claude", messages, stream: true as const }, { demo: fast, ...extra }))
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+      const e = err as InstanceType<typeof OpenAI.BadRequestError>;
+      expect(e.status).toBe(400);
+      expect(e.code).toBe("invalid_request");
+      expect(e.param).toBe(param);
+      expect(e.message).toMatch(/not supported on Anthropic routes/);
+      expect(mock.requests.length).toBe(before);
+    });
+  }
+});
