@@ -2,6 +2,8 @@
  * Issue 12 part 2: the Chat Completions façade forwards what it is given. Driven by the real
  * `openai` SDK against a real Sluice, with `sluice mock-upstream` recording what arrives upstream.
  */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
@@ -12,14 +14,58 @@ import { type Running, startSluice, startStream, waitForStatus } from "./helpers
 let mock: MockUpstream;
 let s: Running;
 let client: OpenAI;
+let extrasUpstream: Server;
+
+/** An OpenAI-shaped upstream that sends what real OpenAI sends beyond text: logprobs, a refusal, fingerprint, tier. */
+const lp = (token: string, logprob: number) => ({
+  token,
+  logprob,
+  bytes: [...Buffer.from(token)],
+  top_logprobs: [],
+});
+function extrasChunks(): unknown[] {
+  const base = {
+    id: "chatcmpl-up",
+    object: "chat.completion.chunk",
+    created: 1,
+    model: "gpt-x",
+    service_tier: "default",
+    system_fingerprint: "fp_abc123",
+  };
+  const choice = (delta: unknown, logprobs: unknown = null, finish_reason: string | null = null) => ({
+    ...base,
+    choices: [{ index: 0, delta, logprobs, finish_reason }],
+    usage: null,
+  });
+  return [
+    choice({ role: "assistant", content: "", refusal: null }),
+    choice({ content: "Hel" }, { content: [lp("Hel", -0.1)], refusal: null }),
+    choice({ content: "lo" }, { content: [lp("lo", -0.2)], refusal: null }),
+    choice({ refusal: "I can't" }, { content: null, refusal: [lp("I can't", -0.3)] }),
+    choice({ refusal: " help." }),
+    choice({}, null, "stop"),
+    { ...base, choices: [], usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 } },
+  ];
+}
 
 beforeAll(async () => {
+  extrasUpstream = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      for (const c of extrasChunks()) res.write(`data: ${JSON.stringify(c)}\n\n`);
+      res.end("data: [DONE]\n\n");
+    });
+  });
+  await new Promise<void>((resolve) => extrasUpstream.listen(0, "127.0.0.1", resolve));
+  const extrasUrl = `http://127.0.0.1:${(extrasUpstream.address() as AddressInfo).port}/v1`;
   mock = await startMockUpstream({ port: 0, log: () => {} });
   s = await startSluice({
     routes: {
       "mock-model": { provider: "openai-compatible", base_url: mock.url },
       "org/slashed-model": { provider: "openai-compatible", base_url: mock.url, model: "demo" },
       claude: { provider: "anthropic", base_url: `http://127.0.0.1:${mock.port}`, api_key: "sk-ant-mock" },
+      "gpt-extras": { provider: "openai-compatible", base_url: extrasUrl },
     },
   });
   client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
@@ -27,6 +73,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await s.close();
   await mock.close();
+  extrasUpstream.closeAllConnections();
+  await new Promise<void>((resolve) => extrasUpstream.close(() => resolve()));
 });
 
 const fast = { ttft_ms: 1, tokens_per_s: 5000, jitter: 0 };
@@ -389,4 +437,65 @@ describe("anthropic routes: what has a mapping is mapped, the rest is refused wi
       expect(mock.requests.length).toBe(before);
     });
   }
+});
+
+describe("what the upstream sends beyond text comes back (logprobs, refusal, system_fingerprint, service_tier)", () => {
+  it("streamed: chunks carry logprobs and refusal deltas; the last ones the fingerprint and tier", async () => {
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: "gpt-extras",
+        messages,
+        stream: true,
+        logprobs: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    const content = chunks.map((c) => c.choices[0]?.delta.content ?? "").join("");
+    const refusal = chunks.map((c) => c.choices[0]?.delta.refusal ?? "").join("");
+    expect(content).toBe("Hello");
+    expect(refusal).toBe("I can't help.");
+    const contentLp = chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
+    expect(contentLp.map((x) => [x.token, x.logprob])).toEqual([
+      ["Hel", -0.1],
+      ["lo", -0.2],
+    ]);
+    expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.refusal ?? []).map((x) => x.token)).toEqual([
+      "I can't",
+    ]);
+    const finish = chunks.find((c) => c.choices[0]?.finish_reason === "stop");
+    expect(finish?.system_fingerprint).toBe("fp_abc123");
+    expect(finish?.service_tier).toBe("default");
+    expect(chunks.at(-1)?.usage?.total_tokens).toBe(9);
+    expect(chunks.at(-1)?.system_fingerprint).toBe("fp_abc123");
+
+    // Read again from the log: the same chunks, byte for byte.
+    const id = response.headers.get("sluice-stream-id") as string;
+    const again = await fetch(`${s.url}/v1/streams/${id}?format=openai-usage`, {
+      headers: { accept: "text/event-stream" },
+    });
+    const text = await again.text();
+    expect(text).toContain('"refusal":"I can\'t"');
+    expect(text).toContain('"logprobs":{"content":[{"token":"Hel"');
+    expect(text).toContain('"system_fingerprint":"fp_abc123"');
+  });
+
+  it("not streamed: message.refusal, choices[0].logprobs, system_fingerprint and service_tier", async () => {
+    const c = await client.chat.completions.create({ model: "gpt-extras", messages, logprobs: true });
+    expect(c.choices[0]?.message.content).toBe("Hello");
+    expect(c.choices[0]?.message.refusal).toBe("I can't help.");
+    expect(c.choices[0]?.logprobs?.content?.map((x) => x.token)).toEqual(["Hel", "lo"]);
+    expect(c.choices[0]?.logprobs?.refusal?.map((x) => x.token)).toEqual(["I can't"]);
+    expect(c.system_fingerprint).toBe("fp_abc123");
+    expect(c.service_tier).toBe("default");
+  });
+
+  it("the SDK's stream helper accumulates them into its final completion", async () => {
+    const runner = client.chat.completions.stream({ model: "gpt-extras", messages, logprobs: true });
+    const final = await runner.finalChatCompletion();
+    expect(final.choices[0]?.message.refusal).toBe("I can't help.");
+    expect(final.choices[0]?.logprobs?.content?.length).toBe(2);
+    expect(final.system_fingerprint).toBe("fp_abc123");
+  });
 });

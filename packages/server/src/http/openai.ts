@@ -203,6 +203,9 @@ async function assembleCompletion(
   info: StreamInfo,
 ): Promise<{ body?: Record<string, unknown>; error?: SluiceError }> {
   let content = "";
+  let refusal: string | null = null;
+  const logprobs: { content?: unknown[]; refusal?: unknown[] } = {};
+  const upstream: { service_tier?: string; system_fingerprint?: string } = {};
   let reasoning = "";
   const calls = new Map<
     number,
@@ -217,7 +220,14 @@ async function assembleCompletion(
       const ev = JSON.parse(rec.data) as Record<string, unknown>;
       switch (ev.type) {
         case "text-delta":
-          content += ev.delta as string;
+          if (ev.refusal === true) refusal = (refusal ?? "") + (ev.delta as string);
+          else content += ev.delta as string;
+          if (Array.isArray(ev.logprobs)) {
+            const key = ev.refusal === true ? "refusal" : "content";
+            const list = logprobs[key] ?? [];
+            for (const entry of ev.logprobs) list.push(entry);
+            logprobs[key] = list;
+          }
           break;
         case "reasoning-delta":
           reasoning += ev.delta as string;
@@ -256,6 +266,8 @@ async function assembleCompletion(
           };
           break;
         case "finish":
+          if (typeof ev.service_tier === "string") upstream.service_tier = ev.service_tier;
+          if (typeof ev.system_fingerprint === "string") upstream.system_fingerprint = ev.system_fingerprint;
           finish = {
             stop: "stop",
             length: "length",
@@ -279,8 +291,8 @@ async function assembleCompletion(
   const toolCalls = [...calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
   const message: Record<string, unknown> = {
     role: "assistant",
-    content: toolCalls.length > 0 && content === "" ? null : content,
-    refusal: null,
+    content: (toolCalls.length > 0 || refusal !== null) && content === "" ? null : content,
+    refusal,
   };
   if (reasoning !== "") message.reasoning_content = reasoning;
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
@@ -290,7 +302,18 @@ async function assembleCompletion(
       object: "chat.completion",
       created: Math.floor(Date.parse(info.created_at) / 1000),
       model: info.model,
-      choices: [{ index: 0, message, logprobs: null, finish_reason: finish }],
+      ...upstream,
+      choices: [
+        {
+          index: 0,
+          message,
+          logprobs:
+            logprobs.content || logprobs.refusal
+              ? { content: logprobs.content ?? null, refusal: logprobs.refusal ?? null }
+              : null,
+          finish_reason: finish,
+        },
+      ],
       ...(usage ? { usage } : {}),
     },
   };

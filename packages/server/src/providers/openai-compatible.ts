@@ -188,6 +188,8 @@ class ChunkState {
   constructor(private readonly redact: (text: string) => string) {}
   finishReason: FinishReason | undefined;
   #usage: UsageEvent | undefined;
+  #fingerprint: string | undefined;
+  #serviceTier: string | undefined;
   readonly #tools = new Map<number, ToolCallState>();
   #lastToolIndex = 0;
 
@@ -203,6 +205,9 @@ class ChunkState {
       throw new SluiceError("upstream_error", this.redact(`upstream error: ${msg}`));
     }
     if (isRecord(chunk.usage)) this.#usage = mapUsage(chunk.usage);
+    // Said on every chunk; kept for the finish event (the last value wins).
+    if (typeof chunk.system_fingerprint === "string") this.#fingerprint = chunk.system_fingerprint;
+    if (typeof chunk.service_tier === "string") this.#serviceTier = chunk.service_tier;
 
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     const choice = choices.find((c): c is Record<string, unknown> => isRecord(c) && (c.index ?? 0) === 0);
@@ -211,8 +216,19 @@ class ChunkState {
     if (delta) {
       const reasoning = nonEmptyString(delta.reasoning_content) ?? nonEmptyString(delta.reasoning);
       if (reasoning !== undefined) yield { type: "reasoning-delta", delta: reasoning };
+      const logprobs = isRecord(choice.logprobs) ? choice.logprobs : undefined;
       const content = nonEmptyString(delta.content);
-      if (content !== undefined) yield { type: "text-delta", delta: content };
+      if (content !== undefined) {
+        const lp = Array.isArray(logprobs?.content) ? logprobs.content : undefined;
+        yield lp
+          ? { type: "text-delta", delta: content, logprobs: lp }
+          : { type: "text-delta", delta: content };
+      }
+      const refusal = nonEmptyString(delta.refusal);
+      if (refusal !== undefined) {
+        const lp = Array.isArray(logprobs?.refusal) ? logprobs.refusal : undefined;
+        yield { type: "text-delta", delta: refusal, refusal: true, ...(lp ? { logprobs: lp } : {}) };
+      }
       if (Array.isArray(delta.tool_calls)) {
         for (const fragment of delta.tool_calls) {
           if (!isRecord(fragment)) continue;
@@ -293,7 +309,12 @@ class ChunkState {
       yield event;
     }
     if (this.#usage) yield this.#usage;
-    yield { type: "finish", reason: this.finishReason ?? "stop" };
+    yield {
+      type: "finish",
+      reason: this.finishReason ?? "stop",
+      ...(this.#fingerprint !== undefined ? { system_fingerprint: this.#fingerprint } : {}),
+      ...(this.#serviceTier !== undefined ? { service_tier: this.#serviceTier } : {}),
+    };
   }
 }
 
