@@ -48,12 +48,32 @@ function extrasChunks(): unknown[] {
   ];
 }
 
+/** What OpenAI streams for `modalities: ["text", "audio"]`: `delta.audio` pieces (base64 each), a transcript. */
+const PCM = [Buffer.from([1, 2, 3, 4]), Buffer.from([5, 6]), Buffer.from([7, 8, 9, 10, 11])];
+function audioChunks(): unknown[] {
+  const base = { id: "chatcmpl-au", object: "chat.completion.chunk", created: 1, model: "gpt-audio" };
+  const choice = (delta: unknown, finish_reason: string | null = null) => ({
+    ...base,
+    choices: [{ index: 0, delta, logprobs: null, finish_reason }],
+  });
+  return [
+    choice({ role: "assistant", content: null }),
+    choice({ audio: { id: "audio_1", transcript: "Hi" } }),
+    ...PCM.map((b) => choice({ audio: { data: b.toString("base64") } })),
+    choice({ audio: { transcript: " there", expires_at: 1700000000 } }),
+    choice({}, "stop"),
+  ];
+}
+
 beforeAll(async () => {
   extrasUpstream = createServer((req, res) => {
-    req.resume();
+    const parts: Buffer[] = [];
+    req.on("data", (c: Buffer) => parts.push(c));
     req.on("end", () => {
+      const wantsAudio = Buffer.concat(parts).toString("utf8").includes('"modalities"');
       res.writeHead(200, { "content-type": "text/event-stream" });
-      for (const c of extrasChunks()) res.write(`data: ${JSON.stringify(c)}\n\n`);
+      for (const c of wantsAudio ? audioChunks() : extrasChunks())
+        res.write(`data: ${JSON.stringify(c)}\n\n`);
       res.end("data: [DONE]\n\n");
     });
   });
@@ -497,5 +517,41 @@ describe("what the upstream sends beyond text comes back (logprobs, refusal, sys
     expect(final.choices[0]?.message.refusal).toBe("I can't help.");
     expect(final.choices[0]?.logprobs?.content?.length).toBe(2);
     expect(final.system_fingerprint).toBe("fp_abc123");
+  });
+});
+
+describe("audio output comes back", () => {
+  const ask = {
+    model: "gpt-extras",
+    messages,
+    modalities: ["text", "audio"],
+    audio: { voice: "alloy", format: "pcm16" },
+  };
+
+  it("streamed: delta.audio pieces as the upstream sent them", async () => {
+    const stream = await client.chat.completions.create({
+      ...ask,
+      stream: true,
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
+    const pieces: Record<string, unknown>[] = [];
+    for await (const c of stream) {
+      const audio = (c.choices[0]?.delta as { audio?: Record<string, unknown> } | undefined)?.audio;
+      if (audio) pieces.push(audio);
+    }
+    expect(pieces).toEqual([
+      { id: "audio_1", transcript: "Hi" },
+      ...PCM.map((b) => ({ data: b.toString("base64") })),
+      { transcript: " there", expires_at: 1700000000 },
+    ]);
+  });
+
+  it("not streamed: message.audio with the joined bytes and transcript", async () => {
+    const c = await client.chat.completions.create(ask as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const audio = c.choices[0]?.message.audio;
+    expect(audio?.id).toBe("audio_1");
+    expect(audio?.transcript).toBe("Hi there");
+    expect(audio?.expires_at).toBe(1700000000);
+    expect(Buffer.from(audio?.data ?? "", "base64")).toEqual(Buffer.concat(PCM));
+    expect(c.choices[0]?.message.content).toBeNull();
   });
 });

@@ -78,6 +78,12 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
           const ev = JSON.parse(rec.data) as { delta: string };
           return sse([chunk(info, `{"reasoning_content":${JSON.stringify(ev.delta)}}`, null)], rec.offset);
         }
+        case "data": {
+          // An OpenAI-compatible upstream's audio piece (providers/openai-compatible.ts): given back as it came.
+          const ev = JSON.parse(rec.data) as { name: string; value: unknown };
+          if (ev.name !== "openai-audio") return "";
+          return sse([chunk(info, `{"audio":${JSON.stringify(ev.value ?? null)}}`, null)], rec.offset);
+        }
         case "start":
           return sse([chunk(info, `{"role":"assistant","content":"","refusal":null}`, null)], rec.offset);
         case "tool-call-delta": {
@@ -137,7 +143,7 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
           return sse([JSON.stringify(body)], rec.offset);
         }
         default:
-          // tool-call (the complete call has no chunk of its own), usage (sent with finish), data, media.
+          // tool-call (the complete call has no chunk of its own), usage (sent with finish), media.
           return "";
       }
     },

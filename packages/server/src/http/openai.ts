@@ -207,6 +207,7 @@ async function assembleCompletion(
   const logprobs: { content?: unknown[]; refusal?: unknown[] } = {};
   const upstream: { service_tier?: string; system_fingerprint?: string } = {};
   let reasoning = "";
+  let audio: { id: string; data: Buffer[]; expires_at: number; transcript: string } | undefined;
   const calls = new Map<
     number,
     { id: string; type: "function"; function: { name: string; arguments: string } }
@@ -232,6 +233,18 @@ async function assembleCompletion(
         case "reasoning-delta":
           reasoning += ev.delta as string;
           break;
+        case "data": {
+          // Audio pieces (`delta.audio`) join into `message.audio` as OpenAI's own answer has it.
+          if (ev.name !== "openai-audio" || typeof ev.value !== "object" || ev.value === null) break;
+          const piece = ev.value as Record<string, unknown>;
+          audio ??= { id: "", data: [], expires_at: 0, transcript: "" };
+          if (typeof piece.id === "string") audio.id = piece.id;
+          if (typeof piece.expires_at === "number") audio.expires_at = piece.expires_at;
+          // Each piece is base64 on its own (padded): join the bytes, not the text.
+          if (typeof piece.data === "string") audio.data.push(Buffer.from(piece.data, "base64"));
+          if (typeof piece.transcript === "string") audio.transcript += piece.transcript;
+          break;
+        }
         case "tool-call-delta": {
           const index = (ev.index as number | undefined) ?? 0;
           const call = calls.get(index) ?? {
@@ -291,10 +304,11 @@ async function assembleCompletion(
   const toolCalls = [...calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
   const message: Record<string, unknown> = {
     role: "assistant",
-    content: (toolCalls.length > 0 || refusal !== null) && content === "" ? null : content,
+    content: (toolCalls.length > 0 || refusal !== null || audio) && content === "" ? null : content,
     refusal,
   };
   if (reasoning !== "") message.reasoning_content = reasoning;
+  if (audio) message.audio = { ...audio, data: Buffer.concat(audio.data).toString("base64") };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
   return {
     body: {

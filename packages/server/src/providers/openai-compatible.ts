@@ -38,6 +38,9 @@ export interface OpenAICompatibleOptions {
 
 const LIST_MODELS_TIMEOUT_MS = 15_000;
 
+/** The `data` event name of an OpenAI `delta.audio` piece (formats/openai.ts reads it back). */
+export const OPENAI_AUDIO = "openai-audio";
+
 export class OpenAICompatibleProvider implements Provider {
   readonly name: string;
   readonly #baseUrl: string;
@@ -224,6 +227,9 @@ class ChunkState {
           ? { type: "text-delta", delta: content, logprobs: lp }
           : { type: "text-delta", delta: content };
       }
+      // Audio output (`modalities: ["audio"]`): OpenAI-specific, kept whole as application data;
+      // the openai format gives it back as `delta.audio`, other formats as a `data` part.
+      if (isRecord(delta.audio)) yield { type: "data", name: OPENAI_AUDIO, value: delta.audio };
       const refusal = nonEmptyString(delta.refusal);
       if (refusal !== undefined) {
         const lp = Array.isArray(logprobs?.refusal) ? logprobs.refusal : undefined;
