@@ -269,6 +269,61 @@ describe("structured outputs with the SDK's parse()", () => {
     });
   }
 
+  it("the demo model follows $ref/$defs, const, anyOf, bounds and lengths of a raw JSON schema", async () => {
+    const schema = {
+      type: "object",
+      $defs: {
+        stop: {
+          type: "object",
+          properties: {
+            city: { type: "string", maxLength: 5 },
+            order: { type: "integer", exclusiveMinimum: 10, maximum: 12 },
+          },
+          required: ["city", "order"],
+          additionalProperties: false,
+        },
+      },
+      properties: {
+        version: { const: 3 },
+        code: { type: "string", minLength: 12, maxLength: 12 },
+        ratio: { type: "number", exclusiveMinimum: 0, exclusiveMaximum: 1 },
+        stops: { type: "array", items: { $ref: "#/$defs/stop" }, minItems: 3, maxItems: 3 },
+        maybe: { anyOf: [{ type: "null" }, { type: "boolean" }] },
+        tags: { type: "array", items: { enum: ["a", "b"] } },
+      },
+      required: ["version", "code", "ratio", "stops", "maybe", "tags"],
+      additionalProperties: false,
+    };
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const c = await client.chat.completions.create(
+        body(
+          {
+            model: "demo",
+            messages,
+            seed,
+            response_format: { type: "json_schema" as const, json_schema: { name: "raw", schema } },
+          },
+          { demo: fast },
+        ),
+      );
+      const v = JSON.parse(c.choices[0]?.message.content ?? "") as Record<string, unknown>;
+      expect(Object.keys(v).sort()).toEqual(["code", "maybe", "ratio", "stops", "tags", "version"]);
+      expect(v.version).toBe(3);
+      expect((v.code as string).length).toBe(12);
+      expect(v.ratio as number).toBeGreaterThan(0);
+      expect(v.ratio as number).toBeLessThan(1);
+      expect(typeof v.maybe).toBe("boolean");
+      const stops = v.stops as { city: string; order: number }[];
+      expect(stops).toHaveLength(3);
+      for (const st of stops) {
+        expect(Object.keys(st).sort()).toEqual(["city", "order"]);
+        expect(st.city.length).toBeLessThanOrEqual(5);
+        expect([11, 12]).toContain(st.order);
+      }
+      for (const t of v.tags as unknown[]) expect(["a", "b"]).toContain(t);
+    }
+  });
+
   it("json_object without a schema gets a JSON object from the demo model", async () => {
     const completion = await client.chat.completions.create(
       body({ model: "demo", messages, response_format: { type: "json_object" as const } }, { demo: fast }),
@@ -418,6 +473,11 @@ describe("anthropic routes: what has a mapping is mapped, the rest is refused wi
       "reasoning in a tiny budget",
       { reasoning_effort: "high", max_completion_tokens: 500 },
       "reasoning_effort",
+    ],
+    [
+      "an allowed_tools tool_choice",
+      { tools, tool_choice: { type: "allowed_tools", allowed_tools: { mode: "auto", tools: [] } } },
+      "tool_choice",
     ],
     [
       "audio input",

@@ -255,6 +255,8 @@ export class AnthropicProvider implements Provider {
       }));
       const choice = mapToolChoice(request.tool_choice);
       if (choice !== undefined) body.tool_choice = choice;
+      else if (request.tool_choice !== undefined && request.tool_choice !== null)
+        refuse("tool_choice", "this tool_choice (use auto, none, required or a function name)");
     }
     const { disable_parallel_tool_use, ...mapped } = mapExtra(request, this.#defaultMaxTokens);
     Object.assign(body, mapped);
