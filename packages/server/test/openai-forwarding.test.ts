@@ -324,6 +324,38 @@ describe("structured outputs with the SDK's parse()", () => {
     }
   });
 
+  it("a schema with no small instance (recursive, huge, malformed) still gets a bounded answer", async () => {
+    const wide = (depth: number): Record<string, unknown> =>
+      depth === 0
+        ? { type: "string", minLength: 1_000_000_000 }
+        : { type: "array", minItems: 20, maxItems: 20, items: wide(depth - 1) };
+    const schemas = [
+      { type: "object", properties: { child: { $ref: "#" } }, required: ["child"] },
+      {
+        type: "object",
+        properties: { list: { type: "array", minItems: 1, items: { $ref: "#" } } },
+        required: ["list"],
+      },
+      wide(8),
+      { $ref: "#/$defs/%E0%A4%A", $defs: {} },
+    ];
+    for (const schema of schemas) {
+      const c = await client.chat.completions.create(
+        body(
+          {
+            model: "demo",
+            messages,
+            response_format: { type: "json_schema" as const, json_schema: { name: "x", schema } },
+          },
+          { demo: fast },
+        ),
+      );
+      const content = c.choices[0]?.message.content ?? "";
+      expect(() => JSON.parse(content)).not.toThrow();
+      expect(content.length).toBeLessThan(2_000_000);
+    }
+  });
+
   it("json_object without a schema gets a JSON object from the demo model", async () => {
     const completion = await client.chat.completions.create(
       body({ model: "demo", messages, response_format: { type: "json_object" as const } }, { demo: fast }),

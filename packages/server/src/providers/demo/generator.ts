@@ -1042,16 +1042,32 @@ function wantsJson(request: GenerationRequest): boolean {
 
 const MAX_SCHEMA_DEPTH = 8;
 const MAX_ARRAY_ITEMS = 20;
+/** Bounds on what one answer may build, whatever the schema asks (it comes from the request). */
+const MAX_SCHEMA_VALUES = 2000;
+const MAX_STRING_CHARS = 64 * 1024;
+
+interface SchemaWalk {
+  root: Schema;
+  t: Topic;
+  rng: Rng;
+  /** Values left to build: past it, everything is null (bounded, if no longer conforming). */
+  left: number;
+  /** String characters left (minLength padding draws on it). */
+  chars: number;
+}
 
 /** `#`, `#/$defs/X`, `#/definitions/X` (what zod-to-json-schema and Pydantic emit). */
 function resolveRef(ref: string, root: Schema): Schema {
   if (ref === "#") return root;
   const m = /^#\/(\$defs|definitions)\/(.+)$/.exec(ref);
   const defs = m ? (root[m[1] as string] as Record<string, unknown> | undefined) : undefined;
-  const target =
-    m && defs
-      ? defs[decodeURIComponent((m[2] as string).replace(/~1/g, "/").replace(/~0/g, "~"))]
-      : undefined;
+  let key = (m?.[2] ?? "").replace(/~1/g, "/").replace(/~0/g, "~");
+  try {
+    key = decodeURIComponent(key);
+  } catch {
+    // Not percent-encoded after all: the name as written.
+  }
+  const target = m && defs ? defs[key] : undefined;
   return target && typeof target === "object" ? (target as Schema) : {};
 }
 
@@ -1061,14 +1077,12 @@ function resolveRef(ref: string, root: Schema): Schema {
  * const, anyOf/oneOf, $ref to $defs/definitions, string min/maxLength, number bounds). Every
  * property is filled, so `required` and `additionalProperties: false` both hold.
  */
-export function schemaValue(
-  schema: unknown,
-  root: Schema,
-  name: string,
-  t: Topic,
-  rng: Rng,
-  depth = 0,
-): unknown {
+function schemaValue(schema: unknown, w: SchemaWalk, name: string, depth = 0): unknown {
+  // A schema that recurses through required properties (or asks for more than an answer holds)
+  // has no small instance: stop building rather than run out of stack or memory.
+  if (w.left <= 0 || depth > 2 * MAX_SCHEMA_DEPTH) return null;
+  w.left--;
+  const { root, t, rng } = w;
   let s = (schema && typeof schema === "object" ? schema : {}) as Schema;
   for (let hops = 0; typeof s.$ref === "string" && hops < 16; hops++) s = resolveRef(s.$ref, root);
   if ("const" in s) return s.const;
@@ -1079,9 +1093,9 @@ export function schemaValue(
   if (options?.length) {
     // Prefer a branch that is not plain null, so the answer carries something.
     const real = options.filter((o) => (o as Schema | undefined)?.type !== "null");
-    return schemaValue(rng.pick(real.length ? real : options), root, name, t, rng, depth);
+    return schemaValue(rng.pick(real.length ? real : options), w, name, depth + 1);
   }
-  if (Array.isArray(s.allOf) && s.allOf.length) return schemaValue(s.allOf[0], root, name, t, rng, depth);
+  if (Array.isArray(s.allOf) && s.allOf.length) return schemaValue(s.allOf[0], w, name, depth + 1);
   const types = Array.isArray(s.type) ? s.type : s.type !== undefined ? [s.type] : [];
   const type =
     types.find((x) => x !== "null") ?? types[0] ?? (s.properties ? "object" : s.items ? "array" : "string");
@@ -1114,9 +1128,7 @@ export function schemaValue(
       const maxItems = Math.max(minItems, Math.min(num("maxItems") ?? minItems + 2, MAX_ARRAY_ITEMS));
       const n = depth >= MAX_SCHEMA_DEPTH ? minItems : rng.int(minItems, maxItems);
       const items = Array.isArray(s.items) ? undefined : s.items;
-      return Array.from({ length: n }, (_, i) =>
-        schemaValue(items, root, t.keywords[i] ?? name, t, rng, depth + 1),
-      );
+      return Array.from({ length: n }, (_, i) => schemaValue(items, w, t.keywords[i] ?? name, depth + 1));
     }
     case "object": {
       const out: Record<string, unknown> = {};
@@ -1128,7 +1140,7 @@ export function schemaValue(
       for (const [key, sub] of Object.entries(props)) {
         // Deep down, only what is required (a recursive schema must end somewhere).
         if (depth >= MAX_SCHEMA_DEPTH && !required.has(key)) continue;
-        out[key] = schemaValue(sub, root, key, t, rng, depth + 1);
+        out[key] = schemaValue(sub, w, key, depth + 1);
       }
       return out;
     }
@@ -1142,9 +1154,10 @@ export function schemaValue(
       else if (format === "uri" || format === "url") v = `https://example.com/${t.ident}`;
       else if (format === "uuid") v = "123e4567-e89b-42d3-a456-426614174000";
       const maxLength = num("maxLength");
-      const minLength = num("minLength") ?? 0;
+      const minLength = Math.min(num("minLength") ?? 0, Math.max(0, w.chars));
       if (maxLength !== undefined && v.length > maxLength) v = v.slice(0, maxLength);
       if (v.length < minLength) v = v.padEnd(minLength, "x");
+      w.chars -= v.length;
       return v;
     }
   }
@@ -1207,7 +1220,14 @@ export function planDemo(request: GenerationRequest): DemoPlan {
       const schema = responseSchema(request);
       // A schema's answer is as long as the value it needs, unless `demo.length` asks otherwise.
       const fromSchema = (schema: Schema) => {
-        const tokens = tokenize(JSON.stringify(schemaValue(schema, schema, "value", topic, rng), null, 2));
+        const walk: SchemaWalk = {
+          root: schema,
+          t: topic,
+          rng,
+          left: MAX_SCHEMA_VALUES,
+          chars: MAX_STRING_CHARS,
+        };
+        const tokens = tokenize(JSON.stringify(schemaValue(schema, walk, "value"), null, 2));
         return demo.length !== undefined ? resizeTo(tokens, demo.length, rng) : tokens;
       };
       const tokens = schema !== undefined ? fromSchema(schema) : jsonTokens(topic, length, rng, seed);
