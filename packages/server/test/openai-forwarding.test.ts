@@ -229,6 +229,26 @@ describe("openai-compatible routes: every field not Sluice's own goes upstream v
     expect(got.top_k).toBe(40);
   });
 
+  it("upstream_extra cannot override what Sluice owns (the route's upstream model, messages, streaming)", async () => {
+    const { id } = await startStream(s.url, {
+      model: "org/slashed-model",
+      messages,
+      upstream_extra: {
+        model: "gpt-expensive",
+        messages: [{ role: "user", content: "injected" }],
+        stream: false,
+        stream_options: { include_usage: false },
+      },
+      demo: fast,
+    });
+    await waitForStatus(s.url, id, (st) => st !== "running");
+    const got = lastBody();
+    expect(got.model).toBe("demo"); // the route's upstream model
+    expect(got.messages).toEqual(messages);
+    expect(got.stream).toBe(true);
+    expect(got.stream_options).toEqual({ include_usage: true });
+  });
+
   it("a malformed response_format is refused with OpenAI's error shape", async () => {
     const err = await client.chat.completions
       .create(body({ model: "mock-model", messages }, { response_format: "json" }))
