@@ -86,6 +86,12 @@ beforeAll(async () => {
       "org/slashed-model": { provider: "openai-compatible", base_url: mock.url, model: "demo" },
       claude: { provider: "anthropic", base_url: `http://127.0.0.1:${mock.port}`, api_key: "sk-ant-mock" },
       "gpt-extras": { provider: "openai-compatible", base_url: extrasUrl },
+      "mock-then-claude": {
+        provider: "openai-compatible",
+        base_url: mock.url,
+        model: "demo",
+        fallbacks: ["claude"],
+      },
     },
   });
   client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
@@ -554,6 +560,21 @@ describe("anthropic routes: what has a mapping is mapped, the rest is refused wi
       "messages.0.content",
     ],
   ];
+  it("a request one of the route's fallbacks could not honour is refused before anything starts", async () => {
+    const before = mock.requests.length;
+    const err = await client.chat.completions
+      .create(body({ model: "mock-then-claude", messages, seed: 5 }, { demo: fast }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("seed");
+    expect(mock.requests.length).toBe(before);
+    // Without the field, the route serves it.
+    const ok = await client.chat.completions.create(
+      body({ model: "mock-then-claude", messages }, { demo: fast }),
+    );
+    expect(ok.choices[0]?.message.content?.length).toBeGreaterThan(0);
+  });
+
   for (const [what, extra, param] of refused) {
     it(`refuses ${what} before anything starts (400, OpenAI's error shape, param ${param})`, async () => {
       const before = mock.requests.length;
