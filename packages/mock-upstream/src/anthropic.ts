@@ -105,7 +105,8 @@ export async function anthropicMessages(
   ctx: MessagesContext,
 ): Promise<void> {
   const { clock, log } = ctx;
-  const body = parse(await readBody(req));
+  const text = await readBody(req);
+  const body = parse(text);
   const record: MockRequestRecord = {
     id: messageId(),
     model: body.model,
@@ -114,6 +115,8 @@ export async function anthropicMessages(
     chunks_sent: 0,
     tokens: 0,
     started_at: clock.now(),
+    // Kept only when small: up to 1000 records are held.
+    ...(text.length <= 64 * 1024 ? { body: body as Record<string, unknown> } : {}),
   };
   ctx.addRecord(record);
 
@@ -160,6 +163,14 @@ export async function anthropicMessages(
       : {}),
     ...(body.demo ? { demo: body.demo } : {}),
   };
+  // Structured outputs (`output_config.format` json_schema): the answer conforms, as Claude's does.
+  const format = (body.output_config as { format?: { type?: unknown; schema?: unknown } } | undefined)
+    ?.format;
+  if (format?.type === "json_schema") {
+    request.upstream_extra = {
+      response_format: { type: "json_schema", json_schema: { schema: format.schema } },
+    };
+  }
   const plan = planDemo(request);
 
   const controller = new AbortController();

@@ -62,6 +62,8 @@ export interface MockRequestRecord {
   ended_at?: number;
   /** With `mock.huge_line_chars`: how many characters of the line were written. */
   huge_line_chars_sent?: number;
+  /** The request body as parsed, when at most 64 KiB (so tests can check what a gateway forwarded). */
+  body?: Record<string, unknown>;
 }
 
 export interface MockUpstream {
@@ -81,6 +83,7 @@ export interface MockUpstream {
 
 const MAX_RECORDS = 1000;
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
+const MAX_RECORDED_BODY_CHARS = 64 * 1024;
 const MODELS = ["demo", "demo-fast"];
 
 export { completionId, HttpError, readBody, sendJson };
@@ -307,7 +310,8 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   }
 
   async function completions(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const body = parseBody(await readBody(req));
+    const text = await readBody(req);
+    const body = parseBody(text);
     const record: MockRequestRecord = {
       id: completionId(),
       model: body.model,
@@ -316,6 +320,8 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       chunks_sent: 0,
       tokens: 0,
       started_at: clock.now(),
+      // Kept only when small: up to 1000 records are held.
+      ...(text.length <= MAX_RECORDED_BODY_CHARS ? { body: body as Record<string, unknown> } : {}),
     };
     addRecord(record);
 
@@ -351,6 +357,11 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       ...(body.tools ? { tools: body.tools } : {}),
       ...(body.tool_choice !== undefined ? { tool_choice: body.tool_choice } : {}),
       ...(body.demo ? { demo: body.demo } : {}),
+      // The demo model honours these as OpenAI's models do.
+      upstream_extra: {
+        ...(body.seed != null ? { seed: body.seed } : {}),
+        ...(body.response_format != null ? { response_format: body.response_format } : {}),
+      },
     };
     const plan = planDemo(request);
 

@@ -21,6 +21,11 @@ export const ERROR_CODES = {
     description: "The offset is past the end of the stream.",
   },
   unknown_model: { status: 400, retryable: false, description: "No route serves the requested model." },
+  model_not_found: {
+    status: 404,
+    retryable: false,
+    description: "`GET /v1/models/{id}`: no route has this model id.",
+  },
   unsupported_format: {
     status: 400,
     retryable: false,

@@ -15,6 +15,10 @@ export interface StartEvent {
 export interface TextDeltaEvent {
   type: "text-delta";
   delta: string;
+  /** This text is the model's refusal (OpenAI's `delta.refusal`), not its answer. */
+  refusal?: true;
+  /** The upstream's log probabilities for this piece, when asked for (OpenAI's `logprobs.content` entries). */
+  logprobs?: unknown[];
 }
 
 export interface ReasoningDeltaEvent {
@@ -66,6 +70,9 @@ export type FinishReason = "stop" | "length" | "tool-calls" | "content-filter";
 export interface FinishEvent {
   type: "finish";
   reason: FinishReason;
+  /** What an OpenAI-compatible upstream said about the run (its `system_fingerprint`, `service_tier`). */
+  system_fingerprint?: string;
+  service_tier?: string;
 }
 
 export interface ErrorEvent {

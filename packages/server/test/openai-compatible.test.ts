@@ -124,7 +124,7 @@ describe("OpenAICompatibleProvider: recorded upstream streams", () => {
       { type: "text-delta", delta: " help" },
       { type: "text-delta", delta: "?" },
       { type: "usage", input_tokens: 19, output_tokens: 10, reasoning_tokens: 0, total_tokens: 29 },
-      { type: "finish", reason: "stop" },
+      { type: "finish", reason: "stop", service_tier: "default", system_fingerprint: "fp_0392822090" },
     ]);
   });
 
@@ -147,7 +147,12 @@ describe("OpenAICompatibleProvider: recorded upstream streams", () => {
         .map((e) => (e as { delta: string }).delta)
         .join(""),
     ).toBe("Hello! Café ☕ — how can I help?");
-    expect(events.at(-1)).toEqual({ type: "finish", reason: "stop" });
+    expect(events.at(-1)).toEqual({
+      type: "finish",
+      reason: "stop",
+      service_tier: "default",
+      system_fingerprint: "fp_0392822090",
+    });
   });
 
   it("OpenAI parallel tool calls with arguments in pieces", async () => {
@@ -175,7 +180,7 @@ describe("OpenAICompatibleProvider: recorded upstream streams", () => {
         args: { timezone: "Europe/Paris" },
       },
       { type: "usage", input_tokens: 82, output_tokens: 51, reasoning_tokens: 0, total_tokens: 133 },
-      { type: "finish", reason: "tool-calls" },
+      { type: "finish", reason: "tool-calls", service_tier: "default", system_fingerprint: "fp_f5bdcc3276" },
     ]);
   });
 
@@ -192,7 +197,7 @@ describe("OpenAICompatibleProvider: recorded upstream streams", () => {
       { type: "text-delta", delta: " =" },
       { type: "text-delta", delta: " **4**" },
       { type: "usage", input_tokens: 14, output_tokens: 23, reasoning_tokens: 17, total_tokens: 37 },
-      { type: "finish", reason: "stop" },
+      { type: "finish", reason: "stop", system_fingerprint: "fp_5417b77867_prod0225" },
     ]);
   });
 
@@ -217,7 +222,7 @@ describe("OpenAICompatibleProvider: recorded upstream streams", () => {
       { type: "text-delta", delta: "!" },
       { type: "text-delta", delta: " 👋" },
       { type: "usage", input_tokens: 11, output_tokens: 15, total_tokens: 26 },
-      { type: "finish", reason: "stop" },
+      { type: "finish", reason: "stop", system_fingerprint: "fp_ollama" },
     ]);
   });
 

@@ -77,6 +77,13 @@ export const GenerationRequestSchema = z
       })
       .optional(),
     demo: DemoOptionsSchema.optional(),
+    /**
+     * Request fields for the upstream that Sluice does not interpret itself (`response_format`,
+     * `seed`, `user`, `logprobs`, `max_completion_tokens`, …), kept verbatim: an openai-compatible
+     * provider sends them as they are, the Anthropic provider maps what has a mapping and refuses
+     * the rest, the demo model honours `seed` and `response_format`. Bounded by the body limit.
+     */
+    upstream_extra: z.record(z.string(), z.unknown()).optional(),
   })
   .strict();
 

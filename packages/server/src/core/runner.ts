@@ -143,6 +143,9 @@ export class Runner {
   async start(request: GenerationRequest, opts: StartOptions = {}): Promise<StreamInfo> {
     if (!this.accepting) throw new SluiceError("capacity_exceeded", "the server is shutting down");
     const route = this.routes.resolve(request.model);
+    // Every route that may serve it (fallbacks too) must be able to honour the whole request.
+    for (const r of this.routes.chain(route))
+      r.provider.check?.({ ...request, upstream_model: r.upstream_model });
     const id = newStreamId();
     const createdAt = new Date(this.clock.now()).toISOString();
     const init = {

@@ -53,8 +53,9 @@ function head(info: StreamInfoLite): string {
 
 function makeCodec(key: string, includeUsage: boolean): Codec {
   const usageNull = includeUsage ? `,"usage":null` : "";
-  const chunk = (info: StreamInfoLite, delta: string, finish: string | null) =>
-    `${head(info)},"choices":[{"index":0,"delta":${delta},"logprobs":null,"finish_reason":${finish === null ? "null" : `"${finish}"`}}]${usageNull}}`;
+  // `top`: more top-level fields (`,"system_fingerprint":…`); `logprobs`: the choice's, as JSON.
+  const chunk = (info: StreamInfoLite, delta: string, finish: string | null, logprobs = "null", top = "") =>
+    `${head(info)}${top},"choices":[{"index":0,"delta":${delta},"logprobs":${logprobs},"finish_reason":${finish === null ? "null" : `"${finish}"`}}]${usageNull}}`;
   const sse = sseRecord;
   return registerCodec({
     key,
@@ -63,12 +64,25 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
     encode(rec: StoredRecord, info: StreamInfoLite, prev?: StoredRecord): string {
       switch (rec.type) {
         case "text-delta": {
-          const ev = JSON.parse(rec.data) as { delta: string };
-          return sse([chunk(info, `{"content":${JSON.stringify(ev.delta)}}`, null)], rec.offset);
+          const ev = JSON.parse(rec.data) as { delta: string; refusal?: boolean; logprobs?: unknown[] };
+          const key = ev.refusal === true ? "refusal" : "content";
+          const logprobs =
+            ev.logprobs === undefined
+              ? "null"
+              : ev.refusal === true
+                ? `{"content":null,"refusal":${JSON.stringify(ev.logprobs)}}`
+                : `{"content":${JSON.stringify(ev.logprobs)},"refusal":null}`;
+          return sse([chunk(info, `{"${key}":${JSON.stringify(ev.delta)}}`, null, logprobs)], rec.offset);
         }
         case "reasoning-delta": {
           const ev = JSON.parse(rec.data) as { delta: string };
           return sse([chunk(info, `{"reasoning_content":${JSON.stringify(ev.delta)}}`, null)], rec.offset);
+        }
+        case "data": {
+          // An OpenAI-compatible upstream's audio piece (providers/openai-compatible.ts): given back as it came.
+          const ev = JSON.parse(rec.data) as { name: string; value: unknown };
+          if (ev.name !== "openai-audio") return "";
+          return sse([chunk(info, `{"audio":${JSON.stringify(ev.value ?? null)}}`, null)], rec.offset);
         }
         case "start":
           return sse([chunk(info, `{"role":"assistant","content":"","refusal":null}`, null)], rec.offset);
@@ -87,8 +101,17 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
           return sse([chunk(info, JSON.stringify({ tool_calls: [fragment] }), null)], rec.offset);
         }
         case "finish": {
-          const ev = JSON.parse(rec.data) as { reason: string };
-          const events = [chunk(info, "{}", FINISH[ev.reason] ?? "stop")];
+          const ev = JSON.parse(rec.data) as {
+            reason: string;
+            system_fingerprint?: string;
+            service_tier?: string;
+          };
+          // What the upstream said about the run rides on the last chunks (OpenAI sends it on all).
+          let top = "";
+          if (ev.service_tier !== undefined) top += `,"service_tier":${JSON.stringify(ev.service_tier)}`;
+          if (ev.system_fingerprint !== undefined)
+            top += `,"system_fingerprint":${JSON.stringify(ev.system_fingerprint)}`;
+          const events = [chunk(info, "{}", FINISH[ev.reason] ?? "stop", "null", top)];
           if (includeUsage && prev?.type === "usage") {
             const u = JSON.parse(prev.data) as {
               input_tokens: number;
@@ -104,7 +127,7 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
             if (u.reasoning_tokens !== undefined) {
               usage.completion_tokens_details = { reasoning_tokens: u.reasoning_tokens };
             }
-            events.push(`${head(info)},"choices":[],"usage":${JSON.stringify(usage)}}`);
+            events.push(`${head(info)}${top},"choices":[],"usage":${JSON.stringify(usage)}}`);
           }
           events.push("[DONE]");
           return sse(events, rec.offset);
@@ -120,7 +143,7 @@ function makeCodec(key: string, includeUsage: boolean): Codec {
           return sse([JSON.stringify(body)], rec.offset);
         }
         default:
-          // tool-call (the complete call has no chunk of its own), usage (sent with finish), data, media.
+          // tool-call (the complete call has no chunk of its own), usage (sent with finish), media.
           return "";
       }
     },

@@ -7,6 +7,7 @@
 import {
   ERROR_CODES,
   type ErrorCode,
+  quoteInput,
   retryAfterSeconds,
   SluiceError as SErr,
   type SluiceError,
@@ -30,8 +31,8 @@ import { startFor } from "./start.js";
 const opt = <T extends z.ZodType>(t: T) => t.nullish();
 
 /**
- * What real OpenAI clients send. Known fields are checked; fields Sluice does not use
- * (`user`, `seed`, `logit_bias`, `response_format`, …) are accepted and ignored.
+ * What real OpenAI clients send. The fields Sluice interprets are checked here; every other field
+ * is forwarded to the upstream verbatim (see FORWARDING below and docs/openai.md).
  */
 const ChatCompletionsSchema = z
   .object({
@@ -48,12 +49,32 @@ const ChatCompletionsSchema = z
     tool_choice: z.unknown().optional(),
     n: opt(z.number().int().min(1).max(1, { message: "only n=1 is supported" })),
     metadata: opt(z.record(z.string(), z.unknown())),
+    seed: opt(z.number().int()),
+    response_format: opt(z.object({ type: z.string().min(1) }).passthrough()),
     /** Sluice extensions. */
     on_disconnect: opt(z.enum(["continue", "cancel"])),
     timeout_ms: z.unknown().optional(),
     demo: z.unknown().optional(),
   })
   .passthrough();
+
+/**
+ * The forwarding policy. Fields Sluice interprets become typed GenerationRequest fields (and a
+ * provider sends them in its upstream's terms); `stream`, `stream_options.include_usage` and `n`
+ * belong to this façade (the upstream is always streamed); `metadata` and the Sluice extensions
+ * stay with Sluice. Every other non-null field goes to the upstream verbatim in `upstream_extra`,
+ * including `max_tokens` / `max_completion_tokens` under the name the client used.
+ */
+const TYPED = new Set(["model", "messages", "temperature", "top_p", "stop", "tools", "tool_choice"]);
+const NOT_FORWARDED = new Set([
+  "stream",
+  "stream_options",
+  "n",
+  "metadata",
+  "on_disconnect",
+  "timeout_ms",
+  "demo",
+]);
 
 type ChatBody = z.infer<typeof ChatCompletionsSchema>;
 
@@ -83,6 +104,15 @@ export function parseChatBody(body: unknown): { request: GenerationRequest; body
   if (b.on_disconnect != null) candidate.on_disconnect = b.on_disconnect;
   if (b.timeout_ms != null) candidate.timeout_ms = b.timeout_ms;
   if (b.demo != null) candidate.demo = b.demo;
+  const extra: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(b)) {
+    if (value === null || value === undefined || TYPED.has(key) || NOT_FORWARDED.has(key)) continue;
+    extra[key] = value;
+  }
+  // stream_options other than include_usage (which this façade answers itself) are forwarded.
+  const { include_usage: _, ...streamOptions } = b.stream_options ?? {};
+  if (Object.keys(streamOptions).length > 0) extra.stream_options = streamOptions;
+  if (Object.keys(extra).length > 0) candidate.upstream_extra = extra;
   const g = GenerationRequestSchema.safeParse(candidate);
   if (!g.success) {
     const first = g.error.issues[0];
@@ -152,6 +182,19 @@ export function registerOpenAI(app: FastifyInstance, deps: DoorDeps): void {
     if (completion.error) return sendOpenAIError(reply, completion.error);
     return reply.type("application/json").send(completion.body);
   });
+
+  // OpenAI's `models.retrieve`: a model id may hold slashes (`org/model`), hence the wildcard.
+  app.get("/v1/models/*", { errorHandler }, async (req, reply) => {
+    const id = (req.params as { "*": string })["*"];
+    const route = routes.list().find((r) => r.name === id);
+    if (!route) {
+      return sendOpenAIError(
+        reply,
+        new SErr("model_not_found", `The model ${quoteInput(id, 256)} does not exist`, { param: "model" }),
+      );
+    }
+    return { id: route.name, object: "model", created: 0, owned_by: route.owned_by };
+  });
 }
 
 /** Reads a finished generation and builds the `chat.completion` object OpenAI answers with. */
@@ -160,7 +203,11 @@ async function assembleCompletion(
   info: StreamInfo,
 ): Promise<{ body?: Record<string, unknown>; error?: SluiceError }> {
   let content = "";
+  let refusal: string | null = null;
+  const logprobs: { content?: unknown[]; refusal?: unknown[] } = {};
+  const upstream: { service_tier?: string; system_fingerprint?: string } = {};
   let reasoning = "";
+  let audio: { id: string; data: Buffer[]; expires_at: number; transcript: string } | undefined;
   const calls = new Map<
     number,
     { id: string; type: "function"; function: { name: string; arguments: string } }
@@ -174,11 +221,30 @@ async function assembleCompletion(
       const ev = JSON.parse(rec.data) as Record<string, unknown>;
       switch (ev.type) {
         case "text-delta":
-          content += ev.delta as string;
+          if (ev.refusal === true) refusal = (refusal ?? "") + (ev.delta as string);
+          else content += ev.delta as string;
+          if (Array.isArray(ev.logprobs)) {
+            const key = ev.refusal === true ? "refusal" : "content";
+            const list = logprobs[key] ?? [];
+            for (const entry of ev.logprobs) list.push(entry);
+            logprobs[key] = list;
+          }
           break;
         case "reasoning-delta":
           reasoning += ev.delta as string;
           break;
+        case "data": {
+          // Audio pieces (`delta.audio`) join into `message.audio` as OpenAI's own answer has it.
+          if (ev.name !== "openai-audio" || typeof ev.value !== "object" || ev.value === null) break;
+          const piece = ev.value as Record<string, unknown>;
+          audio ??= { id: "", data: [], expires_at: 0, transcript: "" };
+          if (typeof piece.id === "string") audio.id = piece.id;
+          if (typeof piece.expires_at === "number") audio.expires_at = piece.expires_at;
+          // Each piece is base64 on its own (padded): join the bytes, not the text.
+          if (typeof piece.data === "string") audio.data.push(Buffer.from(piece.data, "base64"));
+          if (typeof piece.transcript === "string") audio.transcript += piece.transcript;
+          break;
+        }
         case "tool-call-delta": {
           const index = (ev.index as number | undefined) ?? 0;
           const call = calls.get(index) ?? {
@@ -213,6 +279,8 @@ async function assembleCompletion(
           };
           break;
         case "finish":
+          if (typeof ev.service_tier === "string") upstream.service_tier = ev.service_tier;
+          if (typeof ev.system_fingerprint === "string") upstream.system_fingerprint = ev.system_fingerprint;
           finish = {
             stop: "stop",
             length: "length",
@@ -236,10 +304,11 @@ async function assembleCompletion(
   const toolCalls = [...calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
   const message: Record<string, unknown> = {
     role: "assistant",
-    content: toolCalls.length > 0 && content === "" ? null : content,
-    refusal: null,
+    content: (toolCalls.length > 0 || refusal !== null || audio) && content === "" ? null : content,
+    refusal,
   };
   if (reasoning !== "") message.reasoning_content = reasoning;
+  if (audio) message.audio = { ...audio, data: Buffer.concat(audio.data).toString("base64") };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
   return {
     body: {
@@ -247,7 +316,18 @@ async function assembleCompletion(
       object: "chat.completion",
       created: Math.floor(Date.parse(info.created_at) / 1000),
       model: info.model,
-      choices: [{ index: 0, message, logprobs: null, finish_reason: finish }],
+      ...upstream,
+      choices: [
+        {
+          index: 0,
+          message,
+          logprobs:
+            logprobs.content || logprobs.refusal
+              ? { content: logprobs.content ?? null, refusal: logprobs.refusal ?? null }
+              : null,
+          finish_reason: finish,
+        },
+      ],
       ...(usage ? { usage } : {}),
     },
   };

@@ -43,7 +43,28 @@ interface AnthropicMessage {
   content: string | Block[];
 }
 
-/** Chat Completions-style messages → Messages API `system` + `messages`. */
+function refuse(param: string, message: string): never {
+  throw new SluiceError("invalid_request", `${message} (not supported on Anthropic routes)`, { param });
+}
+
+/** `data:<media type>;base64,<data>` → its parts. */
+const DATA_URL_RE = /^data:([\w.+-]+\/[\w.+-]+);base64,(.*)$/s;
+
+/** A Chat Completions content part → a Messages API content block (text and images). */
+function toBlock(part: Record<string, unknown>, param: string): Block {
+  if (part.type === "text") return { type: "text", text: typeof part.text === "string" ? part.text : "" };
+  if (part.type === "image_url") {
+    const image = isRecord(part.image_url) ? part.image_url : {};
+    const url = typeof image.url === "string" ? image.url : "";
+    const data = DATA_URL_RE.exec(url);
+    if (data) return { type: "image", source: { type: "base64", media_type: data[1], data: data[2] } };
+    if (/^https?:\/\//i.test(url)) return { type: "image", source: { type: "url", url } };
+    refuse(`${param}.image_url.url`, "an image must be an http(s) URL or a base64 data: URL");
+  }
+  refuse(`${param}.type`, `content part type ${JSON.stringify(String(part.type)).slice(0, 60)}`);
+}
+
+/** Chat Completions-style messages → Messages API `system` + `messages` (text and image parts). */
 export function toAnthropicMessages(messages: Message[]): { system?: string; messages: AnthropicMessage[] } {
   const system: string[] = [];
   const out: AnthropicMessage[] = [];
@@ -52,17 +73,23 @@ export function toAnthropicMessages(messages: Message[]): { system?: string; mes
     if (last && last.role === role && Array.isArray(last.content)) last.content.push(...blocks);
     else out.push({ role, content: blocks });
   };
-  for (const m of messages) {
+  messages.forEach((m, i) => {
+    const parts = Array.isArray(m.content) ? (m.content as Record<string, unknown>[]) : undefined;
+    const textOnly = !parts || parts.every((p) => p.type === "text");
     const text = messageText(m);
-    if (m.role === "system" || m.role === "developer") {
-      if (text) system.push(text);
-      continue;
+    if (m.role === "system" || m.role === "developer" || m.role === "tool") {
+      // Anthropic takes only text here: an image in a system or tool message cannot be honoured.
+      if (!textOnly) refuse(`messages.${i}.content`, `non-text content in a ${m.role} message`);
+      if (m.role === "tool")
+        push("user", [{ type: "tool_result", tool_use_id: m.tool_call_id ?? "", content: text }]);
+      else if (text) system.push(text);
+      return;
     }
-    if (m.role === "tool") {
-      push("user", [{ type: "tool_result", tool_use_id: m.tool_call_id ?? "", content: text }]);
-      continue;
-    }
-    const blocks: Block[] = text ? [{ type: "text", text }] : [];
+    const blocks: Block[] = textOnly
+      ? text
+        ? [{ type: "text", text }]
+        : []
+      : (parts ?? []).map((p, k) => toBlock(p, `messages.${i}.content.${k}`));
     if (m.role === "assistant" && Array.isArray(m.tool_calls)) {
       for (const c of m.tool_calls as { id?: string; function?: { name?: string; arguments?: string } }[]) {
         let input: unknown = {};
@@ -75,8 +102,85 @@ export function toAnthropicMessages(messages: Message[]): { system?: string; mes
       }
     }
     if (blocks.length > 0) push(m.role === "assistant" ? "assistant" : "user", blocks);
-  }
+  });
   return { ...(system.length ? { system: system.join("\n\n") } : {}), messages: out };
+}
+
+/** OpenAI `reasoning_effort` → an extended-thinking budget, in tokens (Anthropic's minimum is 1024). */
+export const THINKING_BUDGET: Record<string, number> = {
+  minimal: 1024,
+  low: 2048,
+  medium: 8192,
+  high: 16384,
+  xhigh: 32768,
+};
+
+/** Values of OpenAI fields that ask for nothing (their defaults): honoured by sending nothing. */
+const NO_OP: Record<string, unknown> = {
+  frequency_penalty: 0,
+  presence_penalty: 0,
+  logprobs: false,
+  store: false,
+  parallel_tool_calls: true,
+};
+
+/**
+ * What the request's `upstream_extra` (the OpenAI fields Sluice forwards) becomes in a Messages
+ * API body; throws `invalid_request` naming the first field that has no mapping.
+ */
+export function mapExtra(request: ProviderRequest, defaultMaxTokens: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const extra = request.upstream_extra ?? {};
+  for (const [key, value] of Object.entries(extra)) {
+    if (key in NO_OP && NO_OP[key] === value) continue;
+    switch (key) {
+      case "max_tokens":
+      case "max_completion_tokens":
+        break; // already request.max_tokens
+      case "top_k":
+        if (typeof value !== "number") refuse(key, "top_k must be a number");
+        out.top_k = value;
+        break;
+      case "user":
+        if (typeof value !== "string") refuse(key, "user must be a string");
+        out.metadata = { user_id: value };
+        break;
+      case "parallel_tool_calls":
+        // false (true is NO_OP): Anthropic's tool_choice.disable_parallel_tool_use.
+        out.disable_parallel_tool_use = true;
+        break;
+      case "service_tier":
+        if (value !== "auto") refuse(key, `service_tier ${JSON.stringify(value)}`);
+        out.service_tier = "auto";
+        break;
+      case "reasoning_effort": {
+        if (value === "none") break;
+        const budget = typeof value === "string" ? THINKING_BUDGET[value] : undefined;
+        if (budget === undefined) refuse(key, `reasoning_effort ${JSON.stringify(value)}`);
+        // OpenAI's limit counts reasoning too: the budget fits inside it (Anthropic wants max_tokens > budget).
+        const limit = request.max_tokens;
+        const fitted = limit === undefined ? budget : Math.min(budget, limit - 1);
+        if (fitted < 1024) refuse(key, "thinking needs max_completion_tokens above 1024");
+        out.thinking = { type: "enabled", budget_tokens: fitted };
+        if (limit === undefined) out.max_tokens = defaultMaxTokens + fitted;
+        break;
+      }
+      case "response_format": {
+        const format = isRecord(value) ? value : {};
+        if (format.type === "text") break;
+        const js = isRecord(format.json_schema) ? format.json_schema : undefined;
+        if (format.type === "json_schema" && js && isRecord(js.schema)) {
+          out.output_config = { format: { type: "json_schema", schema: js.schema } };
+          break;
+        }
+        refuse(key, `response_format ${JSON.stringify(format.type ?? null)} (use json_schema with a schema)`);
+        break;
+      }
+      default:
+        refuse(key, `${key}`);
+    }
+  }
+  return out;
 }
 
 function mapToolChoice(choice: unknown): unknown {
@@ -151,9 +255,24 @@ export class AnthropicProvider implements Provider {
       }));
       const choice = mapToolChoice(request.tool_choice);
       if (choice !== undefined) body.tool_choice = choice;
+      else if (request.tool_choice !== undefined && request.tool_choice !== null)
+        refuse("tool_choice", "this tool_choice (use auto, none, required or a function name)");
+    }
+    const { disable_parallel_tool_use, ...mapped } = mapExtra(request, this.#defaultMaxTokens);
+    Object.assign(body, mapped);
+    if (disable_parallel_tool_use === true && request.tools?.length) {
+      body.tool_choice = {
+        ...((body.tool_choice as Block | undefined) ?? { type: "auto" }),
+        disable_parallel_tool_use: true,
+      };
     }
     if (request.demo !== undefined) body.demo = request.demo; // understood by `sluice mock-upstream`
     return body;
+  }
+
+  /** Refuses what has no Messages API mapping (buildBody would throw the same, later). */
+  check(request: ProviderRequest): void {
+    this.buildBody(request);
   }
 
   async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {

@@ -38,6 +38,9 @@ export interface OpenAICompatibleOptions {
 
 const LIST_MODELS_TIMEOUT_MS = 15_000;
 
+/** The `data` event name of an OpenAI `delta.audio` piece (formats/openai.ts reads it back). */
+export const OPENAI_AUDIO = "openai-audio";
+
 export class OpenAICompatibleProvider implements Provider {
   readonly name: string;
   readonly #baseUrl: string;
@@ -61,13 +64,20 @@ export class OpenAICompatibleProvider implements Provider {
     return this.#http.redact(text);
   }
 
-  /** The JSON body sent upstream for a request (exported for tests and debugging). */
+  /**
+   * The JSON body sent upstream for a request (exported for tests and debugging): the request's
+   * `upstream_extra` fields verbatim, then the fields Sluice owns (model, messages, the typed
+   * parameters, streaming) on top.
+   */
   buildBody(request: ProviderRequest): Record<string, unknown> {
-    const body: Record<string, unknown> = {
-      model: request.upstream_model,
-      messages: request.messages,
-    };
-    if (request.max_tokens !== undefined) body.max_tokens = request.max_tokens;
+    const extra = request.upstream_extra ?? {};
+    const body: Record<string, unknown> = { ...extra };
+    body.model = request.upstream_model;
+    body.messages = request.messages;
+    // The client's own name for the limit wins (reasoning models refuse `max_tokens`); without
+    // one (a /v1/streams request), `max_tokens`.
+    const namedLimit = "max_tokens" in extra || "max_completion_tokens" in extra;
+    if (request.max_tokens !== undefined && !namedLimit) body.max_tokens = request.max_tokens;
     if (request.temperature !== undefined) body.temperature = request.temperature;
     if (request.top_p !== undefined) body.top_p = request.top_p;
     if (request.stop !== undefined) body.stop = request.stop;
@@ -75,7 +85,8 @@ export class OpenAICompatibleProvider implements Provider {
     if (request.tool_choice !== undefined) body.tool_choice = request.tool_choice;
     if (request.demo !== undefined) body.demo = request.demo;
     body.stream = true;
-    body.stream_options = { include_usage: true };
+    const streamOptions = isRecord(extra.stream_options) ? extra.stream_options : {};
+    body.stream_options = { ...streamOptions, include_usage: true };
     return body;
   }
 
@@ -180,6 +191,8 @@ class ChunkState {
   constructor(private readonly redact: (text: string) => string) {}
   finishReason: FinishReason | undefined;
   #usage: UsageEvent | undefined;
+  #fingerprint: string | undefined;
+  #serviceTier: string | undefined;
   readonly #tools = new Map<number, ToolCallState>();
   #lastToolIndex = 0;
 
@@ -195,6 +208,9 @@ class ChunkState {
       throw new SluiceError("upstream_error", this.redact(`upstream error: ${msg}`));
     }
     if (isRecord(chunk.usage)) this.#usage = mapUsage(chunk.usage);
+    // Said on every chunk; kept for the finish event (the last value wins).
+    if (typeof chunk.system_fingerprint === "string") this.#fingerprint = chunk.system_fingerprint;
+    if (typeof chunk.service_tier === "string") this.#serviceTier = chunk.service_tier;
 
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     const choice = choices.find((c): c is Record<string, unknown> => isRecord(c) && (c.index ?? 0) === 0);
@@ -203,8 +219,22 @@ class ChunkState {
     if (delta) {
       const reasoning = nonEmptyString(delta.reasoning_content) ?? nonEmptyString(delta.reasoning);
       if (reasoning !== undefined) yield { type: "reasoning-delta", delta: reasoning };
+      const logprobs = isRecord(choice.logprobs) ? choice.logprobs : undefined;
       const content = nonEmptyString(delta.content);
-      if (content !== undefined) yield { type: "text-delta", delta: content };
+      if (content !== undefined) {
+        const lp = Array.isArray(logprobs?.content) ? logprobs.content : undefined;
+        yield lp
+          ? { type: "text-delta", delta: content, logprobs: lp }
+          : { type: "text-delta", delta: content };
+      }
+      // Audio output (`modalities: ["audio"]`): OpenAI-specific, kept whole as application data;
+      // the openai format gives it back as `delta.audio`, other formats as a `data` part.
+      if (isRecord(delta.audio)) yield { type: "data", name: OPENAI_AUDIO, value: delta.audio };
+      const refusal = nonEmptyString(delta.refusal);
+      if (refusal !== undefined) {
+        const lp = Array.isArray(logprobs?.refusal) ? logprobs.refusal : undefined;
+        yield { type: "text-delta", delta: refusal, refusal: true, ...(lp ? { logprobs: lp } : {}) };
+      }
       if (Array.isArray(delta.tool_calls)) {
         for (const fragment of delta.tool_calls) {
           if (!isRecord(fragment)) continue;
@@ -285,7 +315,12 @@ class ChunkState {
       yield event;
     }
     if (this.#usage) yield this.#usage;
-    yield { type: "finish", reason: this.finishReason ?? "stop" };
+    yield {
+      type: "finish",
+      reason: this.finishReason ?? "stop",
+      ...(this.#fingerprint !== undefined ? { system_fingerprint: this.#fingerprint } : {}),
+      ...(this.#serviceTier !== undefined ? { service_tier: this.#serviceTier } : {}),
+    };
   }
 }
 

@@ -52,4 +52,10 @@ export interface Provider {
    * up front), counted against the memory budget before the generation is admitted.
    */
   plannedBytes?(request: ProviderRequest): number;
+  /**
+   * Refuses, before the generation starts, a request this provider cannot honour (a field of
+   * `upstream_extra` it has no mapping for): throws SluiceError `invalid_request` naming the
+   * field in `details.param`, so nothing the client asked for is dropped silently.
+   */
+  check?(request: ProviderRequest): void;
 }

@@ -1019,13 +1019,161 @@ function chooseTool(request: GenerationRequest): { name: string; parameters: unk
     : { name: "get_weather", parameters: undefined };
 }
 
+// ─── Structured outputs: values that conform to a JSON Schema ────────────────────────────────
+
+type Schema = Record<string, unknown>;
+
+/** The schema of `response_format: {type: "json_schema", json_schema: {schema}}`, if the request has one. */
+export function responseSchema(request: GenerationRequest): Schema | undefined {
+  const format = request.upstream_extra?.response_format as
+    | { type?: unknown; json_schema?: unknown }
+    | undefined;
+  if (!format || typeof format !== "object" || format.type !== "json_schema") return undefined;
+  const js = format.json_schema as { schema?: unknown } | undefined;
+  const schema = js && typeof js === "object" ? js.schema : undefined;
+  return schema && typeof schema === "object" && !Array.isArray(schema) ? (schema as Schema) : {};
+}
+
+/** Whether the request asks for JSON (`response_format` json_object or json_schema). */
+function wantsJson(request: GenerationRequest): boolean {
+  const type = (request.upstream_extra?.response_format as { type?: unknown } | undefined)?.type;
+  return type === "json_object" || type === "json_schema";
+}
+
+const MAX_SCHEMA_DEPTH = 8;
+const MAX_ARRAY_ITEMS = 20;
+/** Bounds on what one answer may build, whatever the schema asks (it comes from the request). */
+const MAX_SCHEMA_VALUES = 2000;
+const MAX_STRING_CHARS = 64 * 1024;
+
+interface SchemaWalk {
+  root: Schema;
+  t: Topic;
+  rng: Rng;
+  /** Values left to build: past it, everything is null (bounded, if no longer conforming). */
+  left: number;
+  /** String characters left (minLength padding draws on it). */
+  chars: number;
+}
+
+/** `#`, `#/$defs/X`, `#/definitions/X` (what zod-to-json-schema and Pydantic emit). */
+function resolveRef(ref: string, root: Schema): Schema {
+  if (ref === "#") return root;
+  const m = /^#\/(\$defs|definitions)\/(.+)$/.exec(ref);
+  const defs = m ? (root[m[1] as string] as Record<string, unknown> | undefined) : undefined;
+  let key = (m?.[2] ?? "").replace(/~1/g, "/").replace(/~0/g, "~");
+  try {
+    key = decodeURIComponent(key);
+  } catch {
+    // Not percent-encoded after all: the name as written.
+  }
+  const target = m && defs ? defs[key] : undefined;
+  return target && typeof target === "object" ? (target as Schema) : {};
+}
+
+/**
+ * A value that conforms to `schema` (the subset structured outputs use: type, object properties
+ * and required, array items with minItems/maxItems, string/number/integer/boolean/null, enum,
+ * const, anyOf/oneOf, $ref to $defs/definitions, string min/maxLength, number bounds). Every
+ * property is filled, so `required` and `additionalProperties: false` both hold.
+ */
+function schemaValue(schema: unknown, w: SchemaWalk, name: string, depth = 0): unknown {
+  // A schema that recurses through required properties (or asks for more than an answer holds)
+  // has no small instance: stop building rather than run out of stack or memory.
+  if (w.left <= 0 || depth > 2 * MAX_SCHEMA_DEPTH) return null;
+  w.left--;
+  const { root, t, rng } = w;
+  let s = (schema && typeof schema === "object" ? schema : {}) as Schema;
+  for (let hops = 0; typeof s.$ref === "string" && hops < 16; hops++) s = resolveRef(s.$ref, root);
+  if ("const" in s) return s.const;
+  if (Array.isArray(s.enum) && s.enum.length) return rng.pick(s.enum);
+  const options = (Array.isArray(s.anyOf) ? s.anyOf : Array.isArray(s.oneOf) ? s.oneOf : undefined) as
+    | unknown[]
+    | undefined;
+  if (options?.length) {
+    // Prefer a branch that is not plain null, so the answer carries something.
+    const real = options.filter((o) => (o as Schema | undefined)?.type !== "null");
+    return schemaValue(rng.pick(real.length ? real : options), w, name, depth + 1);
+  }
+  if (Array.isArray(s.allOf) && s.allOf.length) return schemaValue(s.allOf[0], w, name, depth + 1);
+  const types = Array.isArray(s.type) ? s.type : s.type !== undefined ? [s.type] : [];
+  const type =
+    types.find((x) => x !== "null") ?? types[0] ?? (s.properties ? "object" : s.items ? "array" : "string");
+  const num = (k: string) => (typeof s[k] === "number" ? (s[k] as number) : undefined);
+  switch (type) {
+    case "null":
+      return null;
+    case "boolean":
+      return rng.chance(0.5);
+    case "integer": {
+      const exMin = num("exclusiveMinimum");
+      const exMax = num("exclusiveMaximum");
+      const hi = num("maximum") ?? (exMax !== undefined ? Math.ceil(exMax) - 1 : undefined);
+      const min = Math.ceil(
+        num("minimum") ?? (exMin !== undefined ? Math.floor(exMin) + 1 : Math.min(1, hi ?? 1)),
+      );
+      const max = Math.floor(hi ?? min + 99);
+      return max >= min ? rng.int(min, max) : min;
+    }
+    case "number": {
+      const hi = num("maximum") ?? num("exclusiveMaximum");
+      const min = num("minimum") ?? num("exclusiveMinimum") ?? Math.min(0, (hi ?? 0) - 100);
+      const max = hi ?? min + 100;
+      // Strictly inside (min, max) when there is room, so exclusive bounds hold too.
+      const v = Math.round((min + (max - min) * (0.05 + 0.9 * rng.float())) * 100) / 100;
+      return v > min && v < max ? v : (min + max) / 2;
+    }
+    case "array": {
+      const minItems = Math.min(num("minItems") ?? 1, MAX_ARRAY_ITEMS);
+      const maxItems = Math.max(minItems, Math.min(num("maxItems") ?? minItems + 2, MAX_ARRAY_ITEMS));
+      const n = depth >= MAX_SCHEMA_DEPTH ? minItems : rng.int(minItems, maxItems);
+      const items = Array.isArray(s.items) ? undefined : s.items;
+      return Array.from({ length: n }, (_, i) => schemaValue(items, w, t.keywords[i] ?? name, depth + 1));
+    }
+    case "object": {
+      const out: Record<string, unknown> = {};
+      const props = (s.properties && typeof s.properties === "object" ? s.properties : {}) as Record<
+        string,
+        unknown
+      >;
+      const required = new Set(Array.isArray(s.required) ? (s.required as string[]) : []);
+      for (const [key, sub] of Object.entries(props)) {
+        // Deep down, only what is required (a recursive schema must end somewhere).
+        if (depth >= MAX_SCHEMA_DEPTH && !required.has(key)) continue;
+        out[key] = schemaValue(sub, w, key, depth + 1);
+      }
+      return out;
+    }
+    default: {
+      let v = String(valueFor(name, { type: "string" }, t, rng, depth));
+      const format = s.format;
+      if (format === "date") v = `2025-0${rng.int(1, 9)}-1${rng.int(0, 9)}`;
+      else if (format === "date-time")
+        v = `2025-0${rng.int(1, 9)}-1${rng.int(0, 9)}T1${rng.int(0, 9)}:00:00Z`;
+      else if (format === "email") v = "user@example.com";
+      else if (format === "uri" || format === "url") v = `https://example.com/${t.ident}`;
+      else if (format === "uuid") v = "123e4567-e89b-42d3-a456-426614174000";
+      const maxLength = num("maxLength");
+      const minLength = Math.min(num("minLength") ?? 0, Math.max(0, w.chars));
+      if (maxLength !== undefined && v.length > maxLength) v = v.slice(0, maxLength);
+      if (v.length < minLength) v = v.padEnd(minLength, "x");
+      w.chars -= v.length;
+      return v;
+    }
+  }
+}
+
 // ─── The plan ────────────────────────────────────────────────────────────────────────────────
 
-/** Without `demo.kind`: a tool call when the request requires one, else Markdown. */
+/**
+ * Without `demo.kind`: a tool call when the request requires one, else JSON when
+ * `response_format` asks for it, else Markdown.
+ */
 function inferKind(request: GenerationRequest): DemoKind {
   const choice = request.tool_choice;
   const required = choice === "required" || (typeof choice === "object" && choice !== null);
-  return request.tools?.length && required ? "tool-call" : DEMO_DEFAULTS.kind;
+  if (request.tools?.length && required) return "tool-call";
+  return wantsJson(request) ? "json" : DEMO_DEFAULTS.kind;
 }
 
 function countWords(text: string): number {
@@ -1045,7 +1193,9 @@ function countWords(text: string): number {
 export function planDemo(request: GenerationRequest): DemoPlan {
   const demo = request.demo ?? {};
   const prompt = lastUserText(request.messages);
-  const seed = demo.seed ?? hashString(prompt);
+  // OpenAI's `seed` (forwarded in upstream_extra) works as `demo.seed` does.
+  const openaiSeed = request.upstream_extra?.seed;
+  const seed = demo.seed ?? (Number.isSafeInteger(openaiSeed) ? (openaiSeed as number) : hashString(prompt));
   const kind = demo.kind ?? inferKind(request);
   const pacing: DemoPacing = {
     ttft_ms: demo.ttft_ms ?? DEMO_DEFAULTS.ttft_ms,
@@ -1066,9 +1216,24 @@ export function planDemo(request: GenerationRequest): DemoPlan {
     case "markdown":
       for (const delta of markdownTokens(topic, length, rng)) events.push({ type: "text-delta", delta });
       break;
-    case "json":
-      for (const delta of jsonTokens(topic, length, rng, seed)) events.push({ type: "text-delta", delta });
+    case "json": {
+      const schema = responseSchema(request);
+      // A schema's answer is as long as the value it needs, unless `demo.length` asks otherwise.
+      const fromSchema = (schema: Schema) => {
+        const walk: SchemaWalk = {
+          root: schema,
+          t: topic,
+          rng,
+          left: MAX_SCHEMA_VALUES,
+          chars: MAX_STRING_CHARS,
+        };
+        const tokens = tokenize(JSON.stringify(schemaValue(schema, walk, "value"), null, 2));
+        return demo.length !== undefined ? resizeTo(tokens, demo.length, rng) : tokens;
+      };
+      const tokens = schema !== undefined ? fromSchema(schema) : jsonTokens(topic, length, rng, seed);
+      for (const delta of tokens) events.push({ type: "text-delta", delta });
       break;
+    }
     case "reasoning": {
       const thinking = Math.round(length * thinkingShare);
       for (const delta of reasoningTokens(topic, thinking, rng))
