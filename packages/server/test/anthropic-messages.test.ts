@@ -279,6 +279,53 @@ describe("POST /v1/messages with @anthropic-ai/sdk", () => {
   });
 });
 
+describe("POST /v1/messages: heartbeat and leaving", () => {
+  it("an idle stream gets Anthropic ping events", async () => {
+    const quick = await startSluice({ sse: { heartbeat_ms: 100 } } as never);
+    try {
+      const ac = new AbortController();
+      const res = await fetch(`${quick.url}/v1/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        signal: ac.signal,
+        body: JSON.stringify({
+          model: "demo",
+          max_tokens: 100,
+          stream: true,
+          messages: [{ role: "user", content: "hi" }],
+          demo: demo({ ttft_ms: 60_000 }),
+        }),
+      });
+      expect(res.status).toBe(200);
+      const msgs = await readSse(res, (m) => (m.event === "ping" ? "stop" : undefined));
+      ac.abort();
+      expect(msgs.map((m) => m.event)).toEqual(["message_start", "ping"]);
+      expect(JSON.parse(msgs[1]?.data as string)).toEqual({ type: "ping" });
+    } finally {
+      await quick.close();
+    }
+  });
+
+  it("on_disconnect: cancel — the SDK aborting cancels the generation", async () => {
+    const stream = client.messages.stream({
+      model: "demo",
+      max_tokens: 1000,
+      messages: [{ role: "user", content: "Explain durable streams" }],
+      on_disconnect: "cancel",
+      demo: demo({ length: 2000, tokens_per_s: 100 }),
+    } as Anthropic.MessageStreamParams);
+    let n = 0;
+    stream.on("text", () => {
+      if (++n === 3) stream.abort();
+    });
+    const { response } = await stream.withResponse();
+    const id = response.headers.get("sluice-stream-id") as string;
+    await expect(stream.finalMessage()).rejects.toThrow(/abort/i);
+    const info = await waitForStatus(s.url, id, (st) => st !== "running");
+    expect(info.status).toBe("cancelled");
+  });
+});
+
 describe("POST /v1/messages errors, in Anthropic's shape", () => {
   it("a bad request is a 400 invalid_request_error the SDK raises as BadRequestError", async () => {
     const err = await client.messages
