@@ -19,11 +19,23 @@ export interface TextDeltaEvent {
   refusal?: true;
   /** The upstream's log probabilities for this piece, when asked for (OpenAI's `logprobs.content` entries). */
   logprobs?: unknown[];
+  /**
+   * Position of the content block this event belongs to, for formats that number blocks
+   * (Anthropic's): a run of text or of reasoning deltas is one block, each tool call one. Set by
+   * the runner; absent when 0.
+   */
+  block?: number;
 }
 
 export interface ReasoningDeltaEvent {
   type: "reasoning-delta";
   delta: string;
+  /**
+   * Position of the content block this event belongs to, for formats that number blocks
+   * (Anthropic's): a run of text or of reasoning deltas is one block, each tool call one. Set by
+   * the runner; absent when 0.
+   */
+  block?: number;
 }
 
 export interface ToolCallDeltaEvent {
@@ -33,6 +45,12 @@ export interface ToolCallDeltaEvent {
   args_delta: string;
   /** Position of this call among the generation's tool calls (0-based; set by the runner). */
   index?: number;
+  /**
+   * Position of the content block this event belongs to, for formats that number blocks
+   * (Anthropic's): a run of text or of reasoning deltas is one block, each tool call one. Set by
+   * the runner; absent when 0.
+   */
+  block?: number;
 }
 
 export interface ToolCallEvent {
@@ -42,6 +60,12 @@ export interface ToolCallEvent {
   args: unknown;
   /** Position of this call among the generation's tool calls (0-based; set by the runner). */
   index?: number;
+  /**
+   * Position of the content block this event belongs to, for formats that number blocks
+   * (Anthropic's): a run of text or of reasoning deltas is one block, each tool call one. Set by
+   * the runner; absent when 0.
+   */
+  block?: number;
 }
 
 export interface DataEvent {

@@ -601,6 +601,7 @@ export const DOORS: Door[] = [
   longPollDoor,
   sseDoor("sse-openai", "openai"),
   sseDoor("sse-ai-sdk", "ai-sdk"),
+  sseDoor("sse-anthropic", "anthropic"),
   dsSseDoor,
   dsLongPollDoor,
   wsDoor,

@@ -4,10 +4,12 @@
  * restarted — a reader attached after seq k gets exactly the bytes of records k+1… of the full
  * encoding: the same bytes for everyone, wherever they started.
  */
+import { MessageStream } from "@anthropic-ai/sdk/lib/MessageStream";
 import type { SluiceEvent } from "@sluice/protocol";
 import { describe, expect, it } from "vitest";
 import { Hub, type Sink } from "../src/core/hub.js";
 import { sseAiSdk } from "../src/formats/ai-sdk.js";
+import { sseAnthropic } from "../src/formats/anthropic.js";
 import type { Codec } from "../src/formats/codec.js";
 import { lite } from "../src/formats/codec.js";
 import { sseOpenAIUsage } from "../src/formats/openai.js";
@@ -38,13 +40,13 @@ const EVENTS: SluiceEvent[] = [
   { type: "start", model: "demo", created_at: "2026-01-01T00:00:00.000Z" },
   { type: "reasoning-delta", delta: "think " },
   { type: "reasoning-delta", delta: "hard" },
-  { type: "text-delta", delta: "Hello" },
-  { type: "text-delta", delta: ", " },
-  { type: "text-delta", delta: "world" },
-  { type: "tool-call-delta", id: "c1", name: "f", args_delta: '{"a"', index: 0 },
-  { type: "tool-call-delta", id: "c1", args_delta: ":1}", index: 0 },
-  { type: "tool-call", id: "c1", name: "f", args: { a: 1 }, index: 0 },
-  { type: "text-delta", delta: "again" },
+  { type: "text-delta", delta: "Hello", block: 1 },
+  { type: "text-delta", delta: ", ", block: 1 },
+  { type: "text-delta", delta: "world", block: 1 },
+  { type: "tool-call-delta", id: "c1", name: "f", args_delta: '{"a"', index: 0, block: 2 },
+  { type: "tool-call-delta", id: "c1", args_delta: ":1}", index: 0, block: 2 },
+  { type: "tool-call", id: "c1", name: "f", args: { a: 1 }, index: 0, block: 2 },
+  { type: "text-delta", delta: "again", block: 3 },
   { type: "usage", input_tokens: 3, output_tokens: 9, total_tokens: 12 },
   { type: "finish", reason: "tool-calls" },
 ];
@@ -75,6 +77,7 @@ const tick = () => new Promise((r) => setImmediate(r));
 describe.each([
   ["sse:openai-usage", sseOpenAIUsage],
   ["sse:ai-sdk", sseAiSdk],
+  ["sse:anthropic", sseAnthropic],
 ])("%s through the hub", (_name, codec) => {
   it("readers attached at every offset, live and after the end, get the exact suffix", async () => {
     const { store, info } = await setup();
@@ -100,7 +103,7 @@ describe.each([
     }
   });
 
-  it("the encoding is a valid stream of its format", () => {
+  it.runIf(codec !== sseAnthropic)("the encoding is a valid stream of its format", () => {
     const ref = reference(codec, {
       id: "st_codec",
       created_at: "2026-01-01T00:00:00.000Z",
@@ -152,5 +155,65 @@ describe.each([
       });
       expect(tools[1]).toEqual({ index: 0, function: { arguments: ":1}" } });
     }
+  });
+});
+
+describe("sse:anthropic is a valid Anthropic Messages stream", () => {
+  it("the SDK's accumulator builds the message the log describes", async () => {
+    const ref = reference(sseAnthropic, {
+      id: "st_codec",
+      created_at: "2026-01-01T00:00:00.000Z",
+      model: "demo",
+    }).join("");
+    const events = ref
+      .split("\n\n")
+      .filter((b) => b.trim() !== "")
+      .map((b) => {
+        const name = /^event: (.*)$/m.exec(b)?.[1];
+        const data = JSON.parse(/^data: (.*)$/m.exec(b)?.[1] as string) as { type: string };
+        expect(data.type).toBe(name); // every event names itself: the SDK drops data without event
+        return data;
+      });
+    expect(events.map((e) => e.type)).toEqual([
+      "message_start",
+      "content_block_start",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "content_block_start",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "content_block_start",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "content_block_start",
+      "content_block_delta",
+      "content_block_stop",
+      "message_delta",
+      "message_stop",
+    ]);
+    // The SDK's own MessageStream over these events (as JSON lines, its readable-stream form).
+    const body = new ReadableStream({
+      start(c) {
+        for (const e of events) c.enqueue(new TextEncoder().encode(`${JSON.stringify(e)}\n`));
+        c.close();
+      },
+    });
+    const msg = await MessageStream.fromReadableStream(body).finalMessage();
+    expect(msg).toMatchObject({
+      id: "msg_st_codec",
+      model: "demo",
+      stop_reason: "tool_use",
+      usage: { input_tokens: 3, output_tokens: 9 },
+      content: [
+        { type: "thinking", thinking: "think hard" },
+        { type: "text", text: "Hello, world" },
+        { type: "tool_use", id: "c1", name: "f", input: { a: 1 } },
+        { type: "text", text: "again" },
+      ],
+    });
   });
 });

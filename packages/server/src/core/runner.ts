@@ -511,8 +511,38 @@ class EventShaper {
   /** Whether the last shaped event counted as an output token. */
   counted = false;
   private readonly toolIndex = new Map<string, number>();
+  /** Content blocks (formats/anthropic.ts): the last one opened, the run it is, each call's. */
+  private blocks = -1;
+  private run: string | undefined;
+  private readonly toolBlock = new Map<string, number>();
 
   constructor(private readonly maxTokens: number | undefined) {}
+
+  /**
+   * The content block of a delta or call: a run of text (or reasoning) deltas is one block, each
+   * tool call one; any other event ends a run. A pure function of the events appended before, so
+   * the codec reading `block` gives every reader the same bytes.
+   */
+  private blockOf(ev: ProviderEvent): number | undefined {
+    if (ev.type === "text-delta" || ev.type === "reasoning-delta") {
+      if (this.run !== ev.type) {
+        this.blocks++;
+        this.run = ev.type;
+      }
+      return this.blocks;
+    }
+    if (ev.type === "tool-call-delta" || ev.type === "tool-call") {
+      this.run = undefined;
+      let b = this.toolBlock.get(ev.id);
+      if (b === undefined) {
+        b = ++this.blocks;
+        this.toolBlock.set(ev.id, b);
+      }
+      return b;
+    }
+    this.run = undefined;
+    return undefined;
+  }
 
   shape(ev: ProviderEvent): SluiceEvent | undefined | typeof MAX_TOKENS {
     this.counted = false;
@@ -531,8 +561,10 @@ class EventShaper {
         index = this.toolIndex.size;
         this.toolIndex.set(ev.id, index);
       }
-      if (ev.index !== index) out = { ...ev, index };
+      if (ev.index !== index) out = { ...out, index } as SluiceEvent;
     }
+    const block = this.blockOf(ev);
+    if (block !== undefined && (block !== 0 || "block" in out)) out = { ...out, block } as SluiceEvent;
     if (ev.type === "text-delta" || ev.type === "reasoning-delta" || ev.type === "tool-call-delta") {
       if (this.maxTokens !== undefined && this.outputTokens >= this.maxTokens) return MAX_TOKENS;
       this.outputTokens++;

@@ -1,4 +1,5 @@
 import { sseAiSdk } from "./ai-sdk.js";
+import { sseAnthropic } from "./anthropic.js";
 import type { Codec } from "./codec.js";
 import { sseOpenAI, sseOpenAIUsage } from "./openai.js";
 import { ndjsonSluice, sseSluice } from "./sluice.js";
@@ -13,5 +14,6 @@ export function buildFormats(): FormatTable {
     openai: { sse: sseOpenAI },
     "openai-usage": { sse: sseOpenAIUsage },
     "ai-sdk": { sse: sseAiSdk },
+    anthropic: { sse: sseAnthropic },
   };
 }

@@ -6,6 +6,7 @@ import { registerDurableStreams } from "../durable-streams/routes.js";
 import { buildFormats } from "../formats/table.js";
 import { storeReady } from "../stores/open.js";
 import { registerAiSdk } from "./ai-sdk.js";
+import { registerAnthropic } from "./anthropic.js";
 import { type AppDeps, type DoorDeps, errorBody, sendError, toSluiceError } from "./context.js";
 import { createFastify } from "./fastify.js";
 import { registerJsonBodyParser } from "./json-body.js";
@@ -71,6 +72,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerWebSocket(app, doors);
   registerOpenAI(app, doors);
   registerAiSdk(app, doors);
+  registerAnthropic(app, doors);
   return app;
 }
 
