@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import https from "node:https";
 import { tmpdir } from "node:os";
@@ -8,6 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, describe, expect, it } from "vitest";
 import { PROTO_OPTIONS, PROTO_PATH } from "../src/grpc/server.js";
+import { makeCert } from "./tls-cert.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
 const children: ChildProcess[] = [];
@@ -48,31 +49,7 @@ afterAll(() => {
 
 describe("sluice serve --grpc-port --tls-cert --tls-key", () => {
   it("serves HTTPS and gRPC (TLS) from the flags", async () => {
-    const cert = join(dir, "cert.pem");
-    const key = join(dir, "key.pem");
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-      ],
-      { stdio: "ignore" },
-    );
+    const { cert, key } = makeCert(dir);
     const ca = readFileSync(cert);
     const r = serve(["--grpc-port", "0", "--tls-cert", cert, "--tls-key", key]);
     await until(() => /gRPC listening on \S+/.test(r.out));

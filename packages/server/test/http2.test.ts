@@ -9,23 +9,9 @@ import { createParser } from "eventsource-parser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { demoBody, type Running, startSluice } from "./helpers.js";
+import { makeCert } from "./tls-cert.js";
 
-/** A self-signed certificate for 127.0.0.1, made with openssl at test time. */
-function makeCert(dir: string): { cert: string; key: string } {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  try {
-    runOpenssl(cert, key);
-  } catch (err) {
-    // Not installed: a failure that says so (never a skip; .ci/run installs it).
-    throw new Error(
-      `openssl could not make a certificate (${(err as Error).message}): apt-get install openssl`,
-    );
-  }
-  return { cert, key };
-}
-
-function runOpenssl(cert: string, key: string): void {
+function _runOpenssl(cert: string, key: string): void {
   execFileSync(
     "openssl",
     [

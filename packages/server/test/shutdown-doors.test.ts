@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import https from "node:https";
@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startRedis } from "./redis-helper.js";
+import { makeCert } from "./tls-cert.js";
 
 // SIGTERM on the real CLI process (`sluice serve`) with connections the HTTP server does not
 // track by itself: HTTP/2 sessions (TLS) and upgraded WebSockets. The process must exit within
@@ -29,35 +30,6 @@ afterAll(() => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   rmSync(dir, { recursive: true, force: true });
 });
-
-function makeCert(): { cert: string; key: string } {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    ],
-    { stdio: "ignore" },
-  );
-  return { cert, key };
-}
 
 interface Proc {
   child: ChildProcess;
@@ -119,7 +91,7 @@ const demo = (length: number, tokens_per_s: number) =>
 
 describe("SIGTERM with HTTP/2 sessions open (TLS)", () => {
   it("closes the sessions, ends the running stream with one terminal event, exits 0 and frees the SQLite file", async () => {
-    const { cert, key } = makeCert();
+    const { cert, key } = makeCert(dir);
     const db = join(dir, "h2.db");
     const args = ["--store", `sqlite:${db}`, "--tls-cert", cert, "--tls-key", key];
     const p = await serve(args);

@@ -6,7 +6,7 @@
  * is released); every generation must end with exactly one terminal event; WebSockets must get a
  * close frame (1001).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import https from "node:https";
@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { demoBody } from "./helpers.js";
+import { makeCert } from "./tls-cert.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli/main.js", import.meta.url));
 const GRACE_MS = 1500;
@@ -26,35 +27,6 @@ afterAll(() => {
   for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
   rmSync(dir, { recursive: true, force: true });
 });
-
-function makeCert(): { cert: string; key: string } {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    ],
-    { stdio: "ignore" },
-  );
-  return { cert, key };
-}
 
 function serve(configFile: string): Promise<{ child: ChildProcess; url: string; exited: Promise<number> }> {
   const child = spawn(process.execPath, [CLI, "serve", "--config", configFile], {
@@ -106,7 +78,7 @@ function request(
 
 describe("SIGTERM with WebSockets, HTTP/2 sessions and 50 running generations", () => {
   it("exits within the grace, every stream ends with one terminal event, and a restart takes the file", async () => {
-    const { cert, key } = makeCert();
+    const { cert, key } = makeCert(dir);
     const configFile = join(dir, "sluice.json");
     writeFileSync(
       configFile,

@@ -229,7 +229,7 @@ function sendAnthropicError(reply: FastifyReply, err: SluiceError): FastifyReply
 }
 
 export function registerAnthropic(app: FastifyInstance, deps: DoorDeps): void {
-  const { runner, routes, store, config, live } = deps;
+  const { routes, store, config, live } = deps;
 
   const errorHandler = (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     const e = toSluiceError(err, config.limits.body_bytes);
@@ -266,13 +266,7 @@ export function registerAnthropic(app: FastifyInstance, deps: DoorDeps): void {
       return reply;
     }
     // Not streaming: wait for the end (a client leaving cancels only with on_disconnect: cancel).
-    reply.raw.on("close", () => {
-      if (reply.raw.writableFinished) return;
-      if (onDisconnect === "cancel" && runner.isRunning(info.id)) {
-        void runner.cancel(info.id, "client-disconnect", "client disconnected");
-      }
-    });
-    await runner.settled(info.id);
+    await live.settled(reply, info.id, onDisconnect === "cancel");
     const message = await assembleMessage(store, info);
     if (message.error) return sendAnthropicError(reply, message.error);
     return reply.type("application/json").send(message.body);

@@ -222,6 +222,21 @@ export class LiveResponses {
   }
 
   /**
+   * A door answering once the generation has ended (non-streaming OpenAI / Anthropic): waits for
+   * it; a client leaving first cancels it only with `on_disconnect: cancel`.
+   */
+  async settled(reply: FastifyReply, streamId: string, cancelOnDisconnect: boolean): Promise<void> {
+    const { runner } = this.deps;
+    reply.raw.on("close", () => {
+      if (reply.raw.writableFinished) return;
+      if (cancelOnDisconnect && runner.isRunning(streamId)) {
+        void runner.cancel(streamId, "client-disconnect", "client disconnected");
+      }
+    });
+    await runner.settled(streamId);
+  }
+
+  /**
    * Registers what ends a response held some other way (a long-poll) at shutdown; returns
    * the function that unregisters it.
    */

@@ -134,7 +134,7 @@ function sendOpenAIError(reply: FastifyReply, err: SluiceError): FastifyReply {
 }
 
 export function registerOpenAI(app: FastifyInstance, deps: DoorDeps): void {
-  const { runner, routes, store, config, live } = deps;
+  const { routes, store, config, live } = deps;
 
   const errorHandler = (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     const e = toSluiceError(err, config.limits.body_bytes);
@@ -171,13 +171,7 @@ export function registerOpenAI(app: FastifyInstance, deps: DoorDeps): void {
       return reply;
     }
     // Not streaming: wait for the end (a client leaving cancels only with on_disconnect: cancel).
-    reply.raw.on("close", () => {
-      if (reply.raw.writableFinished) return;
-      if (onDisconnect === "cancel" && runner.isRunning(info.id)) {
-        void runner.cancel(info.id, "client-disconnect", "client disconnected");
-      }
-    });
-    await runner.settled(info.id);
+    await live.settled(reply, info.id, onDisconnect === "cancel");
     const completion = await assembleCompletion(store, info);
     if (completion.error) return sendOpenAIError(reply, completion.error);
     return reply.type("application/json").send(completion.body);
