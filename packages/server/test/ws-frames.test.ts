@@ -1,17 +1,25 @@
 import { describe, expect, it } from "vitest";
-import { Receiver } from "ws";
+import WebSocket from "ws";
 import { textFrames } from "../src/http/ws.js";
+
+/** ws's frame parser (exported by the package, not described by @types/ws). */
+interface FrameParser {
+  on(event: "message", cb: (data: Buffer, isBinary: boolean) => void): void;
+  on(event: "error", cb: (e: Error) => void): void;
+  write(chunk: Buffer): void;
+}
+const Receiver = (WebSocket as unknown as { Receiver: new (o: object) => FrameParser }).Receiver;
 
 /** Feeds bytes to ws's own frame parser (client side: frames from a server are unmasked). */
 function parse(bytes: Buffer, chunkSize = bytes.length): { messages: string[]; error?: Error } {
   const r = new Receiver({ isServer: false, maxPayload: 0 });
   const messages: string[] = [];
   let error: Error | undefined;
-  r.on("message", (data: Buffer, isBinary: boolean) => {
+  r.on("message", (data, isBinary) => {
     expect(isBinary).toBe(false);
     messages.push(data.toString("utf8"));
   });
-  r.on("error", (e: Error) => {
+  r.on("error", (e) => {
     error = e;
   });
   for (let at = 0; at < bytes.length; at += chunkSize) r.write(bytes.subarray(at, at + chunkSize));
