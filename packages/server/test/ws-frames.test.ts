@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import WebSocket from "ws";
+import * as wsModule from "ws";
 import { textFrames } from "../src/http/ws.js";
 
 /** ws's frame parser (exported by the package, not described by @types/ws). */
@@ -8,7 +8,7 @@ interface FrameParser {
   on(event: "error", cb: (e: Error) => void): void;
   write(chunk: Buffer): void;
 }
-const Receiver = (WebSocket as unknown as { Receiver: new (o: object) => FrameParser }).Receiver;
+const Receiver = (wsModule as unknown as { Receiver: new (o: object) => FrameParser }).Receiver;
 
 /** Feeds bytes to ws's own frame parser (client side: frames from a server are unmasked). */
 function parse(bytes: Buffer, chunkSize = bytes.length): { messages: string[]; error?: Error } {
