@@ -74,6 +74,13 @@ export class ReaderGroup implements Flushable {
 
   flush(): void {
     if (this.dirty.size === 0) return;
+    // One reader writes once: nothing to gather (the common case, one subscription per socket).
+    if (this.dirty.size === 1) {
+      const [r] = this.dirty;
+      this.dirty.clear();
+      (r as Reader).flush();
+      return;
+    }
     this.around.before?.();
     try {
       const readers = [...this.dirty];
