@@ -83,6 +83,39 @@ describe("redis store across nodes", () => {
     }
   });
 
+  it("a node's own notices are not delivered twice, and a notice that never arrives is found by the periodic check once the stream is quiet", async () => {
+    const a = new RedisStore({ url: redis.url, prefix: "q:", sweepIntervalMs: 0, syncIntervalMs: 0 });
+    const b = new RedisStore({ url: redis.url, prefix: "q:", sweepIntervalMs: 0, syncIntervalMs: 100 });
+    try {
+      await a.connected();
+      await b.connected();
+      const { id } = await a.create({ id: `st_q_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      const heardA: number[] = [];
+      const heardB: number[] = [];
+      a.subscribe(id, (n) => heardA.push(...n.records.map((r) => r.seq)));
+      b.subscribe(id, (n) => heardB.push(...n.records.map((r) => r.seq)));
+      for (let i = 0; i < 100 && (heardA.length === 0 || heardB.length === 0); i++) {
+        await a.append(id, [{ data: "probe" }]);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      for (let i = 0; i < 20; i++) await a.append(id, [{ data: `r${i}` }]);
+      const len = (await a.info(id))?.length ?? 0;
+      await waitFor(() => heardA.at(-1) === len && heardB.at(-1) === len, 10_000);
+      // Node A heard its own appends once each, though Redis also published them back to it.
+      expect(new Set(heardA).size).toBe(heardA.length);
+      // A record written without its notice (as if the notice was lost on the way): node B,
+      // which checks quiet streams every 100 ms, still delivers it; node A, which never checks, does not.
+      await a.client.xadd(`q:l:${id}`, `${len + 1}-0`, "d", "unannounced");
+      await a.client.hset(`q:m:${id}`, "length", String(len + 1));
+      await waitFor(() => heardB.at(-1) === len + 1, 10_000);
+      expect(heardA.at(-1)).toBe(len);
+      expect(new Set(heardB).size).toBe(heardB.length);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it("lets Redis expire an ended stream's keys after its TTL (EXPIRE after close), and sweeps the indexes", async () => {
     const s = new RedisStore({ url: redis.url, prefix: "ttl:", sweepIntervalMs: 0 });
     try {

@@ -19,7 +19,7 @@ export interface Sink {
    * Message transports (WebSocket, gRPC) take one frame per record instead; when present,
    * readers call it rather than `write`.
    */
-  writeFrames?(frames: string[]): void;
+  writeFrames?(frames: string[], shared?: SharedChunk): void;
   /** Bytes accepted but not yet flushed to the kernel. */
   readonly buffered: number;
   /** Calls cb once when the buffer has drained (or the connection closed). */
@@ -49,6 +49,8 @@ export interface Sink {
 export interface SharedChunk {
   /** HTTP/1.1 chunked framing of the chunk, as bytes (ResponseSink). */
   framed?: Buffer;
+  /** The frames as WebSocket text messages, as bytes (the WebSocket sink). */
+  wsFramed?: Buffer;
 }
 
 /** Where a reader stands after a write. */
@@ -72,6 +74,13 @@ export class ReaderGroup implements Flushable {
 
   flush(): void {
     if (this.dirty.size === 0) return;
+    // One reader writes once: nothing to gather (the common case, one subscription per socket).
+    if (this.dirty.size === 1) {
+      const [r] = this.dirty;
+      this.dirty.clear();
+      (r as Reader).flush();
+      return;
+    }
     this.around.before?.();
     try {
       const readers = [...this.dirty];
@@ -309,6 +318,7 @@ class Tail {
   private windowStart = 1;
   /** The last batch taken from the window, reused by readers asking for the same range. */
   private memo: Taken | undefined;
+  private framesMemo: TakenFrames | undefined;
   private unsub: (() => void) | undefined;
 
   constructor(
@@ -351,6 +361,7 @@ class Tail {
           this.window = [];
           this.windowStart = first;
           this.memo = undefined;
+          this.framesMemo = undefined;
         }
         let cum = this.cumBytes;
         for (const rec of recs) {
@@ -429,13 +440,16 @@ class Tail {
     return taken;
   }
 
-  /** Like takeFromWindow, one frame per record (message transports). */
-  framesFromWindow(
-    seq: number,
-    codec: Codec,
-    maxBytes: number,
-  ): { frames: string[]; last: number } | undefined {
+  /**
+   * Like takeFromWindow, one frame per record (message transports). Readers level with each
+   * other get the same object, so a sink can keep the batch's wire bytes on it.
+   */
+  framesFromWindow(seq: number, codec: Codec, maxBytes: number): TakenFrames | undefined {
     if (seq + 1 < this.windowStart) return undefined;
+    const end = this.windowStart + this.window.length;
+    const m = this.framesMemo;
+    if (m !== undefined && m.from === seq && m.end === end && m.codec === codec && m.maxBytes === maxBytes)
+      return m;
     const frames: string[] = [];
     let size = 0;
     let i = seq + 1 - this.windowStart;
@@ -448,12 +462,24 @@ class Tail {
         break;
       }
     }
-    return { frames, last: this.windowStart + i - 1 };
+    const taken: TakenFrames = { frames, last: this.windowStart + i - 1, from: seq, end, codec, maxBytes };
+    this.framesMemo = taken;
+    return taken;
   }
 
   get ended(): boolean {
     return this.deleted || this.status !== "running";
   }
+}
+
+/** Frames taken from a tail's window (see framesFromWindow), shared by readers at the same place. */
+interface TakenFrames extends SharedChunk {
+  frames: string[];
+  last: number;
+  from: number;
+  end: number;
+  codec: Codec;
+  maxBytes: number;
 }
 
 /** A batch taken from a tail's window (see takeFromWindow), shared by readers at the same place. */
@@ -615,14 +641,14 @@ export class Reader implements Flushable {
         return;
       }
       if (sink.writeFrames) {
-        const w = tail.framesFromWindow(this.seq, this.codec, max) as { frames: string[]; last: number };
+        const w = tail.framesFromWindow(this.seq, this.codec, max) as TakenFrames;
         if (w.last <= this.seq) {
           this.catchUpNow();
           return;
         }
         this.seq = w.last;
         if (w.frames.length > 0) {
-          sink.writeFrames(w.frames);
+          sink.writeFrames(w.frames, w);
           for (const f of w.frames) this.hub.counters.charsOut += f.length;
         }
       } else {

@@ -7,7 +7,7 @@ import { z } from "zod";
 import { originMayConnect } from "../auth/cors.js";
 import { OPEN_PRINCIPAL, type Principal } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
-import { type Reader, ReaderGroup, type Sink } from "../core/hub.js";
+import { type Reader, ReaderGroup, type SharedChunk, type Sink } from "../core/hub.js";
 import { INTERNAL_ERROR_MESSAGE, isInternalFailure, publicError } from "../core/public-error.js";
 import { wsSluice } from "../formats/sluice.js";
 import { type AppDeps, type DoorDeps, parseGenerationRequest } from "./context.js";
@@ -276,10 +276,21 @@ class SubscriptionSink implements Sink {
     if (!this.closed) this.conn.ws.send(chunk);
   }
 
-  writeFrames(frames: string[]): void {
+  writeFrames(frames: string[], shared?: SharedChunk): void {
     if (this.closed) return;
-    const ws = this.conn.ws;
-    const socket = this.conn.socket;
+    const conn = this.conn;
+    const raw = conn.rawSocket();
+    if (raw) {
+      // One write of ready-framed bytes, made once per batch and shared by every socket
+      // following the stream at the same place (as the SSE path shares its chunk framing).
+      let bytes: Buffer;
+      if (shared) bytes = shared.wsFramed ??= textFrames(frames);
+      else bytes = textFrames(frames);
+      raw.write(bytes);
+      return;
+    }
+    const ws = conn.ws;
+    const socket = conn.socket;
     // Catch-up pages arrive outside the group's flush: cork here too (nested corks are fine).
     socket?.cork();
     for (const f of frames) ws.send(f);
@@ -319,6 +330,8 @@ class WsConnection {
   private drainWaiters: (() => void)[] = [];
   private closedDown = false;
   private draining = false;
+  /** Whether records may go to the socket as ready-made frames (see rawSocket); decided once. */
+  private raw: boolean | undefined;
 
   constructor(
     readonly ws: WebSocket,
@@ -342,6 +355,25 @@ class WsConnection {
     });
     ws.on("close", () => this.gone());
     ws.on("error", () => this.gone());
+  }
+
+  /**
+   * The socket, when record frames may be written to it directly as ready-made bytes: the
+   * connection is open and no extension (permessage-deflate) transforms messages, so ws's
+   * own sender writes synchronously and in order — a direct write keeps that order.
+   */
+  rawSocket(): Duplex | undefined {
+    if (this.raw === false) return undefined;
+    const ws = this.ws;
+    if (ws.readyState !== WebSocket.OPEN) return undefined;
+    if (this.raw === undefined) {
+      const sender = (ws as unknown as { _sender?: { _state?: number; _queue?: unknown[] } })._sender;
+      const plain = ws.extensions === "" && sender?._state === 0 && Array.isArray(sender._queue);
+      this.raw = plain;
+      if (!plain) return undefined;
+    }
+    const socket = this.socket;
+    return socket && !socket.destroyed ? socket : undefined;
   }
 
   ping(): void {
@@ -627,4 +659,39 @@ class WsConnection {
     if (id !== undefined) ack.id = id;
     this.send(ack);
   }
+}
+
+/**
+ * Server-to-client WebSocket text frames (RFC 6455 §5.2: FIN + opcode 1, unmasked, 7/16/64-bit
+ * length) for each message, in one buffer.
+ */
+export function textFrames(messages: readonly string[]): Buffer {
+  let total = 0;
+  const lengths = new Array<number>(messages.length);
+  for (let i = 0; i < messages.length; i++) {
+    const n = Buffer.byteLength(messages[i] as string);
+    lengths[i] = n;
+    total += n + (n < 126 ? 2 : n < 65536 ? 4 : 10);
+  }
+  const buf = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const n = lengths[i] as number;
+    buf[at] = 0x81;
+    if (n < 126) {
+      buf[at + 1] = n;
+      at += 2;
+    } else if (n < 65536) {
+      buf[at + 1] = 126;
+      buf.writeUInt16BE(n, at + 2);
+      at += 4;
+    } else {
+      buf[at + 1] = 127;
+      buf.writeUInt32BE(Math.floor(n / 2 ** 32), at + 2);
+      buf.writeUInt32BE(n >>> 0, at + 6);
+      at += 10;
+    }
+    at += buf.write(messages[i] as string, at, "utf8");
+  }
+  return buf;
 }

@@ -3,6 +3,7 @@ import { formatOffset, SluiceError, type StreamStatus } from "@sluice/protocol";
 import { Redis } from "ioredis";
 import type { Clock } from "../core/clock.js";
 import { realClock } from "../core/clock.js";
+import { Deadlines } from "../core/limits.js";
 import {
   type AppendOptions,
   type AppendResult,
@@ -69,8 +70,9 @@ return 'OK'
  * KEYS: meta, log, running, expiry.
  * ARGV: [1] id, [2] now, [3] max records, [4] max bytes, [5] close status or '', [6] default ttl s,
  * [7] batch token, [8] added bytes, [9] records JSON [[type, data(, encoding)], ...],
- * [10] notice channel, [11] required length (compare-and-append) or '', then metadata
- * field/value pairs.
+ * [10] notice channel, [11] required length (compare-and-append) or '', [12] this node's tag
+ * (put on the notice, so the node skips its own notices: it delivered them already), then
+ * metadata field/value pairs.
  * Returns {'OK'|'DUP', length, status} or {'NF'} / {'CLOSED', status} / {'LARGE', what} /
  * {'CONFLICT', length}.
  */
@@ -105,7 +107,7 @@ if n > 0 and h[4] and ARGV[5] == '' then
   redis.call('PEXPIRE', KEYS[2], math.max(1, math.floor(tonumber(h[4]) - now)))
 end
 redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', ARGV[7])
-for i = 12, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+for i = 13, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
 if ARGV[5] ~= '' then
   status = ARGV[5]
   local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[6])
@@ -116,7 +118,7 @@ if ARGV[5] ~= '' then
   redis.call('PEXPIRE', m, math.floor(ttl * 1000))
   redis.call('PEXPIRE', KEYS[2], math.floor(ttl * 1000))
 end
-redis.call('PUBLISH', ARGV[10], len .. '\\n' .. status .. '\\n' .. ARGV[9])
+redis.call('PUBLISH', ARGV[10], len .. '\\n' .. status .. '\\n@' .. ARGV[12] .. '\\n' .. ARGV[9])
 return {'OK', len, status}
 `;
 
@@ -184,6 +186,8 @@ class Follower {
   status: StreamStatus = "running";
   private chain: Promise<void> = Promise.resolve();
   gone = false;
+  /** A notice arrived since the last periodic check (so that check can wait). */
+  heard = false;
 
   constructor(
     private readonly store: RedisStore,
@@ -264,6 +268,10 @@ export class RedisStore implements Store {
   private readonly readTimeoutMs: number;
   private closed = false;
   lastError: string | undefined;
+  /** Names this node's notices (see onPublished). */
+  private readonly tag = randomUUID().slice(0, 8);
+  /** Request timeouts (see timed). */
+  private readonly deadlines = new Deadlines(50);
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.prefix ?? "sluice:";
@@ -276,7 +284,9 @@ export class RedisStore implements Store {
       enableOfflineQueue: true,
       retryStrategy: (times: number) => Math.min(100 * times, 1000),
     };
-    this.client = new Redis(opts.url, { ...common, connectionName: "sluice" });
+    // Auto-pipelining: the appends of many generations issued in one turn of the event loop go
+    // to Redis in one write (and come back in one read) instead of one round of syscalls each.
+    this.client = new Redis(opts.url, { ...common, connectionName: "sluice", enableAutoPipelining: true });
     this.sub = new Redis(opts.url, { ...common, connectionName: "sluice-sub" });
     for (const c of [this.client, this.sub]) c.on("error", (err: Error) => (this.lastError = err.message));
     this.client.defineCommand("sluiceCreate", { numberOfKeys: 6, lua: CREATE_LUA });
@@ -293,7 +303,13 @@ export class RedisStore implements Store {
       this.timers.push(
         setInterval(() => {
           if (!this.ready()) return;
-          for (const f of this.followers.values()) if (f.status === "running") f.push(() => f.sync());
+          for (const f of this.followers.values()) {
+            if (f.status !== "running") continue;
+            // A stream whose notices keep arriving needs no check: a lost notice shows as a
+            // gap in the next one (filled from the log); only a quiet stream may have lost its last.
+            if (f.heard) f.heard = false;
+            else f.push(() => f.sync());
+          }
         }, syncEvery),
       );
     }
@@ -355,11 +371,20 @@ export class RedisStore implements Store {
    * the reconnect; the request itself does not wait for that longer than `readTimeoutMs`.
    */
   private timed<T>(p: Promise<T>, ms = this.readTimeoutMs): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(this.unavailable()), ms);
+    // One shared timer for every pending request (an append per token must not cost a timer).
+    return new Promise<T>((resolve, reject) => {
+      const cancel = this.deadlines.add(ms, () => reject(this.unavailable()));
+      p.then(
+        (v) => {
+          cancel();
+          resolve(v);
+        },
+        (err: unknown) => {
+          cancel();
+          reject(err);
+        },
+      );
     });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
 
   async create(init: CreateStream): Promise<StreamInfo> {
@@ -433,6 +458,7 @@ export class RedisStore implements Store {
             payload,
             this.chan(id),
             opts.if_length === undefined ? "" : String(opts.if_length),
+            this.tag,
             ...meta,
           ),
           Math.max(1, deadline - Date.now()),
@@ -470,6 +496,7 @@ export class RedisStore implements Store {
     if (f && res[0] === "OK") {
       const first = len - inputs.length + 1;
       const records = inputs.map((r, i) => record(first + i, r.type, r.data, r.encoding));
+      f.heard = true;
       f.push(() => f.onMsg({ len, status, records }));
     }
     return { next_offset: formatOffset(len), length: len, status };
@@ -671,11 +698,20 @@ export class RedisStore implements Store {
     const nl2 = message.indexOf("\n", nl1 + 1);
     const len = Number(message.slice(0, nl1));
     const status = message.slice(nl1 + 1, nl2) as StreamStatus;
-    const rest = message.slice(nl2 + 1);
+    let at = nl2 + 1;
+    if (message.charCodeAt(at) === 64 /* @ */) {
+      // An append's notice names the node that made it. This node's own appends reached its
+      // follower when they returned (append, above): skip the copy without parsing it.
+      const nl3 = message.indexOf("\n", at);
+      if (message.slice(at + 1, nl3) === this.tag) return;
+      at = nl3 + 1;
+    }
+    const rest = message.slice(at);
     if (rest === "deleted") {
       f.push(() => f.onMsg({ len: 0, status, records: [], deleted: true }));
       return;
     }
+    f.heard = true;
     const pairs = JSON.parse(rest) as [string, string, string?][];
     const first = len - pairs.length + 1;
     const records = pairs.map(([t, d, e], i) => record(first + i, t === "" ? undefined : t, d, e));
