@@ -1,0 +1,466 @@
+/**
+ * Every fenced code block of README.md and docs/*.md is run or checked here, so the docs cannot
+ * drift from the code: shell blocks run with bash (curl, `npx sluice …`) against a Sluice server
+ * started for the file, TypeScript/JavaScript blocks run with node, JSON blocks are parsed (and
+ * validated as Sluice configs), the nginx block must be docs/examples/nginx.conf. A block the test
+ * cannot check fails unless annotated. Annotations: docs/contributing-docs.md.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import ts from "typescript";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
+import { NGINX } from "./cluster-helper.js";
+import {
+  type BlockKind,
+  classify,
+  type DocBlock,
+  directive,
+  directives,
+  extractBlocks,
+  parseDirectives,
+} from "./doc-blocks.js";
+import { freePort, type RedisProc, startRedis } from "./redis-helper.js";
+
+const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+const CLI = join(ROOT, "packages/server/dist/cli/main.js");
+/** Work dirs live inside the repository (gitignored), so `npx sluice` and package imports resolve. */
+const WORK = join(ROOT, ".doc-test");
+const DOCS = [
+  "README.md",
+  ...readdirSync(join(ROOT, "docs"))
+    .filter((f) => f.endsWith(".md"))
+    .sort()
+    .map((f) => `docs/${f}`),
+];
+/** Output kept per process (the rest is dropped), so a runaway example cannot fill memory. */
+const MAX_OUTPUT = 256 * 1024;
+const DEFAULT_TIMEOUT_MS = 60_000;
+
+const started: ChildProcess[] = [];
+const cleanups: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  for (const c of started) killGroup(c, "SIGKILL");
+  for (const f of cleanups.reverse()) await f();
+});
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, signal); // the group of a process this test started (detached)
+  } catch {}
+}
+
+interface Proc {
+  child: ChildProcess;
+  out: { stdout: string; stderr: string };
+  exit: Promise<number>;
+}
+
+function spawnProc(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Proc {
+  const child = spawn(cmd, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  started.push(child);
+  const out = { stdout: "", stderr: "" };
+  const keep = (k: "stdout" | "stderr") => (d: Buffer) => {
+    if (out[k].length < MAX_OUTPUT) out[k] += d.toString().slice(0, MAX_OUTPUT - out[k].length);
+  };
+  child.stdout?.on("data", keep("stdout"));
+  child.stderr?.on("data", keep("stderr"));
+  const exit = new Promise<number>((resolve) =>
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : -1))),
+  );
+  return { child, out, exit };
+}
+
+async function until(cond: () => boolean, proc: Proc, what: string, ms = 30_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null)
+      throw new Error(`${what}: exited before it was ready\n${proc.out.stdout}\n${proc.out.stderr}`);
+    if (Date.now() - t0 > ms)
+      throw new Error(`${what}: not ready after ${ms} ms\n${proc.out.stdout}\n${proc.out.stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Stops a process group this test started: SIGTERM, then SIGKILL if it lingers. */
+async function stop(proc: Proc): Promise<number> {
+  killGroup(proc.child, "SIGTERM");
+  const timer = setTimeout(() => killGroup(proc.child, "SIGKILL"), 10_000);
+  const code = await proc.exit;
+  clearTimeout(timer);
+  return code;
+}
+
+/** A Sluice server (the built CLI) on a free loopback port, for the blocks of one file. */
+async function startServer(
+  cwd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = baseEnv(),
+): Promise<{ url: string; port: number; proc: Proc }> {
+  const port = await freePort();
+  const proc = spawnProc(process.execPath, [CLI, "serve", "--port", String(port), ...args], cwd, {
+    ...env,
+    SLUICE_LOG_LEVEL: "warn",
+  });
+  await until(() => /listening on http/.test(proc.out.stdout), proc, `sluice serve ${args.join(" ")}`);
+  return { url: `http://127.0.0.1:${port}`, port, proc };
+}
+
+function baseEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  // The examples must not reach a real provider, nor inherit this run's settings.
+  for (const k of Object.keys(env))
+    if (
+      /^(SLUICE_|OPENAI_|ANTHROPIC_)/.test(k) ||
+      k === "CI" ||
+      k.startsWith("VITEST") ||
+      k === "NODE_OPTIONS"
+    )
+      delete env[k];
+  return env;
+}
+
+/** Per file: its work dir, its server (started on first use), the chain of script blocks. */
+interface FileState {
+  dir: string;
+  server?: { url: string; port: number; proc: Proc };
+  script: string;
+  redis?: RedisProc;
+}
+
+async function fileServer(state: FileState) {
+  if (!state.server) state.server = await startServer(state.dir, []);
+  return state.server;
+}
+
+/** The server a block talks to: its own with `server-args` (and the block's env), else the file's. */
+async function serverFor(block: DocBlock, state: FileState) {
+  const serverArgs = directive(block, "server-args");
+  if (!serverArgs) return fileServer(state);
+  const args = (serverArgs.args[0] as string).split(/\s+/).filter(Boolean);
+  const own = await startServer(state.dir, args, blockEnv(block, {}));
+  cleanups.push(async () => void (await stop(own.proc)));
+  return own;
+}
+
+/**
+ * The block's text as it runs: `omit-line` and `replace` applied, then ports rewritten — 8080 (the
+ * documented server) to the file's server, other 808x ports (mock upstreams, nodes) to free ports.
+ */
+async function prepare(
+  block: DocBlock,
+  serverPort: number | undefined,
+): Promise<{ code: string; ports: Map<string, number> }> {
+  let code = block.code;
+  for (const d of directives(block, "omit-line")) {
+    const line = d.args[0] as string;
+    const lines = code.split("\n");
+    if (!lines.some((l) => l.trim() === line)) throw new Error(`omit-line: no line "${line}" in the block`);
+    code = lines.filter((l) => l.trim() !== line).join("\n");
+  }
+  for (const d of directives(block, "replace")) {
+    const [from, to] = d.args as [string, string];
+    if (!code.includes(from)) throw new Error(`replace: "${from}" is not in the block`);
+    code = code.split(from).join(to);
+  }
+  const ports = new Map<string, number>();
+  if (serverPort !== undefined) ports.set("8080", serverPort);
+  const found = new Set(
+    Array.from(code.matchAll(/(?<=(?:localhost|127\.0\.0\.1):|--port )(80[89]\d)\b/g), (m) => m[1] as string),
+  );
+  for (const p of found) if (!ports.has(p)) ports.set(p, await freePort());
+  code = code.replace(
+    /((?:localhost|127\.0\.0\.1):|--port )(80[89]\d)\b/g,
+    (_m, pre: string, p: string) => `${pre}${ports.get(p) ?? p}`,
+  );
+  return { code, ports };
+}
+
+function blockEnv(block: DocBlock, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const env = { ...baseEnv(), ...extra };
+  for (const d of directives(block, "env"))
+    for (const a of d.args) {
+      const eq = a.indexOf("=");
+      if (eq < 1) throw new Error(`env: "${a}" is not NAME=value`);
+      env[a.slice(0, eq)] = a.slice(eq + 1);
+    }
+  return env;
+}
+
+function timeoutOf(block: DocBlock): number {
+  const t = directive(block, "timeout");
+  return t ? Number(t.args[0]) : DEFAULT_TIMEOUT_MS;
+}
+
+/** Runs to the end (bounded by the block's timeout), then checks the block's expectations. */
+async function runToEnd(block: DocBlock, proc: Proc): Promise<void> {
+  const ms = timeoutOf(block);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup(proc.child, "SIGKILL");
+  }, ms);
+  const code = await proc.exit;
+  clearTimeout(timer);
+  const shown = `\n--- stdout ---\n${proc.out.stdout.slice(-4000)}\n--- stderr ---\n${proc.out.stderr.slice(-4000)}`;
+  if (timedOut) throw new Error(`${block.file}:${block.line}: still running after ${ms} ms${shown}`);
+  const wantExit = Number(directive(block, "expect-exit")?.args[0] ?? 0);
+  expect(code, `${block.file}:${block.line}: exit status${shown}`).toBe(wantExit);
+  checkOutput(block, proc.out);
+}
+
+function checkOutput(block: DocBlock, out: { stdout: string; stderr: string }): void {
+  const shown = `\n--- stdout ---\n${out.stdout.slice(-4000)}\n--- stderr ---\n${out.stderr.slice(-4000)}`;
+  for (const d of directives(block, "expect-stdout-contains"))
+    for (const s of d.args)
+      expect(out.stdout.includes(s), `${block.file}:${block.line}: stdout lacks "${s}"${shown}`).toBe(true);
+  for (const d of directives(block, "expect-stderr-contains"))
+    for (const s of d.args)
+      expect(out.stderr.includes(s), `${block.file}:${block.line}: stderr lacks "${s}"${shown}`).toBe(true);
+}
+
+const BASH_PRELUDE = "set -eo pipefail\n";
+
+async function runShell(block: DocBlock, state: FileState): Promise<void> {
+  if (directive(block, "redis") && !state.redis) {
+    state.redis = await startRedis();
+    const r = state.redis;
+    cleanups.push(() => r.close());
+  }
+  const serve = directive(block, "serve");
+  const server = serve ? undefined : await serverFor(block, state);
+  const prepared = await prepare(block, server?.port);
+  const ports = prepared.ports;
+  let code = prepared.code;
+  if (state.redis) code = code.replace(/redis:\/\/[\w.-]+:6379/g, state.redis.url);
+  // A server the doc starts listens where the doc says (8080, rewritten) or on SLUICE_PORT.
+  const servePort = serve ? (ports.get("8080") ?? (await freePort())) : undefined;
+  const env = blockEnv(block, {
+    ...(server ? { SLUICE_URL: server.url } : {}),
+    ...(servePort !== undefined ? { SLUICE_PORT: String(servePort) } : {}),
+  });
+  if (!serve) {
+    const proc = spawnProc("bash", ["-c", BASH_PRELUDE + code], state.dir, env);
+    await runToEnd(block, proc);
+    return;
+  }
+  // A server the doc starts: each command (or the whole block) is started, must become ready
+  // (print `ready`, by default "listening on"), then is stopped by its process group.
+  const ready = new RegExp(serve.opts.ready ?? "listening on");
+  const commands = directive(block, "each-line")
+    ? code.split("\n").filter((l) => l.trim() !== "" && !l.trim().startsWith("#"))
+    : [code];
+  for (const cmd of commands) {
+    const proc = spawnProc("bash", ["-c", BASH_PRELUDE + cmd], state.dir, env);
+    await until(() => ready.test(proc.out.stdout), proc, `${block.file}:${block.line}: ${cmd.trim()}`);
+    if (serve.opts.probe) {
+      const res = await fetch(`http://127.0.0.1:${servePort}${serve.opts.probe}`);
+      expect(res.status, `${block.file}:${block.line}: GET ${serve.opts.probe}`).toBe(200);
+    }
+    checkOutput(block, proc.out);
+    await stop(proc);
+  }
+}
+
+function transpile(code: string, file: string): string {
+  const r = ts.transpileModule(code, {
+    fileName: file,
+    reportDiagnostics: true,
+    compilerOptions: {
+      module: ts.ModuleKind.ESNext,
+      target: ts.ScriptTarget.ES2022,
+      jsx: ts.JsxEmit.ReactJSX,
+    },
+  });
+  const errors = (r.diagnostics ?? []).map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n"));
+  if (errors.length > 0) throw new Error(`${file}: does not compile: ${errors.join("; ")}`);
+  return r.outputText;
+}
+
+async function runScript(block: DocBlock, state: FileState): Promise<void> {
+  const server = await serverFor(block, state);
+  const { code } = await prepare(block, server.port);
+  const full = directive(block, "continues") ? `${state.script}\n${code}` : code;
+  state.script = full;
+  const name = `block-${block.line}.mjs`;
+  writeFileSync(join(state.dir, name), transpile(full, `${block.file}:${block.line}.ts`));
+  const env = blockEnv(block, { SLUICE_URL: server.url });
+  const proc = spawnProc(process.execPath, [name], state.dir, env);
+  await runToEnd(block, proc);
+}
+
+async function checkJson(block: DocBlock, state: FileState): Promise<void> {
+  const value = JSON.parse(block.code) as unknown;
+  const shape = directive(block, "shape-of");
+  if (shape) {
+    // A documented response: its top-level fields are the ones a real response has.
+    const server = await fileServer(state);
+    const real = (await (await fetch(`${server.url}${shape.args[0]}`)).json()) as Record<string, unknown>;
+    expect(Object.keys(value as object).sort()).toEqual(Object.keys(real).sort());
+    return;
+  }
+  if (directive(block, "json-only")) return;
+  // A Sluice config: the real loader accepts it (what `sluice serve --config` does first).
+  const file = join(state.dir, `config-${block.line}.json`);
+  writeFileSync(file, block.code);
+  loadConfig({ file, env: {} });
+}
+
+/** The nginx block is docs/examples/nginx.conf (less its header comment), which nginx -t accepts. */
+function checkNginx(block: DocBlock): void {
+  const example = readFileSync(join(ROOT, "docs/examples/nginx.conf"), "utf8").replace(/^(#.*\n)+\n?/, "");
+  expect(block.code, `${block.file}:${block.line} differs from docs/examples/nginx.conf`).toBe(example);
+}
+
+mkdirSync(WORK, { recursive: true });
+
+describe("the doc-block extractor", () => {
+  it("reads fences, their language and the annotations just before them", () => {
+    const md = [
+      "# t",
+      "",
+      '<!-- doc-test: expect-stdout-contains "a b"; expect-exit 1 -->',
+      "",
+      "```sh",
+      "echo a b",
+      "```",
+      "",
+      '<!-- doc-test: skip reason="needs a key" -->',
+      "```ts",
+      "x()",
+      "```",
+      "```",
+      "plain",
+      "```",
+    ].join("\n");
+    const blocks = extractBlocks(md, "t.md");
+    expect(blocks.map((b) => [b.line, b.lang, b.code])).toEqual([
+      [5, "sh", "echo a b\n"],
+      [10, "ts", "x()\n"],
+      [13, "", "plain\n"],
+    ]);
+    expect(blocks[0]?.directives).toEqual([
+      { name: "expect-stdout-contains", args: ["a b"], opts: {} },
+      { name: "expect-exit", args: ["1"], opts: {} },
+    ]);
+    expect(classify(blocks[0] as DocBlock)).toBe("shell");
+    expect(classify(blocks[1] as DocBlock)).toBe("skip");
+    // A block with no language (or one nothing runs) fails: it must say what it is.
+    expect(() => classify(blocks[2] as DocBlock)).toThrow(/cannot be checked/);
+    expect(() => classify({ ...(blocks[0] as DocBlock), lang: "python" })).toThrow(/python/);
+  });
+
+  it("refuses annotations it cannot honour", () => {
+    expect(() => parseDirectives("skipp", "x")).toThrow(/unknown doc-test directive/);
+    expect(() => parseDirectives("skip", "x")).toThrow(/reason/);
+    expect(() => parseDirectives("expect-exit", "x")).toThrow(/needs a value/);
+    expect(() => parseDirectives('replace "a', "x")).toThrow(/unclosed quote/);
+    expect(() => extractBlocks("<!-- doc-test: json-only -->\nprose\n```json\n{}\n```\n", "x")).toThrow(
+      /right before a code block/,
+    );
+    expect(() => extractBlocks("```sh\necho\n", "x")).toThrow(/never closed/);
+  });
+});
+
+describe("docs/examples", () => {
+  it("every file there is checked: nginx.conf passes nginx -t", async () => {
+    const files = readdirSync(join(ROOT, "docs/examples"));
+    for (const f of files)
+      expect(["nginx.conf"], `docs/examples/${f} is not checked by any test`).toContain(f);
+    // Not installed: a failure that says so (.ci/run installs it at this path).
+    expect(existsSync(NGINX), `no nginx at ${NGINX}: apt-get install nginx`).toBe(true);
+    const dir = mkdtempSync(join(WORK, "nginx-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const proc = spawnProc(
+      NGINX,
+      [
+        "-t",
+        "-p",
+        dir,
+        "-c",
+        join(ROOT, "docs/examples/nginx.conf"),
+        "-e",
+        join(dir, "error.log"),
+        "-g",
+        `pid ${dir}/nginx.pid;`,
+      ],
+      dir,
+      process.env,
+    );
+    const code = await proc.exit;
+    expect(proc.out.stderr).toContain("syntax is ok");
+    expect(code, proc.out.stderr).toBe(0);
+  });
+});
+
+for (const file of DOCS) {
+  const blocks = extractBlocks(readFileSync(join(ROOT, file), "utf8"), file);
+  // Files run side by side (each with its own server and directory); a file's blocks in order.
+  describe(file, { concurrent: true }, () => {
+    const state: FileState = { dir: "", script: "" };
+    const workDir = () => {
+      if (!state.dir) {
+        state.dir = mkdtempSync(join(WORK, `${file.replace(/[^\w]+/g, "-")}-`));
+        const dir = state.dir;
+        cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+        // Commands run where a clone's root would be: the example config is there.
+        copyFileSync(join(ROOT, "sluice.example.json"), join(dir, "sluice.example.json"));
+        // Blocks annotated `file NAME` are files other blocks use (a config, say): written first.
+        for (const b of blocks)
+          for (const d of directives(b, "file")) writeFileSync(join(dir, d.args[0] as string), b.code);
+      }
+      return state.dir;
+    };
+    afterAll(async () => {
+      if (state.server) await stop(state.server.proc);
+    });
+    if (blocks.length === 0) {
+      it.sequential("has no code blocks", () => expect(blocks).toEqual([]));
+      return;
+    }
+    for (const block of blocks) {
+      const title = `${block.lang || "?"} block at line ${block.line}`;
+      let kind: BlockKind;
+      try {
+        kind = classify(block);
+      } catch (err) {
+        // A block nothing checks fails, so a new example cannot go in untested.
+        it.sequential(title, () => {
+          throw err;
+        });
+        continue;
+      }
+      if (kind === "skip") {
+        it.skip(`${title} (${directive(block, "skip")?.opts.reason})`, () => {});
+        continue;
+      }
+      if (kind === "text") {
+        it.sequential(`${title}: output, not run`, () => expect(block.code.length).toBeGreaterThan(0));
+        continue;
+      }
+      it.sequential(
+        `${title} (${kind})`,
+        async () => {
+          workDir();
+          if (kind === "shell") await runShell(block, state);
+          else if (kind === "script") await runScript(block, state);
+          else if (kind === "json") await checkJson(block, state);
+          else if (kind === "nginx") checkNginx(block);
+        },
+        timeoutOf(block) + 40_000,
+      );
+    }
+  });
+}
