@@ -405,6 +405,45 @@ describe("docs/examples", () => {
   });
 });
 
+describe("TypeScript blocks", () => {
+  it("type-check (strict, as the repository's own code), so an example cannot use an API that changed", () => {
+    const dir = mkdtempSync(join(WORK, "typecheck-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // One module per block, as it runs (a `continues` block after the blocks it continues).
+    const where = new Map<string, string>();
+    for (const file of DOCS) {
+      let chain = "";
+      for (const block of extractBlocks(readFileSync(join(ROOT, file), "utf8"), file)) {
+        if (block.lang !== "ts" || directive(block, "skip")) continue;
+        chain = directive(block, "continues") ? `${chain}\n${block.code}` : block.code;
+        const name = join(dir, `${file.replace(/[^\w]+/g, "-")}-${block.line}.mts`);
+        writeFileSync(name, chain);
+        where.set(name, `${block.file}:${block.line}`);
+      }
+    }
+    expect(where.size).toBeGreaterThan(5);
+    const program = ts.createProgram([...where.keys()], {
+      target: ts.ScriptTarget.ES2022,
+      lib: ["lib.es2023.d.ts", "lib.dom.d.ts", "lib.dom.iterable.d.ts"],
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      strict: true,
+      noUncheckedIndexedAccess: true,
+      esModuleInterop: true,
+      skipLibCheck: true,
+      noEmit: true,
+      types: ["node"],
+    });
+    const problems = ts.getPreEmitDiagnostics(program).map((d) => {
+      const at = d.file ? (where.get(d.file.fileName) ?? d.file.fileName) : "";
+      const line =
+        d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start).line + 1 : 0;
+      return `${at} (line ${line} of the block): ${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`;
+    });
+    expect(problems).toEqual([]);
+  }, 180_000);
+});
+
 for (const file of DOCS) {
   const blocks = extractBlocks(readFileSync(join(ROOT, file), "utf8"), file);
   // Files run side by side (each with its own server and directory); a file's blocks in order.
