@@ -405,6 +405,50 @@ describe("docs/examples", () => {
   });
 });
 
+/** GitHub's anchor for a heading: lower case, punctuation dropped, each space a hyphen. */
+function slug(heading: string): string {
+  return heading
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s_-]/gu, "")
+    .replace(/\s/g, "-");
+}
+
+function anchorsOf(markdown: string): Set<string> {
+  const out = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split("\n")) {
+    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
+    const h = !fenced && /^#{1,6}\s+(.*)$/.exec(line);
+    if (h) out.add(slug(h[1] as string));
+  }
+  return out;
+}
+
+describe("links", () => {
+  it("every relative link of README.md and docs/*.md names a file that exists, and a heading it has", () => {
+    const broken: string[] = [];
+    for (const file of DOCS) {
+      // Links in prose: code blocks and inline code spans are not links.
+      const text = readFileSync(join(ROOT, file), "utf8")
+        .replace(/^(```|~~~)[\s\S]*?^\1/gm, "")
+        .replace(/`[^`\n]*`/g, "");
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = m[1] as string;
+        if (/^[a-z]+:/.test(target)) continue; // http:, mailto:
+        const [path, anchor] = target.split("#") as [string, string | undefined];
+        const resolved = path ? join(ROOT, file, "..", path) : join(ROOT, file);
+        if (!existsSync(resolved)) {
+          broken.push(`${file}: ${target} (no such file)`);
+          continue;
+        }
+        if (anchor && resolved.endsWith(".md") && !anchorsOf(readFileSync(resolved, "utf8")).has(anchor))
+          broken.push(`${file}: ${target} (no such heading)`);
+      }
+    }
+    expect(broken).toEqual([]);
+  });
+});
+
 describe("TypeScript blocks", () => {
   it("type-check (strict, as the repository's own code), so an example cannot use an API that changed", () => {
     const dir = mkdtempSync(join(WORK, "typecheck-"));
