@@ -81,6 +81,7 @@ export function extractBlocks(markdown: string, file: string): DocBlock[] {
 const DIRECTIVES: Record<string, { minArgs: number; opts?: string[] }> = {
   skip: { minArgs: 0, opts: ["reason"] },
   "json-only": { minArgs: 0 },
+  defaults: { minArgs: 0, opts: ["except"] },
   "expect-stdout-contains": { minArgs: 1 },
   "expect-stderr-contains": { minArgs: 1 },
   "expect-exit": { minArgs: 1 },

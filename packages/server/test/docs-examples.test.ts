@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { afterAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../src/config.js";
+import { loadConfig, parseConfig } from "../src/config.js";
 import { NGINX } from "./cluster-helper.js";
 import {
   type BlockKind,
@@ -316,6 +316,25 @@ async function checkJson(block: DocBlock, state: FileState): Promise<void> {
   const file = join(state.dir, `config-${block.line}.json`);
   writeFileSync(file, block.code);
   loadConfig({ file, env: {} });
+  const defaults = directive(block, "defaults");
+  if (defaults) {
+    // A block that shows the defaults: every value in it is the schema's default.
+    const except = (defaults.opts.except ?? "").split(/\s+/).filter(Boolean);
+    const real = parseConfig({}) as unknown as Record<string, unknown>;
+    for (const [path, shown] of leaves(value)) {
+      if (except.some((e) => path === e || path.startsWith(`${e}.`))) continue;
+      const actual = path
+        .split(".")
+        .reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], real);
+      expect(actual, `${block.file}:${block.line}: ${path} is shown as a default`).toEqual(shown);
+    }
+  }
+}
+
+/** Every leaf of a JSON value (arrays are leaves) with its dotted path. */
+function leaves(value: unknown, prefix = ""): [string, unknown][] {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return [[prefix, value]];
+  return Object.entries(value).flatMap(([k, v]) => leaves(v, prefix ? `${prefix}.${k}` : k));
 }
 
 /** The nginx block is docs/examples/nginx.conf (less its header comment), which nginx -t accepts. */
