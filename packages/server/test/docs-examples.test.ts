@@ -245,6 +245,17 @@ async function runShell(block: DocBlock, state: FileState): Promise<void> {
   const ports = prepared.ports;
   let code = prepared.code;
   if (state.redis) code = code.replace(/redis:\/\/[\w.-]+:6379/g, state.redis.url);
+  // A console transcript: `$ ` lines are the commands, the other lines the output they print
+  // (each must appear, in order; `…` stands for anything).
+  let transcript: string[] = [];
+  if (block.lang === "console") {
+    const lines = code.split("\n");
+    transcript = lines.filter((l) => !l.startsWith("$ ") && l.trim() !== "");
+    code = lines
+      .filter((l) => l.startsWith("$ "))
+      .map((l) => l.slice(2))
+      .join("\n");
+  }
   // A server the doc starts listens where the doc says (8080, rewritten) or on SLUICE_PORT.
   const servePort = serve ? (ports.get("8080") ?? (await freePort())) : undefined;
   const env = blockEnv(block, {
@@ -254,6 +265,17 @@ async function runShell(block: DocBlock, state: FileState): Promise<void> {
   if (!serve) {
     const proc = spawnProc("bash", ["-c", BASH_PRELUDE + code], state.dir, env);
     await runToEnd(block, proc);
+    let from = 0;
+    for (const line of transcript) {
+      for (const part of line.trim().split("…").filter(Boolean)) {
+        const at = proc.out.stdout.indexOf(part, from);
+        expect(
+          at,
+          `${block.file}:${block.line}: the output lacks "${part}" (after what came before)\n${proc.out.stdout}`,
+        ).toBeGreaterThanOrEqual(0);
+        from = at + part.length;
+      }
+    }
     return;
   }
   // A server the doc starts: each command (or the whole block) is started, must become ready
