@@ -11,6 +11,7 @@ export type BlockKind =
   | "json" // parsed; a Sluice config unless annotated `json-only`
   | "nginx" // must equal docs/examples/nginx.conf, which nginx -t accepts
   | "text" // text, http: output or a listing, not run
+  | "typecheck" // ts/tsx annotated `typecheck-only reason="…"`: type-checked, not run
   | "skip"; // annotated `skip reason="…"`
 
 export interface Directive {
@@ -80,6 +81,7 @@ export function extractBlocks(markdown: string, file: string): DocBlock[] {
 /** Known directives and whether each needs a value. */
 const DIRECTIVES: Record<string, { minArgs: number; opts?: string[] }> = {
   skip: { minArgs: 0, opts: ["reason"] },
+  "typecheck-only": { minArgs: 0, opts: ["reason"] },
   "json-only": { minArgs: 0 },
   defaults: { minArgs: 0, opts: ["except"] },
   "expect-stdout-contains": { minArgs: 1 },
@@ -122,7 +124,8 @@ export function parseDirectives(text: string, where: string): Directive[] {
   for (const d of out) {
     const spec = DIRECTIVES[d.name] as { minArgs: number };
     if (d.args.length < spec.minArgs) throw new Error(`${where}: doc-test "${d.name}" needs a value`);
-    if (d.name === "skip" && !d.opts.reason) throw new Error(`${where}: doc-test "skip" needs reason="…"`);
+    if ((d.name === "skip" || d.name === "typecheck-only") && !d.opts.reason)
+      throw new Error(`${where}: doc-test "${d.name}" needs reason="…"`);
   }
   return out;
 }
@@ -182,6 +185,11 @@ const LANGS: Record<string, BlockKind> = {
 /** How `block` is checked; throws for a block nothing knows how to check (no language, or an unknown one). */
 export function classify(block: DocBlock): BlockKind {
   if (directive(block, "skip")) return "skip";
+  if (directive(block, "typecheck-only")) {
+    if (block.lang !== "ts" && block.lang !== "tsx")
+      throw new Error(`${block.file}:${block.line}: typecheck-only is for ts and tsx blocks`);
+    return "typecheck";
+  }
   const kind = LANGS[block.lang];
   if (!kind)
     throw new Error(

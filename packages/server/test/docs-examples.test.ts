@@ -499,9 +499,11 @@ describe("TypeScript blocks", () => {
     for (const file of DOCS) {
       let chain = "";
       for (const block of extractBlocks(readFileSync(join(ROOT, file), "utf8"), file)) {
-        if (block.lang !== "ts" || directive(block, "skip")) continue;
+        if (!["ts", "tsx"].includes(block.lang) || directive(block, "skip")) continue;
+        if (block.lang === "tsx" && !directive(block, "typecheck-only")) continue; // classify() reports it
         chain = directive(block, "continues") ? `${chain}\n${block.code}` : block.code;
-        const name = join(dir, `${file.replace(/[^\w]+/g, "-")}-${block.line}.mts`);
+        const ext = block.lang === "tsx" ? "tsx" : "mts";
+        const name = join(dir, `${file.replace(/[^\w]+/g, "-")}-${block.line}.${ext}`);
         writeFileSync(name, chain);
         where.set(name, `${block.file}:${block.line}`);
       }
@@ -517,6 +519,7 @@ describe("TypeScript blocks", () => {
       esModuleInterop: true,
       skipLibCheck: true,
       noEmit: true,
+      jsx: ts.JsxEmit.ReactJSX,
       types: ["node"],
     });
     const problems = ts.getPreEmitDiagnostics(program).map((d) => {
@@ -568,6 +571,12 @@ for (const file of DOCS) {
       }
       if (kind === "skip") {
         it.skip(`${title} (${directive(block, "skip")?.opts.reason})`, () => {});
+        continue;
+      }
+      if (kind === "typecheck") {
+        const why = directive(block, "typecheck-only")?.opts.reason;
+        it.sequential(`${title}: type-checked above, not run (${why})`, () =>
+          expect(block.code.length).toBeGreaterThan(0));
         continue;
       }
       if (kind === "text") {
