@@ -54,6 +54,11 @@ afterAll(async () => {
   for (const c of started) killGroup(c, "SIGKILL");
   for (const f of cleanups.reverse()) await f();
 });
+// The examples run in process groups of their own (so a block's whole tree can be stopped):
+// if this worker goes away without afterAll, they go with it.
+process.once("exit", () => {
+  for (const c of started) killGroup(c, "SIGKILL");
+});
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -109,6 +114,7 @@ async function startServer(
   args: string[],
   env: NodeJS.ProcessEnv = baseEnv(),
 ): Promise<{ url: string; port: number; proc: Proc }> {
+  if (!existsSync(CLI)) throw new Error(`no ${CLI}: the docs' examples use the built CLI (npm run build)`);
   const port = await freePort();
   const proc = spawnProc(process.execPath, [CLI, "serve", "--port", String(port), ...args], cwd, {
     ...env,
