@@ -333,10 +333,30 @@ async function checkJson(block: DocBlock, state: FileState): Promise<void> {
   const value = JSON.parse(block.code) as unknown;
   const shape = directive(block, "shape-of");
   if (shape) {
-    // A documented response: its top-level fields are the ones a real response has.
+    // A documented response: its top-level fields are the ones a real response has. `{id}` is a
+    // demo generation that ran to its end.
     const server = await fileServer(state);
-    const real = (await (await fetch(`${server.url}${shape.args[0]}`)).json()) as Record<string, unknown>;
-    expect(Object.keys(value as object).sort()).toEqual(Object.keys(real).sort());
+    let path = shape.args[0] as string;
+    if (path.includes("{id}")) {
+      const start = await fetch(`${server.url}/v1/streams`, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body: JSON.stringify({
+          model: "demo",
+          messages: [{ role: "user", content: "hi" }],
+          demo: { length: 5 },
+        }),
+      });
+      await start.text(); // the whole stream: it has ended
+      path = path.replace("{id}", start.headers.get("sluice-stream-id") as string);
+    }
+    const res = await fetch(`${server.url}${path}`);
+    expect(res.status, `${block.file}:${block.line}: GET ${path}`).toBe(200);
+    const real = (await res.json()) as Record<string, unknown>;
+    expect(
+      Object.keys(value as object).sort(),
+      `${block.file}:${block.line}: the fields of GET ${path}`,
+    ).toEqual(Object.keys(real).sort());
     return;
   }
   if (directive(block, "json-only")) return;
