@@ -95,6 +95,7 @@ const DIRECTIVES: Record<string, { minArgs: number; opts?: string[] }> = {
   serve: { minArgs: 0, opts: ["ready", "probe"] },
   "each-line": { minArgs: 0 },
   redis: { minArgs: 0 },
+  background: { minArgs: 1 },
   continues: { minArgs: 0 },
   "shape-of": { minArgs: 1 },
   timeout: { minArgs: 1 },

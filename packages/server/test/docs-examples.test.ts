@@ -138,12 +138,17 @@ function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Per file: its work dir, its server (started on first use), the chain of script blocks. */
+/**
+ * Per file: its work dir, its server (started on first use), the chain of script blocks, and the
+ * free port that stands for each documented 808x port other than 8080 (one per file, so a mock
+ * upstream a block starts on "8081" is the one a config file names as "127.0.0.1:8081").
+ */
 interface FileState {
   dir: string;
   server?: { url: string; port: number; proc: Proc };
   script: string;
   redis?: RedisProc;
+  ports: Map<string, number>;
 }
 
 async function fileServer(state: FileState) {
@@ -161,14 +166,28 @@ async function serverFor(block: DocBlock, state: FileState) {
   return own;
 }
 
+const PORT_RE = /((?:localhost|127\.0\.0\.1):|--port )(80[89]\d)\b/g;
+
 /**
- * The block's text as it runs: `omit-line` and `replace` applied, then ports rewritten — 8080 (the
- * documented server) to the file's server, other 808x ports (mock upstreams, nodes) to free ports.
+ * Rewrites documented ports: 8080 (the documented server) to `port8080` when given, other 808x
+ * ports (mock upstreams, nodes) to the file's free port for each.
  */
-async function prepare(
-  block: DocBlock,
-  serverPort: number | undefined,
-): Promise<{ code: string; ports: Map<string, number> }> {
+async function rewritePorts(code: string, state: FileState, port8080: number | undefined): Promise<string> {
+  for (const m of code.matchAll(PORT_RE)) {
+    const p = m[2] as string;
+    if (p !== "8080" && !state.ports.has(p)) state.ports.set(p, await freePort());
+  }
+  return code.replace(PORT_RE, (_m, pre: string, p: string) => {
+    const to = p === "8080" ? port8080 : state.ports.get(p);
+    return `${pre}${to ?? p}`;
+  });
+}
+
+/**
+ * The block's text as it runs: `omit-line` and `replace` applied, then ports rewritten — 8080 to
+ * `port8080` (the server the block talks to, or the one it starts), the others per file.
+ */
+async function prepare(block: DocBlock, state: FileState, port8080: number | undefined): Promise<string> {
   let code = block.code;
   for (const d of directives(block, "omit-line")) {
     const line = d.args[0] as string;
@@ -181,17 +200,27 @@ async function prepare(
     if (!code.includes(from)) throw new Error(`replace: "${from}" is not in the block`);
     code = code.split(from).join(to);
   }
-  const ports = new Map<string, number>();
-  if (serverPort !== undefined) ports.set("8080", serverPort);
-  const found = new Set(
-    Array.from(code.matchAll(/(?<=(?:localhost|127\.0\.0\.1):|--port )(80[89]\d)\b/g), (m) => m[1] as string),
-  );
-  for (const p of found) if (!ports.has(p)) ports.set(p, await freePort());
-  code = code.replace(
-    /((?:localhost|127\.0\.0\.1):|--port )(80[89]\d)\b/g,
-    (_m, pre: string, p: string) => `${pre}${ports.get(p) ?? p}`,
-  );
-  return { code, ports };
+  return rewritePorts(code, state, port8080);
+}
+
+/**
+ * `background "cmd"`: a server the block needs running (a mock upstream, say), as a reader would
+ * run it in another terminal: started before the block (ports rewritten as the block's), ready
+ * once it prints "listening on", stopped after.
+ */
+async function withBackground(block: DocBlock, state: FileState, run: () => Promise<void>): Promise<void> {
+  const procs: Proc[] = [];
+  try {
+    for (const d of directives(block, "background")) {
+      const cmd = await rewritePorts(d.args[0] as string, state, undefined);
+      const proc = spawnProc("bash", ["-c", cmd], state.dir, blockEnv(block, {}));
+      procs.push(proc);
+      await until(() => /listening on/.test(proc.out.stdout), proc, `${block.file}:${block.line}: ${cmd}`);
+    }
+    await run();
+  } finally {
+    for (const p of procs) await stop(p);
+  }
 }
 
 function blockEnv(block: DocBlock, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
@@ -247,9 +276,9 @@ async function runShell(block: DocBlock, state: FileState): Promise<void> {
   }
   const serve = directive(block, "serve");
   const server = serve ? undefined : await serverFor(block, state);
-  const prepared = await prepare(block, server?.port);
-  const ports = prepared.ports;
-  let code = prepared.code;
+  // A server the doc starts listens where the doc says (8080, rewritten) or on SLUICE_PORT.
+  const servePort = serve ? await freePort() : undefined;
+  let code = await prepare(block, state, server?.port ?? servePort);
   if (state.redis) code = code.replace(/redis:\/\/[\w.-]+:6379/g, state.redis.url);
   // A console transcript: `$ ` lines are the commands, the other lines the output they print
   // (each must appear, in order; `…` stands for anything).
@@ -262,8 +291,6 @@ async function runShell(block: DocBlock, state: FileState): Promise<void> {
       .map((l) => l.slice(2))
       .join("\n");
   }
-  // A server the doc starts listens where the doc says (8080, rewritten) or on SLUICE_PORT.
-  const servePort = serve ? (ports.get("8080") ?? (await freePort())) : undefined;
   const env = blockEnv(block, {
     ...(server ? { SLUICE_URL: server.url } : {}),
     ...(servePort !== undefined ? { SLUICE_PORT: String(servePort) } : {}),
@@ -319,7 +346,7 @@ function transpile(code: string, file: string): string {
 
 async function runScript(block: DocBlock, state: FileState): Promise<void> {
   const server = await serverFor(block, state);
-  const { code } = await prepare(block, server.port);
+  const code = await prepare(block, state, server.port);
   const full = directive(block, "continues") ? `${state.script}\n${code}` : code;
   state.script = full;
   const name = `block-${block.line}.mjs`;
@@ -562,8 +589,8 @@ for (const file of DOCS) {
   const blocks = extractBlocks(readFileSync(join(ROOT, file), "utf8"), file);
   // Files run side by side (each with its own server and directory); a file's blocks in order.
   describe(file, { concurrent: true }, () => {
-    const state: FileState = { dir: "", script: "" };
-    const workDir = () => {
+    const state: FileState = { dir: "", script: "", ports: new Map() };
+    const workDir = async () => {
       if (!state.dir) {
         state.dir = mkdtempSync(join(WORK, `${file.replace(/[^\w]+/g, "-")}-`));
         const dir = state.dir;
@@ -572,7 +599,8 @@ for (const file of DOCS) {
         copyFileSync(join(ROOT, "sluice.example.json"), join(dir, "sluice.example.json"));
         // Blocks annotated `file NAME` are files other blocks use (a config, say): written first.
         for (const b of blocks)
-          for (const d of directives(b, "file")) writeFileSync(join(dir, d.args[0] as string), b.code);
+          for (const d of directives(b, "file"))
+            writeFileSync(join(dir, d.args[0] as string), await rewritePorts(b.code, state, undefined));
       }
       return state.dir;
     };
@@ -612,9 +640,9 @@ for (const file of DOCS) {
       it.sequential(
         `${title} (${kind})`,
         async () => {
-          workDir();
-          if (kind === "shell") await runShell(block, state);
-          else if (kind === "script") await runScript(block, state);
+          await workDir();
+          if (kind === "shell") await withBackground(block, state, () => runShell(block, state));
+          else if (kind === "script") await withBackground(block, state, () => runScript(block, state));
           else if (kind === "json") await checkJson(block, state);
           else if (kind === "nginx") checkNginx(block);
         },
