@@ -125,15 +125,23 @@ async function readWithIdle(
 
 // ── WebSocket: one socket, many streams ─────────────────────────────────────
 
+/**
+ * An event handler property. Written as a method type, whose parameter TypeScript checks
+ * bivariantly: the browser's WebSocket and the `ws` package's (whose handlers take their own
+ * event classes) are then both a WebSocketLike without a cast — `webSocket: (url) => new
+ * WebSocket(url)` type-checks as docs/client.md shows it.
+ */
+type Handler<E> = { bivarianceHack(ev: E): void }["bivarianceHack"];
+
 /** The subset of the WebSocket API the transport uses (browser WebSocket, or `ws`). */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: unknown) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
+  onopen: Handler<unknown> | null;
+  onmessage: Handler<{ data: unknown }> | null;
+  onclose: Handler<unknown> | null;
+  onerror: Handler<unknown> | null;
 }
 export type WebSocketFactory = (url: string) => WebSocketLike;
 
