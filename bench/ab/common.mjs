@@ -1,0 +1,40 @@
+// Shared by the A/B scripts: start a Sluice build (its CLI) pinned to core 0, read a process's CPU.
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+
+export function startSluice(root, port, extra = []) {
+  const proc = spawn(
+    "taskset",
+    [
+      "-c",
+      "0",
+      "node",
+      resolve(root, "packages/server/dist/cli/main.js"),
+      "serve",
+      "--port",
+      String(port),
+      ...extra,
+    ],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+  return proc;
+}
+
+export async function ready(url) {
+  for (let i = 0; i < 300; i++) {
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not start`);
+}
+
+/** CPU time (user + system) of a process so far, in ms (Linux /proc, 10 ms ticks). */
+export function cpuMs(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
