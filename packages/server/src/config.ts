@@ -422,7 +422,7 @@ export const ConfigSchema = z
           .positive()
           .default(100_000)
           .describe(
-            "Most streams the memory store holds (other stores ignore it): at the bound the oldest ended stream is evicted; with only running ones left, creating one fails with `capacity_exceeded`.",
+            "Most streams the store holds (every store; on Redis, all nodes together): at the bound an ended stream is removed to make room (memory and SQLite: the oldest; Redis: the one that expires first); with only running ones left, creating one fails with `capacity_exceeded`.",
           ),
         stream_ttl_s: z
           .number()

@@ -16,12 +16,13 @@ afterAll(async () => {
 let n = 0;
 runStoreContract({
   name: "redis",
-  newStore: async ({ clock, maxRecordsPerStream, defaultTtlS }) => {
+  newStore: async ({ clock, maxRecordsPerStream, defaultTtlS, maxStreams }) => {
     const store = new RedisStore({
       url: redis.url,
       prefix: `c${++n}:`,
       clock,
       sweepIntervalMs: 0,
+      ...(maxStreams !== undefined ? { maxStreams } : {}),
       limits: {
         ...(maxRecordsPerStream !== undefined ? { maxRecordsPerStream } : {}),
         ...(defaultTtlS !== undefined ? { defaultTtlS } : {}),
