@@ -354,7 +354,8 @@ describe("three nodes on one Redis: chats and key quotas are cluster-wide", () =
 
   it("connections: 2 across 3 nodes: a 3rd reader is refused, and admitted once one leaves", async () => {
     const [n1, n2, n3] = ns as [SluiceProc, SluiceProc, SluiceProc];
-    const id = await startAs(n1.url, "conn2", body({ seed: 22, length: 5000, tokens_per_s: 50 }));
+    // A generation that stays quiet (its first token is minutes away): long-polls really wait.
+    const id = await startAs(n1.url, "conn2", body({ seed: 22, length: 50, ttft_ms: 600_000 }));
     const sse = { accept: "text/event-stream", ...auth("conn2") };
     const open1 = new AbortController();
     const r1 = await fetch(`${n1.url}/v1/streams/${id}`, { headers: sse, signal: open1.signal });
