@@ -185,4 +185,32 @@ describe("sqlite store at runtime", () => {
       await store.close();
     }
   });
+
+  it("a file made before auto_vacuum converts with the SQL operations.md gives, then shrinks after sweeps", async () => {
+    const clock = new ManualClock();
+    const path = join(dir, "old-vacuum.db");
+    // An old-style file: tables made without auto_vacuum.
+    const old = new Database(path);
+    old.exec("CREATE TABLE other (x INTEGER)");
+    expect(old.pragma("auto_vacuum", { simple: true })).toBe(0);
+    // docs/operations.md, "One node: SQLite": run once while the server is stopped.
+    old.exec("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;");
+    expect(old.pragma("auto_vacuum", { simple: true })).toBe(2);
+    old.close();
+    const store = new SqliteStore({ path, clock, sweepIntervalMs: 0, limits: { defaultTtlS: 1 } });
+    try {
+      const data = "z".repeat(4000);
+      for (let i = 0; i < 50; i++) {
+        const { id } = await store.create({ id: `st_old_${i}`, kind: "log", content_type: "text/plain" });
+        await store.append(id, [{ data }, { data }], { close: "completed" });
+      }
+      const full = store.pages().total;
+      clock.t += 2000;
+      expect(await store.sweep()).toBe(50);
+      expect(store.pages().free).toBe(0);
+      expect(store.pages().total).toBeLessThan(full / 4);
+    } finally {
+      await store.close();
+    }
+  });
 });
