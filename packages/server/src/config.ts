@@ -312,14 +312,16 @@ export const ConfigSchema = z
           .min(500)
           .default(8000)
           .describe(
-            "A node's lease on a generation it runs expires this long (ms) after its last renewal; another node then closes the generation with `interrupted`. Must be longer than `lease_renew_ms`.",
+            "A node's lease on a generation it runs expires this long (ms) after its last renewal; another node then closes the generation with `interrupted`. The same lease covers the node's share of each key's `concurrent_generations` and `connections` counts: a dead node's share stops counting this long after its last renewal. Must be longer than `lease_renew_ms`.",
           ),
         lease_renew_ms: z
           .number()
           .int()
           .min(100)
           .default(2000)
-          .describe("How often (ms) a node renews its leases and looks for expired ones."),
+          .describe(
+            "How often (ms) a node renews its leases (and re-asserts its share of the key quota counts) and looks for expired ones.",
+          ),
         redis_prefix: z
           .string()
           .min(1)
@@ -422,7 +424,7 @@ export const ConfigSchema = z
           .positive()
           .default(100_000)
           .describe(
-            "Most streams the memory store holds (other stores ignore it): at the bound the oldest ended stream is evicted; with only running ones left, creating one fails with `capacity_exceeded`.",
+            "Most streams the store holds (every store; on Redis, all nodes together): at the bound an ended stream is removed to make room (memory and SQLite: the oldest; Redis: the one that expires first); with only running ones left, creating one fails with `capacity_exceeded`.",
           ),
         stream_ttl_s: z
           .number()

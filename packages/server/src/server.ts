@@ -255,7 +255,11 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     maxReadersPerStream: config.limits.max_readers_per_stream,
   });
   const connections = new ConnectionGate(config.limits.max_connections);
-  const security = buildSecurity(config, opts.env ?? process.env);
+  const security = buildSecurity(
+    config,
+    opts.env ?? process.env,
+    "quotas" in opened ? opened.quotas : undefined,
+  );
   checkBinding(config, security);
   metrics.attach({ hub, runner });
   const app = buildApp({ config, store, hub, runner, routes, security, logger, metrics, connections });
@@ -308,6 +312,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       await server.grpc?.close();
       hub.stop();
       flow.stop();
+      await security.quotas.close?.();
       await coordinator.close();
       await store.close();
       metrics.close();

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -21,21 +22,6 @@ const LEASE = { lease_ttl_ms: 2000, lease_renew_ms: 500 };
 let redis: RedisProc;
 let nodes: SluiceProc[] = [];
 let lb: NginxProc;
-
-beforeAll(async () => {
-  redis = await startRedis();
-  nodes = await Promise.all(
-    [0, 1, 2].map(() => spawnSluice(["--store", redis.url], { cluster: LEASE, shutdown_grace_ms: 1000 })),
-  );
-  lb = await startNginx(nodes.map((n) => n.port));
-}, 60_000);
-
-afterAll(async () => {
-  await lb?.close();
-  for (const n of nodes) n.kill("SIGKILL");
-  await Promise.all(nodes.map((n) => n.exited));
-  await redis?.close();
-});
 
 function body(demo: Record<string, unknown>) {
   return {
@@ -70,6 +56,21 @@ async function metric(base: string, name: string, labels: Record<string, string>
 }
 
 describe("three nodes on one Redis behind nginx", () => {
+  beforeAll(async () => {
+    redis = await startRedis();
+    nodes = await Promise.all(
+      [0, 1, 2].map(() => spawnSluice(["--store", redis.url], { cluster: LEASE, shutdown_grace_ms: 1000 })),
+    );
+    lb = await startNginx(nodes.map((n) => n.port));
+  }, 60_000);
+
+  afterAll(async () => {
+    await lb?.close();
+    for (const n of nodes) n.kill("SIGKILL");
+    await Promise.all(nodes.map((n) => n.exited));
+    await redis?.close();
+  });
+
   it("every node is ready and serves streams started anywhere", async () => {
     for (const n of nodes) expect((await fetch(`${n.url}/readyz`)).status).toBe(200);
     const b = body({ seed: 11, length: 30, tokens_per_s: 2000 });
@@ -188,5 +189,229 @@ describe("three nodes on one Redis behind nginx", () => {
       const r = await followWithReconnects(lb.url, nid, { maxPerConnection: 1000, outages: true });
       expect(r.text).toBe(demoText(next));
     }
+  });
+});
+
+/**
+ * The same cluster with API keys: the AI SDK chat map and the key quotas live in Redis, so a
+ * chat resumes and stops on any node and a key's limits hold for all nodes together.
+ */
+describe("three nodes on one Redis: chats and key quotas are cluster-wide", () => {
+  let redis2: RedisProc;
+  let ns: SluiceProc[] = [];
+  let lb2: NginxProc;
+  const secret = (id: string) => `sk-cluster-test-${id}-0123456789abcdef`;
+  const sha = (v: string) => createHash("sha256").update(v).digest("hex");
+  const KEYS = {
+    chat: {},
+    gen2: { concurrent_generations: 2 },
+    conn2: { connections: 2 },
+    gpm3: { generations_per_minute: 3 },
+    kill2: { concurrent_generations: 2 },
+  } as const;
+  type KeyName = keyof typeof KEYS;
+  const auth = (k: KeyName) => ({ authorization: `Bearer ${secret(k)}` });
+
+  beforeAll(async () => {
+    redis2 = await startRedis();
+    const config = {
+      cluster: LEASE,
+      shutdown_grace_ms: 1000,
+      auth: {
+        keys: Object.entries(KEYS).map(([id, limits]) => ({
+          id,
+          key_sha256: sha(secret(id)),
+          role: "producer",
+          limits,
+        })),
+      },
+    };
+    ns = await Promise.all([0, 1, 2].map(() => spawnSluice(["--store", redis2.url], config)));
+    lb2 = await startNginx(ns.map((n) => n.port));
+  }, 60_000);
+
+  afterAll(async () => {
+    await lb2?.close();
+    for (const n of ns) n.kill("SIGKILL");
+    await Promise.all(ns.map((n) => n.exited));
+    await redis2?.close();
+  });
+
+  function post(base: string, path: string, key: KeyName, b: unknown): Promise<Response> {
+    return fetch(`${base}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth(key) },
+      body: JSON.stringify(b),
+    });
+  }
+
+  async function startAs(base: string, key: KeyName, b: unknown): Promise<string> {
+    const res = await post(base, "/v1/streams", key, b);
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { id: string }).id;
+  }
+
+  /** A refusal: 429, the stable code, the limit that refused, a Retry-After. */
+  async function expectLimited(res: Response, limit: string) {
+    expect(res.status).toBe(429);
+    expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await res.json()).toMatchObject({ error: { code: "rate_limited", limit } });
+  }
+
+  /** Polls `attempt` until it answers true, at most `boundMs` (a bound, not a timing assertion). */
+  async function until(attempt: () => Promise<boolean>, boundMs: number, what: string) {
+    const end = Date.now() + boundMs;
+    while (!(await attempt())) {
+      if (Date.now() > end) throw new Error(`${what}: not within ${boundMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Reads an SSE response until `enough` of the text has been seen, then drops it. */
+  async function readSome(res: Response, enough: (text: string) => boolean): Promise<string> {
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const dec = new TextDecoder();
+    let text = "";
+    try {
+      while (!enough(text)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += dec.decode(value, { stream: true });
+      }
+    } finally {
+      await reader.cancel().catch(() => {});
+    }
+    return text;
+  }
+
+  it("an AI SDK chat started on node 1 resumes on node 2 and stops on node 3", async () => {
+    const [n1, n2, n3] = ns as [SluiceProc, SluiceProc, SluiceProc];
+    const chatId = `chat-${Date.now()}`;
+    const started = await post(n1.url, "/v1/ai-sdk/chat", "chat", {
+      id: chatId,
+      messages: [{ id: "m1", role: "user", parts: [{ type: "text", text: "Tell me about clusters." }] }],
+      on_disconnect: "continue",
+      demo: { length: 3000, tokens_per_s: 60, ttft_ms: 20, jitter: 0 },
+    });
+    expect(started.status).toBe(200);
+    const streamId = started.headers.get("sluice-stream-id");
+    expect(streamId).toMatch(/^st_/);
+    await readSome(started, (t) => t.includes('"text-delta"'));
+    // Another node knows the chat: it replays the generation from its start and follows it.
+    const resumed = await fetch(`${n2.url}/v1/ai-sdk/chat/${chatId}/stream`, { headers: auth("chat") });
+    expect(resumed.status).toBe(200);
+    expect(resumed.headers.get("sluice-stream-id")).toBe(streamId);
+    const replay = await readSome(resumed, (t) => (t.match(/"text-delta"/g) ?? []).length >= 3);
+    expect(replay).toMatch(/data: \{"type":"start"/);
+    // An unknown chat is nothing to stop.
+    expect(await json(post(n3.url, "/v1/ai-sdk/chat/nope/stop", "chat", {}))).toEqual({
+      chat_id: "nope",
+      stopped: false,
+    });
+    // A third node stops it: the owner (node 1) cancels it.
+    const stopped = await json(post(n3.url, `/v1/ai-sdk/chat/${chatId}/stop`, "chat", {}));
+    expect(stopped).toMatchObject({
+      chat_id: chatId,
+      stopped: true,
+      stream_id: streamId,
+      status: "cancelled",
+    });
+    const ended = await json<{ status: string }>(
+      fetch(`${n1.url}/v1/streams/${streamId}/info`, { headers: auth("chat") }),
+    );
+    expect(ended.status).toBe("cancelled");
+    // Nothing runs for the chat any more: resume answers 204 on every node.
+    for (const n of ns) {
+      const r = await fetch(`${n.url}/v1/ai-sdk/chat/${chatId}/stream`, { headers: auth("chat") });
+      expect(r.status).toBe(204);
+    }
+  });
+
+  it("concurrent_generations: 2 across 3 nodes: the 3rd is refused (429 rate_limited) and admitted once one ends", async () => {
+    const [n1, n2, n3] = ns as [SluiceProc, SluiceProc, SluiceProc];
+    const long = body({ seed: 21, length: 5000, tokens_per_s: 50 });
+    const a = await startAs(n1.url, "gen2", long);
+    await startAs(n2.url, "gen2", long);
+    await expectLimited(await post(n3.url, "/v1/streams", "gen2", long), "concurrent_generations");
+    await expectLimited(await post(lb2.url, "/v1/streams", "gen2", long), "concurrent_generations");
+    // One ends (cancelled through another node): its owner releases the slot for every node.
+    const cancel = await post(n3.url, `/v1/streams/${a}/cancel`, "gen2", {});
+    expect(cancel.status).toBe(200);
+    let third = "";
+    await until(
+      async () => {
+        const res = await post(n3.url, "/v1/streams", "gen2", long);
+        if (res.status === 201) third = ((await res.json()) as { id: string }).id;
+        else await res.body?.cancel();
+        return res.status === 201;
+      },
+      10_000,
+      "a slot freed by the end of a generation",
+    );
+    expect(third).toMatch(/^st_/);
+    await expectLimited(await post(n1.url, "/v1/streams", "gen2", long), "concurrent_generations");
+  });
+
+  it("connections: 2 across 3 nodes: a 3rd reader is refused, and admitted once one leaves", async () => {
+    const [n1, n2, n3] = ns as [SluiceProc, SluiceProc, SluiceProc];
+    // A generation that stays quiet (its first token is minutes away): long-polls really wait.
+    const id = await startAs(n1.url, "conn2", body({ seed: 22, length: 50, ttft_ms: 600_000 }));
+    const sse = { accept: "text/event-stream", ...auth("conn2") };
+    const open1 = new AbortController();
+    const r1 = await fetch(`${n1.url}/v1/streams/${id}`, { headers: sse, signal: open1.signal });
+    expect(r1.status).toBe(200);
+    const r2 = await fetch(`${n2.url}/v1/streams/${id}`, { headers: sse });
+    expect(r2.status).toBe(200);
+    await expectLimited(await fetch(`${n3.url}/v1/streams/${id}`, { headers: sse }), "connections");
+    // Long-polls count too.
+    await expectLimited(
+      await fetch(`${n3.url}/v1/streams/${id}?live=long-poll&offset=now`, { headers: auth("conn2") }),
+      "connections",
+    );
+    open1.abort();
+    await r1.body?.cancel().catch(() => {});
+    await until(
+      async () => {
+        const r = await fetch(`${n3.url}/v1/streams/${id}`, { headers: sse });
+        await r.body?.cancel().catch(() => {});
+        return r.status === 200;
+      },
+      10_000,
+      "a connection freed by a reader leaving",
+    );
+    await r2.body?.cancel().catch(() => {});
+  });
+
+  it("generations_per_minute: 3 across nodes: the 4th start in the minute is refused on any node", async () => {
+    // Not across a minute boundary (the window is Redis's wall-clock minute).
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 50_000) await new Promise((r) => setTimeout(r, 60_500 - intoMinute));
+    const short = body({ seed: 23, length: 5, tokens_per_s: 2000 });
+    for (const n of ns) await startAs(n.url, "gpm3", short);
+    for (const base of [...ns.map((n) => n.url), lb2.url]) {
+      await expectLimited(await post(base, "/v1/streams", "gpm3", short), "generations_per_minute");
+    }
+  }, 30_000);
+
+  it("a node killed (SIGKILL) holding generations: its share of the quota is freed once its lease expires", async () => {
+    const [n1, n2, n3] = ns as [SluiceProc, SluiceProc, SluiceProc];
+    const long = body({ seed: 24, length: 5000, tokens_per_s: 50 });
+    await startAs(n3.url, "kill2", long);
+    await startAs(n3.url, "kill2", long);
+    await expectLimited(await post(n1.url, "/v1/streams", "kill2", long), "concurrent_generations");
+    n3.kill("SIGKILL");
+    await n3.exited;
+    // No release ever comes from the dead node: only its lease expiring frees the two slots.
+    await until(
+      async () => {
+        const res = await post(n1.url, "/v1/streams", "kill2", long);
+        await res.body?.cancel().catch(() => {});
+        return res.status === 201;
+      },
+      LEASE.lease_ttl_ms + 10_000,
+      "the dead node's share expiring",
+    );
+    await startAs(n2.url, "kill2", long);
+    await expectLimited(await post(n2.url, "/v1/streams", "kill2", long), "concurrent_generations");
   });
 });

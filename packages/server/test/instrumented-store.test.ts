@@ -9,10 +9,11 @@ afterAll(() => metrics.close());
 
 runStoreContract({
   name: "memory, instrumented",
-  newStore: ({ clock, maxRecordsPerStream, defaultTtlS }) =>
+  newStore: ({ clock, maxRecordsPerStream, defaultTtlS, maxStreams }) =>
     metrics.instrumentStore(
       new MemoryStore({
         clock,
+        ...(maxStreams !== undefined ? { maxStreams } : {}),
         sweepIntervalMs: 0,
         limits: {
           ...(maxRecordsPerStream !== undefined ? { maxRecordsPerStream } : {}),

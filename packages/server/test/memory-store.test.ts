@@ -6,9 +6,10 @@ import { runStoreContract } from "./store-contract.js";
 
 runStoreContract({
   name: "memory",
-  newStore: ({ clock, maxRecordsPerStream, defaultTtlS }) =>
+  newStore: ({ clock, maxRecordsPerStream, defaultTtlS, maxStreams }) =>
     new MemoryStore({
       clock,
+      ...(maxStreams !== undefined ? { maxStreams } : {}),
       sweepIntervalMs: 0,
       limits: {
         ...(maxRecordsPerStream !== undefined ? { maxRecordsPerStream } : {}),

@@ -16,12 +16,13 @@ afterAll(async () => {
 let n = 0;
 runStoreContract({
   name: "redis",
-  newStore: async ({ clock, maxRecordsPerStream, defaultTtlS }) => {
+  newStore: async ({ clock, maxRecordsPerStream, defaultTtlS, maxStreams }) => {
     const store = new RedisStore({
       url: redis.url,
       prefix: `c${++n}:`,
       clock,
       sweepIntervalMs: 0,
+      ...(maxStreams !== undefined ? { maxStreams } : {}),
       limits: {
         ...(maxRecordsPerStream !== undefined ? { maxRecordsPerStream } : {}),
         ...(defaultTtlS !== undefined ? { defaultTtlS } : {}),
@@ -140,6 +141,40 @@ describe("redis store across nodes", () => {
       expect(await s.client.zscore("ttl:expiry", id)).toBeNull();
     } finally {
       await s.close();
+    }
+  });
+
+  it("a chat set on one node is found on another; its key expires by itself with the retention", async () => {
+    const a = new RedisStore({
+      url: redis.url,
+      prefix: "chat:",
+      sweepIntervalMs: 0,
+      limits: { defaultTtlS: 1 },
+    });
+    const b = new RedisStore({
+      url: redis.url,
+      prefix: "chat:",
+      sweepIntervalMs: 0,
+      limits: { defaultTtlS: 1 },
+    });
+    try {
+      await a.connected();
+      await b.connected();
+      const { id } = await a.create({ id: `st_chat_${Date.now()}`, kind: "generation", content_type: "x" });
+      const key = JSON.stringify(["default", "c1"]);
+      await a.setChat(key, id);
+      expect(await b.getChat(key)).toBe(id);
+      const ttl = await a.client.pttl(`chat:chat:${key}`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(1000);
+      const until = Date.now() + 5000;
+      while ((await a.client.exists(`chat:chat:${key}`)) === 1 && Date.now() < until)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(await a.client.exists(`chat:chat:${key}`)).toBe(0);
+      expect(await b.getChat(key)).toBeUndefined();
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 

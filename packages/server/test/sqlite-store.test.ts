@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -13,11 +13,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 runStoreContract({
   name: "sqlite",
-  newStore: ({ clock, maxRecordsPerStream, defaultTtlS }) =>
+  newStore: ({ clock, maxRecordsPerStream, defaultTtlS, maxStreams }) =>
     new SqliteStore({
       path: join(dir, `contract-${++n}.db`),
       clock,
       sweepIntervalMs: 0,
+      ...(maxStreams !== undefined ? { maxStreams } : {}),
       limits: {
         ...(maxRecordsPerStream !== undefined ? { maxRecordsPerStream } : {}),
         ...(defaultTtlS !== undefined ? { defaultTtlS } : {}),
@@ -136,6 +137,80 @@ describe("sqlite store at runtime", () => {
       expect(store.commits).toBeLessThan(events.length / 3);
     } finally {
       await s.close();
+    }
+  });
+
+  it("retention gives the space back: churning many streams with a short TTL, the file does not grow", async () => {
+    const clock = new ManualClock();
+    const path = join(dir, "churn.db");
+    const store = new SqliteStore({ path, clock, sweepIntervalMs: 0, limits: { defaultTtlS: 5 } });
+    const onDisk = () => statSync(path).size + (existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0);
+    const data = JSON.stringify({ type: "text-delta", delta: "y".repeat(400) });
+    const rounds = 12;
+    const perRound = 60;
+    const sizes: number[] = [];
+    let written = 0;
+    try {
+      for (let round = 0; round < rounds; round++) {
+        await Promise.all(
+          Array.from({ length: perRound }, async (_, i) => {
+            const { id } = await store.create({
+              id: `st_churn_${round}_${i}`,
+              kind: "generation",
+              content_type: "application/vnd.sluice.events+json",
+            });
+            await store.append(
+              id,
+              Array.from({ length: 20 }, () => ({ type: "text-delta", data })),
+            );
+            await store.append(id, [{ type: "finish", data: "{}" }], { close: "completed" });
+          }),
+        );
+        written += perRound * 20 * data.length;
+        clock.t += 6_000;
+        expect(await store.sweep()).toBe(perRound);
+        sizes.push(onDisk());
+        // Every page the removed streams used went back to the file system.
+        expect(store.pages().free).toBe(0);
+      }
+      // What the churn wrote is many times the file: without retention and vacuum the file would
+      // hold all of it (each round ~500 KB of text).
+      expect(written).toBeGreaterThan(5_000_000);
+      const first = sizes[0] as number;
+      // Stable from the first round on (a few pages of slack for b-tree layout).
+      for (const size of sizes) expect(size).toBeLessThanOrEqual(first + 16 * 4096);
+      expect(Math.max(...sizes)).toBeLessThan(written / 10);
+      expect((await store.list({ limit: 10 })).length).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("a file made before auto_vacuum converts with the SQL operations.md gives, then shrinks after sweeps", async () => {
+    const clock = new ManualClock();
+    const path = join(dir, "old-vacuum.db");
+    // An old-style file: tables made without auto_vacuum.
+    const old = new Database(path);
+    old.exec("CREATE TABLE other (x INTEGER)");
+    expect(old.pragma("auto_vacuum", { simple: true })).toBe(0);
+    // docs/operations.md, "One node: SQLite": run once while the server is stopped.
+    old.exec("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;");
+    expect(old.pragma("auto_vacuum", { simple: true })).toBe(2);
+    old.close();
+    const store = new SqliteStore({ path, clock, sweepIntervalMs: 0, limits: { defaultTtlS: 1 } });
+    try {
+      const data = "z".repeat(4000);
+      for (let i = 0; i < 50; i++) {
+        const { id } = await store.create({ id: `st_old_${i}`, kind: "log", content_type: "text/plain" });
+        await store.append(id, [{ data }, { data }], { close: "completed" });
+      }
+      const full = store.pages().total;
+      clock.t += 2000;
+      expect(await store.sweep()).toBe(50);
+      expect(store.pages().free).toBe(0);
+      expect(store.pages().total).toBeLessThan(full / 4);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseConfig } from "../src/config.js";
 import { isStoreSpec } from "../src/stores/open.js";
-import { startSluice } from "./helpers.js";
+import { demoBody, startSluice, startStream } from "./helpers.js";
+import { startRedis } from "./redis-helper.js";
 
 describe("store configuration", () => {
   it("accepts memory, sqlite:PATH and redis:// URLs, and names the field otherwise", () => {
@@ -35,6 +39,50 @@ describe("store configuration", () => {
       expect(await res.json()).toEqual({ status: "ready", store: "memory" });
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe("limits.max_streams on every store", () => {
+  async function fillsUp(store: string) {
+    const s = await startSluice({ store, limits: { max_streams: 2 } });
+    try {
+      // Two generations that keep running: nothing ended can make room for a third.
+      const long = demoBody({ length: 5000, tokens_per_s: 20 });
+      const a = await startStream(s.url, long);
+      await startStream(s.url, long);
+      const res = await fetch(`${s.url}/v1/streams`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(long),
+      });
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ error: { code: "capacity_exceeded" } });
+      // Once one has ended, it makes room (it is removed for the new one).
+      expect((await fetch(`${s.url}/v1/streams/${a.id}/cancel`, { method: "POST" })).status).toBe(200);
+      const c = await startStream(s.url, demoBody());
+      expect((await fetch(`${s.url}/v1/streams/${a.id}/info`)).status).toBe(404);
+      await s.server.runner.settled(c.id);
+    } finally {
+      await s.close();
+    }
+  }
+
+  it("sqlite", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-max-"));
+    try {
+      await fillsUp(`sqlite:${join(dir, "s.db")}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("redis", async () => {
+    const redis = await startRedis();
+    try {
+      await fillsUp(redis.url);
+    } finally {
+      await redis.close();
     }
   });
 });

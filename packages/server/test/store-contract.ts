@@ -22,6 +22,8 @@ export interface ContractOptions {
     clock: Clock;
     maxRecordsPerStream?: number;
     defaultTtlS?: number;
+    /** `limits.max_streams`. */
+    maxStreams?: number;
   }): Promise<Store> | Store;
 }
 
@@ -51,7 +53,7 @@ export function runStoreContract(opts: ContractOptions): void {
   describe(`store contract: ${opts.name}`, () => {
     const open: Store[] = [];
     const clock = new ManualClock();
-    async function make(o: { maxRecordsPerStream?: number; defaultTtlS?: number } = {}) {
+    async function make(o: { maxRecordsPerStream?: number; defaultTtlS?: number; maxStreams?: number } = {}) {
       const s = await opts.newStore({ clock, ...o });
       open.push(s);
       return s;
@@ -212,6 +214,58 @@ export function runStoreContract(opts: ContractOptions): void {
       await expectCode(store.read(ended.id, 0, 1), "stream_not_found");
       expect(await store.info(running.id)).toBeDefined();
       expect(await store.info(custom.id)).toBeDefined();
+    });
+
+    it("maps a chat to its stream; a new stream replaces it; the entry goes with its stream", async () => {
+      const store = await make({ defaultTtlS: 60 });
+      const key = JSON.stringify(["tenant", `chat-${sid()}`]);
+      expect(await store.getChat(key)).toBeUndefined();
+      const a = await store.create(gen());
+      await store.setChat(key, a.id);
+      expect(await store.getChat(key)).toBe(a.id);
+      // Chats are per key: another tenant's same chat id is another entry.
+      const other = JSON.stringify(["other", JSON.parse(key)[1]]);
+      expect(await store.getChat(other)).toBeUndefined();
+      const b = await store.create(gen());
+      await store.setChat(key, b.id);
+      expect(await store.getChat(key)).toBe(b.id);
+      // Deleted stream: the chat names nothing.
+      await store.delete(b.id);
+      expect(await store.getChat(key)).toBeUndefined();
+      // Expired stream (ended, then past its TTL): nothing either, before and after the sweep.
+      await store.setChat(key, a.id);
+      await store.append(a.id, recs(1), { close: "completed" });
+      expect(await store.getChat(key)).toBe(a.id);
+      clock.t += 61_000;
+      expect(await store.getChat(key)).toBeUndefined();
+      await store.sweep();
+      expect(await store.getChat(key)).toBeUndefined();
+    });
+
+    it("holds at most maxStreams: the ended stream that expires first makes room; only running ones → capacity_exceeded", async () => {
+      const store = await make({ maxStreams: 3, defaultTtlS: 600 });
+      const a = await store.create(gen());
+      const b = await store.create(gen());
+      const c = await store.create(gen());
+      await store.append(a.id, recs(2), { close: "completed" });
+      clock.t += 1000;
+      await store.append(c.id, recs(1), { close: "completed" });
+      const heard: StoreNotice[] = [];
+      store.subscribe(a.id, (n) => heard.push(n));
+      const d = await store.create(gen());
+      expect(await store.info(a.id)).toBeUndefined();
+      await waitFor(() => heard.some((n) => n.deleted));
+      expect(await store.info(b.id)).toBeDefined();
+      expect(await store.info(c.id)).toBeDefined();
+      const e = await store.create(gen());
+      expect(await store.info(c.id)).toBeUndefined();
+      // b, d and e all run: nothing can make room.
+      await expectCode(store.create(gen()), "capacity_exceeded");
+      await store.append(e.id, [], { close: "cancelled" });
+      await store.create(gen());
+      expect(await store.info(e.id)).toBeUndefined();
+      expect((await store.list({ limit: 10 })).map((x) => x.id).sort()).toHaveLength(3);
+      expect(await store.info(d.id)).toBeDefined();
     });
 
     it("keeps binary records exactly (encoding base64) and text records without an encoding", async () => {

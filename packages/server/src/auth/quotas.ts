@@ -11,9 +11,29 @@ interface Usage {
   tokens: number;
 }
 
-const WINDOW_MS = 60_000;
+export const WINDOW_MS = 60_000;
 
-function limited(limit: string, message: string, retryAfterS: number): SluiceError {
+/**
+ * Per-key quotas, as the doors use them. `Quotas` counts on this node (memory and SQLite stores:
+ * one node); `RedisQuotas` (stores/redis-quotas.ts) counts across every node on one Redis.
+ */
+export interface KeyQuotas {
+  /** "node": each node counts alone; "cluster": counted across every node of the store. */
+  readonly scope: "node" | "cluster";
+  /**
+   * Reserves a generation for a key (throws `rate_limited` when over a limit); resolves to the
+   * function that releases it (call it once, with the generation's output tokens).
+   */
+  beginGeneration(keyId: string, limits: KeyLimits): Promise<(outputTokens: number) => void>;
+  /**
+   * Reserves a streaming connection for a key; returns its release function, directly when it
+   * can decide without a round trip (no `connections` limit, or counted on this node).
+   */
+  openConnection(keyId: string, limits: KeyLimits): (() => void) | Promise<() => void>;
+  close?(): Promise<void>;
+}
+
+export function limited(limit: string, message: string, retryAfterS: number): SluiceError {
   return new SluiceError("rate_limited", message, {
     limit,
     retry_after_s: Math.max(1, Math.ceil(retryAfterS)),
@@ -26,7 +46,8 @@ function limited(limit: string, message: string, retryAfterS: number): SluiceErr
  * checked when something starts; nothing already running is ever cut by a quota.
  * Memory is one small record per key that has been used (keys come from config: bounded).
  */
-export class Quotas {
+export class Quotas implements KeyQuotas {
+  readonly scope = "node";
   private readonly usage = new Map<string, Usage>();
 
   constructor(private readonly clock: Clock = realClock) {}
@@ -46,8 +67,12 @@ export class Quotas {
     return u;
   }
 
+  async beginGeneration(keyId: string, limits: KeyLimits): Promise<(outputTokens: number) => void> {
+    return this.reserveGeneration(keyId, limits);
+  }
+
   /** Reserves a generation for a key; returns the function that releases it (call with its output tokens). */
-  beginGeneration(keyId: string, limits: KeyLimits): (outputTokens: number) => void {
+  reserveGeneration(keyId: string, limits: KeyLimits): (outputTokens: number) => void {
     const u = this.get(keyId);
     const retryIn = (u.windowStart + WINDOW_MS - this.clock.now()) / 1000;
     if (limits.concurrent_generations !== undefined && u.running >= limits.concurrent_generations) {

@@ -7,7 +7,7 @@ import { ConfigError } from "../config.js";
 import { applyCors, applyPreflight, type CorsPolicy } from "./cors.js";
 import { type ApiKey, type KeyLimits, KeyRing, sha256 } from "./keys.js";
 import { OPEN_PRINCIPAL, type Principal } from "./principal.js";
-import { Quotas } from "./quotas.js";
+import { type KeyQuotas, Quotas } from "./quotas.js";
 import { TokenIssuer } from "./tokens.js";
 
 declare module "fastify" {
@@ -22,7 +22,8 @@ export interface Security {
   enabled: boolean;
   keys: KeyRing;
   tokens: TokenIssuer;
-  quotas: Quotas;
+  /** Per-key quotas: this node's (memory, SQLite) or every node's (Redis). */
+  quotas: KeyQuotas;
   defaultLimits: KeyLimits;
   /** Who may call from a browser (`cors.origins`, `cors.credentials`); /v1 and /ds share it. */
   cors: CorsPolicy;
@@ -48,7 +49,7 @@ function readSecret(what: string, env: NodeJS.ProcessEnv, envName?: string, file
 }
 
 /** Loads keys and token secrets (from env or files; never logged) into their in-memory forms. */
-export function buildSecurity(config: Config, env: NodeJS.ProcessEnv): Security {
+export function buildSecurity(config: Config, env: NodeJS.ProcessEnv, quotas?: KeyQuotas): Security {
   const keys: ApiKey[] = config.auth.keys.map((k) => {
     const hash =
       k.key_sha256 !== undefined
@@ -83,7 +84,7 @@ export function buildSecurity(config: Config, env: NodeJS.ProcessEnv): Security 
     enabled: keys.length > 0,
     keys: new KeyRing(keys),
     tokens,
-    quotas: new Quotas(),
+    quotas: quotas ?? new Quotas(),
     defaultLimits: config.auth.default_limits,
     cors: corsPolicy(config),
   };

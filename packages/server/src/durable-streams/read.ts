@@ -117,7 +117,7 @@ async function longPoll(
   cursorParam: string | undefined,
 ): Promise<FastifyReply> {
   const { config, store, hub, live } = st;
-  const hold = live.hold(req, reply, "long-poll");
+  const hold = await live.hold(req, reply, "long-poll");
   if (hold.gone) {
     reply.hijack();
     return reply;

@@ -313,8 +313,13 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
           // The client left during the checks: take nothing.
           if (sink.closed) return;
           // One streaming connection for the key's quota and for the server's limit.
-          releaseKey = holdConnectionAs(id.apiKey, security);
           release = connections.acquire();
+          // (The key's quota may wait for Redis: a client gone meanwhile gets it back at once.)
+          releaseKey = await holdConnectionAs(id.apiKey, security);
+          if (sink.closed) {
+            detach();
+            return;
+          }
           sink.reader = await hub.attach(stream, pos.kind === "now" ? "now" : pos.seq, grpcSluice, sink);
           if (sink.closed) detach();
         } catch (err) {

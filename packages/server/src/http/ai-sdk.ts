@@ -7,8 +7,8 @@
  *   and follows it live (`resume: true`); 204 when none is running.
  * - `POST /v1/ai-sdk/chat/{chatId}/stop` cancels the active generation at the upstream.
  *
- * The chat → active stream map lives in memory here (bounded); a multi-node deployment would
- * keep it in the shared store instead.
+ * The chat → active stream map lives in the store (Store.setChat/getChat): on Redis every node
+ * sees it, so resume and stop work on any node; it is kept no longer than the stream's retention.
  */
 import { SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyRequest } from "fastify";
@@ -26,7 +26,6 @@ export const UI_MESSAGE_STREAM_HEADERS = {
   "x-accel-buffering": "no",
 };
 
-const MAX_CHATS = 10_000;
 const CHAT_ID_RE = /^[A-Za-z0-9_.:-]{1,256}$/;
 
 const UIPartSchema = z.object({ type: z.string() }).passthrough();
@@ -61,23 +60,6 @@ const PASS_THROUGH = [
   "metadata",
   "demo",
 ] as const;
-
-/** Bounded chat id → stream id map (oldest chats forgotten first). */
-export class ActiveChats {
-  private readonly map = new Map<string, string>();
-  constructor(private readonly max = MAX_CHATS) {}
-  set(chatId: string, streamId: string): void {
-    this.map.delete(chatId);
-    this.map.set(chatId, streamId);
-    while (this.map.size > this.max) {
-      const oldest = this.map.keys().next().value as string;
-      this.map.delete(oldest);
-    }
-  }
-  get(chatId: string): string | undefined {
-    return this.map.get(chatId);
-  }
-}
 
 /** UI messages (parts) → Chat Completions-style messages the providers take. */
 export function uiToMessages(messages: z.infer<typeof UIMessageSchema>[]): Message[] {
@@ -117,14 +99,13 @@ export function uiToMessages(messages: z.infer<typeof UIMessageSchema>[]): Messa
   return out;
 }
 
-/** The active-chat map key: the caller's tenant, then the client's chat id. */
+/** The active-chat map key: the caller's tenant, then the client's chat id (unambiguous as JSON). */
 function chatKey(req: FastifyRequest, chatId: string): string {
-  return `${req.principal.tenant ?? ""}\u0000${chatId}`;
+  return JSON.stringify([req.principal.tenant ?? "", chatId]);
 }
 
 export function registerAiSdk(app: FastifyInstance, deps: DoorDeps): void {
   const { runner, store, config, live } = deps;
-  const chats = new ActiveChats();
 
   app.post("/v1/ai-sdk/chat", async (req, reply) => {
     const body = req.body;
@@ -145,13 +126,20 @@ export function registerAiSdk(app: FastifyInstance, deps: DoorDeps): void {
     const g = GenerationRequestSchema.safeParse(candidate);
     if (!g.success) throw new SluiceError("invalid_request", describeIssues(g.error.issues));
     const request: GenerationRequest = g.data;
-    const hold = live.hold(req, reply, "sse");
+    const hold = await live.hold(req, reply, "sse");
     const info = await startFor(req, deps, request).catch((err) => {
       hold.release();
       throw err;
     });
     // Chat ids are the client's: they are namespaced per tenant so tenants cannot collide.
-    if (b.id !== undefined) chats.set(chatKey(req, b.id), info.id);
+    if (b.id !== undefined) {
+      // A chat that could not be recorded would not resume: its generation is stopped, not orphaned.
+      await store.setChat(chatKey(req, b.id), info.id).catch(async (err) => {
+        hold.release();
+        await runner.cancel(info.id, "server", "the chat could not be recorded").catch(() => {});
+        throw err;
+      });
+    }
     reply.header(STREAM_ID_HEADER, info.id);
     await live.stream(
       req,
@@ -174,7 +162,7 @@ export function registerAiSdk(app: FastifyInstance, deps: DoorDeps): void {
   app.get("/v1/ai-sdk/chat/:chatId/stream", async (req, reply) => {
     const { chatId } = req.params as { chatId: string };
     requireAction(req.principal, "read");
-    const streamId = CHAT_ID_RE.test(chatId) ? chats.get(chatKey(req, chatId)) : undefined;
+    const streamId = CHAT_ID_RE.test(chatId) ? await store.getChat(chatKey(req, chatId)) : undefined;
     const info = streamId ? await store.info(streamId) : undefined;
     if (!streamId || !info || info.status !== "running") return reply.code(204).send();
     requireStreamAccess(req.principal, "read", info);
@@ -195,9 +183,11 @@ export function registerAiSdk(app: FastifyInstance, deps: DoorDeps): void {
   app.post("/v1/ai-sdk/chat/:chatId/stop", async (req, reply) => {
     const { chatId } = req.params as { chatId: string };
     requireAction(req.principal, "cancel");
-    const streamId = CHAT_ID_RE.test(chatId) ? chats.get(chatKey(req, chatId)) : undefined;
-    if (!streamId || !runner.isRunning(streamId)) return { chat_id: chatId, stopped: false };
-    requireStreamAccess(req.principal, "cancel", await store.info(streamId));
+    const streamId = CHAT_ID_RE.test(chatId) ? await store.getChat(chatKey(req, chatId)) : undefined;
+    // Running on any node: the runner passes the cancel to its owner.
+    const current = streamId ? await store.info(streamId) : undefined;
+    if (!streamId || !current || current.status !== "running") return { chat_id: chatId, stopped: false };
+    requireStreamAccess(req.principal, "cancel", current);
     reply.header(STREAM_ID_HEADER, streamId);
     const info = await runner.cancel(streamId, "client", "stopped by request");
     return { chat_id: chatId, stopped: true, stream_id: streamId, status: info.status };

@@ -242,7 +242,7 @@ export function registerAnthropic(app: FastifyInstance, deps: DoorDeps): void {
     const { request, body } = parseMessagesBody(req.body, isDemo);
     const route = routes.resolve(request.model);
     const onDisconnect = request.on_disconnect ?? route.on_disconnect ?? "continue";
-    const hold = body.stream === true ? live.hold(req, reply, "sse") : undefined;
+    const hold = body.stream === true ? await live.hold(req, reply, "sse") : undefined;
     const info = await startFor(req, deps, request).catch((err) => {
       hold?.release();
       throw err;

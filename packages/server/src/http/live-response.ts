@@ -8,8 +8,9 @@
  * codec (and, for protocol framing, a sink).
  *
  * Release is tied to the response's lifetime: a slot is taken and its release registered on
- * the response's `close` in one synchronous step, and a request whose client already left
- * (during token verification or a store lookup) takes nothing — so no exit path keeps a slot.
+ * the response's `close` in one synchronous step (the key's quota, which may wait for Redis,
+ * joins that release when granted), and a request whose client already left (during token
+ * verification or a store lookup) takes nothing — so no exit path keeps a slot.
  */
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
@@ -108,24 +109,20 @@ export class LiveResponses {
 
   /**
    * Takes a connection slot and the key's connection quota for this request, released when its
-   * response closes. Throws `too_many_connections` / `rate_limited` (nothing taken) when full.
+   * response closes. Throws `too_many_connections` / `rate_limited` (nothing kept) when full.
+   * The slot is taken and its release tied to the response's close in one synchronous step;
+   * the key's quota may need a round trip (counted across nodes on Redis): a response that
+   * closes meanwhile gets the quota released as soon as it is granted.
    */
-  hold(req: FastifyRequest, reply: FastifyReply, transport: LiveTransport): Hold {
+  async hold(req: FastifyRequest, reply: FastifyReply, transport: LiveTransport): Promise<Hold> {
     const res = reply.raw;
     if (responseGone(res)) return GONE;
-    const key = req.apiKey;
-    const releaseKey = key ? this.deps.security.quotas.openConnection(key.id, key.limits) : undefined;
-    let releaseGate: () => void;
-    try {
-      releaseGate = this.deps.connections.acquire();
-    } catch (err) {
-      releaseKey?.();
-      throw err;
-    }
+    const releaseGate = this.deps.connections.acquire();
     const gauge = this.deps.metrics?.connections.labels(transport);
     gauge?.inc();
     let closed = false;
     let released = false;
+    let releaseKey: (() => void) | undefined;
     const fns: (() => void)[] = [];
     const release = () => {
       if (released) return;
@@ -139,6 +136,18 @@ export class LiveResponses {
       release();
       for (const fn of fns.splice(0)) fn();
     });
+    const key = req.apiKey;
+    if (key) {
+      try {
+        const taken = this.deps.security.quotas.openConnection(key.id, key.limits);
+        const r = typeof taken === "function" ? taken : await taken;
+        if (released) r();
+        else releaseKey = r;
+      } catch (err) {
+        release();
+        throw err;
+      }
+    }
     return {
       get gone() {
         return closed;
@@ -161,7 +170,7 @@ export class LiveResponses {
     const { config, hub, runner } = this.deps;
     // A door that starts the generation it streams holds the slot first (held), so a full
     // server refuses before any generation starts.
-    const hold = held ?? this.hold(req, reply, o.transport);
+    const hold = held ?? (await this.hold(req, reply, o.transport));
     if (hold.gone) {
       reply.hijack();
       return;

@@ -146,7 +146,7 @@ export function registerOpenAI(app: FastifyInstance, deps: DoorDeps): void {
     const { request, body } = parseChatBody(req.body);
     const route = routes.resolve(request.model);
     const onDisconnect = request.on_disconnect ?? route.on_disconnect ?? "continue";
-    const hold = body.stream === true ? live.hold(req, reply, "sse") : undefined;
+    const hold = body.stream === true ? await live.hold(req, reply, "sse") : undefined;
     const info = await startFor(req, deps, request).catch((err) => {
       hold?.release();
       throw err;

@@ -28,7 +28,7 @@ export async function startAs(
   request: GenerationRequest,
 ): Promise<StreamInfo> {
   requireAction(principal, "start");
-  const release = key ? deps.security.quotas.beginGeneration(key.id, key.limits) : undefined;
+  const release = key ? await deps.security.quotas.beginGeneration(key.id, key.limits) : undefined;
   try {
     return await deps.runner.start(request, {
       ...(principal.tenant !== undefined ? { tenant: principal.tenant } : {}),
@@ -40,12 +40,10 @@ export async function startAs(
   }
 }
 
-/** Reserves a streaming connection against the key's `connections` limit; returns its release. */
-export function holdConnection(req: FastifyRequest, security: Security): () => void {
-  return holdConnectionAs(req.apiKey, security);
-}
-
-/** holdConnection for transports without a FastifyRequest. */
-export function holdConnectionAs(key: ApiKey | undefined, security: Security): () => void {
+/**
+ * Reserves a streaming connection against the key's `connections` limit (across nodes on the
+ * Redis store); resolves to its release. For transports without a FastifyRequest.
+ */
+export async function holdConnectionAs(key: ApiKey | undefined, security: Security): Promise<() => void> {
   return key ? security.quotas.openConnection(key.id, key.limits) : () => {};
 }

@@ -34,7 +34,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
   // ── start a generation ────────────────────────────────────────────────────
   app.post("/v1/streams", async (req, reply) => {
     const request = parseGenerationRequest(req.body);
-    const hold = pickTransport(req) === "sse" ? live.hold(req, reply, "sse") : undefined;
+    const hold = pickTransport(req) === "sse" ? await live.hold(req, reply, "sse") : undefined;
     const info = await startFor(req, doors, request).catch((err) => {
       hold?.release();
       throw err;
@@ -168,7 +168,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
    * shutdown answers it at once.
    */
   async function longPoll(req: FastifyRequest, reply: FastifyReply, id: string, after: number, wait: number) {
-    const hold = live.hold(req, reply, "long-poll");
+    const hold = await live.hold(req, reply, "long-poll");
     if (hold.gone) return;
     const ac = new AbortController();
     const abort = () => ac.abort();

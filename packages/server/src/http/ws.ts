@@ -193,27 +193,49 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
   });
 
   function accept(req: IncomingMessage, socket: Duplex, head: Buffer, identity: Identity): void {
-    let release: () => void;
+    // The socket is one streaming connection for the server's limit and for the key's quota.
+    let releaseGate: () => void;
     try {
-      // The socket is one streaming connection for the key's quota and for the server's limit.
-      const releaseKey = holdConnectionAs(identity.apiKey, deps.security);
-      let releaseGate: () => void;
-      try {
-        releaseGate = connections.acquire();
-      } catch (err) {
-        releaseKey();
-        throw err;
-      }
-      release = () => {
-        releaseGate();
-        releaseKey();
-      };
+      releaseGate = connections.acquire();
     } catch (err) {
       refuseWith(socket, err);
       return;
     }
+    let releaseKey: (() => void) | undefined;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      releaseGate();
+      releaseKey?.();
+    };
     // A handshake ws rejects never reaches the callback: the socket's close frees the slots.
     socket.once("close", release);
+    // The key's quota may need a round trip (counted across nodes on Redis).
+    holdConnectionAs(identity.apiKey, deps.security).then(
+      (r) => {
+        if (released || socket.destroyed) {
+          r();
+          release();
+          return;
+        }
+        releaseKey = r;
+        upgrade(req, socket, head, identity, release);
+      },
+      (err: unknown) => {
+        release();
+        if (!socket.destroyed) refuseWith(socket, err);
+      },
+    );
+  }
+
+  function upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    identity: Identity,
+    release: () => void,
+  ) {
     wss.handleUpgrade(req, socket, head, (ws) => {
       const gauge = deps.metrics?.connections.labels("ws");
       gauge?.inc();

@@ -134,6 +134,8 @@ export interface MemoryStoreOptions {
 export class MemoryStore implements Store {
   readonly name = "memory";
   private readonly streams = new Map<string, MemStream>();
+  /** Chat key → stream id (insertion order = oldest first; bounded by maxStreams). */
+  private readonly chats = new Map<string, string>();
   private readonly limits: StoreLimits;
   private readonly maxStreams: number;
   private readonly maxBytes: number;
@@ -334,6 +336,27 @@ export class MemoryStore implements Store {
       out.push({ ...s.info, metadata: { ...s.info.metadata } });
     }
     return out;
+  }
+
+  async setChat(key: string, streamId: string): Promise<void> {
+    this.chats.delete(key);
+    this.chats.set(key, streamId);
+    // Entries of streams that are gone are dropped on sight; past the bound the oldest go.
+    while (this.chats.size > this.maxStreams) {
+      const oldest = this.chats.keys().next().value as string;
+      this.chats.delete(oldest);
+    }
+  }
+
+  async getChat(key: string): Promise<string | undefined> {
+    const id = this.chats.get(key);
+    if (id === undefined) return undefined;
+    const s = this.streams.get(id);
+    if (!s || this.expired(s)) {
+      this.chats.delete(key);
+      return undefined;
+    }
+    return id;
   }
 
   subscribe(id: string, listener: (notice: StoreNotice) => void): () => void {

@@ -1,8 +1,10 @@
+import type { KeyQuotas } from "../auth/quotas.js";
 import type { Clock } from "../core/clock.js";
 import { type Coordinator, LocalCoordinator } from "../core/coordinator.js";
 import { MemoryStore } from "./memory.js";
 import { RedisStore } from "./redis.js";
 import { RedisCoordinator } from "./redis-coordinator.js";
+import { RedisQuotas } from "./redis-quotas.js";
 import { SqliteStore } from "./sqlite.js";
 import type { Store, StoreLimits } from "./store.js";
 
@@ -30,11 +32,14 @@ export interface OpenStoreOptions {
   leaseRenewMs: number;
 }
 
-/** Opens the configured store and the coordinator that goes with it. */
+/**
+ * Opens the configured store and the coordinator that goes with it; for Redis also the key
+ * quotas counted across nodes (other stores: none here, the server counts on its own node).
+ */
 export async function openStore(
   spec: StoreSpec,
   opts: OpenStoreOptions,
-): Promise<{ store: Store; coordinator: Coordinator }> {
+): Promise<{ store: Store; coordinator: Coordinator; quotas?: KeyQuotas }> {
   if (spec === "memory") {
     const store = new MemoryStore({
       clock: opts.clock,
@@ -49,6 +54,7 @@ export async function openStore(
       path: spec.slice("sqlite:".length),
       clock: opts.clock,
       limits: opts.limits,
+      maxStreams: opts.maxStreams,
     });
     return { store, coordinator: new LocalCoordinator(store) };
   }
@@ -59,6 +65,7 @@ export async function openStore(
       clock: opts.clock,
       limits: opts.limits,
       outageMs: opts.outageMs,
+      maxStreams: opts.maxStreams,
     });
     // Start even if Redis is not there yet (readyz says so); appends wait, requests fail fast.
     await store.connected(5000);
@@ -66,7 +73,12 @@ export async function openStore(
       leaseTtlMs: opts.leaseTtlMs,
       renewMs: opts.leaseRenewMs,
     });
-    return { store, coordinator };
+    const quotas = new RedisQuotas(store.client, store.prefix, {
+      nodeId: coordinator.nodeId,
+      leaseTtlMs: opts.leaseTtlMs,
+      renewMs: opts.leaseRenewMs,
+    });
+    return { store, coordinator, quotas };
   }
   throw new Error(`unknown store "${spec}": use memory, sqlite:PATH or redis://host:port`);
 }

@@ -8,6 +8,7 @@ import {
   type AppendOptions,
   type AppendResult,
   type CreateStream,
+  capacityExceeded,
   DEFAULT_STORE_LIMITS,
   type ListOptions,
   type ReadResult,
@@ -36,28 +37,60 @@ export interface RedisStoreOptions {
   outageMs?: number;
   /** How long a read, info or list waits for Redis before failing with store_unavailable (ms). */
   readTimeoutMs?: number;
+  /**
+   * Most streams kept (`limits.max_streams`), all nodes together: at the bound the ended stream
+   * that expires first is removed; with only running ones left, create fails with `capacity_exceeded`.
+   */
+  maxStreams?: number;
 }
 
 /**
  * Creates a stream atomically; an expired stream with the same id is replaced (its followers
- * hear it was deleted). KEYS: meta, log, index, ctr, running, expiry.
- * ARGV: id, now, kind, content_type, tenant, model, notice channel, then metadata field/value pairs.
+ * hear it was deleted). At `max streams` (the index's size), ended streams are removed first,
+ * the one that expires first first (`FULL` when only running ones are left).
+ * KEYS: meta, log, index, ctr, running, expiry.
+ * ARGV: id, now, kind, content_type, tenant, model, notice channel, max streams ('' = none), key
+ * prefix, then metadata field/value pairs.
  */
 const CREATE_LUA = `
 local m = KEYS[1]
+local replaced = false
 if redis.call('EXISTS', m) == 1 then
   local h = redis.call('HMGET', m, 'expires_ms', 'status')
   local exp = tonumber(h[1])
   if not exp or exp > tonumber(ARGV[2]) then return 'EXISTS' end
   redis.call('DEL', m, KEYS[2])
   redis.call('PUBLISH', ARGV[7], '0\\n' .. h[2] .. '\\ndeleted')
+  replaced = true
+end
+local max = tonumber(ARGV[8])
+if max and not replaced then
+  local tries = 0
+  while redis.call('ZCARD', KEYS[3]) >= max and tries < 16 do
+    tries = tries + 1
+    local freed = false
+    for _, v in ipairs(redis.call('ZRANGE', KEYS[6], 0, 63)) do
+      local vm = ARGV[9] .. 'm:' .. v
+      local st = redis.call('HGET', vm, 'status')
+      if st ~= 'running' then
+        redis.call('DEL', vm, ARGV[9] .. 'l:' .. v)
+        redis.call('ZREM', KEYS[3], v)
+        redis.call('ZREM', KEYS[6], v)
+        redis.call('SREM', KEYS[5], v)
+        if st then redis.call('PUBLISH', ARGV[9] .. 'n:' .. v, '0\\n' .. st .. '\\ndeleted') end
+        freed = true
+        break
+      end
+    end
+    if not freed then return 'FULL' end
+  end
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('HSET', m, 'kind', ARGV[3], 'ct', ARGV[4], 'status', 'running', 'created_ms', ARGV[2], 'length', 0, 'bytes', 0, 'lb', '')
 if ARGV[5] ~= '' then redis.call('HSET', m, 'tenant', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', m, 'model', ARGV[6]) end
-for i = 8, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
+for i = 10, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
 local c = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], c, ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
@@ -266,6 +299,7 @@ export class RedisStore implements Store {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly outageMs: number;
   private readonly readTimeoutMs: number;
+  private readonly maxStreams: number | undefined;
   private closed = false;
   lastError: string | undefined;
   /** Names this node's notices (see onPublished). */
@@ -279,6 +313,7 @@ export class RedisStore implements Store {
     this.clock = opts.clock ?? realClock;
     this.outageMs = opts.outageMs ?? 30_000;
     this.readTimeoutMs = opts.readTimeoutMs ?? 5000;
+    this.maxStreams = opts.maxStreams;
     const common = {
       maxRetriesPerRequest: null,
       enableOfflineQueue: true,
@@ -406,9 +441,12 @@ export class RedisStore implements Store {
       init.tenant ?? "",
       init.model ?? "",
       this.chan(init.id),
+      this.maxStreams === undefined ? "" : String(this.maxStreams),
+      this.prefix,
       ...meta,
     )) as string;
     if (r === "EXISTS") throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
+    if (r === "FULL") throw capacityExceeded("redis", this.maxStreams ?? 0);
     const info = await this.info(init.id);
     if (!info) throw new SluiceError("internal_error", `stream ${init.id} vanished after creation`);
     return info;
@@ -647,6 +685,25 @@ export class RedisStore implements Store {
       }
       if (ids.length < page) return out;
     }
+  }
+
+  private chatKey(key: string): string {
+    return `${this.prefix}chat:${key}`;
+  }
+
+  /** One key per chat with a TTL of the stream's retention: it expires by itself (any node may set it). */
+  async setChat(key: string, streamId: string, ttlS?: number): Promise<void> {
+    this.check();
+    const ms = Math.max(1, Math.round((ttlS ?? this.limits.defaultTtlS) * 1000));
+    await this.timed(this.client.set(this.chatKey(key), streamId, "PX", ms));
+  }
+
+  async getChat(key: string): Promise<string | undefined> {
+    this.check();
+    const id = await this.timed(this.client.get(this.chatKey(key)));
+    if (id === null) return undefined;
+    // The stream may have been deleted (or replaced) since: only a live one counts.
+    return (await this.timed(this.head(id))) ? id : undefined;
   }
 
   /** Ids of streams still running (for ownership checks). */

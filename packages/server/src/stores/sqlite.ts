@@ -8,6 +8,7 @@ import {
   type AppendOptions,
   type AppendResult,
   type CreateStream,
+  capacityExceeded,
   checkAppend,
   DEFAULT_STORE_LIMITS,
   type EndStatus,
@@ -35,6 +36,11 @@ export interface SqliteStoreOptions {
    * per event-loop turn. Default 4: a few ms of latency for far fewer transactions.
    */
   commitIntervalMs?: number;
+  /**
+   * Most streams the file holds (`limits.max_streams`): at the bound the oldest ended stream is
+   * removed; with only running ones left, create fails with `capacity_exceeded`.
+   */
+  maxStreams?: number;
 }
 
 interface StreamRow {
@@ -64,6 +70,7 @@ type Op =
   | { kind: "append"; id: string; records: RecordInput[]; opts: AppendOptions; done: Settle<AppendResult> }
   | { kind: "create"; init: CreateStream; done: Settle<StreamInfo> }
   | { kind: "update"; id: string; patch: StreamPatch; done: Settle<StreamInfo | undefined> }
+  | { kind: "chat"; key: string; stream: string; expiresMs: number; done: Settle<undefined> }
   /** `onlyExpired`: the sweep's delete, which leaves a stream alone that was re-created or re-dated meanwhile. */
   | { kind: "delete"; id: string; onlyExpired?: boolean; done: Settle<boolean> };
 
@@ -99,7 +106,23 @@ CREATE TABLE IF NOT EXISTS events (
   encoding TEXT,
   PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chats (
+  key TEXT PRIMARY KEY,
+  stream TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chats_stream ON chats (stream);
 `;
+
+/** What one queued write did: its answer, and the notices to deliver once it is committed. */
+interface Applied {
+  op: Op;
+  ok: boolean;
+  value: unknown;
+  notice?: StoreNotice;
+  /** Notices to other streams (one evicted to make room): stream id, notice. */
+  others?: [string, StoreNotice][];
+}
 
 /**
  * The embedded durable store: one SQLite file in WAL mode. Writes (create, append, delete)
@@ -124,6 +147,9 @@ export class SqliteStore implements Store {
   /** Transactions committed by the write queue (for metrics and tests). */
   commits = 0;
   private readonly st: ReturnType<SqliteStore["prepare"]>;
+  private readonly maxStreams: number;
+  /** Rows in `streams` (kept here: COUNT(*) walks the table). */
+  private count: number;
 
   constructor(opts: SqliteStoreOptions) {
     this.path = opts.path;
@@ -132,7 +158,14 @@ export class SqliteStore implements Store {
       this.lockFile = takeLock(`${opts.path}.lock`);
     }
     this.db = new Database(opts.path);
+    // A new file gives back the pages of removed streams (sweep runs incremental_vacuum), so
+    // it shrinks after churn; it must be chosen before the first table exists. Files made
+    // before this keep reusing freed pages (they stop growing) until a VACUUM converts them.
+    const tables = this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM sqlite_master").get();
+    if (tables?.n === 0) this.db.pragma("auto_vacuum = INCREMENTAL");
     this.db.pragma("journal_mode = WAL");
+    // The WAL is cut back to this after each checkpoint instead of keeping its largest size.
+    this.db.pragma("journal_size_limit = 16777216");
     // WAL + NORMAL: a committed transaction survives a process crash (not necessarily a power loss).
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
@@ -143,6 +176,9 @@ export class SqliteStore implements Store {
     this.limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
     this.clock = opts.clock ?? realClock;
     this.st = this.prepare();
+    this.maxStreams = opts.maxStreams ?? Number.POSITIVE_INFINITY;
+    this.count = (this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM streams").get()?.n ??
+      0) as number;
     this.commitIntervalMs = opts.commitIntervalMs ?? 4;
     const every = opts.sweepIntervalMs ?? 60_000;
     if (every > 0) {
@@ -169,6 +205,16 @@ export class SqliteStore implements Store {
       ),
       delStream: db.prepare("DELETE FROM streams WHERE id = ?"),
       delEvents: db.prepare("DELETE FROM events WHERE stream = ?"),
+      delChats: db.prepare("DELETE FROM chats WHERE stream = ?"),
+      setChat: db.prepare("INSERT OR REPLACE INTO chats (key, stream, expires_ms) VALUES (?, ?, ?)"),
+      getChat: db.prepare<[string, number, number], { stream: string }>(
+        `SELECT c.stream FROM chats c JOIN streams s ON s.id = c.stream WHERE c.key = ? AND c.expires_ms > ?
+         AND (s.expires_ms IS NULL OR s.expires_ms > ?)`,
+      ),
+      expiredChats: db.prepare("DELETE FROM chats WHERE expires_ms <= ?"),
+      oldestEnded: db.prepare<[], { id: string; status: StreamInfo["status"] }>(
+        "SELECT id, status FROM streams WHERE status != 'running' ORDER BY ord LIMIT 1",
+      ),
       expired: db.prepare<[number], { id: string }>(
         "SELECT id FROM streams WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT 500",
       ),
@@ -201,7 +247,8 @@ export class SqliteStore implements Store {
     const ops = this.queue;
     this.queue = [];
     if (ops.length === 0) return;
-    const results: { op: Op; ok: boolean; value: unknown; notice?: StoreNotice }[] = [];
+    const results: Applied[] = [];
+    const count = this.count;
     try {
       this.db.transaction(() => {
         for (const op of ops) {
@@ -214,6 +261,8 @@ export class SqliteStore implements Store {
         }
       })();
     } catch (err) {
+      // Rolled back: the row count is what it was.
+      this.count = count;
       for (const op of ops) op.done.reject(storeFailure("sqlite", err));
       return;
     }
@@ -221,31 +270,52 @@ export class SqliteStore implements Store {
     for (const r of results) {
       if (r.ok) (r.op.done as Settle<unknown>).resolve(r.value);
       else r.op.done.reject(r.value);
-      if (r.notice) {
-        const id = r.op.kind === "create" ? r.op.init.id : r.op.id;
-        const ls = this.listeners.get(id);
-        if (ls) for (const l of [...ls]) l(r.notice);
-        if (r.notice.deleted) this.listeners.delete(id);
-      }
+      for (const [id, notice] of r.others ?? []) this.deliver(id, notice);
+      if (r.notice)
+        this.deliver(r.op.kind === "create" ? r.op.init.id : (r.op as { id: string }).id, r.notice);
     }
   }
 
-  private apply(op: Op): { op: Op; ok: boolean; value: unknown; notice?: StoreNotice } {
+  private deliver(id: string, notice: StoreNotice): void {
+    const ls = this.listeners.get(id);
+    if (ls) for (const l of [...ls]) l(notice);
+    if (notice.deleted) this.listeners.delete(id);
+  }
+
+  /** Removes a stream's rows (events, chats pointing at it, the stream). */
+  private removeRows(id: string): void {
+    this.st.delEvents.run(id);
+    this.st.delChats.run(id);
+    if (this.st.delStream.run(id).changes > 0) this.count--;
+  }
+
+  private apply(op: Op): Applied {
     switch (op.kind) {
       case "create": {
         // Replacing an expired stream: its subscribers hear that it is gone.
         const old = this.st.get.get(op.init.id);
+        let others: [string, StoreNotice][] | undefined;
+        if (!old && this.count >= this.maxStreams) {
+          const victim = this.st.oldestEnded.get();
+          if (!victim) throw capacityExceeded("sqlite", this.maxStreams);
+          this.removeRows(victim.id);
+          others = [[victim.id, { records: [], status: victim.status, deleted: true }]];
+        }
         const value = this.applyCreate(op.init);
-        if (!old) return { op, ok: true, value };
-        return { op, ok: true, value, notice: { records: [], status: old.status, deleted: true } };
+        const applied: Applied = { op, ok: true, value };
+        if (others) applied.others = others;
+        if (old) applied.notice = { records: [], status: old.status, deleted: true };
+        return applied;
       }
+      case "chat":
+        this.st.setChat.run(op.key, op.stream, op.expiresMs);
+        return { op, ok: true, value: undefined };
       case "update":
         return { op, ok: true, value: this.applyUpdate(op.id, op.patch) };
       case "delete": {
         const row = this.st.get.get(op.id);
         if (!row || (op.onlyExpired && !this.expired(row))) return { op, ok: true, value: false };
-        this.st.delEvents.run(op.id);
-        this.st.delStream.run(op.id);
+        this.removeRows(op.id);
         return { op, ok: true, value: true, notice: { records: [], status: row.status, deleted: true } };
       }
       case "append": {
@@ -258,10 +328,7 @@ export class SqliteStore implements Store {
   private applyCreate(init: CreateStream): StreamInfo {
     const row = this.st.get.get(init.id);
     if (row && !this.expired(row)) throw new SluiceError("stream_exists", `stream ${init.id} already exists`);
-    if (row) {
-      this.st.delEvents.run(init.id);
-      this.st.delStream.run(init.id);
-    }
+    if (row) this.removeRows(init.id);
     const metadata: Record<string, unknown> = { ...(init.metadata ?? {}) };
     if (init.ttl_s !== undefined) metadata.ttl_s = init.ttl_s;
     const created = this.clock.now();
@@ -274,6 +341,7 @@ export class SqliteStore implements Store {
       metadata: JSON.stringify(metadata),
       created_ms: created,
     });
+    this.count++;
     return toInfo(this.st.get.get(init.id) as StreamRow);
   }
 
@@ -353,6 +421,16 @@ export class SqliteStore implements Store {
 
   delete(id: string): Promise<boolean> {
     return this.enqueue((done) => ({ kind: "delete", id, done }));
+  }
+
+  setChat(key: string, streamId: string, ttlS?: number): Promise<void> {
+    const expiresMs = this.clock.now() + (ttlS ?? this.limits.defaultTtlS) * 1000;
+    return this.enqueue<undefined>((done) => ({ kind: "chat", key, stream: streamId, expiresMs, done }));
+  }
+
+  async getChat(key: string): Promise<string | undefined> {
+    const now = this.clock.now();
+    return this.st.getChat.get(key, now, now)?.stream;
   }
 
   // ── reads ────────────────────────────────────────────────────────────────
@@ -437,7 +515,10 @@ export class SqliteStore implements Store {
     let n = 0;
     for (;;) {
       const ids = this.st.expired.all(this.clock.now()).map((r) => r.id);
-      if (ids.length === 0) return n;
+      if (ids.length === 0) {
+        this.reclaim();
+        return n;
+      }
       let removed = 0;
       for (const id of ids) {
         const gone = await this.enqueue<boolean>((done) => ({ kind: "delete", id, onlyExpired: true, done }));
@@ -445,8 +526,35 @@ export class SqliteStore implements Store {
       }
       n += removed;
       // Every id found was re-created or re-dated meanwhile: the next query would find them again.
-      if (removed === 0) return n;
+      if (removed === 0) {
+        this.reclaim();
+        return n;
+      }
     }
+  }
+
+  /**
+   * After a sweep: drops expired chat entries and gives the pages freed by removed streams back
+   * to the file system (incremental vacuum), then checkpoints the WAL so it is cut back too.
+   * Runs between group commits (everything here is synchronous).
+   */
+  private reclaim(): void {
+    if (this.closed) return;
+    try {
+      this.st.expiredChats.run(this.clock.now());
+      this.db.pragma("incremental_vacuum");
+      this.db.pragma("wal_checkpoint(TRUNCATE)");
+    } catch {
+      // A busy checkpoint or vacuum is retried by the next sweep.
+    }
+  }
+
+  /** Pages in the file, and free ones among them (for tests and metrics). */
+  pages(): { total: number; free: number } {
+    return {
+      total: this.db.pragma("page_count", { simple: true }) as number,
+      free: this.db.pragma("freelist_count", { simple: true }) as number,
+    };
   }
 
   async close(): Promise<void> {

@@ -131,6 +131,15 @@ export interface Store {
   subscribe(id: string, listener: (notice: StoreNotice) => void): () => void;
   /** Removes expired streams now (also done periodically by stores that need it). */
   sweep(): Promise<number>;
+  /**
+   * The AI SDK chat map: chat `key` (tenant and chat id, see http/ai-sdk.ts) now names the
+   * stream `streamId` (replacing what it named). The entry is kept no longer than the stream's
+   * retention (`ttl_s` seconds from now, the store's default when absent) and goes with the
+   * stream when the stream is deleted or expires. Every node of a shared store sees it.
+   */
+  setChat(key: string, streamId: string, ttlS?: number): Promise<void>;
+  /** The stream a chat last started (undefined when none, or when that stream is gone). */
+  getChat(key: string): Promise<string | undefined>;
   /** Whether the store can serve requests now (false while Redis is unreachable); absent = always. */
   ready?(): boolean;
   close(): Promise<void>;
@@ -143,6 +152,15 @@ export interface StoreLimits {
   maxBytesPerStream: number;
   /** Seconds an ended stream is kept. */
   defaultTtlS: number;
+}
+
+/** The stream-count bound every store enforces (`limits.max_streams`). */
+export function capacityExceeded(store: string, maxStreams: number): SluiceError {
+  return new SluiceError(
+    "capacity_exceeded",
+    `the ${store} store holds its maximum of ${maxStreams} running streams (limits.max_streams)`,
+    { retry_after_s: 1 },
+  );
 }
 
 export const DEFAULT_STORE_LIMITS: StoreLimits = {
