@@ -3,6 +3,9 @@
  * `@ai-sdk/openai`) against a real server, with a real mock-upstream behind an openai-compatible
  * route where the upstream must be seen (cancel reaching it, what a conversation forwards).
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createOpenAI } from "@ai-sdk/openai";
 import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { streamText } from "ai";
@@ -392,6 +395,86 @@ describe("background mode, resume, cancel, delete", () => {
     await expect(
       client.responses.create({ model: "demo", input: "y", previous_response_id: r.id }),
     ).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  });
+});
+
+describe("sequence numbers come from the log", () => {
+  it("background + stream: a client that drops does not cancel; it resumes after its last sequence_number", async () => {
+    const ac = new AbortController();
+    const stream = await client.responses.create(
+      body(
+        { model: "demo", input: "Explain", background: true, stream: true as const },
+        { demo: demo({ length: 80, tokens_per_s: 300, ttft_ms: 10 }) },
+      ),
+      { signal: ac.signal },
+    );
+    const got: Ev[] = [];
+    try {
+      for await (const e of stream) {
+        got.push(e);
+        if (got.length === 10) ac.abort();
+      }
+    } catch {
+      // the client's own abort
+    }
+    const id = (got[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;
+    const last = got.at(-1)?.sequence_number as number;
+    const rest = await collect(await client.responses.retrieve(id, { stream: true, starting_after: last }));
+    expect(rest.at(-1)?.type).toBe("response.completed");
+    const all = [...got, ...rest];
+    expect(all.map((e) => e.sequence_number)).toEqual(all.map((_, i) => i));
+    expect(deltas(all)).toBe(textOf(await readAllJson(s.url, streamIdOf(id))));
+  });
+
+  it("after a restart (SQLite) the same events carry the same numbers; an interrupted response ends failed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-responses-"));
+    const store = `sqlite:${join(dir, "sluice.db")}`;
+    try {
+      const a = await startSluice({ store } as never);
+      const c1 = new OpenAI({ baseURL: `${a.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const done = await c1.responses.create(body({ model: "demo", input: "One" }, { demo: demo() }));
+      const full = await collect(await c1.responses.retrieve(done.id, { stream: true }));
+      // A long one, cut by the restart after a few events were delivered.
+      const long = await c1.responses.create(
+        body(
+          { model: "demo", input: "Two", background: true },
+          { demo: demo({ length: 5000, tokens_per_s: 100 }) },
+        ),
+      );
+      const before: Ev[] = [];
+      for await (const e of await c1.responses.retrieve(long.id, { stream: true })) {
+        before.push(e);
+        if (before.length === 12) break;
+      }
+      await a.close();
+
+      const b = await startSluice({ store } as never);
+      try {
+        const c2 = new OpenAI({ baseURL: `${b.url}/v1`, apiKey: "unused", maxRetries: 0 });
+        for (const k of [0, 4, full.length - 3]) {
+          const tail = await collect(
+            await c2.responses.retrieve(done.id, { stream: true, starting_after: k }),
+          );
+          expect(JSON.stringify(tail)).toBe(JSON.stringify(full.slice(k + 1)));
+        }
+        const last = before.at(-1)?.sequence_number as number;
+        const rest = await collect(
+          await c2.responses.retrieve(long.id, { stream: true, starting_after: last }),
+        );
+        expect(rest[0]?.sequence_number).toBe(last + 1);
+        const end = rest.at(-1) as OpenAI.Responses.ResponseFailedEvent;
+        expect(end.type).toBe("response.failed");
+        expect(end.response.status).toBe("failed");
+        expect(end.response.error?.code).toBe("interrupted");
+        const again = await collect(await c2.responses.retrieve(long.id, { stream: true }));
+        expect(JSON.stringify(again.slice(0, before.length))).toBe(JSON.stringify(before));
+        expect(JSON.stringify(again.slice(before.length))).toBe(JSON.stringify(rest));
+      } finally {
+        await b.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
