@@ -3,9 +3,12 @@
  * `@ai-sdk/openai`) against a real server, with a real mock-upstream behind an openai-compatible
  * route where the upstream must be seen (cancel reaching it, what a conversation forwards).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { createOpenAI } from "@ai-sdk/openai";
 import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { streamText } from "ai";
@@ -530,5 +533,32 @@ describe("ai + @ai-sdk/openai (the default model is the Responses API)", () => {
     expect(text.length).toBeGreaterThan(20);
     await waitForStatus(s.url, streamIdOf(id), (x) => x !== "running", 60_000);
     expect(text).toBe(textOf(await readAllJson(s.url, streamIdOf(id))));
+  }, 60_000);
+});
+
+describe("docs/openai-responses.md", () => {
+  it("its example runs against a server and prints the response's id and the log's text", async () => {
+    const doc = readFileSync(new URL("../../../docs/openai-responses.md", import.meta.url), "utf8");
+    const code = /```js\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(code).toContain("http://127.0.0.1:8080/v1");
+    const dir = mkdtempSync(join(tmpdir(), "sluice-doc-"));
+    try {
+      // The example as written, with this server's URL; the repo's node_modules give it `openai`.
+      symlinkSync(
+        fileURLToPath(new URL("../../../node_modules", import.meta.url)),
+        join(dir, "node_modules"),
+      );
+      writeFileSync(join(dir, "example.mjs"), (code as string).replace("http://127.0.0.1:8080", s.url));
+      const { stdout } = await promisify(execFile)(process.execPath, [join(dir, "example.mjs")], {
+        timeout: 60_000,
+      });
+      const [id, ...rest] = stdout.split("\n");
+      expect(id).toMatch(/^resp_st_/);
+      const text = rest.join("\n").replace(/\n$/, "");
+      expect(text.length).toBeGreaterThan(20);
+      expect(text).toBe(textOf(await readAllJson(s.url, streamIdOf(id as string))));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });
