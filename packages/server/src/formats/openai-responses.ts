@@ -91,8 +91,6 @@ export interface ResponsesEvent {
   json: string;
 }
 
-const TEXT_DONE_STATUS = "completed";
-
 /**
  * The fold: feed it the records of one generation stream in order, from the first; it returns
  * each record's events (with their sequence numbers) and keeps the response built so far.
@@ -109,7 +107,6 @@ export class ResponsesEncoder {
   private status = "in_progress";
   private error: Json | null = null;
   private incomplete: Json | null = null;
-  private completedAt: number | null = null;
   private readonly sid: string;
   private readonly meta: ResponsesMeta;
 
@@ -121,7 +118,7 @@ export class ResponsesEncoder {
   /** The response object as it stands after the records folded so far. */
   response(): Json {
     const m = this.meta;
-    const output = this.items.map((i) => i.item);
+    const output = this.items.map((i) => (i.done ? i.item : this.snapshot(i)));
     let outputText = "";
     for (const i of this.items) if (i.kind === "message") outputText += i.text;
     const r: Json = {
@@ -130,7 +127,9 @@ export class ResponsesEncoder {
       created_at: Math.floor(Date.parse(this.info.created_at) / 1000) || 0,
       status: this.status,
       background: m.background ?? false,
-      completed_at: this.completedAt,
+      // The log has no time of its end that every reader sees alike (the numbers and bytes of
+      // each event are a function of the log), so this stays null.
+      completed_at: null,
       error: this.error,
       incomplete_details: this.incomplete,
       instructions: m.instructions ?? null,
@@ -171,7 +170,7 @@ export class ResponsesEncoder {
   }
 
   /** Ends the open message or reasoning item (its done events). */
-  private closeOpen(out: ResponsesEvent[]): void {
+  private closeOpen(out: ResponsesEvent[], status = "completed"): void {
     const it = this.open;
     if (!it) return;
     this.open = undefined;
@@ -190,8 +189,17 @@ export class ResponsesEncoder {
       this.ev(out, "response.reasoning_summary_part.done", { ...base, part });
       it.item.summary = [part];
     }
-    it.item.status = TEXT_DONE_STATUS;
+    it.item.status = status;
     this.ev(out, "response.output_item.done", { output_index: it.index, item: it.item });
+  }
+
+  /** An item still streaming, as the response shows it: what it holds so far. */
+  private snapshot(it: Item): Json {
+    if (it.kind === "message") {
+      return { ...it.item, content: [{ type: "output_text", annotations: [], logprobs: [], text: it.text }] };
+    }
+    if (it.kind === "reasoning") return { ...it.item, summary: [{ type: "summary_text", text: it.text }] };
+    return { ...it.item, arguments: it.text };
   }
 
   /** A response that stopped early: items still streaming are left `incomplete`. */
@@ -199,9 +207,7 @@ export class ResponsesEncoder {
     for (const it of this.items) {
       if (it.done) continue;
       it.done = true;
-      it.item.status = "incomplete";
-      if (it.kind === "message") it.item.content = [{ type: "output_text", annotations: [], text: it.text }];
-      if (it.kind === "reasoning") it.item.summary = it.text ? [{ type: "summary_text", text: it.text }] : [];
+      it.item = { ...this.snapshot(it), status: "incomplete" };
     }
     this.open = undefined;
   }
@@ -249,7 +255,6 @@ export class ResponsesEncoder {
         }
         const it = this.open as Item;
         it.text += delta;
-        it.item.content = [{ type: "output_text", annotations: [], logprobs: [], text: it.text }];
         this.ev(out, "response.output_text.delta", {
           item_id: it.item.id,
           output_index: it.index,
@@ -279,7 +284,6 @@ export class ResponsesEncoder {
         }
         const it = this.open as Item;
         it.text += delta;
-        it.item.summary = [{ type: "summary_text", text: it.text }];
         this.ev(out, "response.reasoning_summary_text.delta", {
           item_id: it.item.id,
           output_index: it.index,
@@ -307,7 +311,6 @@ export class ResponsesEncoder {
         const delta = String(ev.args_delta ?? "");
         if (delta !== "") {
           it.text += delta;
-          it.item.arguments = it.text;
           this.ev(out, "response.function_call_arguments.delta", {
             item_id: it.item.id,
             output_index: it.index,
@@ -360,7 +363,7 @@ export class ResponsesEncoder {
         const output = Number(ev.output_tokens ?? 0);
         this.usage = {
           input_tokens: input,
-          input_tokens_details: { cached_tokens: Number(ev.cached_tokens ?? 0) },
+          input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 },
           output_tokens: output,
           output_tokens_details: { reasoning_tokens: Number(ev.reasoning_tokens ?? 0) },
           total_tokens: Number(ev.total_tokens ?? input + output),
@@ -368,10 +371,11 @@ export class ResponsesEncoder {
         break;
       }
       case "finish": {
-        this.closeOpen(out);
         const reason = String(ev.reason ?? "stop");
-        this.completedAt = Math.floor(Date.parse(this.info.created_at) / 1000) || 0;
-        if (reason === "length" || reason === "content-filter") {
+        const cut = reason === "length" || reason === "content-filter";
+        // An answer cut by max_output_tokens or a filter ends its item as incomplete (as OpenAI's).
+        this.closeOpen(out, cut ? "incomplete" : "completed");
+        if (cut) {
           this.abandon();
           this.status = "incomplete";
           this.incomplete = { reason: reason === "length" ? "max_output_tokens" : "content_filter" };
