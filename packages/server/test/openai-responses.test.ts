@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createOpenAI } from "@ai-sdk/openai";
 import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
-import { streamText } from "ai";
+import { generateText, streamText } from "ai";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
@@ -499,7 +499,7 @@ describe("refusals (400 in OpenAI's error shape, never dropped)", () => {
       { input: [{ role: "user", content: [{ type: "input_image", image_url: "x" }] }] },
       /input\.0/,
     );
-    await refuse({ input: [{ type: "item_reference", id: "x" }] }, "input.0.type");
+    await refuse({ input: [{ type: "computer_call_output", call_id: "x" }] }, "input.0.type");
     await refuse({ truncation: "auto" }, "truncation");
     await refuse({ include: ["reasoning.encrypted_content"] }, "include");
     await refuse({ frobnicate: true }, "frobnicate");
@@ -514,6 +514,39 @@ describe("refusals (400 in OpenAI's error shape, never dropped)", () => {
     const res = await fetch(`${s.url}/v1/responses/${r.id}?stream=true&starting_after=-5`);
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { param: string } }).error.param).toBe("starting_after");
+  });
+});
+
+describe("item_reference", () => {
+  it("an item of an earlier response, referenced by id, is that item; an unknown one is 404", async () => {
+    const first = await client.responses.create(
+      body({ model: "mock-model", input: "First question" }, { demo: demo({ length: 8 }) }),
+    );
+    const item = first.output[0] as OpenAI.Responses.ResponseOutputMessage;
+    await client.responses.create(
+      body(
+        {
+          model: "mock-model",
+          input: [
+            { role: "user" as const, content: "First question" },
+            { type: "item_reference" as const, id: item.id },
+            { role: "user" as const, content: "Second question" },
+          ],
+        },
+        { demo: demo({ length: 8 }) },
+      ),
+    );
+    const sent = mock.requests.at(-1)?.body as { messages: Record<string, unknown>[] };
+    expect(sent.messages).toEqual([
+      { role: "user", content: "First question" },
+      { role: "assistant", content: first.output_text },
+      { role: "user", content: "Second question" },
+    ]);
+    const err = await client.responses
+      .create({ model: "demo", input: [{ type: "item_reference", id: `${item.id}9` }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((err as InstanceType<typeof OpenAI.NotFoundError>).param).toBe("input.0.id");
   });
 });
 
@@ -533,6 +566,41 @@ describe("ai + @ai-sdk/openai (the default model is the Responses API)", () => {
     expect(text.length).toBeGreaterThan(20);
     await waitForStatus(s.url, streamIdOf(id), (x) => x !== "running", 60_000);
     expect(text).toBe(textOf(await readAllJson(s.url, streamIdOf(id))));
+  }, 60_000);
+
+  it("a second turn with the first turn's messages (sent back as item references) reaches the upstream whole", async () => {
+    // What the SDK sends is recorded on its way (the real fetch does the request).
+    const sentBodies: { input: { type?: string }[] }[] = [];
+    const provider = createOpenAI({
+      baseURL: `${s.url}/v1`,
+      apiKey: "unused",
+      fetch: (url, init) => {
+        if (typeof init?.body === "string") sentBodies.push(JSON.parse(init.body));
+        return fetch(url, init);
+      },
+    });
+    const model = provider("mock-model");
+    const first = await generateText({ model, prompt: "First question", maxOutputTokens: 12 });
+    expect(first.text.length).toBeGreaterThan(0);
+    const second = streamText({
+      model,
+      messages: [
+        { role: "user", content: "First question" },
+        ...first.response.messages,
+        { role: "user", content: "Second question" },
+      ],
+      maxOutputTokens: 12,
+    });
+    let text = "";
+    for await (const part of second.textStream) text += part;
+    expect(text.length).toBeGreaterThan(0);
+    expect(sentBodies.at(-1)?.input.some((x) => x.type === "item_reference")).toBe(true);
+    const sent = mock.requests.at(-1)?.body as { messages: Record<string, unknown>[] };
+    expect(sent.messages).toEqual([
+      { role: "user", content: "First question" },
+      { role: "assistant", content: first.text },
+      { role: "user", content: "Second question" },
+    ]);
   }, 60_000);
 });
 

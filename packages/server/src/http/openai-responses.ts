@@ -456,8 +456,46 @@ export function registerOpenAIResponses(app: FastifyInstance, deps: DoorDeps): v
     );
   }
 
+  /**
+   * Input items that name an output item of an earlier response (`{"type": "item_reference",
+   * "id": "msg_<stream id>_<n>"}`, what `@ai-sdk/openai` sends for earlier turns when responses
+   * are stored) become that item, read from its stream's log. Same access rules as a GET.
+   */
+  async function resolveReferences(req: FastifyRequest, b: ResponsesBody): Promise<void> {
+    if (typeof b.input === "string" || !b.input.some((x) => x.type === "item_reference")) return;
+    const folded = new Map<string, unknown[]>();
+    const out: Record<string, unknown>[] = [];
+    for (const [i, item] of b.input.entries()) {
+      if (item.type !== "item_reference") {
+        out.push(item);
+        continue;
+      }
+      const ref = typeof item.id === "string" ? /^(?:msg|fc|rs)_(.+)_(\d{1,9})$/.exec(item.id) : null;
+      const missing = () =>
+        new SluiceError("stream_not_found", `Item with id ${quoteInput(String(item.id), 140)} not found.`, {
+          param: `input.${i}.id`,
+        });
+      if (!ref) throw missing();
+      const sid = ref[1] as string;
+      let output = folded.get(sid);
+      if (!output) {
+        const info = await lookup(req, "read", sid).catch((err: unknown) => {
+          throw err instanceof SluiceError && err.code === "stream_not_found" ? missing() : err;
+        });
+        output = (await foldResponse(store, info)).output as unknown[];
+        folded.set(sid, output);
+      }
+      const found = output[Number(ref[2])] as Record<string, unknown> | undefined;
+      if (!found || found.id !== item.id) throw missing();
+      out.push(found.type === "message" ? { ...found, role: "assistant" } : found);
+      if (out.length > 10_000) fail("input: at most 10000 items", "input");
+    }
+    b.input = out;
+  }
+
   app.post("/v1/responses", { errorHandler }, async (req, reply) => {
     const b = checkBody(req.body);
+    await resolveReferences(req, b);
     const isDemo = (model: string) => routes.resolve(model).provider.name === "demo";
     let previous: ChatMessage[] = [];
     if (b.previous_response_id != null) {
