@@ -226,7 +226,12 @@ describe("sse:anthropic is a valid Anthropic Messages stream", () => {
 });
 
 describe("openai-responses: a fold over the log", () => {
-  const INFO = { id: "st_codec", created_at: "2026-01-01T00:00:00.000Z", model: "demo", metadata: {} };
+  const INFO: { id: string; created_at: string; model?: string; metadata: Record<string, unknown> } = {
+    id: "st_codec",
+    created_at: "2026-01-01T00:00:00.000Z",
+    model: "demo",
+    metadata: {},
+  };
   /** Each record's events in the full encoding (one fold from the first record). */
   function referenceResponses(info: typeof INFO = INFO): string[] {
     const enc = new ResponsesEncoder(info);
