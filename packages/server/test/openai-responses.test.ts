@@ -505,6 +505,7 @@ describe("refusals (400 in OpenAI's error shape, never dropped)", () => {
     await refuse({ frobnicate: true }, "frobnicate");
     await refuse({ background: true, store: false }, "background");
     await refuse({ top_logprobs: 3 }, "top_logprobs");
+    await refuse({ background: true, on_disconnect: "cancel" }, "on_disconnect");
   });
 
   it("a bad starting_after is 400", async () => {
@@ -514,6 +515,39 @@ describe("refusals (400 in OpenAI's error shape, never dropped)", () => {
     const res = await fetch(`${s.url}/v1/responses/${r.id}?stream=true&starting_after=-5`);
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { param: string } }).error.param).toBe("starting_after");
+  });
+});
+
+describe("a chain of responses has the bound of one request body", () => {
+  it("a previous_response_id whose conversation would pass limits.body_bytes is 413 body_too_large", async () => {
+    const small = await startSluice({ limits: { body_bytes: 8 * 1024 } } as never);
+    try {
+      const c = new OpenAI({ baseURL: `${small.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      let prev = await c.responses.create(
+        body({ model: "demo", input: "Go" }, { demo: demo({ length: 300 }) }),
+      );
+      let err: unknown;
+      for (let turn = 0; turn < 20 && err === undefined; turn++) {
+        prev = await c.responses
+          .create(
+            body(
+              { model: "demo", input: "More", previous_response_id: prev.id },
+              { demo: demo({ length: 300 }) },
+            ),
+          )
+          .catch((e: unknown) => {
+            err = e;
+            return prev;
+          });
+      }
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      const e = err as InstanceType<typeof OpenAI.APIError>;
+      expect(e.status).toBe(413);
+      expect(e.code).toBe("body_too_large");
+      expect(e.param).toBe("previous_response_id");
+    } finally {
+      await small.close();
+    }
   });
 });
 

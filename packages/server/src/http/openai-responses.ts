@@ -388,6 +388,12 @@ function checkBody(body: unknown): ResponsesBody {
     fail("stream_options.include_obfuscation: Sluice does not pad stream events", "stream_options");
   }
   if (b.background === true && b.store === false) fail("background mode needs store: true", "background");
+  if (b.background === true && b.on_disconnect === "cancel") {
+    fail(
+      "a background response runs on whatever its client does: on_disconnect: cancel contradicts it",
+      "on_disconnect",
+    );
+  }
   return b;
 }
 
@@ -461,8 +467,8 @@ export function registerOpenAIResponses(app: FastifyInstance, deps: DoorDeps): v
    * "id": "msg_<stream id>_<n>"}`, what `@ai-sdk/openai` sends for earlier turns when responses
    * are stored) become that item, read from its stream's log. Same access rules as a GET.
    */
-  async function resolveReferences(req: FastifyRequest, b: ResponsesBody): Promise<void> {
-    if (typeof b.input === "string" || !b.input.some((x) => x.type === "item_reference")) return;
+  async function resolveReferences(req: FastifyRequest, b: ResponsesBody): Promise<boolean> {
+    if (typeof b.input === "string" || !b.input.some((x) => x.type === "item_reference")) return false;
     const folded = new Map<string, unknown[]>();
     const out: Record<string, unknown>[] = [];
     for (const [i, item] of b.input.entries()) {
@@ -491,11 +497,12 @@ export function registerOpenAIResponses(app: FastifyInstance, deps: DoorDeps): v
       if (out.length > 10_000) fail("input: at most 10000 items", "input");
     }
     b.input = out;
+    return true;
   }
 
   app.post("/v1/responses", { errorHandler }, async (req, reply) => {
     const b = checkBody(req.body);
-    await resolveReferences(req, b);
+    const referenced = await resolveReferences(req, b);
     const isDemo = (model: string) => routes.resolve(model).provider.name === "demo";
     let previous: ChatMessage[] = [];
     if (b.previous_response_id != null) {
@@ -517,6 +524,17 @@ export function registerOpenAIResponses(app: FastifyInstance, deps: DoorDeps): v
       previous = [...prevMessages, ...outputToMessages(folded.output as unknown[])];
     }
     const { request, meta } = parseResponsesBody(b, previous, isDemo);
+    // A chain grows by every answer: what is kept and sent on has the bound of one request body.
+    if (previous.length > 0 || referenced) {
+      const chars = JSON.stringify(request.messages).length;
+      if (chars > config.limits.body_bytes) {
+        throw new SluiceError(
+          "body_too_large",
+          `the conversation with the earlier responses is ${chars} characters, more than limits.body_bytes (${config.limits.body_bytes}); start a new one`,
+          { param: b.previous_response_id != null ? "previous_response_id" : "input" },
+        );
+      }
+    }
     const route = routes.resolve(request.model);
     const background = b.background === true;
     // Background responses run on whatever the client does; otherwise the route's policy holds.
