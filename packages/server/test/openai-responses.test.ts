@@ -15,6 +15,7 @@ import { generateText, streamText } from "ai";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Running, readAllJson, startSluice, textOf, waitForStatus } from "./helpers.js";
+import { startRedis } from "./redis-helper.js";
 
 let s: Running;
 let mock: MockUpstream;
@@ -479,6 +480,55 @@ describe("sequence numbers come from the log", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("two nodes on Redis", () => {
+  it("a response started on one node resumes on the other with the same numbers; a cancel there stops it", async () => {
+    const redis = await startRedis();
+    const nodes: Running[] = [];
+    try {
+      for (let n = 0; n < 2; n++) nodes.push(await startSluice({ store: redis.url } as never));
+      const [a, b] = nodes as [Running, Running];
+      const ca = new OpenAI({ baseURL: `${a.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const cb = new OpenAI({ baseURL: `${b.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const created = await ca.responses.create(
+        body(
+          { model: "demo", input: "Explain", background: true },
+          { demo: demo({ length: 100, tokens_per_s: 200, ttft_ms: 10 }) },
+        ),
+      );
+      // Events from node A until 15 arrived, then the rest from node B while the generation runs.
+      const got: Ev[] = [];
+      for await (const e of await ca.responses.retrieve(created.id, { stream: true })) {
+        got.push(e);
+        if (got.length === 15) break;
+      }
+      const last = got.at(-1)?.sequence_number as number;
+      const rest = await collect(
+        await cb.responses.retrieve(created.id, { stream: true, starting_after: last }),
+      );
+      const all = [...got, ...rest];
+      expect(all.at(-1)?.type).toBe("response.completed");
+      expect(all.map((e) => e.sequence_number)).toEqual(all.map((_, i) => i));
+      const fromB = await collect(await cb.responses.retrieve(created.id, { stream: true }));
+      expect(JSON.stringify(fromB)).toBe(JSON.stringify(all));
+
+      // A slow one started on A, cancelled through B: A's generation stops.
+      const slow = await ca.responses.create(
+        body(
+          { model: "demo", input: "Long", background: true },
+          { demo: demo({ length: 5000, tokens_per_s: 50 }) },
+        ),
+      );
+      const cancelled = await cb.responses.cancel(slow.id);
+      expect(cancelled.status).toBe("cancelled");
+      await waitForStatus(a.url, streamIdOf(slow.id), (x) => x === "cancelled");
+      expect(a.server.runner.isRunning(streamIdOf(slow.id))).toBe(false);
+    } finally {
+      for (const n of nodes) await n.close();
+      await redis.close();
+    }
+  }, 60_000);
 });
 
 describe("refusals (400 in OpenAI's error shape, never dropped)", () => {
