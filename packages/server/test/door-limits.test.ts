@@ -85,6 +85,21 @@ describe("doors that start a generation hold a connection slot first", () => {
     expect(await generationsStarted()).toBe(before);
   });
 
+  it("POST /v1/responses stream: true (the openai SDK): 503 in OpenAI's error shape, nothing started", async () => {
+    await fill();
+    const before = await generationsStarted();
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
+    const err = await client.responses.create({ model: "demo", input: "hi", stream: true }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    const e = err as InstanceType<typeof OpenAI.APIError>;
+    expect(e.status).toBe(503);
+    expect((e.error as { code?: string }).code).toBe("too_many_connections");
+    expect(await generationsStarted()).toBe(before);
+  });
+
   it("300 concurrent streaming chat completions against a limit of 3: 3 served, the rest refused", async () => {
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
     const ac = new AbortController();

@@ -594,6 +594,43 @@ const grpcDoor: Door = {
   },
 };
 
+/**
+ * The OpenAI Responses API's own resumable read: `GET /v1/responses/resp_<id>?stream=true
+ * &starting_after=N`, positioned by the events' `sequence_number` (not SSE ids).
+ */
+const responsesDoor: Door = {
+  name: "responses-api",
+  start: "-1",
+  heartbeats: true,
+  http: true,
+  pausable: true,
+  open(base, id, from, o = {}) {
+    let cut: string | undefined;
+    let p: ReturnType<typeof createParser> | undefined;
+    const qs = from === "-1" ? "?stream=true" : `?stream=true&starting_after=${from}`;
+    const session = httpSession(
+      `${base.url}/v1/responses/resp_${id}${qs}`,
+      // As the openai SDK's responses.retrieve sends it: SSE is chosen by ?stream=true.
+      { accept: "application/json", ...o.headers },
+      (t, q) => {
+        p ??= createParser({
+          onEvent: (e) => {
+            const seq = (JSON.parse(e.data) as { sequence_number?: number }).sequence_number;
+            q.push({ pos: seq === undefined ? undefined : String(seq), data: `${e.event ?? ""}|${e.data}` });
+          },
+          onComment: (c) => {
+            const m = /^\s*slow_reader (\S+)/.exec(c);
+            if (m) cut = m[1];
+          },
+        });
+        p.feed(t);
+      },
+    );
+    session.cutAt = () => cut;
+    return session;
+  },
+};
+
 /** Every door a reader can follow a generation through. */
 export const DOORS: Door[] = [
   sseDoor("sse", undefined),
@@ -602,6 +639,8 @@ export const DOORS: Door[] = [
   sseDoor("sse-openai", "openai"),
   sseDoor("sse-ai-sdk", "ai-sdk"),
   sseDoor("sse-anthropic", "anthropic"),
+  sseDoor("sse-openai-responses", "openai-responses"),
+  responsesDoor,
   dsSseDoor,
   dsLongPollDoor,
   wsDoor,

@@ -5,7 +5,8 @@
  * encoding: the same bytes for everyone, wherever they started.
  */
 import { MessageStream } from "@anthropic-ai/sdk/lib/MessageStream";
-import type { SluiceEvent } from "@sluice/protocol";
+import { formatOffset, type SluiceEvent } from "@sluice/protocol";
+import { ResponseStream } from "openai/lib/responses/ResponseStream";
 import { describe, expect, it } from "vitest";
 import { Hub, type Sink } from "../src/core/hub.js";
 import { sseAiSdk } from "../src/formats/ai-sdk.js";
@@ -13,6 +14,12 @@ import { sseAnthropic } from "../src/formats/anthropic.js";
 import type { Codec } from "../src/formats/codec.js";
 import { lite } from "../src/formats/codec.js";
 import { sseOpenAIUsage } from "../src/formats/openai.js";
+import {
+  ResponsesEncoder,
+  ResponsesSink,
+  recordLines,
+  sseResponsesEvents,
+} from "../src/formats/openai-responses.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import { EVENTS_CONTENT_TYPE } from "../src/stores/store.js";
 
@@ -215,5 +222,119 @@ describe("sse:anthropic is a valid Anthropic Messages stream", () => {
         { type: "text", text: "again" },
       ],
     });
+  });
+});
+
+describe("openai-responses: a fold over the log", () => {
+  const INFO: { id: string; created_at: string; model?: string; metadata: Record<string, unknown> } = {
+    id: "st_codec",
+    created_at: "2026-01-01T00:00:00.000Z",
+    model: "demo",
+    metadata: {},
+  };
+  /** Each record's events in the full encoding (one fold from the first record). */
+  function referenceResponses(info: typeof INFO = INFO): string[] {
+    const enc = new ResponsesEncoder(info);
+    return EVENTS.map((e, i) =>
+      sseResponsesEvents(
+        enc.step({ seq: i + 1, type: e.type, data: JSON.stringify(e) }),
+        formatOffset(i + 1),
+      ),
+    );
+  }
+
+  it("readers attached through the hub at every position, live and after the end, get the exact suffix", async () => {
+    const { store, info } = await setup();
+    const hub = new Hub(store, { windowSize: 3, catchUpPage: 2 });
+    const ref = referenceResponses(info);
+    const readers: { after: number; sink: Collect }[] = [];
+    for (let i = 0; i < EVENTS.length; i += 2) {
+      const batch = EVENTS.slice(i, i + 2).map((e) => ({ type: e.type, data: JSON.stringify(e) }));
+      const last = i + 2 >= EVENTS.length;
+      await store.append("st_codec", batch, last ? { close: "completed" } : {});
+      for (let after = 0; after <= Math.min(i + 2, EVENTS.length); after += 1) {
+        const sink = new Collect();
+        readers.push({ after, sink });
+        // As every Responses reader: attached at the start, the fold sends what follows `after`.
+        await hub.attach("st_codec", 0, recordLines, new ResponsesSink(sink, info, { afterRecord: after }));
+      }
+      await tick();
+    }
+    for (let n = 0; n < 50 && readers.some((r) => !r.sink.ended); n++) await tick();
+    for (const r of readers) {
+      expect(r.sink.ended).toBe(true);
+      expect(r.sink.out).toBe(ref.slice(r.after).join(""));
+    }
+  });
+
+  it("numbers every event from 0, and the openai SDK's accumulator builds the response the log describes", async () => {
+    const events = referenceResponses()
+      .join("")
+      .split("\n\n")
+      .filter((b) => b.trim() !== "")
+      .map((b) => {
+        const name = /^event: (.*)$/m.exec(b)?.[1];
+        const data = JSON.parse(/^data: (.*)$/m.exec(b)?.[1] as string) as {
+          type: string;
+          sequence_number: number;
+        };
+        expect(data.type).toBe(name);
+        return data;
+      });
+    expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+    expect(events.map((e) => e.type)).toEqual([
+      "response.created",
+      "response.in_progress",
+      "response.output_item.added",
+      "response.reasoning_summary_part.added",
+      "response.reasoning_summary_text.delta",
+      "response.reasoning_summary_text.delta",
+      "response.reasoning_summary_text.done",
+      "response.reasoning_summary_part.done",
+      "response.output_item.done",
+      "response.output_item.added",
+      "response.content_part.added",
+      "response.output_text.delta",
+      "response.output_text.delta",
+      "response.output_text.delta",
+      "response.output_text.done",
+      "response.content_part.done",
+      "response.output_item.done",
+      "response.output_item.added",
+      "response.function_call_arguments.delta",
+      "response.function_call_arguments.delta",
+      "response.function_call_arguments.done",
+      "response.output_item.done",
+      "response.output_item.added",
+      "response.content_part.added",
+      "response.output_text.delta",
+      "response.output_text.done",
+      "response.content_part.done",
+      "response.output_item.done",
+      "response.completed",
+    ]);
+    const body = new ReadableStream({
+      start(c) {
+        for (const e of events) c.enqueue(new TextEncoder().encode(`${JSON.stringify(e)}\n`));
+        c.close();
+      },
+    });
+    const final = await ResponseStream.fromReadableStream(body).finalResponse();
+    expect(final).toMatchObject({
+      id: "resp_st_codec",
+      status: "completed",
+      output_text: "Hello, worldagain",
+      usage: { input_tokens: 3, output_tokens: 9, total_tokens: 12 },
+      output: [
+        { type: "reasoning", summary: [{ type: "summary_text", text: "think hard" }] },
+        { type: "message", content: [{ type: "output_text", text: "Hello, world" }] },
+        { type: "function_call", call_id: "c1", name: "f", arguments: '{"a":1}', status: "completed" },
+        { type: "message", content: [{ type: "output_text", text: "again" }] },
+      ],
+    });
+    // The same as the response.completed event carries (less the fields the SDK's parse helpers add).
+    const helpers = new Set(["output_parsed", "parsed", "parsed_arguments"]);
+    const built = JSON.parse(JSON.stringify(final, (k, v) => (helpers.has(k) ? undefined : v)));
+    expect(built).toEqual((events.at(-1) as unknown as { response: unknown }).response);
   });
 });

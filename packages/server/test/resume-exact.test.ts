@@ -155,7 +155,7 @@ describe("resume is exact in multi-event formats", () => {
     );
   });
 
-  for (const format of ["ai-sdk", "openai-usage", "anthropic"]) {
+  for (const format of ["ai-sdk", "openai-usage", "anthropic", "openai-responses"]) {
     it(`${format}: random cuts at any byte, resumed by Last-Event-ID, give every part once`, async () => {
       const whole: Record<string, string[]> = {};
       for (const id of streams) whole[id] = events(await read(id, format, undefined)).map((e) => e.data);

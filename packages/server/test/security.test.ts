@@ -606,7 +606,7 @@ describe("hostile input", () => {
       headers: { "content-type": "application/json", ...bearer(KEYS.producerA) },
     });
     expect(put.status).toBe(201);
-    const targets = ["/v1/streams", "/v1/chat/completions", "/v1/ai-sdk/chat", "ds"];
+    const targets = ["/v1/streams", "/v1/chat/completions", "/v1/responses", "/v1/ai-sdk/chat", "ds"];
     await fc.assert(
       fc.asyncProperty(bodyArb, fc.constantFrom(...targets), async (body, target) => {
         const ac = new AbortController();

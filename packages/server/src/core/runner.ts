@@ -58,6 +58,11 @@ export interface StartOptions {
   tenant?: string;
   /** Called once when the generation has ended, with the output tokens it produced (quotas). */
   onEnd?: (outputTokens: number) => void;
+  /**
+   * More stream metadata, written with the stream's creation (a door's own record of the
+   * request, e.g. the Responses API's conversation under `responses`).
+   */
+  metadata?: Record<string, unknown>;
 }
 
 interface Generation {
@@ -158,6 +163,7 @@ export class Runner {
         provider: route.provider.name,
         ...(request.max_tokens !== undefined ? { max_tokens: request.max_tokens } : {}),
         ...(request.metadata ? { request: request.metadata } : {}),
+        ...opts.metadata,
       },
       ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
     };

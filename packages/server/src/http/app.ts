@@ -13,6 +13,7 @@ import { registerJsonBodyParser } from "./json-body.js";
 import { LiveResponses } from "./live-response.js";
 import { registerObservability } from "./observability.js";
 import { registerOpenAI } from "./openai.js";
+import { registerOpenAIResponses } from "./openai-responses.js";
 import { StreamAccess } from "./stream-access.js";
 import { registerStreams } from "./streams.js";
 import { registerWeb } from "./web.js";
@@ -73,6 +74,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerOpenAI(app, doors);
   registerAiSdk(app, doors);
   registerAnthropic(app, doors);
+  registerOpenAIResponses(app, doors);
   return app;
 }
 

@@ -16,8 +16,9 @@ export async function startFor(
   req: FastifyRequest,
   deps: { runner: Runner; security: Security },
   request: GenerationRequest,
+  metadata?: Record<string, unknown>,
 ): Promise<StreamInfo> {
-  return startAs(req.principal, req.apiKey, deps, request);
+  return startAs(req.principal, req.apiKey, deps, request, metadata);
 }
 
 /** startFor for transports without a FastifyRequest (WebSocket messages, gRPC calls). */
@@ -26,6 +27,7 @@ export async function startAs(
   key: ApiKey | undefined,
   deps: { runner: Runner; security: Security },
   request: GenerationRequest,
+  metadata?: Record<string, unknown>,
 ): Promise<StreamInfo> {
   requireAction(principal, "start");
   const release = key ? await deps.security.quotas.beginGeneration(key.id, key.limits) : undefined;
@@ -33,6 +35,7 @@ export async function startAs(
     return await deps.runner.start(request, {
       ...(principal.tenant !== undefined ? { tenant: principal.tenant } : {}),
       ...(release ? { onEnd: release } : {}),
+      ...(metadata ? { metadata } : {}),
     });
   } catch (err) {
     release?.(0);

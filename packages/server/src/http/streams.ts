@@ -6,8 +6,10 @@
 import { type ReadPosition, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { requireAction } from "../auth/principal.js";
+import type { Sink } from "../core/hub.js";
 import { publicPath } from "../durable-streams/protocol.js";
 import type { Codec } from "../formats/codec.js";
+import type { FoldedSse } from "../formats/table.js";
 import type { StreamInfo } from "../stores/store.js";
 import { type DoorDeps, parseGenerationRequest, SSE_HEARTBEAT, STREAM_ID_HEADER } from "./context.js";
 import type { Hold } from "./live-response.js";
@@ -97,7 +99,8 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
       );
     }
     if (transport === "json") return readPage(req, reply, info, pos, q);
-    const codec = codecFor(q.format, transport);
+    const fold = transport === "sse" ? foldFor(q.format) : undefined;
+    const codec = fold ? fold.codec : codecFor(q.format, transport);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
       throw new SluiceError("offset_out_of_range", `the offset is past the end of stream ${id}`);
@@ -105,6 +108,13 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     if (info.status !== "running" && after >= info.length) {
       // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
+    }
+    if (fold) {
+      // A folded format reads the log from its start and sends only what follows the position.
+      const start = { afterRecord: after, skipEvents: pos.skipEvents };
+      const wrap = (inner: Sink) => fold.sink(inner, info, start);
+      await streamTo(req, reply, info, 0, transport, codec, false, undefined, undefined, wrap);
+      return reply;
     }
     await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents);
     return reply;
@@ -184,6 +194,12 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     }
   }
 
+  /** The folded SSE format named by `?format=` (formats/table.ts FoldedSse), if it is one. */
+  function foldFor(format: string | undefined): FoldedSse | undefined {
+    if (format === undefined || !Object.hasOwn(formats, format)) return undefined;
+    return formats[format]?.sseFold;
+  }
+
   function codecFor(format: string | undefined, transport: "sse" | "ndjson"): Codec {
     const name = format ?? "sluice";
     const codec = Object.hasOwn(formats, name) ? formats[name]?.[transport] : undefined;
@@ -208,6 +224,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     cancelOnDisconnect: boolean,
     held?: Hold,
     skipEvents?: number,
+    wrap?: (inner: Sink) => Sink,
   ): Promise<void> {
     const sse = transport === "sse";
     return live.stream(
@@ -230,6 +247,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
         flushMs: parseFlushMs((req.query as Record<string, string | undefined>).flush_ms),
         compress: true,
         cancelOnDisconnect,
+        ...(wrap ? { wrap } : {}),
       },
       held,
     );
