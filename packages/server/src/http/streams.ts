@@ -6,10 +6,17 @@
 import { type ReadPosition, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { requireAction } from "../auth/principal.js";
+import { foldRecords } from "../core/compact.js";
 import { publicPath } from "../durable-streams/protocol.js";
 import type { Codec } from "../formats/codec.js";
 import type { StreamInfo } from "../stores/store.js";
-import { type DoorDeps, parseGenerationRequest, SSE_HEARTBEAT, STREAM_ID_HEADER } from "./context.js";
+import {
+  type DoorDeps,
+  parseCompact,
+  parseGenerationRequest,
+  SSE_HEARTBEAT,
+  STREAM_ID_HEADER,
+} from "./context.js";
 import type { Hold } from "./live-response.js";
 import { startFor } from "./start.js";
 import { httpReadPosition } from "./stream-access.js";
@@ -85,6 +92,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     const q = req.query as Record<string, string | undefined>;
     // Input first (as every door): a bad offset is invalid_offset whatever the stream.
     const pos = httpReadPosition(req.headers["last-event-id"], q.offset);
+    const compact = parseCompact(q.compact);
     const info = await access.generation(req.principal, "read", id);
     reply.header(STREAM_ID_HEADER, id);
     const transport = pickTransport(req);
@@ -96,7 +104,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
         "an SSE event id (<offset>.<k>) is a read position for SSE only",
       );
     }
-    if (transport === "json") return readPage(req, reply, info, pos, q);
+    if (transport === "json") return readPage(req, reply, info, pos, q, compact);
     const codec = codecFor(q.format, transport);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
@@ -106,7 +114,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
       // Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
       return reply.code(204).send();
     }
-    await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents);
+    await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents, compact);
     return reply;
   });
 
@@ -116,6 +124,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     info: StreamInfo,
     pos: ReadPosition,
     q: Record<string, string | undefined>,
+    compact: boolean,
   ) {
     if (q.format !== undefined && q.format !== "sluice") {
       throw new SluiceError(
@@ -132,13 +141,17 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     const after = pos.kind === "now" ? info.length : pos.seq;
     const wait = q.live === undefined ? undefined : longPollWait(q.live, q.timeout_ms);
     let page = await store.read(id, after, limit);
+    // What a page holds at once is history (folded when compact); what a long-poll waited for is
+    // the live tail, as it came.
+    let records = compact ? foldRecords(page.records, hub.compactMaxChars) : page.records;
     if (wait !== undefined && page.records.length === 0 && page.status === "running") {
       await longPoll(req, reply, id, after, wait);
       page = await store.read(id, after, limit);
+      records = page.records;
     }
     // The record data is already JSON: assemble the page without parsing it.
     let events = "";
-    for (const rec of page.records) {
+    for (const rec of records) {
       if (events.length > 0) events += ",";
       events += `{"offset":"${rec.offset}","event":${rec.data}}`;
     }
@@ -208,6 +221,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     cancelOnDisconnect: boolean,
     held?: Hold,
     skipEvents?: number,
+    compact?: boolean,
   ): Promise<void> {
     const sse = transport === "sse";
     return live.stream(
@@ -217,6 +231,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
         streamId: info.id,
         after,
         skipEvents,
+        compact,
         codec,
         transport,
         headers: {
