@@ -18,6 +18,7 @@ import { sseOpenAIUsage } from "../src/formats/openai.js";
 import { ndjsonSluice, sseSluice, wsSluice } from "../src/formats/sluice.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import type { RecordInput, StoredRecord } from "../src/stores/store.js";
+import { contentOf, idKey, normalize, type Piece } from "./content.js";
 
 /** Collects what a reader writes; `done` resolves when the hub ends it. */
 class CollectSink implements Sink {
@@ -76,67 +77,6 @@ function eventsOf(codec: Codec, sink: CollectSink): Ev[] {
     p.feed(sink.out);
   }
   return out;
-}
-
-/** Keys whose string values are the content a stream carries, in every format. */
-const CONTENT_KEYS = new Set([
-  "delta",
-  "args_delta",
-  "content",
-  "refusal",
-  "reasoning_content",
-  "arguments",
-  "text",
-  "thinking",
-  "partial_json",
-  "inputTextDelta",
-  "name",
-  "toolName",
-]);
-
-type Piece = [label: string, text: string];
-
-/** Pieces labelled by key, and by the object's own type when that names a kind of delta (text vs reasoning). */
-function collect(v: unknown, out: Piece[]): void {
-  if (Array.isArray(v)) {
-    for (const x of v) collect(x, out);
-    return;
-  }
-  if (v === null || typeof v !== "object") return;
-  const o = v as Record<string, unknown>;
-  const t = typeof o.type === "string" && /delta$/.test(o.type) ? o.type : "";
-  for (const [k, x] of Object.entries(o)) {
-    if (typeof x === "string" && CONTENT_KEYS.has(k)) out.push([`${t}/${k}`, x]);
-    else collect(x, out);
-  }
-}
-
-/** The content of events in order, with consecutive pieces of one label joined. */
-function content(evs: Ev[]): Piece[] {
-  const raw: Piece[] = [];
-  for (const e of evs) {
-    if (e.data === "[DONE]") continue;
-    collect(JSON.parse(e.data), raw);
-  }
-  return normalize(raw);
-}
-
-function normalize(pieces: Piece[]): Piece[] {
-  const out: Piece[] = [];
-  for (const [label, text] of pieces) {
-    if (text === "") continue;
-    const last = out[out.length - 1];
-    if (last && last[0] === label) last[1] += text;
-    else out.push([label, text]);
-  }
-  return out;
-}
-
-/** An event id as (seq, k): `<offset>.<k>` is the k-th event of that record, before its last. */
-function idKey(id: string): [number, number] {
-  const m = /^(\d{16})(?:\.(\d+))?$/.exec(id);
-  if (!m) throw new Error(`not an offset: ${id}`);
-  return [Number(m[1]), m[2] === undefined ? Number.POSITIVE_INFINITY : Number(m[2])];
 }
 
 const CODECS: Codec[] = [sseSluice, ndjsonSluice, wsSluice, sseOpenAIUsage, sseAiSdk, sseAnthropic];
@@ -256,8 +196,8 @@ describe("compact catch-up (Hub)", () => {
             for (const codec of CODECS) {
               const plain = await read(codec, 0, false);
               const compact = await read(codec, 0, true);
-              const whole = content(plain);
-              expect(content(compact), codec.key).toEqual(whole);
+              const whole = contentOf(plain);
+              expect(contentOf(compact), codec.key).toEqual(whole);
               expect(compact.length).toBeLessThanOrEqual(plain.length);
               // Ids strictly increase and each names a real record (or an event inside one).
               let prev: [number, number] = [0, 0];
@@ -276,7 +216,7 @@ describe("compact catch-up (Hub)", () => {
                 for (const again of [true, false]) {
                   const rest = await read(codec, id, again);
                   expect(
-                    normalize([...content(before), ...content(rest)]),
+                    normalize([...contentOf(before), ...contentOf(rest)]),
                     `${codec.key} resumed at ${id} (compact: ${again})`,
                   ).toEqual(whole);
                 }
