@@ -7,7 +7,7 @@
 import { parseResumePosition } from "@sluice/protocol";
 import { createParser } from "eventsource-parser";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { foldRecords } from "../src/core/compact.js";
 import { FlowScheduler } from "../src/core/flow.js";
 import { Hub, type Sink } from "../src/core/hub.js";
@@ -19,6 +19,7 @@ import { ndjsonSluice, sseSluice, wsSluice } from "../src/formats/sluice.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import type { RecordInput, StoredRecord } from "../src/stores/store.js";
 import { contentOf, idKey, normalize, type Piece } from "./content.js";
+import { demoBody, type Running, startSluice, startStream, waitForStatus } from "./helpers.js";
 
 /** Collects what a reader writes; `done` resolves when the hub ends it. */
 class CollectSink implements Sink {
@@ -339,5 +340,46 @@ describe("foldRecords", () => {
       [7, null, { type: "text-delta", delta: "12345" }],
       [8, null, { type: "text-delta", delta: "6" }],
     ]);
+  });
+});
+
+describe("compact catch-up over HTTP", () => {
+  let s: Running;
+  beforeAll(async () => {
+    s = await startSluice();
+  });
+  afterAll(async () => {
+    await s.close();
+  });
+
+  it("refuses a compact value that is not true or false, before looking anything up", async () => {
+    for (const path of [
+      "/v1/streams/st_doesnotexist000000000?compact=yes",
+      "/v1/ai-sdk/chat/some-chat/stream?compact=2",
+    ]) {
+      const res = await fetch(`${s.url}${path}`, { headers: { accept: "text/event-stream" } });
+      expect(res.status, path).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_request");
+    }
+  });
+
+  it("a JSON page folds what it holds; compact=false and compact=0 read every record", async () => {
+    const { id } = await startStream(s.url, demoBody({ length: 50 }));
+    await waitForStatus(s.url, id, (x) => x !== "running");
+    const page = async (q: string) =>
+      (await (await fetch(`${s.url}/v1/streams/${id}?limit=1000${q}`)).json()) as {
+        events: { offset: string; event: { type: string; delta?: string } }[];
+        next_offset: string;
+      };
+    const plain = await page("");
+    for (const q of ["&compact=false", "&compact=0"]) expect(await page(q)).toEqual(plain);
+    const compact = await page("&compact=true");
+    const text = (p: typeof plain) => p.events.map((e) => e.event.delta ?? "").join("");
+    expect(text(compact)).toBe(text(plain));
+    expect(compact.events.map((e) => e.event.type)).toEqual(["start", "text-delta", "usage", "finish"]);
+    expect(compact.events[1]?.offset).toBe(
+      plain.events.filter((e) => e.event.type === "text-delta").at(-1)?.offset,
+    );
+    expect(compact.next_offset).toBe(plain.next_offset);
   });
 });
