@@ -18,7 +18,7 @@ import { sseOpenAIUsage } from "../src/formats/openai.js";
 import { ndjsonSluice, sseSluice, wsSluice } from "../src/formats/sluice.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import type { RecordInput, StoredRecord } from "../src/stores/store.js";
-import { contentOf, idKey, normalize, type Piece } from "./content.js";
+import { contentOf, idKey, normalize } from "./content.js";
 import { demoBody, type Running, startSluice, startStream, waitForStatus } from "./helpers.js";
 
 /** Collects what a reader writes; `done` resolves when the hub ends it. */

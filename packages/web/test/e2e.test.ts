@@ -195,7 +195,7 @@ describe.skipIf(!ready && !inCI)("web playground and dashboard in chromium", () 
       if (r.url().includes(`/v1/streams/${id}?`)) plainReads.push(r.url());
     });
     await third.goto(`${proxy.url}/?compact=false#s=${id}`);
-    await expect.poll(() => third.getByTestId("status").innerText(), { timeout: 60_000 }).toBe("completed");
+    await expect.poll(() => third.getByTestId("status").textContent(), { timeout: 60_000 }).toBe("completed");
     expect(await assembled(third)).toBe(text);
     expect(plainReads.length).toBeGreaterThan(0);
     expect(plainReads.some((u) => new URL(u).searchParams.has("compact"))).toBe(false);
