@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...] [--profile] [--keep]`
+// (e.g. `npm run bench -- --only=sluice-demo --scenarios=compact`: compact catch-up alone)
 // Starts Sluice, mock-upstream and the peers on loopback (servers pinned to core 0, the load
 // generator and mock-upstream to core 1), runs bounded loads from a separate process, prints a
 // table and writes JSON + an HTML chart under bench/results/. See docs/performance.md.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -44,6 +46,7 @@ const SCENARIOS = arg("scenarios")?.split(",") ?? [
   "memory",
   "resume",
   "cancel",
+  "compact",
   ...(QUICK ? [] : ["cluster"]),
 ];
 const SERVER_CORE = 0;
@@ -97,6 +100,7 @@ const Q = QUICK
       resumeTtftMs: 300,
       clusterProbes: 1,
       clusterFanN: 500,
+      compactRepeats: 3,
     }
   : {
       repeats: 3,
@@ -152,6 +156,7 @@ const Q = QUICK
       resumeTtftMs: 500,
       clusterProbes: 2,
       clusterFanN: 1000,
+      compactRepeats: 5,
     };
 const CAP_START = {
   relay: 1000,
@@ -178,6 +183,7 @@ const results = {
   memory: [],
   resume: [],
   cancel: [],
+  compact: [],
   cluster: { capacity: [], fanout: [] },
   profile: null,
   notes: [],
@@ -191,6 +197,8 @@ const median = (xs) => {
 
 // ── setup ─────────────────────────────────────────────────────────────────────
 function ensureInstalled() {
+  // A run of Sluice targets only (`--only=sluice-demo`) needs none of the peers.
+  if (ONLY && !ONLY.some((t) => TARGETS[t]?.kind === "peer")) return;
   if (
     existsSync(join(BENCH, "node_modules/resumable-stream")) &&
     existsSync(join(BENCH, "node_modules/@portkey-ai/gateway"))
@@ -1491,6 +1499,125 @@ async function cluster() {
   );
 }
 
+// ── scenario: compact catch-up (issue 13 part 3) ─────────────────────────────
+/** Bytes of one SSE read of `path` on the Sluice port (node:http: what goes over the wire). */
+function wireBytes(path, encoding) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      {
+        host: "127.0.0.1",
+        port: ports.sluice,
+        path,
+        headers: { accept: "text/event-stream", "accept-encoding": encoding },
+      },
+      (res) => {
+        let bytes = 0;
+        res.on("data", (c) => {
+          bytes += c.length;
+        });
+        res.on("end", () => resolve(bytes));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+  });
+}
+
+/**
+ * A reader joins a finished 10,000-token demo stream (a reload, a second tab): the same stream
+ * read with compact catch-up and without, side by side — bytes on the wire (identity and gzip),
+ * the server's CPU, and the time the real client SDK (@sluice/client, SSE, as a browser would use
+ * it) takes to hold the full text. Reads alternate between the two modes.
+ */
+async function compact() {
+  const load = await noteLoad("compact");
+  const t = "sluice-demo";
+  if (!targetAlive(t)) {
+    results.compact.push({ target: t, na: dead[t] });
+    return;
+  }
+  const { SluiceClient } = await import(join(ROOT, "packages/client/dist/index.js"));
+  const length = 10_000;
+  // No `stamp`: a delta that carries a field the fold does not know (`due`) is never folded.
+  const demo = demoOpts({ seed: 11, ttft_ms: 0, tokens_per_s: 1_000_000, length, stamp: false });
+  const s = await startShared(t, `cp${++runSeq}`, demo);
+  const records = await waitFinished(t, s);
+  const base = `http://127.0.0.1:${ports.sluice}`;
+  const pid = procs.get("sluice")?.pid;
+  const modes = { plain: false, compact: true };
+  const acc = { plain: { ms: [], cpu: [] }, compact: { ms: [], cpu: [] } };
+  const texts = {};
+  const events = {};
+  const bytes = {};
+  const READS = 5; // SDK reads per measurement (CPU is counted in 10 ms ticks)
+  for (let k = 0; k < Q.compactRepeats; k++) {
+    for (const mode of k % 2 === 0 ? ["plain", "compact"] : ["compact", "plain"]) {
+      const client = new SluiceClient({ baseUrl: base, compact: modes[mode] });
+      const cpu0 = cpuMs(pid);
+      for (let r = 0; r < READS; r++) {
+        const t0 = performance.now();
+        let text = "";
+        let n = 0;
+        for await (const e of client.follow(s.sid)) {
+          n++;
+          if (e.event.type === "text-delta") text += e.event.delta;
+        }
+        acc[mode].ms.push(performance.now() - t0);
+        texts[mode] = text;
+        events[mode] = n;
+      }
+      acc[mode].cpu.push((cpuMs(pid) - cpu0) / READS);
+    }
+  }
+  for (const mode of Object.keys(modes)) {
+    const q = modes[mode] ? "&compact=true" : "";
+    bytes[mode] = {
+      identity: await wireBytes(`/v1/streams/${s.sid}?offset=-1${q}`, "identity"),
+      gzip: await wireBytes(`/v1/streams/${s.sid}?offset=-1${q}`, "gzip"),
+    };
+  }
+  const same = texts.plain === texts.compact && texts.plain.length > 0;
+  for (const mode of Object.keys(modes)) {
+    results.compact.push({
+      target: t,
+      mode,
+      load,
+      records,
+      events: events[mode],
+      textChars: texts[mode]?.length,
+      sameText: same,
+      bytes: bytes[mode],
+      clientMs: median(acc[mode].ms),
+      clientMsSpread: [Math.min(...acc[mode].ms), Math.max(...acc[mode].ms)],
+      serverCpuMs: median(acc[mode].cpu),
+      serverCpuSpread: [Math.min(...acc[mode].cpu), Math.max(...acc[mode].cpu)],
+    });
+  }
+  table(
+    `Compact catch-up: a reader joins a finished ${length.toLocaleString("en")}-token demo stream (${records} records), SSE, @sluice/client`,
+    [
+      "read",
+      "events",
+      "bytes (identity)",
+      "bytes (gzip)",
+      "server CPU ms/read",
+      "client ms to full text",
+      "same text",
+    ],
+    results.compact
+      .filter((r) => !r.na)
+      .map((r) => [
+        r.mode,
+        String(r.events),
+        String(r.bytes.identity),
+        String(r.bytes.gzip),
+        `${fmt(r.serverCpuMs)} (${fmt(r.serverCpuSpread[0])}–${fmt(r.serverCpuSpread[1])})`,
+        `${fmt(r.clientMs)} (${fmt(r.clientMsSpread[0])}–${fmt(r.clientMsSpread[1])})`,
+        r.sameText ? "yes" : "NO",
+      ]),
+  );
+}
+
 // ── main ──────────────────────────────────────────────────────────────────────
 let exitCode = 0;
 const onSignal = async () => {
@@ -1546,6 +1673,7 @@ try {
     memory,
     resume,
     cancel,
+    compact,
     cluster,
   };
   for (const s of SCENARIOS) {

@@ -20,6 +20,12 @@ export interface ClientOptions {
   random?: () => number;
   /** A connection silent for this long (no event, no heartbeat) is dropped and resumed. Default 45 s. */
   idleTimeoutMs?: number;
+  /**
+   * Compact catch-up (default true): what a follow reads from history (joining late, a reload, a
+   * resume) arrives with runs of deltas folded into one event each, so a long answer catches up in
+   * a few events; the live tail is unchanged. `false` reads every delta as it was written.
+   */
+  compact?: boolean;
 }
 
 /** What the server answers to a start (and to `info`). */
@@ -72,7 +78,7 @@ export class SluiceClient {
           if (!WS) throw new Error("no global WebSocket: pass `webSocket` in the client options");
           return new WS(url) as ReturnType<WebSocketFactory>;
         });
-      this.transport = new WsTransport(wsUrl(this.baseUrl), factory);
+      this.transport = new WsTransport(wsUrl(this.baseUrl), factory, opts.compact ?? true);
     } else {
       this.transport = new SseTransport({
         baseUrl: this.baseUrl,
@@ -80,6 +86,7 @@ export class SluiceClient {
         headers: this.headers,
         clock: this.clock,
         idleTimeoutMs: opts.idleTimeoutMs ?? 45_000,
+        compact: opts.compact ?? true,
       });
     }
   }

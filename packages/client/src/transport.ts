@@ -23,6 +23,8 @@ export interface SseTransportOptions {
   clock: ClientClock;
   /** No byte (not even a heartbeat) for this long = the connection is dead. 0 disables. */
   idleTimeoutMs: number;
+  /** Ask for compact catch-up (`&compact=true`); absent = true. */
+  compact?: boolean;
 }
 
 export class SseTransport implements Transport {
@@ -30,7 +32,8 @@ export class SseTransport implements Transport {
   constructor(private readonly opts: SseTransportOptions) {}
 
   async open(id: string, offset: string, signal: AbortSignal): Promise<AsyncIterable<StreamEvent>> {
-    const url = `${this.opts.baseUrl}/v1/streams/${encodeURIComponent(id)}?offset=${encodeURIComponent(offset)}`;
+    const compact = this.opts.compact === false ? "" : "&compact=true";
+    const url = `${this.opts.baseUrl}/v1/streams/${encodeURIComponent(id)}?offset=${encodeURIComponent(offset)}${compact}`;
     let res: Response;
     try {
       res = await this.opts.fetch(url, {
@@ -202,7 +205,7 @@ class Subscription implements AsyncIterable<StreamEvent> {
 
 /**
  * Reads streams over one WebSocket at `/v1/ws`. Client messages: `{type:"subscribe", stream,
- * offset}`, `{type:"unsubscribe", stream}`. Server messages: `{stream, offset, event}` per
+ * offset, compact?}`, `{type:"unsubscribe", stream}`. Server messages: `{stream, offset, event}` per
  * event; `{type:"error", stream?, code, message}` on errors (a retryable code such as
  * `slow_reader` resubscribes from the offset reached); `{type:"end", stream}` when a
  * subscription has nothing more to deliver; acks (`subscribed`, `unsubscribed`) are ignored. A socket close fails every subscription with
@@ -217,6 +220,8 @@ export class WsTransport implements Transport {
   constructor(
     private readonly url: string,
     private readonly factory: WebSocketFactory,
+    /** Subscribe with compact catch-up (`compact: true`). */
+    private readonly compact = true,
   ) {}
 
   private connect(): Promise<WebSocketLike> {
@@ -287,7 +292,9 @@ export class WsTransport implements Transport {
       ?.fail(new SluiceClientError("superseded", "a newer subscription replaced this one", false));
     const sub = new Subscription();
     this.subs.set(id, sub);
-    ws.send(JSON.stringify({ type: "subscribe", stream: id, offset }));
+    ws.send(
+      JSON.stringify({ type: "subscribe", stream: id, offset, ...(this.compact ? { compact: true } : {}) }),
+    );
     signal.addEventListener(
       "abort",
       () => {

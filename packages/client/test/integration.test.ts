@@ -24,18 +24,25 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function client() {
+/** A client through the cutting proxy; compact catch-up is the SDK's default. */
+function client(compact?: boolean) {
   return new SluiceClient({
     baseUrl: proxy.url,
     backoff: { initialMs: 20, maxMs: 200 },
     idleTimeoutMs: 2000,
+    ...(compact !== undefined ? { compact } : {}),
   });
 }
 
 describe("client SDK over SSE against a real server", () => {
-  for (const drops of [3, 8]) {
-    it(`assembles exactly the generation's text when the connection drops ${drops} times at random points`, async () => {
-      const c = client();
+  for (const [drops, compact] of [
+    [3, false],
+    [8, false],
+    [3, true],
+    [8, true],
+  ] as const) {
+    it(`assembles exactly the generation's text when the connection drops ${drops} times at random points (compact: ${compact})`, async () => {
+      const c = client(compact);
       const info = await c.start(demoBody({ length: 400, tokens_per_s: 400, seed: drops }));
       const states: ConnectionState["status"][] = [];
       const f = c.follow(info.id, { onState: (st) => states.push(st.status) });
@@ -57,13 +64,46 @@ describe("client SDK over SSE against a real server", () => {
       const log = await readAllJson(s.url, info.id);
       expect(acc.message.text).toBe(textOf(log));
       expect(acc.message.status).toBe("completed");
-      // Every event exactly once, in order.
-      expect(offsets).toEqual(log.map((e) => Number(e.offset)));
+      if (compact) {
+        // What a resume caught up on came folded: fewer events, offsets increasing, each a
+        // record's, the last the terminal one.
+        const real = new Set(log.map((e) => Number(e.offset)));
+        expect(offsets.every((o, i) => real.has(o) && (i === 0 || o > (offsets[i - 1] as number)))).toBe(
+          true,
+        );
+        expect(offsets.at(-1)).toBe(Number(log.at(-1)?.offset));
+      } else {
+        // Every event exactly once, in order.
+        expect(offsets).toEqual(log.map((e) => Number(e.offset)));
+      }
       expect(cuts).toBeGreaterThan(0);
       expect(states.filter((x) => x === "reconnecting").length).toBeGreaterThanOrEqual(cuts);
       expect(states.at(-1)).toBe("ended");
     });
   }
+
+  it("catches up compact by default (same text, a few events); compact: false reads every event", async () => {
+    const info = await client().start(demoBody({ length: 500, seed: 4 }));
+    await waitForStatus(s.url, info.id, (st) => st !== "running");
+    const log = await readAllJson(s.url, info.id);
+    const read = async (c: SluiceClient) => {
+      const acc = new MessageAccumulator();
+      const offsets: string[] = [];
+      for await (const se of c.follow(info.id)) {
+        acc.apply(se);
+        offsets.push(se.offset);
+      }
+      return { acc, offsets };
+    };
+    const compact = await read(client());
+    const plain = await read(client(false));
+    expect(compact.acc.message.text).toBe(textOf(log));
+    expect(plain.acc.message.text).toBe(textOf(log));
+    expect(compact.acc.message.status).toBe("completed");
+    expect(plain.offsets).toEqual(log.map((e) => e.offset));
+    expect(compact.offsets.length).toBeLessThan(log.length / 10);
+    expect(compact.offsets.at(-1)).toBe(log.at(-1)?.offset);
+  });
 
   it("keeps retrying while the server is unreachable and resumes when it is back", async () => {
     const c = client();
@@ -85,7 +125,7 @@ describe("client SDK over SSE against a real server", () => {
   });
 
   it("follows from an offset, and a finished stream read from its end ends cleanly", async () => {
-    const c = client();
+    const c = client(false);
     const info = await c.start(demoBody({ length: 30 }));
     await waitForStatus(s.url, info.id, (st) => st !== "running");
     const log = await readAllJson(s.url, info.id);

@@ -78,8 +78,8 @@ describe("WebSocket transport (one socket, many streams)", () => {
     sockets[0]?.open();
     await until(() => (sockets[0]?.sent.length ?? 0) === 2);
     expect(sockets[0]?.sent).toEqual([
-      { type: "subscribe", stream: "a", offset: "-1" },
-      { type: "subscribe", stream: "b", offset: "-1" },
+      { type: "subscribe", stream: "a", offset: "-1", compact: true },
+      { type: "subscribe", stream: "b", offset: "-1", compact: true },
     ]);
     const s0 = sockets[0] as ScriptedSocket;
     s0.emit(delta("a", 1));
@@ -94,8 +94,8 @@ describe("WebSocket transport (one socket, many streams)", () => {
     const s1 = sockets[1] as ScriptedSocket;
     s1.open();
     await until(() => s1.sent.length === 2);
-    expect(s1.sent).toContainEqual({ type: "subscribe", stream: "a", offset: off(2) });
-    expect(s1.sent).toContainEqual({ type: "subscribe", stream: "b", offset: off(1) });
+    expect(s1.sent).toContainEqual({ type: "subscribe", stream: "a", offset: off(2), compact: true });
+    expect(s1.sent).toContainEqual({ type: "subscribe", stream: "b", offset: off(1), compact: true });
     s1.emit(delta("a", 2)); // a replayed event is not applied twice
     s1.emit(delta("a", 3));
     s1.emit(finish("a", 4));
@@ -110,6 +110,32 @@ describe("WebSocket transport (one socket, many streams)", () => {
         .map((m) => m.stream)
         .sort(),
     ).toEqual(["a", "b"]);
+  });
+
+  it("subscribes with compact catch-up unless the client says compact: false", async () => {
+    const sockets: ScriptedSocket[] = [];
+    const client = new SluiceClient({
+      baseUrl: "http://127.0.0.1:1",
+      transport: "ws",
+      compact: false,
+      webSocket: (url) => {
+        const s = new ScriptedSocket(url);
+        sockets.push(s);
+        return s;
+      },
+    });
+    const f = client.follow("a");
+    const run = (async () => {
+      for await (const _ of f) {
+      }
+    })();
+    await until(() => sockets.length === 1);
+    const s0 = sockets[0] as ScriptedSocket;
+    s0.open();
+    await until(() => s0.sent.length === 1);
+    expect(s0.sent[0]).toEqual({ type: "subscribe", stream: "a", offset: "-1" });
+    s0.emit(finish("a", 1));
+    await run;
   });
 
   it("a slow_reader cut resubscribes from the offset reached; end after the terminal event is harmless", async () => {
@@ -140,7 +166,7 @@ describe("WebSocket transport (one socket, many streams)", () => {
     await until(() => clock.pending === 1);
     clock.advance(0);
     await until(() => s0.sent.length === 2);
-    expect(s0.sent[1]).toEqual({ type: "subscribe", stream: "a", offset: off(1) });
+    expect(s0.sent[1]).toEqual({ type: "subscribe", stream: "a", offset: off(1), compact: true });
     s0.emit(delta("a", 2));
     s0.emit(finish("a", 3));
     s0.emit({ type: "end", stream: "a", status: "completed" });

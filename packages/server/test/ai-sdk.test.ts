@@ -228,6 +228,58 @@ describe("resume and stop", () => {
     expect(res.status).toBe(204);
   });
 
+  it("reconnectToStream with ?compact=true (prepareReconnectToStreamRequest) folds the replay: fewer parts, same message", async () => {
+    const seen: string[] = [];
+    const chatId = "chat-resume-compact";
+    const t = new DefaultChatTransport<UIMessage>({
+      api: `${s.url}/v1/ai-sdk/chat`,
+      body: { demo: demo({ tokens_per_s: 200, length: 400 }) },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const res = await fetch(input, init);
+        const id = res.headers.get("sluice-stream-id");
+        if (id) seen.push(id);
+        return res;
+      }) as typeof fetch,
+      prepareReconnectToStreamRequest: ({ api, id }) => ({
+        api: `${api}/${encodeURIComponent(id)}/stream?compact=true`,
+      }),
+    });
+    const controller = new AbortController();
+    const stream = await t.sendMessages({
+      chatId,
+      messages: [userMessage("a long answer please")],
+      abortSignal: controller.signal,
+      trigger: "submit-message",
+      messageId: undefined,
+    });
+    const reader = stream.getReader();
+    let deltas = 0;
+    while (deltas < 60) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (value.type === "text-delta") deltas++;
+    }
+    controller.abort();
+    await reader.cancel().catch(() => {});
+    const id = seen[0] as string;
+    const resumed = (await t.reconnectToStream({ chatId })) as ReadableStream<UIMessageChunk>;
+    expect(resumed).not.toBeNull();
+    const [a, b] = resumed.tee();
+    const countDeltas = (async () => {
+      let n = 0;
+      for await (const c of b as unknown as AsyncIterable<UIMessageChunk>) if (c.type === "text-delta") n++;
+      return n;
+    })();
+    const message = await lastMessageOf(a);
+    await waitForStatus(s.url, id, (st) => st === "completed");
+    const log = await readAllJson(s.url, id);
+    expect(message?.parts.filter((p) => p.type === "text")).toHaveLength(1);
+    expect(textOfMessage(message)).toBe(textOf(log));
+    // The 60+ deltas already written when it resumed came as one part.
+    const records = log.filter((e) => (e.event as { type: string }).type === "text-delta").length;
+    expect(await countDeltas).toBeLessThan(records - 50);
+  });
+
   it("a new Chat with the same id resumes (resume: true on mount) and rebuilds the message", async () => {
     const seen: string[] = [];
     const t = transport({ demo: demo({ tokens_per_s: 150, length: 150 }) }, seen);

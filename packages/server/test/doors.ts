@@ -51,6 +51,8 @@ export interface Session {
 export interface OpenOptions {
   /** Extra request headers (HTTP doors and the WebSocket upgrade). */
   headers?: Record<string, string>;
+  /** Ask for compact catch-up (doors whose `compact` is set). */
+  compact?: boolean;
 }
 
 export interface Door {
@@ -63,6 +65,11 @@ export interface Door {
   http: boolean;
   /** True when a reader can stop reading a long response (slow-reader cut). */
   pausable: boolean;
+  /**
+   * How the door asks for compact catch-up, if it can: `stream` (one read follows live: only the
+   * history at the start is folded), `page` (each poll folds what is there when it is read).
+   */
+  compact?: "stream" | "page";
   /** Opens a live read of stream `id` after `from`. */
   open(base: Base, id: string, from: string, o?: OpenOptions): Session;
   /** The items of the log as this door encodes them, for comparison: the whole stream read from the start. */
@@ -208,6 +215,7 @@ function sseDoor(name: string, format: string | undefined): Door {
     heartbeats: true,
     http: true,
     pausable: true,
+    compact: "stream",
     open(base, id, from, o = {}) {
       let cut: string | undefined;
       const parser = (q: Queue) =>
@@ -220,7 +228,7 @@ function sseDoor(name: string, format: string | undefined): Door {
           },
         });
       let p: ReturnType<typeof parser> | undefined;
-      const qs = format ? `?format=${format}` : "";
+      const qs = `?${new URLSearchParams({ ...(format ? { format } : {}), ...(o.compact ? { compact: "true" } : {}) })}`;
       const session = httpSession(
         `${base.url}/v1/streams/${id}${qs}`,
         {
@@ -245,11 +253,12 @@ const ndjsonDoor: Door = {
   heartbeats: true,
   http: true,
   pausable: true,
+  compact: "stream",
   open(base, id, from, o = {}) {
     let buf = "";
     let cut: string | undefined;
     const session = httpSession(
-      `${base.url}/v1/streams/${id}?offset=${from}`,
+      `${base.url}/v1/streams/${id}?offset=${from}${o.compact ? "&compact=true" : ""}`,
       { accept: "application/x-ndjson", ...o.headers },
       (t, q) => {
         buf += t;
@@ -281,9 +290,10 @@ const ndjsonDoor: Door = {
  */
 function pollingDoor(
   name: string,
-  url: (base: Base, id: string, offset: string) => string,
+  url: (base: Base, id: string, offset: string, compact: boolean) => string,
   headers: Record<string, string>,
   page: (res: Response, body: string, q: Queue) => string | undefined,
+  compact?: "page",
 ): Door {
   return {
     name,
@@ -291,6 +301,7 @@ function pollingDoor(
     heartbeats: false,
     http: true,
     pausable: false,
+    ...(compact ? { compact } : {}),
     open(base, id, from, o = {}) {
       const q = new Queue();
       let closed = false;
@@ -319,7 +330,7 @@ function pollingDoor(
         try {
           while (offset !== undefined && !closed) {
             current = new AbortController();
-            const res = await fetch(url(base, id, offset), {
+            const res = await fetch(url(base, id, offset, o.compact === true), {
               headers: { ...headers, ...o.headers },
               signal: current.signal,
             });
@@ -349,7 +360,8 @@ function pollingDoor(
 
 const longPollDoor = pollingDoor(
   "long-poll",
-  (base, id, offset) => `${base.url}/v1/streams/${id}?offset=${offset}&live=long-poll&timeout_ms=2000`,
+  (base, id, offset, compact) =>
+    `${base.url}/v1/streams/${id}?offset=${offset}&live=long-poll&timeout_ms=2000${compact ? "&compact=true" : ""}`,
   { accept: "application/json" },
   (_res, body, q) => {
     const page = JSON.parse(body) as {
@@ -361,6 +373,7 @@ const longPollDoor = pollingDoor(
     for (const e of page.events) q.push({ pos: e.offset, data: JSON.stringify(e.event) });
     return page.status !== "running" && page.up_to_date ? undefined : page.next_offset;
   },
+  "page",
 );
 
 /** Durable Streams offsets of generation streams: `<sluice offset>_<16 zeros>`. */
@@ -425,6 +438,7 @@ const wsDoor: Door = {
   heartbeats: true,
   http: false,
   pausable: true,
+  compact: "stream",
   open(base, id, from, o = {}) {
     const q = new Queue();
     let raw = "";
@@ -453,7 +467,15 @@ const wsDoor: Door = {
           });
         });
         ws.on("open", () =>
-          ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: from, id: "c" })),
+          ws.send(
+            JSON.stringify({
+              type: "subscribe",
+              stream: id,
+              offset: from,
+              id: "c",
+              ...(o.compact ? { compact: true } : {}),
+            }),
+          ),
         );
         ws.on("message", (data) => {
           const text = data.toString();
@@ -536,6 +558,7 @@ const grpcDoor: Door = {
   heartbeats: false,
   http: false,
   pausable: true,
+  compact: "stream",
   open(base, id, from, o = {}) {
     const q = new Queue();
     let cut: string | undefined;
@@ -543,7 +566,7 @@ const grpcDoor: Door = {
     for (const [k, v] of Object.entries(o.headers ?? {})) md.set(k, v);
     const client = grpcClient(base.grpcAddress as string);
     const call = (client.Follow as (r: unknown, m: grpc.Metadata) => grpc.ClientReadableStream<unknown>)(
-      { stream: id, offset: from },
+      { stream: id, offset: from, compact: o.compact === true },
       md,
     );
     let raw = "";

@@ -11,13 +11,17 @@
  * - an idle connection gets heartbeats (doors that have them);
  * - streaming responses carry CORS for an allowed origin and not for another;
  * - the auth matrix: no credentials, another tenant's key, a token for another stream, the right key;
- * - shutdown ends the read cleanly, within its grace.
+ * - shutdown ends the read cleanly, within its grace;
+ * - compact catch-up (doors that offer it): the history comes folded, with the same content, and
+ *   resuming from any position a compact read gave is exact; the live tail comes as it would
+ *   without compact.
  */
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MemoryStore } from "../src/stores/memory.js";
 import type { Store } from "../src/stores/store.js";
+import { contentOf, idKey, normalize } from "./content.js";
 import { closeGrpcClients, type Door, type Item, Refused, type Session } from "./doors.js";
 import { demoBody, type Running, startSluice, startStream, waitForStatus } from "./helpers.js";
 
@@ -121,6 +125,16 @@ async function refusedBy(s: Session): Promise<Refused> {
 
 const sha = (x: string) => createHash("sha256").update(x).digest("hex");
 
+/** The content of items (an SSE item's data is `<event>|<data>`). */
+const contentOfItems = (items: Item[]) =>
+  contentOf(
+    items.map((i) => ({ data: i.data.startsWith("{") ? i.data : i.data.slice(i.data.indexOf("|") + 1) })),
+  );
+
+/** Sorts after every key (a position that was never given). */
+const posKey = (pos: string) => idKey(pos);
+const after = (a: [number, number], b: [number, number]) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+
 export function runTransportContract(door: Door): void {
   describe(`transport contract: ${door.name}`, () => {
     let s: Running;
@@ -128,6 +142,7 @@ export function runTransportContract(door: Door): void {
     const base = () => ({ url: s.url, grpcAddress: s.server.grpc?.address });
     const open = (id: string, from = door.start, headers?: Record<string, string>) =>
       door.open(base(), id, from, headers ? { headers } : {});
+    const openCompact = (id: string, from = door.start) => door.open(base(), id, from, { compact: true });
     const sessions: Session[] = [];
     const track = (x: Session) => {
       sessions.push(x);
@@ -241,6 +256,57 @@ export function runTransportContract(door: Door): void {
       expect(s.server.hub.readerCount(id)).toBe(0);
       await s.server.runner.cancel(id, "client", "test over");
     });
+
+    it.runIf(door.compact !== undefined)(
+      "compact: folds the history with the same content; resuming from any position it gave is exact",
+      async () => {
+        const id = await finished(200);
+        const full = await drain(track(open(id)));
+        const comp = await drain(track(openCompact(id)));
+        expect(comp.length).toBeLessThan(full.length / 4);
+        const whole = contentOfItems(full);
+        expect(contentOfItems(comp)).toEqual(whole);
+        const cuts = comp.map((it, i) => (it.pos !== undefined ? i : -1)).filter((i) => i >= 0);
+        let last: [number, number] = [0, 0];
+        for (const k of cuts) {
+          const key = posKey(comp[k]?.pos as string);
+          expect(after(key, last)).toBe(true);
+          last = key;
+        }
+        for (const k of cuts) {
+          const pos = comp[k]?.pos as string;
+          for (const again of [true, false]) {
+            const rest = await drain(track(again ? openCompact(id, pos) : open(id, pos)));
+            expect(normalize([...contentOfItems(comp.slice(0, k + 1)), ...contentOfItems(rest)])).toEqual(
+              whole,
+            );
+          }
+        }
+      },
+    );
+
+    it.runIf(door.compact === "stream")(
+      "compact: the live tail comes as it would without compact",
+      async () => {
+        const { id } = await startStream(s.url, demoBody({ length: 60, tokens_per_s: 100, ttft_ms: 10 }));
+        const lengthNow = async () =>
+          ((await (await fetch(`${s.url}/v1/streams/${id}/info`)).json()) as { length: number }).length;
+        while ((await lengthNow()) < 15) await new Promise((r) => setTimeout(r, 20));
+        const comp = track(openCompact(id));
+        const got: Item[] = [];
+        const first = await comp.next();
+        got.push(first as Item);
+        // Everything after this was appended after the reader attached: the live tail.
+        const live = await lengthNow();
+        got.push(...(await drain(comp)));
+        const full = await drain(track(open(id)));
+        const tail = (items: Item[]) => items.filter((i) => i.pos !== undefined && idKey(i.pos)[0] > live);
+        expect(tail(full).length).toBeGreaterThan(10);
+        expect(tail(got)).toEqual(tail(full));
+        expect(contentOfItems(got)).toEqual(contentOfItems(full));
+        expect(got.length).toBeLessThan(full.length);
+      },
+    );
 
     it.runIf(door.heartbeats)("sends heartbeats on an idle connection", async () => {
       const { id } = await startStream(s.url, demoBody({ length: 5, ttft_ms: 3000 }));

@@ -21,10 +21,19 @@ export function authHeaders(): Record<string, string> {
   return key ? { authorization: `Bearer ${key}` } : {};
 }
 
+/**
+ * Compact catch-up is on unless the page's address says `?compact=false`: a reload or a second
+ * tab then replays the answer so far delta by delta, as it was written.
+ */
+export function compactSetting(search: string): boolean {
+  return new URLSearchParams(search).get("compact") !== "false";
+}
+
 /** One client for the page: same origin, SSE, short idle timeout (the server sends heartbeats). */
 export const client = new SluiceClient({
   baseUrl: "",
   headers: authHeaders(),
+  compact: compactSetting(window.location.search),
   idleTimeoutMs: 20_000,
   backoff: { initialMs: 300, maxMs: 5_000 },
 });

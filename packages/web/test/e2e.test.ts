@@ -170,6 +170,10 @@ describe.skipIf(!ready && !inCI)("web playground and dashboard in chromium", () 
       .poll(() => page.getByTestId("tokens").innerText().then(Number), { timeout: 20_000 })
       .toBeGreaterThan(5);
     const second = await ctx.newPage();
+    const reads: string[] = [];
+    second.on("request", (r) => {
+      if (r.url().includes(`/v1/streams/${id}?`)) reads.push(r.url());
+    });
     await second.goto(`${proxy.url}/#s=${id}`);
     await page.reload();
     expect(await page.evaluate(() => window.location.hash)).toBe(`#s=${id}`);
@@ -182,6 +186,19 @@ describe.skipIf(!ready && !inCI)("web playground and dashboard in chromium", () 
     const text = await serverText(id);
     expect(await assembled(page)).toBe(text);
     expect(await assembled(second)).toBe(text);
+    // The playground catches up compact unless its address says ?compact=false.
+    expect(reads.length).toBeGreaterThan(0);
+    expect(reads.every((u) => new URL(u).searchParams.get("compact") === "true")).toBe(true);
+    const third = await ctx.newPage();
+    const plainReads: string[] = [];
+    third.on("request", (r) => {
+      if (r.url().includes(`/v1/streams/${id}?`)) plainReads.push(r.url());
+    });
+    await third.goto(`${proxy.url}/?compact=false#s=${id}`);
+    await expect.poll(() => third.getByTestId("status").textContent(), { timeout: 60_000 }).toBe("completed");
+    expect(await assembled(third)).toBe(text);
+    expect(plainReads.length).toBeGreaterThan(0);
+    expect(plainReads.some((u) => new URL(u).searchParams.has("compact"))).toBe(false);
     await ctx.close();
   });
 

@@ -1,6 +1,7 @@
 import { formatOffset, isSluiceError, SluiceError, type StreamStatus } from "@sluice/protocol";
 import { type Codec, lite, type StreamInfoLite } from "../formats/codec.js";
 import type { Store, StoredRecord, StoreNotice } from "../stores/store.js";
+import { COMPACT_MAX_CHARS, Folder } from "./compact.js";
 import { FlowScheduler, type Flushable } from "./flow.js";
 
 /**
@@ -118,6 +119,19 @@ export interface HubOptions {
   slowReaderMs?: number;
   /** Most readers attached to one stream on this node. */
   maxReadersPerStream?: number;
+  /** Compact catch-up: most characters of delta in one folded event (core/compact.ts). */
+  compactMaxChars?: number;
+}
+
+/** How a reader reads (Hub.attach). */
+export interface AttachOptions {
+  /** SSE events of the record after `after` the client already has (resumed at `<offset>.<k>`). */
+  skipEvents?: number | undefined;
+  /**
+   * Compact catch-up (core/compact.ts): the records already in the log when the reader attaches
+   * are delivered with runs of deltas folded; what arrives after (the live tail) is not.
+   */
+  compact?: boolean | undefined;
 }
 
 /**
@@ -140,6 +154,7 @@ export class Hub {
   readonly slowReaderLagBytes: number;
   readonly slowReaderMs: number;
   readonly maxReadersPerStream: number;
+  readonly compactMaxChars: number;
   /** Readers waiting for drain, checked by one shared timer for the stall bound. */
   private readonly blocked = new Set<Reader>();
   private stallTimer: NodeJS.Timeout | undefined;
@@ -163,6 +178,7 @@ export class Hub {
     this.slowReaderLagBytes = opts.slowReaderLagBytes ?? 4 * 1024 * 1024;
     this.slowReaderMs = opts.slowReaderMs ?? 30_000;
     this.maxReadersPerStream = opts.maxReadersPerStream ?? 100_000;
+    this.compactMaxChars = opts.compactMaxChars ?? COMPACT_MAX_CHARS;
   }
 
   /**
@@ -176,8 +192,7 @@ export class Hub {
     after: number | "now",
     codec: Codec,
     sink: Sink,
-    /** SSE events of the record after `after` the client already has (resumed at `<offset>.<k>`). */
-    skipEvents = 0,
+    opts: AttachOptions = {},
   ): Promise<Reader> {
     const tail = await this.tail(id);
     try {
@@ -195,7 +210,9 @@ export class Hub {
         );
       }
       const reader = new Reader(this, tail, codec, sink, seq);
-      reader.skipEvents = skipEvents;
+      reader.skipEvents = opts.skipEvents ?? 0;
+      // History is what the log holds now; what comes after is the live tail, never folded.
+      if (opts.compact === true) reader.foldUntil = tail.lastSeq;
       tail.readers.add(reader);
       reader.kick();
       return reader;
@@ -505,6 +522,8 @@ export class Reader implements Flushable {
   private lostStream = false;
   /** SSE events at the start of the first record written that the client already has: dropped once. */
   skipEvents = 0;
+  /** Compact catch-up: records up to this seq (the log's end at attach) are folded; 0 = none. */
+  foldUntil = 0;
   lastFlushAt = Number.NEGATIVE_INFINITY;
   flowState = 0;
   /** Tail.cumBytes when this reader was last level with the tail (a pending-bytes measure). */
@@ -635,7 +654,8 @@ export class Reader implements Flushable {
         this.block();
         return;
       }
-      if (!tail.canServe(this.seq, this.codec)) {
+      // Compact history is read from the store and folded there (catchUp), never from the window.
+      if (this.seq < this.foldUntil || !tail.canServe(this.seq, this.codec)) {
         this.state = "catching";
         this.catchUp().catch((err: unknown) => this.catchUpFailed(err));
         return;
@@ -742,16 +762,29 @@ export class Reader implements Flushable {
     });
   }
 
-  /** Behind the window: read from the store a page at a time, then rejoin the live path. */
+  /**
+   * Behind the window: read from the store a page at a time, then rejoin the live path. The one
+   * place history is read, so compact catch-up folds here, once, for every door: records up to
+   * `foldUntil` go through a Folder, which may hold a run across pages (`readSeq` is then ahead
+   * of `seq`, the last record written); a run held when the reader must wait for drain is read
+   * again on the next catch-up.
+   */
   private async catchUp(): Promise<void> {
     const tail = this.tail;
     const sink = this.sink;
+    const codec = this.codec;
+    const folder = this.seq < this.foldUntil ? new Folder(this.hub.compactMaxChars) : undefined;
+    let readSeq = this.seq;
+    // The record before the next one written, for codecs that need it (read once, then kept).
+    let prev: StoredRecord | undefined;
+    let havePrev = codec.needsPrev !== true || this.seq === 0;
     while (this.state === "catching") {
       if (sink.closed) {
         this.detach();
         return;
       }
-      if (tail.canServe(this.seq, this.codec) || this.seq >= tail.lastSeq) {
+      const folding = readSeq < this.foldUntil;
+      if (!folding && (tail.canServe(this.seq, codec) || this.seq >= tail.lastSeq)) {
         this.state = "scheduled";
         this.flush();
         return;
@@ -760,48 +793,78 @@ export class Reader implements Flushable {
         this.block();
         return;
       }
-      // A codec that needs the previous record reads one more, from just before the cursor.
-      const withPrev = this.codec.needsPrev === true && this.seq > 0;
+      const withPrev = !havePrev && readSeq > 0;
       const page = await this.hub.store.read(
         tail.id,
-        withPrev ? this.seq - 1 : this.seq,
+        withPrev ? readSeq - 1 : readSeq,
         this.hub.catchUpPage + (withPrev ? 1 : 0),
       );
       if (this.state !== "catching") return;
-      let prev: StoredRecord | undefined;
-      if (withPrev && page.records[0]?.seq === this.seq) prev = page.records.shift();
-      if (page.records.length === 0) {
-        // The store has nothing newer than we thought: trust it.
+      if (withPrev) {
+        havePrev = true;
+        if (page.records[0]?.seq === readSeq) prev = page.records.shift();
+      }
+      let out: StoredRecord[] = page.records;
+      if (out.length === 0) {
+        // The store has nothing newer than we thought: trust it (and fold no further).
+        this.foldUntil = 0;
+        if (folder) {
+          const held: StoredRecord[] = [];
+          folder.end(held);
+          if (held.length > 0) prev = this.deliver(held, prev);
+        }
         this.seq = Math.max(this.seq, Number(page.next_offset));
+        readSeq = this.seq;
         if (this.seq < tail.lastSeq) tail.lastSeq = this.seq;
         continue;
       }
-      this.seq = (page.records[page.records.length - 1] as StoredRecord).seq;
-      if (!sink.closed) {
-        if (sink.writeFrames) {
-          const frames: string[] = [];
-          for (const rec of page.records) {
-            const f = this.codec.encode(rec, tail.info, prev);
-            prev = rec;
-            if (f.length > 0) {
-              frames.push(f);
-              this.hub.counters.charsOut += f.length;
-            }
-          }
-          if (frames.length > 0) sink.writeFrames(frames);
-        } else {
-          let chunk = "";
-          for (const rec of page.records) {
-            chunk += this.codec.encode(rec, tail.info, prev);
-            prev = rec;
-          }
-          if (chunk.length > 0 && this.skipEvents > 0) chunk = this.trimmed(chunk);
-          if (chunk.length > 0) {
-            sink.write(chunk, this.mark());
-            this.hub.counters.charsOut += chunk.length;
+      readSeq = (out[out.length - 1] as StoredRecord).seq;
+      if (folder && folding) {
+        const folded: StoredRecord[] = [];
+        for (const rec of out) {
+          if (rec.seq <= this.foldUntil) folder.push(rec, folded);
+          else {
+            folder.end(folded);
+            folded.push(rec);
           }
         }
+        if (readSeq >= this.foldUntil) folder.end(folded);
+        out = folded;
+        if (out.length === 0) continue; // one run, still growing: read on
+      }
+      prev = this.deliver(out, prev);
+    }
+  }
+
+  /** Writes records read from the store (in order, after `seq`); returns the last one. */
+  private deliver(records: StoredRecord[], prev: StoredRecord | undefined): StoredRecord | undefined {
+    const tail = this.tail;
+    const sink = this.sink;
+    this.seq = (records[records.length - 1] as StoredRecord).seq;
+    if (sink.closed) return records[records.length - 1];
+    if (sink.writeFrames) {
+      const frames: string[] = [];
+      for (const rec of records) {
+        const f = this.codec.encode(rec, tail.info, prev);
+        prev = rec;
+        if (f.length > 0) {
+          frames.push(f);
+          this.hub.counters.charsOut += f.length;
+        }
+      }
+      if (frames.length > 0) sink.writeFrames(frames);
+    } else {
+      let chunk = "";
+      for (const rec of records) {
+        chunk += this.codec.encode(rec, tail.info, prev);
+        prev = rec;
+      }
+      if (chunk.length > 0 && this.skipEvents > 0) chunk = this.trimmed(chunk);
+      if (chunk.length > 0) {
+        sink.write(chunk, this.mark());
+        this.hub.counters.charsOut += chunk.length;
       }
     }
+    return prev;
   }
 }

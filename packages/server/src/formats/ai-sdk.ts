@@ -103,6 +103,6 @@ export const sseAiSdk: Codec = registerCodec({
   index: -1,
   needsPrev: true,
   encode(rec, info, prev) {
-    return sseRecord(encodeRecord(rec, info, prev), rec.offset);
+    return sseRecord(encodeRecord(rec, info, prev), rec.offset, rec.first);
   },
 });

@@ -205,13 +205,13 @@ function encodeRecord(rec: StoredRecord, info: StreamInfoLite, prev: StoredRecor
   return out;
 }
 
-/** Named SSE events; ids as codec.ts sseRecord (`<offset>.<k>` before the last). */
-function sseNamed(events: Ev[], offset: string): string {
+/** Named SSE events; ids as codec.ts sseRecord (`<offset>.<k>` before the last, `<first>.<k>` when folded). */
+function sseNamed(events: Ev[], offset: string, first: string = offset): string {
   let s = "";
   const n = events.length;
   for (let i = 0; i < n; i++) {
     const [name, json] = events[i] as Ev;
-    s += `id: ${i === n - 1 ? offset : subOffset(offset, i + 1)}\nevent: ${name}\ndata: ${json}\n\n`;
+    s += `id: ${i === n - 1 ? offset : subOffset(first, i + 1)}\nevent: ${name}\ndata: ${json}\n\n`;
   }
   return s;
 }
@@ -221,7 +221,7 @@ export const sseAnthropic: Codec = registerCodec({
   index: -1,
   needsPrev: true,
   encode(rec, info, prev) {
-    return sseNamed(encodeRecord(rec, info, prev), rec.offset);
+    return sseNamed(encodeRecord(rec, info, prev), rec.offset, rec.first);
   },
 });
 

@@ -57,12 +57,17 @@ export function codecCount(): number {
  * offset on the last, `<offset>.<k>` on the k-th before it, so a client whose connection is cut
  * between two of them resumes (Last-Event-ID) after exactly the events it has: the reader skips
  * the first k events of that record (parseResumePosition, Hub.attach's skipEvents).
+ *
+ * A record folded by compact catch-up (core/compact.ts) is numbered `<first>.<k>` before its last
+ * event, `first` being the first record folded into it: the events before the delta (a block or
+ * part start, the end of the previous one) are those of that first record, so the id names the
+ * same events in a compact read and in an uncompacted one, and a resume between them is exact.
  */
-export function sseRecord(events: string[], offset: string): string {
+export function sseRecord(events: string[], offset: string, first: string = offset): string {
   let s = "";
   const n = events.length;
   for (let i = 0; i < n; i++) {
-    s += `id: ${i === n - 1 ? offset : subOffset(offset, i + 1)}\ndata: ${events[i]}\n\n`;
+    s += `id: ${i === n - 1 ? offset : subOffset(first, i + 1)}\ndata: ${events[i]}\n\n`;
   }
   return s;
 }

@@ -146,7 +146,7 @@ function toGenerationRequest(req: StartRequestMsg, jsonMaxDepth: number) {
   return r.data;
 }
 
-type FollowCall = grpc.ServerWritableStream<{ stream: string; offset: string }, unknown>;
+type FollowCall = grpc.ServerWritableStream<{ stream: string; offset: string; compact?: boolean }, unknown>;
 
 /** A follower's sink: each record is one StreamEvent message on the call. */
 class CallSink implements Sink {
@@ -306,7 +306,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
         call.on("cancelled", detach);
         call.on("close", detach);
         try {
-          const { stream, offset } = call.request;
+          const { stream, offset, compact } = call.request;
           const id = await identify(security, call.metadata);
           const pos = readPosition(offset);
           await access.generation(id.principal, "read", stream);
@@ -320,7 +320,9 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcServer> {
             detach();
             return;
           }
-          sink.reader = await hub.attach(stream, pos.kind === "now" ? "now" : pos.seq, grpcSluice, sink);
+          sink.reader = await hub.attach(stream, pos.kind === "now" ? "now" : pos.seq, grpcSluice, sink, {
+            compact: compact === true,
+          });
           if (sink.closed) detach();
         } catch (err) {
           release?.();

@@ -16,7 +16,7 @@ import { z } from "zod";
 import { requireAction, requireStreamAccess } from "../auth/principal.js";
 import { type GenerationRequest, GenerationRequestSchema, type Message } from "../core/request.js";
 import { sseAiSdk } from "../formats/ai-sdk.js";
-import { type DoorDeps, describeIssues, SSE_HEARTBEAT, STREAM_ID_HEADER } from "./context.js";
+import { type DoorDeps, describeIssues, parseCompact, SSE_HEARTBEAT, STREAM_ID_HEADER } from "./context.js";
 import { startFor } from "./start.js";
 
 export const UI_MESSAGE_STREAM_HEADERS = {
@@ -161,16 +161,19 @@ export function registerAiSdk(app: FastifyInstance, deps: DoorDeps): void {
 
   app.get("/v1/ai-sdk/chat/:chatId/stream", async (req, reply) => {
     const { chatId } = req.params as { chatId: string };
+    const compact = parseCompact((req.query as Record<string, string | undefined>).compact);
     requireAction(req.principal, "read");
     const streamId = CHAT_ID_RE.test(chatId) ? await store.getChat(chatKey(req, chatId)) : undefined;
     const info = streamId ? await store.info(streamId) : undefined;
     if (!streamId || !info || info.status !== "running") return reply.code(204).send();
     requireStreamAccess(req.principal, "read", info);
     reply.header(STREAM_ID_HEADER, streamId);
-    // A full replay from the start: the client rebuilds the message when `start` arrives.
+    // A full replay from the start: the client rebuilds the message when `start` arrives
+    // (`?compact=true`: with the history folded, fewer parts for the same message).
     await live.stream(req, reply, {
       streamId,
       after: 0,
+      compact,
       codec: sseAiSdk,
       transport: "sse",
       headers: UI_MESSAGE_STREAM_HEADERS,

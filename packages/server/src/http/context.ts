@@ -107,3 +107,13 @@ export const SSE_HEADERS = {
 
 /** The heartbeat of every SSE door: a comment line every client ignores. */
 export const SSE_HEARTBEAT = ": keep-alive\n\n";
+
+/**
+ * `?compact=`: `true` (or `1`) folds the history a reader catches up on (core/compact.ts);
+ * `false`, `0` or absent reads it record by record.
+ */
+export function parseCompact(raw: string | undefined): boolean {
+  if (raw === undefined || raw === "false" || raw === "0") return false;
+  if (raw === "true" || raw === "1") return true;
+  throw new SluiceError("invalid_request", "compact must be true or false");
+}

@@ -61,6 +61,8 @@ export interface LiveStreamOptions {
   after: number | "now";
   /** SSE events of the record after `after` the client already has (resumed at `<offset>.<k>`). */
   skipEvents?: number | undefined;
+  /** Compact catch-up (`?compact=true`): history folded, the live tail as it comes (core/compact.ts). */
+  compact?: boolean | undefined;
   codec: Codec;
   transport: LiveTransport;
   /** The door's own headers (content type, protocol headers); those already on the reply are kept. */
@@ -215,7 +217,10 @@ export class LiveResponses {
       }
     });
     try {
-      reader = await hub.attach(o.streamId, o.after, o.codec, sink, o.skipEvents);
+      reader = await hub.attach(o.streamId, o.after, o.codec, sink, {
+        skipEvents: o.skipEvents,
+        compact: o.compact,
+      });
     } catch (err) {
       this.open.delete(stop);
       hold.release();

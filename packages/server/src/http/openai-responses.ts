@@ -541,7 +541,7 @@ export function registerOpenAIResponses(app: FastifyInstance, deps: DoorDeps): v
     const onDisconnect = background
       ? "continue"
       : (request.on_disconnect ?? route.on_disconnect ?? "continue");
-    const hold = b.stream === true ? live.hold(req, reply, "sse") : undefined;
+    const hold = b.stream === true ? await live.hold(req, reply, "sse") : undefined;
     const stored: ResponsesMeta = b.store === false ? { ...meta, messages: [] } : meta;
     const info = await startFor(req, deps, request, { responses: stored }).catch((err) => {
       hold?.release();

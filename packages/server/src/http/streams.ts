@@ -6,12 +6,19 @@
 import { type ReadPosition, SluiceError } from "@sluice/protocol";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { requireAction } from "../auth/principal.js";
+import { foldRecords } from "../core/compact.js";
 import type { Sink } from "../core/hub.js";
 import { publicPath } from "../durable-streams/protocol.js";
 import type { Codec } from "../formats/codec.js";
 import type { FoldedSse } from "../formats/table.js";
 import type { StreamInfo } from "../stores/store.js";
-import { type DoorDeps, parseGenerationRequest, SSE_HEARTBEAT, STREAM_ID_HEADER } from "./context.js";
+import {
+  type DoorDeps,
+  parseCompact,
+  parseGenerationRequest,
+  SSE_HEARTBEAT,
+  STREAM_ID_HEADER,
+} from "./context.js";
 import type { Hold } from "./live-response.js";
 import { startFor } from "./start.js";
 import { httpReadPosition } from "./stream-access.js";
@@ -87,6 +94,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     const q = req.query as Record<string, string | undefined>;
     // Input first (as every door): a bad offset is invalid_offset whatever the stream.
     const pos = httpReadPosition(req.headers["last-event-id"], q.offset);
+    const compact = parseCompact(q.compact);
     const info = await access.generation(req.principal, "read", id);
     reply.header(STREAM_ID_HEADER, id);
     const transport = pickTransport(req);
@@ -98,8 +106,15 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
         "an SSE event id (<offset>.<k>) is a read position for SSE only",
       );
     }
-    if (transport === "json") return readPage(req, reply, info, pos, q);
+    if (transport === "json") return readPage(req, reply, info, pos, q, compact);
     const fold = transport === "sse" ? foldFor(q.format) : undefined;
+    if (fold && compact) {
+      // Its event numbers count every record of the log: a folded history would renumber them.
+      throw new SluiceError(
+        "invalid_request",
+        `compact is not available with format ${q.format}: its sequence numbers count every record, so resume would not be exact`,
+      );
+    }
     const codec = fold ? fold.codec : codecFor(q.format, transport);
     const after = pos.kind === "now" ? info.length : pos.seq;
     if (after > info.length) {
@@ -113,10 +128,10 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
       // A folded format reads the log from its start and sends only what follows the position.
       const start = { afterRecord: after, skipEvents: pos.skipEvents };
       const wrap = (inner: Sink) => fold.sink(inner, info, start);
-      await streamTo(req, reply, info, 0, transport, codec, false, undefined, undefined, wrap);
+      await streamTo(req, reply, info, 0, transport, codec, false, undefined, undefined, false, wrap);
       return reply;
     }
-    await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents);
+    await streamTo(req, reply, info, after, transport, codec, false, undefined, pos.skipEvents, compact);
     return reply;
   });
 
@@ -126,6 +141,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     info: StreamInfo,
     pos: ReadPosition,
     q: Record<string, string | undefined>,
+    compact: boolean,
   ) {
     if (q.format !== undefined && q.format !== "sluice") {
       throw new SluiceError(
@@ -142,13 +158,17 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     const after = pos.kind === "now" ? info.length : pos.seq;
     const wait = q.live === undefined ? undefined : longPollWait(q.live, q.timeout_ms);
     let page = await store.read(id, after, limit);
+    // What a page holds at once is history (folded when compact); what a long-poll waited for is
+    // the live tail, as it came.
+    let records = compact ? foldRecords(page.records, hub.compactMaxChars) : page.records;
     if (wait !== undefined && page.records.length === 0 && page.status === "running") {
       await longPoll(req, reply, id, after, wait);
       page = await store.read(id, after, limit);
+      records = page.records;
     }
     // The record data is already JSON: assemble the page without parsing it.
     let events = "";
-    for (const rec of page.records) {
+    for (const rec of records) {
       if (events.length > 0) events += ",";
       events += `{"offset":"${rec.offset}","event":${rec.data}}`;
     }
@@ -224,6 +244,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
     cancelOnDisconnect: boolean,
     held?: Hold,
     skipEvents?: number,
+    compact?: boolean,
     wrap?: (inner: Sink) => Sink,
   ): Promise<void> {
     const sse = transport === "sse";
@@ -234,6 +255,7 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
         streamId: info.id,
         after,
         skipEvents,
+        compact,
         codec,
         transport,
         headers: {

@@ -42,6 +42,8 @@ const SubscribeSchema = z
     stream: streamId,
     offset: z.string().max(32).optional(),
     flush_ms: flushMs,
+    /** Compact catch-up: the history this subscription catches up on arrives folded (core/compact.ts). */
+    compact: z.boolean().optional(),
     format: z.literal("sluice").optional(),
     token,
   })
@@ -588,7 +590,7 @@ class WsConnection {
     if (fromSeq === undefined) readPosition(msg.offset);
     await this.deps.access.generation(await this.principalFor(msg.token), "read", msg.stream);
     if (this.closedDown) return;
-    await this.attach(msg.stream, msg.offset, msg.flush_ms, id, fromSeq);
+    await this.attach(msg.stream, msg.offset, msg.flush_ms, id, fromSeq, msg.compact === true);
   }
 
   private async attach(
@@ -597,6 +599,7 @@ class WsConnection {
     flush: number | undefined,
     id: ClientId,
     fromSeq?: number,
+    compact = false,
   ): Promise<void> {
     if (this.subs.has(stream)) {
       throw new SluiceError("invalid_request", `already subscribed to ${stream}; unsubscribe first`);
@@ -618,7 +621,7 @@ class WsConnection {
     const sub: Subscription = { stream, reader: undefined, sink };
     this.subs.set(stream, sub);
     try {
-      const reader = await this.deps.hub.attach(stream, after, wsSluice, sink);
+      const reader = await this.deps.hub.attach(stream, after, wsSluice, sink, { compact });
       if (this.closedDown || this.subs.get(stream) !== sub) {
         reader.detach();
         return;

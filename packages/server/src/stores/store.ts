@@ -26,6 +26,11 @@ export interface StoredRecord {
   type?: string;
   data: string;
   encoding?: RecordEncoding;
+  /**
+   * Set only on a record folded by compact catch-up (core/compact.ts), never stored: the offset
+   * of the first record folded into it (`offset` is the last one's).
+   */
+  first?: string;
 }
 
 export interface CreateStream {
