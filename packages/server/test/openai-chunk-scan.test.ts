@@ -157,30 +157,49 @@ const mutated = fc.oneof(
       }),
   },
 );
-/** A stream: mostly chunks that share their head and tail (as real streams do), some not. */
+/** A stream: mostly chunks that share their head and tail (as real streams do) but for the
+ * tail's last value (mock-upstream's `sluice_due`, OpenAI's `obfuscation`), some not. */
+const lastValue = fc.oneof(
+  fc.integer().map(String),
+  fc.string().map((s) => JSON.stringify(s)),
+  fc.constantFrom('"a\\"b"', "1.5", "-0", "null", "{}", '"x"}', '1,"choices":[]', '"\u0001"', " 7", "[1]"),
+  scalar,
+);
+const lastKey = fc.constantFrom(
+  "sluice_due",
+  "obfuscation",
+  "error",
+  "usage",
+  "__proto__",
+  "choices",
+  'a\\"b',
+  "",
+);
 const stream = fc
   .tuple(
-    fields,
-    fields,
+    fc.array(fields, { minLength: 1, maxLength: 2 }),
+    fc.array(fields, { minLength: 1, maxLength: 2 }),
+    lastKey,
     fc.array(
       fc.oneof(
-        content.map((c) => ({ c })),
+        fc.tuple(content, lastValue, fc.nat(), fc.nat()).map(([c, v, h, t]) => ({ c, v, h, t })),
         mutated.map((m) => ({ m })),
       ),
       { maxLength: 12 },
     ),
   )
-  .map(([head, tail, parts]) =>
+  .map(([heads, tails, key, parts]) =>
     parts.map((p) =>
       "c" in p
         ? object(
             [
-              ...head,
+              ...(heads[p.h % heads.length] ?? []),
               [
                 "choices",
                 `[{"index":0,"delta":{"content":${JSON.stringify(p.c)}},"logprobs":null,"finish_reason":null}]`,
               ],
-              ...tail,
+              ...(tails[p.t % tails.length] ?? []),
+              ...(key === "" ? [] : ([[key, p.v]] as [string, string][])),
             ],
             [""],
           )
@@ -193,8 +212,10 @@ describe("OpenAI chunk scanner (the fast path for plain text deltas)", () => {
     const scanner = new ChunkScanner();
     const mock =
       '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"demo","choices":[{"index":0,"delta":{"content":" log\\n\\"q\\" é😀"},"logprobs":null,"finish_reason":null}],"usage":null,"sluice_due":1745330021123}';
-    expect(scanner.scan(mock)).toEqual({
+    expect(scanner.scan(mock)).toMatchObject({
       content: ' log\n"q" é😀',
+      lastKey: "sluice_due",
+      lastValue: 1745330021123,
       fields: {
         id: "chatcmpl-1",
         object: "chat.completion.chunk",
@@ -206,6 +227,11 @@ describe("OpenAI chunk scanner (the fast path for plain text deltas)", () => {
     });
     const openai =
       '{"id":"chatcmpl-B","object":"chat.completion.chunk","created":2,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x1"}';
+    // The next chunk of the stream: only the last value of the tail differs.
+    const next = mock.replace(" log", "s").replace("1745330021123", "1745330021156");
+    expect(scanner.scan(next)?.lastValue).toBe(1745330021156);
+    expect(scanner.scan(next.replace("1745330021156", '"x"'))?.lastValue).toBe("x");
+    expect(scanner.scan(next.replace("1745330021156", '1,"error":{"m":1}'))).toBeUndefined();
     expect(scanner.scan(openai)?.content).toBe("Hi");
     expect(scanner.scan(openai)?.fields.system_fingerprint).toBe("fp_1");
   });
@@ -238,7 +264,7 @@ describe("OpenAI chunk scanner (the fast path for plain text deltas)", () => {
       { numRuns: 3000 },
     );
     // The property is about the fast path: it must actually have been taken, often.
-    expect(fastHits).toBeGreaterThan(3000);
+    expect(fastHits).toBeGreaterThan(1500);
   });
 
   it("reads every recorded fixture the same either way", () => {

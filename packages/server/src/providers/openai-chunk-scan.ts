@@ -19,13 +19,23 @@
  * property test: for random chunks, the same events and state either way).
  */
 
-/** What the scanner read from a plain text-delta chunk. */
+/** What the scanner read from a plain text-delta chunk (one object per scanner, overwritten by
+ * the next `scan`). Read a field with `scannedField`. */
 export interface ScannedTextChunk {
   /** `delta.content` (possibly ""). */
   content: string;
   /** The top-level fields other than `choices` (from the head and the tail; the tail's win, as
-   * JSON.parse's last-duplicate-wins rule says). Never holds a `choices` key. */
+   * JSON.parse's last-duplicate-wins rule says). Never holds a `choices` key nor a non-null
+   * `error`. `lastKey`'s value here may be stale: `lastValue` is the chunk's. */
   fields: Record<string, unknown>;
+  /** The key of the tail's last field when its value is read chunk by chunk; "" if none. */
+  lastKey: string;
+  lastValue: unknown;
+}
+
+/** A top-level field of a scanned chunk. */
+export function scannedField(s: ScannedTextChunk, key: string): unknown {
+  return key === s.lastKey ? s.lastValue : s.fields[key];
 }
 
 const CHOICES = '"choices":[{"index":0,"delta":{"content":';
@@ -34,13 +44,22 @@ const CHOICE_ENDS = ['},"logprobs":null,"finish_reason":null}]', '},"finish_reas
 
 const hasOwn = Object.prototype.hasOwnProperty;
 
-/** Per-stream cache of the last head and tail parsed (most chunks repeat them byte for byte). */
+/**
+ * Per-stream cache of the last head and tail parsed: most chunks repeat them byte for byte, but
+ * for the tail's last value (mock-upstream's `sluice_due`, OpenAI's `obfuscation` change on
+ * every chunk), which is then parsed alone.
+ */
 export class ChunkScanner {
   #head = "";
   #headFields: Record<string, unknown> | undefined;
   #tail = "";
   #tailFields: Record<string, unknown> | undefined;
-  #merged: Record<string, unknown> | undefined;
+  /** The text of the tail before its last value, when that value (a number or a string
+   * without escapes, right before the closing brace) has a key without escapes; "" otherwise. */
+  #tailPrefix = "";
+  /** The head or tail changed since `#result.fields` was built. */
+  #dirty = true;
+  readonly #result: ScannedTextChunk = { content: "", fields: {}, lastKey: "", lastValue: undefined };
 
   /** The chunk's content and fields when it is a plain text delta; undefined otherwise. */
   scan(data: string): ScannedTextChunk | undefined {
@@ -67,24 +86,6 @@ export class ChunkScanner {
       }
     }
     if (!matched) return undefined;
-
-    const head = data.slice(0, at);
-    const tail = data.slice(after);
-    let changed = false;
-    if (head !== this.#head || this.#headFields === undefined) {
-      const fields = parseHead(head);
-      if (fields === undefined) return undefined;
-      this.#head = head;
-      this.#headFields = fields;
-      changed = true;
-    }
-    if (tail !== this.#tail || this.#tailFields === undefined) {
-      const fields = parseTail(tail);
-      if (fields === undefined) return undefined;
-      this.#tail = tail;
-      this.#tailFields = fields;
-      changed = true;
-    }
     let content: unknown;
     try {
       content = JSON.parse(data.slice(start, end + 1));
@@ -92,11 +93,98 @@ export class ChunkScanner {
       return undefined;
     }
     if (typeof content !== "string") return undefined;
-    if (changed || this.#merged === undefined) {
-      this.#merged = Object.assign({}, this.#headFields, this.#tailFields);
+
+    const r = this.#result;
+    const head = data.slice(0, at);
+    const tail = data.slice(after);
+    if (head !== this.#head || this.#headFields === undefined) {
+      const fields = parseHead(head);
+      if (fields === undefined) return undefined;
+      this.#head = head;
+      this.#headFields = fields;
+      this.#dirty = true;
     }
-    return { content, fields: this.#merged };
+    let lastValue = r.lastValue;
+    if (tail !== this.#tail || this.#tailFields === undefined) {
+      const value = this.#lastValueOnly(tail);
+      if (value !== NOT_ONLY) {
+        lastValue = value;
+      } else {
+        const fields = parseTail(tail);
+        if (fields === undefined) return undefined;
+        this.#tailFields = fields;
+        const valueAt = lastValueAt(tail);
+        const key = valueAt < 0 ? "" : keyBefore(tail, valueAt);
+        // An `error` is refused above unless null: a later one must go through parseTail again.
+        const usable = key !== "" && key !== "error" && key !== "__proto__";
+        this.#tailPrefix = usable ? tail.slice(0, valueAt) : "";
+        r.lastKey = usable ? key : "";
+        lastValue = usable ? fields[key] : undefined;
+        this.#dirty = true;
+      }
+      this.#tail = tail;
+    }
+    if (this.#dirty) {
+      r.fields = Object.assign({}, this.#headFields, this.#tailFields);
+      this.#dirty = false;
+    }
+    r.content = content;
+    r.lastValue = lastValue;
+    return r;
   }
+
+  /**
+   * When `tail` is the cached tail but for its last value: that value, parsed alone (the text
+   * before it is the cached tail's, already parsed as JSON; the new value must be one JSON number
+   * or string, then the closing brace). NOT_ONLY otherwise.
+   */
+  #lastValueOnly(tail: string): unknown {
+    const prefix = this.#tailPrefix;
+    if (prefix === "" || tail.length <= prefix.length + 1 || !tail.startsWith(prefix)) return NOT_ONLY;
+    if (tail.charCodeAt(tail.length - 1) !== 125 /* } */) return NOT_ONLY;
+    let value: unknown;
+    try {
+      value = JSON.parse(tail.slice(prefix.length, -1));
+    } catch {
+      return NOT_ONLY;
+    }
+    return typeof value === "number" || typeof value === "string" ? value : NOT_ONLY;
+  }
+}
+
+const NOT_ONLY = Symbol("not only the last value");
+
+/**
+ * Where the last value of a tail (`,…}`) starts, when it is an integer or a string without
+ * escapes written right before the closing brace, right after its `:`; -1 otherwise.
+ */
+function lastValueAt(tail: string): number {
+  let i = tail.length - 2; // the last character of the value
+  if (i < 1 || tail.charCodeAt(i + 1) !== 125 /* } */) return -1;
+  const c = tail.charCodeAt(i);
+  if (c >= 48 && c <= 57) {
+    while (
+      i > 0 &&
+      ((tail.charCodeAt(i - 1) >= 48 && tail.charCodeAt(i - 1) <= 57) || tail.charCodeAt(i - 1) === 45)
+    )
+      i--;
+  } else if (c === 34 /* " */) {
+    i = tail.lastIndexOf('"', i - 1);
+    if (i < 0 || tail.includes("\\", i)) return -1;
+  } else {
+    return -1;
+  }
+  return tail.charCodeAt(i - 1) === 58 /* : */ ? i : -1;
+}
+
+/** The key whose `:` stands right before `valueAt`, when it has no escapes; "" otherwise. */
+function keyBefore(tail: string, valueAt: number): string {
+  const close = valueAt - 2;
+  if (tail.charCodeAt(close) !== 34 /* " */) return "";
+  const open = tail.lastIndexOf('"', close - 1);
+  if (open < 0) return "";
+  const key = tail.slice(open + 1, close);
+  return key.includes("\\") ? "" : key;
 }
 
 /** `{…,` or `{` → the fields before `"choices"`; undefined if not exactly that. */

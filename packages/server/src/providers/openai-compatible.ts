@@ -9,7 +9,7 @@
 
 import type { FinishReason, ToolCallEvent, UsageEvent } from "@sluice/protocol";
 import { SluiceError } from "@sluice/protocol";
-import { ChunkScanner } from "./openai-chunk-scan.js";
+import { ChunkScanner, type ScannedTextChunk, scannedField } from "./openai-chunk-scan.js";
 import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
 import {
   describe,
@@ -202,7 +202,7 @@ export class ChunkReader {
   /** Appends the events of one SSE `data` payload to `out`; returns the chunk's `sluice_due`. */
   read(data: string, out: ProviderEvent[]): unknown {
     const scanned = this.#scanner?.scan(data);
-    if (scanned !== undefined) return this.state.applyText(scanned.fields, scanned.content, out);
+    if (scanned !== undefined) return this.state.applyText(scanned, out);
     let chunk: unknown;
     try {
       chunk = JSON.parse(data);
@@ -227,14 +227,17 @@ export class ChunkState {
   readonly #tools = new Map<number, ToolCallState>();
   #lastToolIndex = 0;
 
-  /** A plain text-delta chunk, as ChunkReader's scanner read it (`fields`: the top-level
-   * fields but `choices`, with no error): what `apply` does with such a chunk. */
-  applyText(fields: Record<string, unknown>, content: string, out: ProviderEvent[]): unknown {
-    if (isRecord(fields.usage)) this.#usage = mapUsage(fields.usage);
-    if (typeof fields.system_fingerprint === "string") this.#fingerprint = fields.system_fingerprint;
-    if (typeof fields.service_tier === "string") this.#serviceTier = fields.service_tier;
-    if (content !== "") out.push({ type: "text-delta", delta: content });
-    return fields.sluice_due;
+  /** A plain text-delta chunk as ChunkReader's scanner read it (no `error`, one choice whose
+   * delta is only `content`): what `apply` does with such a chunk. Returns its `sluice_due`. */
+  applyText(chunk: ScannedTextChunk, out: ProviderEvent[]): unknown {
+    const usage = scannedField(chunk, "usage");
+    if (isRecord(usage)) this.#usage = mapUsage(usage);
+    const fingerprint = scannedField(chunk, "system_fingerprint");
+    if (typeof fingerprint === "string") this.#fingerprint = fingerprint;
+    const tier = scannedField(chunk, "service_tier");
+    if (typeof tier === "string") this.#serviceTier = tier;
+    if (chunk.content !== "") out.push({ type: "text-delta", delta: chunk.content });
+    return scannedField(chunk, "sluice_due");
   }
 
   apply(chunk: unknown, out: ProviderEvent[]): void {
