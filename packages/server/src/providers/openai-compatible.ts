@@ -9,6 +9,7 @@
 
 import type { FinishReason, ToolCallEvent, UsageEvent } from "@sluice/protocol";
 import { SluiceError } from "@sluice/protocol";
+import { ChunkScanner, type ScannedTextChunk, scannedField } from "./openai-chunk-scan.js";
 import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
 import {
   describe,
@@ -110,7 +111,9 @@ export class OpenAICompatibleProvider implements Provider {
     });
     try {
       const messages = sse.messages;
-      const state = new ChunkState(redact);
+      const reader = new ChunkReader(redact);
+      const state = reader.state;
+      const events: ProviderEvent[] = [];
       const stamp = request.demo?.stamp === true;
       let sawDone = false;
       let more = true;
@@ -138,18 +141,12 @@ export class OpenAICompatibleProvider implements Provider {
               const msg = errorMessageOf(data) ?? snippet(data);
               throw new SluiceError("upstream_error", redact(`upstream error: ${msg}`));
             }
-            let chunk: unknown;
-            try {
-              chunk = JSON.parse(data);
-            } catch {
-              throw new SluiceError(
-                "upstream_error",
-                redact(`upstream sent an event that is not valid JSON: ${snippet(data)}`),
-              );
-            }
+            events.length = 0;
+            const chunkDue = reader.read(data, events);
             // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
-            const due = stamp ? (chunk as { sluice_due?: unknown }).sluice_due : undefined;
-            for (const event of state.apply(chunk)) {
+            const due = stamp ? chunkDue : undefined;
+            for (let e = 0; e < events.length; e++) {
+              const event = events[e] as ProviderEvent;
               yield typeof due === "number" && event.type.endsWith("-delta")
                 ? Object.assign({}, event, { due })
                 : event;
@@ -186,8 +183,42 @@ interface ToolCallState {
   nameSent: boolean;
 }
 
-/** Accumulates what a stream of chunks says; yields events as they can be emitted. */
-class ChunkState {
+/**
+ * One stream's chunks → events: plain text-delta chunks through the scanner
+ * (openai-chunk-scan.ts), any other chunk through JSON.parse and ChunkState.apply — the same
+ * events and state either way. Exported for tests (`fast: false` is the full parse only).
+ */
+export class ChunkReader {
+  readonly state: ChunkState;
+  readonly #scanner: ChunkScanner | undefined;
+  readonly #redact: (text: string) => string;
+
+  constructor(redact: (text: string) => string, fast = true) {
+    this.#redact = redact;
+    this.state = new ChunkState(redact);
+    this.#scanner = fast ? new ChunkScanner() : undefined;
+  }
+
+  /** Appends the events of one SSE `data` payload to `out`; returns the chunk's `sluice_due`. */
+  read(data: string, out: ProviderEvent[]): unknown {
+    const scanned = this.#scanner?.scan(data);
+    if (scanned !== undefined) return this.state.applyText(scanned, out);
+    let chunk: unknown;
+    try {
+      chunk = JSON.parse(data);
+    } catch {
+      throw new SluiceError(
+        "upstream_error",
+        this.#redact(`upstream sent an event that is not valid JSON: ${snippet(data)}`),
+      );
+    }
+    this.state.apply(chunk, out);
+    return (chunk as Record<string, unknown>).sluice_due;
+  }
+}
+
+/** Accumulates what a stream of chunks says; appends events as they can be emitted. */
+export class ChunkState {
   constructor(private readonly redact: (text: string) => string) {}
   finishReason: FinishReason | undefined;
   #usage: UsageEvent | undefined;
@@ -196,7 +227,20 @@ class ChunkState {
   readonly #tools = new Map<number, ToolCallState>();
   #lastToolIndex = 0;
 
-  *apply(chunk: unknown): Generator<ProviderEvent> {
+  /** A plain text-delta chunk as ChunkReader's scanner read it (no `error`, one choice whose
+   * delta is only `content`): what `apply` does with such a chunk. Returns its `sluice_due`. */
+  applyText(chunk: ScannedTextChunk, out: ProviderEvent[]): unknown {
+    const usage = scannedField(chunk, "usage");
+    if (isRecord(usage)) this.#usage = mapUsage(usage);
+    const fingerprint = scannedField(chunk, "system_fingerprint");
+    if (typeof fingerprint === "string") this.#fingerprint = fingerprint;
+    const tier = scannedField(chunk, "service_tier");
+    if (typeof tier === "string") this.#serviceTier = tier;
+    if (chunk.content !== "") out.push({ type: "text-delta", delta: chunk.content });
+    return scannedField(chunk, "sluice_due");
+  }
+
+  apply(chunk: unknown, out: ProviderEvent[]): void {
     if (!isRecord(chunk)) {
       throw new SluiceError(
         "upstream_error",
@@ -218,28 +262,28 @@ class ChunkState {
     const delta = isRecord(choice.delta) ? choice.delta : undefined;
     if (delta) {
       const reasoning = nonEmptyString(delta.reasoning_content) ?? nonEmptyString(delta.reasoning);
-      if (reasoning !== undefined) yield { type: "reasoning-delta", delta: reasoning };
+      if (reasoning !== undefined) out.push({ type: "reasoning-delta", delta: reasoning });
       const logprobs = isRecord(choice.logprobs) ? choice.logprobs : undefined;
       const content = nonEmptyString(delta.content);
       if (content !== undefined) {
         const lp = Array.isArray(logprobs?.content) ? logprobs.content : undefined;
-        yield lp
-          ? { type: "text-delta", delta: content, logprobs: lp }
-          : { type: "text-delta", delta: content };
+        out.push(
+          lp ? { type: "text-delta", delta: content, logprobs: lp } : { type: "text-delta", delta: content },
+        );
       }
       // Audio output (`modalities: ["audio"]`): OpenAI-specific, kept whole as application data;
       // the openai format gives it back as `delta.audio`, other formats as a `data` part.
-      if (isRecord(delta.audio)) yield { type: "data", name: OPENAI_AUDIO, value: delta.audio };
+      if (isRecord(delta.audio)) out.push({ type: "data", name: OPENAI_AUDIO, value: delta.audio });
       const refusal = nonEmptyString(delta.refusal);
       if (refusal !== undefined) {
         const lp = Array.isArray(logprobs?.refusal) ? logprobs.refusal : undefined;
-        yield { type: "text-delta", delta: refusal, refusal: true, ...(lp ? { logprobs: lp } : {}) };
+        out.push({ type: "text-delta", delta: refusal, refusal: true, ...(lp ? { logprobs: lp } : {}) });
       }
       if (Array.isArray(delta.tool_calls)) {
         for (const fragment of delta.tool_calls) {
           if (!isRecord(fragment)) continue;
           const event = this.#toolFragment(fragment);
-          if (event) yield event;
+          if (event) out.push(event);
         }
       }
     }
