@@ -239,16 +239,17 @@ describe("POST /v1/messages with @anthropic-ai/sdk", () => {
     const { response } = await stream.withResponse();
     const id = response.headers.get("sluice-stream-id") as string;
     await expect(stream.finalMessage()).rejects.toThrow(/abort/i);
-    expect(deltas).toBe(10);
+    // The SDK may still emit deltas it had already read when it aborted: resume after the last one seen.
+    expect(deltas).toBeGreaterThanOrEqual(10);
     // Leaving did not cancel it (on_disconnect defaults to continue).
     const info = await waitForStatus(s.url, id, (st) => st !== "running");
     expect(info.status).toBe("completed");
 
-    // Read it whole once, raw, to learn the event ids; then resume after the 10th text delta.
+    // Read it whole once, raw, to learn the event ids; then resume after the last text delta seen.
     const sse = { accept: "text/event-stream" };
     const whole = await readSse(await fetch(`${s.url}/v1/streams/${id}?format=anthropic`, { headers: sse }));
     const textEvents = whole.filter((m) => m.data.includes('"text_delta"'));
-    const tenth = textEvents[9];
+    const tenth = textEvents[deltas - 1];
     expect(tenth?.id).toBeDefined();
     const at = whole.indexOf(tenth as (typeof whole)[number]);
     const rest = await readSse(

@@ -363,6 +363,22 @@ describe("compact catch-up over HTTP", () => {
     }
   });
 
+  it("refuses compact=true with format=openai-responses (its sequence numbers count every record); compact=false reads", async () => {
+    const { id } = await startStream(s.url, demoBody({ length: 10 }));
+    await waitForStatus(s.url, id, (x) => x !== "running");
+    const sse = { accept: "text/event-stream" };
+    const refused = await fetch(`${s.url}/v1/streams/${id}?format=openai-responses&compact=true`, {
+      headers: sse,
+    });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("invalid_request");
+    const plain = await fetch(`${s.url}/v1/streams/${id}?format=openai-responses&compact=false`, {
+      headers: sse,
+    });
+    expect(plain.status).toBe(200);
+    expect(await plain.text()).toContain("response.completed");
+  });
+
   it("a JSON page folds what it holds; compact=false and compact=0 read every record", async () => {
     const { id } = await startStream(s.url, demoBody({ length: 50 }));
     await waitForStatus(s.url, id, (x) => x !== "running");

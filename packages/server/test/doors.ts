@@ -215,7 +215,8 @@ function sseDoor(name: string, format: string | undefined): Door {
     heartbeats: true,
     http: true,
     pausable: true,
-    compact: "stream",
+    // openai-responses refuses compact (its sequence numbers count every record).
+    ...(format === "openai-responses" ? {} : { compact: "stream" as const }),
     open(base, id, from, o = {}) {
       let cut: string | undefined;
       const parser = (q: Queue) =>
