@@ -1,0 +1,50 @@
+import cluster from "node:cluster";
+import type { FastifyInstance } from "fastify";
+import type { Config } from "../config.js";
+import { realClock } from "../core/clock.js";
+import type { Coordinator } from "../core/coordinator.js";
+import type { Store } from "../stores/store.js";
+import { IpcCoordinator, PrimaryChannel } from "./ipc-coordinator.js";
+import { WORKER_HEADER_ENV, WORKER_STORE_ENV } from "./messages.js";
+import { WorkerStore } from "./worker-store.js";
+
+export interface WorkerParts {
+  channel: PrimaryChannel;
+  /** The shared SQLite store and its coordinator; absent on Redis (each worker is a node of the cluster). */
+  store?: Store;
+  coordinator?: Coordinator;
+}
+
+/** Whether this process is a worker forked by `sluice serve --workers N`. */
+export function isWorker(): boolean {
+  return cluster.isWorker;
+}
+
+/** A worker's store (the file the primary named) and its IPC coordinator. */
+export function workerParts(config: Config, env: NodeJS.ProcessEnv = process.env): WorkerParts {
+  const channel = new PrimaryChannel();
+  const spec = env[WORKER_STORE_ENV];
+  if (!spec?.startsWith("sqlite:")) return { channel };
+  const store = new WorkerStore({
+    path: spec.slice("sqlite:".length),
+    limits: {
+      maxRecordsPerStream: config.limits.max_events_per_stream,
+      maxBytesPerStream: config.limits.max_bytes_per_stream,
+      defaultTtlS: config.limits.stream_ttl_s,
+    },
+    clock: realClock,
+    publish: (changes) => channel.send({ sluice: "notices", changes }),
+  });
+  channel.onNotices = (changes) => store.onRemote(changes);
+  return { channel, store, coordinator: new IpcCoordinator(channel, store) };
+}
+
+/** With SLUICE_WORKER_HEADER=1, every HTTP response says which worker process served it. */
+export function addWorkerHeader(app: FastifyInstance, env: NodeJS.ProcessEnv = process.env): void {
+  if (env[WORKER_HEADER_ENV] !== "1") return;
+  const value = String(process.pid);
+  app.addHook("onRequest", (_req, reply, done) => {
+    reply.raw.setHeader("sluice-worker", value);
+    done();
+  });
+}

@@ -1,0 +1,247 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
+import { Agent } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { type SluiceProc, spawnSluice } from "./cluster-helper.js";
+import { demoBody, readAllJson, readSse, type SseMsg } from "./helpers.js";
+
+/**
+ * `sluice serve --workers 2` (the built CLI): two worker processes behind one port, the
+ * default (memory) store becoming one SQLite file they share. SLUICE_WORKER_HEADER=1 makes
+ * every HTTP response name the pid of the worker that served it. Each request below goes on
+ * a connection of its own, so node:cluster's round-robin spreads them over the workers.
+ */
+let srv: SluiceProc;
+let mock: MockUpstream;
+
+beforeAll(async () => {
+  process.env.SLUICE_WORKER_HEADER = "1";
+  mock = await startMockUpstream({ port: 0 });
+  srv = await spawnSluice(["--workers", "2"], {
+    shutdown_grace_ms: 500,
+    routes: { "mock-model": { provider: "openai-compatible", base_url: mock.url } },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  for (const pid of [srv.proc.pid, ...childrenOf(srv.proc.pid as number)]) {
+    try {
+      process.kill(pid as number, "SIGKILL");
+    } catch {}
+  }
+  await mock?.close();
+});
+
+/** The pids whose parent is `ppid` (from /proc). */
+function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === ppid) out.push(Number(name));
+    } catch {}
+  }
+  return out;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** fetch on a new connection of its own (closed with the response). */
+async function fresh(path: string, init: RequestInit = {}): Promise<{ res: Response; worker: number }> {
+  const dispatcher = new Agent({ pipelining: 0 });
+  const res = await fetch(`${srv.url}${path}`, { ...init, dispatcher } as RequestInit);
+  const worker = Number(res.headers.get("sluice-worker"));
+  return { res, worker };
+}
+
+/** Repeats a request on new connections until a worker matching `want` answers it. */
+async function on(
+  want: (pid: number) => boolean,
+  path: string,
+  init: RequestInit = {},
+): Promise<{ res: Response; worker: number }> {
+  for (let i = 0; i < 20; i++) {
+    const r = await fresh(path, init);
+    if (want(r.worker)) return r;
+    await r.res.body?.cancel();
+  }
+  throw new Error(`no worker as wanted answered ${path}`);
+}
+
+async function start(body: unknown): Promise<{ id: string; owner: number }> {
+  const { res, worker } = await fresh("/v1/streams", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  expect(res.status).toBe(201);
+  return { id: ((await res.json()) as { id: string }).id, owner: worker };
+}
+
+async function info(id: string): Promise<{ status: string; length: number; running_here?: boolean }> {
+  return (await (await fresh(`/v1/streams/${id}/info`)).res.json()) as {
+    status: string;
+    length: number;
+  };
+}
+
+async function ended(id: string): Promise<string> {
+  for (;;) {
+    const i = await info(id);
+    if (i.status !== "running") return i.status;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const offsets = (msgs: SseMsg[]) => msgs.filter((m) => m.event).map((m) => m.id as string);
+
+describe("sluice serve --workers 2", () => {
+  it("runs two worker processes, children of the one it started, both answering on the one port", async () => {
+    const seen = new Set<number>();
+    for (let i = 0; i < 8 && seen.size < 2; i++) seen.add((await fresh("/healthz")).worker);
+    expect(seen.size).toBe(2);
+    const children = childrenOf(srv.proc.pid as number);
+    for (const pid of seen) expect(children).toContain(pid);
+    expect(srv.output()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ \(2 workers\)/);
+  });
+
+  it("an SSE reader on the other worker follows a generation live: every record once, in order", async () => {
+    const { id, owner } = await start(demoBody({ length: 200, tokens_per_s: 100 }));
+    // From `now`: whatever this reader gets came live, through the owner's notices.
+    const live = await on((w) => w !== owner, `/v1/streams/${id}?offset=now`, {
+      headers: { accept: "text/event-stream" },
+    });
+    const fromStart = await on((w) => w !== owner, `/v1/streams/${id}?offset=-1`, {
+      headers: { accept: "text/event-stream" },
+    });
+    const [liveMsgs, allMsgs] = await Promise.all([readSse(live.res), readSse(fromStart.res)]);
+    const stored = (await readAllJson(srv.url, id)).map((e) => e.offset);
+    expect(stored.length).toBeGreaterThan(200);
+    expect(offsets(allMsgs)).toEqual(stored);
+    const got = offsets(liveMsgs);
+    expect(got.length).toBeGreaterThan(0);
+    // A suffix of the log, nothing missing or repeated, ending with the terminal event.
+    expect(got).toEqual(stored.slice(stored.length - got.length));
+    expect(JSON.parse(liveMsgs.filter((m) => m.event).at(-1)?.data ?? "{}")).toEqual({
+      type: "finish",
+      reason: "stop",
+    });
+    // The stream was still being written when the live reader joined.
+    expect(got.length).toBeLessThan(stored.length);
+  });
+
+  it("a WebSocket subscriber on either worker gets every record once", async () => {
+    const { id, owner } = await start(demoBody({ length: 150, tokens_per_s: 150 }));
+    const workers = new Set<number>();
+    const results: Promise<string[]>[] = [];
+    for (let i = 0; i < 4; i++) {
+      const ws = new WebSocket(`${srv.url.replace(/^http/, "ws")}/v1/ws`);
+      ws.once("upgrade", (res) => workers.add(Number(res.headers["sluice-worker"])));
+      results.push(
+        new Promise<string[]>((resolve, reject) => {
+          const got: string[] = [];
+          ws.on("message", (data) => {
+            const m = JSON.parse(String(data)) as { type?: string; offset?: string; event?: unknown };
+            if (m.event !== undefined) got.push(m.offset as string);
+            if (m.type === "end") {
+              ws.close();
+              resolve(got);
+            }
+          });
+          ws.once("error", reject);
+          ws.once("open", () => ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: "-1" })));
+        }),
+      );
+    }
+    const all = await Promise.all(results);
+    const stored = (await readAllJson(srv.url, id)).map((e) => e.offset);
+    for (const got of all) expect(got).toEqual(stored);
+    expect(workers.size).toBe(2);
+    expect(workers.has(owner)).toBe(true);
+  });
+
+  it("resumes by offset on the other worker with nothing lost or repeated", async () => {
+    const { id, owner } = await start(demoBody({ length: 200, tokens_per_s: 200 }));
+    const first = await on((w) => w === owner, `/v1/streams/${id}?offset=-1`, {
+      headers: { accept: "text/event-stream" },
+    });
+    let n = 0;
+    const part1 = await readSse(first.res, (m) => (m.event && ++n === 30 ? "stop" : undefined));
+    const last = offsets(part1).at(-1) as string;
+    const second = await on((w) => w !== owner, `/v1/streams/${id}`, {
+      headers: { accept: "text/event-stream", "last-event-id": last },
+    });
+    const part2 = await readSse(second.res);
+    const stored = (await readAllJson(srv.url, id)).map((e) => e.offset);
+    expect([...offsets(part1), ...offsets(part2)]).toEqual(stored);
+  });
+
+  it("a cancel on the other worker reaches the owner, which aborts its upstream request", async () => {
+    const before = mock.requests.length;
+    const { id, owner } = await start({ ...demoBody({ length: 5000, tokens_per_s: 50 }), model: "mock-model" });
+    // Wait until the owner streams from the upstream.
+    while (!(mock.requests.length > before && (await info(id)).length > 2))
+      await new Promise((r) => setTimeout(r, 20));
+    const cancel = await on((w) => w !== owner, `/v1/streams/${id}/cancel`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ reason: "from the other worker" }),
+    });
+    expect(cancel.res.status).toBe(200);
+    expect(((await cancel.res.json()) as { status: string }).status).toBe("cancelled");
+    const events = await readAllJson(srv.url, id);
+    expect(events.at(-1)?.event).toMatchObject({ type: "abort", reason: "from the other worker" });
+    while (mock.requests[before]?.status === "streaming") await new Promise((r) => setTimeout(r, 20));
+    expect(mock.requests[before]?.status).toBe("aborted");
+  });
+
+  it("a killed worker is replaced; its generation ends as interrupted; the other keeps serving", async () => {
+    const victim = await start(demoBody({ length: 5000, tokens_per_s: 50 }));
+    const other = await on((w) => w !== victim.owner, "/healthz");
+    // A generation on the surviving worker, read there while the other one dies.
+    const keep = await (async () => {
+      for (;;) {
+        const s = await start(demoBody({ length: 300, tokens_per_s: 200 }));
+        if (s.owner === other.worker) return s;
+      }
+    })();
+    const reader = await on((w) => w === keep.owner, `/v1/streams/${keep.id}?offset=-1`, {
+      headers: { accept: "text/event-stream" },
+    });
+    const reading = readSse(reader.res);
+    process.kill(victim.owner, "SIGKILL");
+    expect(await ended(victim.id)).toBe("failed");
+    const events = await readAllJson(srv.url, victim.id);
+    expect(events.at(-1)?.event).toMatchObject({ type: "error", code: "interrupted" });
+    // The reader on the survivor got its whole stream.
+    const got = offsets(await reading);
+    expect(got).toEqual((await readAllJson(srv.url, keep.id)).map((e) => e.offset));
+    // A new worker takes the dead one's place.
+    let replaced: number[] = [];
+    while (replaced.length === 0) {
+      replaced = childrenOf(srv.proc.pid as number).filter((p) => p !== victim.owner && p !== other.worker);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const seen = new Set<number>();
+    while (!seen.has(replaced[0] as number)) seen.add((await fresh("/healthz")).worker);
+    expect(alive(victim.owner)).toBe(false);
+  }, 30_000);
+
+  it("SIGTERM to the primary stops every worker and exits 0", async () => {
+    const workers = childrenOf(srv.proc.pid as number);
+    expect(workers.length).toBe(2);
+    srv.kill("SIGTERM");
+    expect((await srv.exited).code).toBe(0);
+    for (const pid of workers) expect(alive(pid)).toBe(false);
+  });
+});
