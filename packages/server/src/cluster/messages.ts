@@ -24,3 +24,11 @@ export function isSluiceMessage(m: unknown): m is { sluice: string } {
 export const WORKER_STORE_ENV = "SLUICE_WORKER_STORE";
 /** Set to 1 to add `Sluice-Worker: <worker id>` to every HTTP response (debugging, tests). */
 export const WORKER_HEADER_ENV = "SLUICE_WORKER_HEADER";
+
+/**
+ * With SLUICE_WORKER_HEADER=1, every HTTP response and WebSocket handshake says which process
+ * served it: `Sluice-Worker: <pid>` (a debugging aid for `--workers`, off by default).
+ */
+export function workerHeader(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env[WORKER_HEADER_ENV] === "1" ? String(process.pid) : undefined;
+}

@@ -21,7 +21,8 @@ export interface PrimaryOptions {
 export function workerCount(spec: string): number {
   if (spec === "auto") return os.availableParallelism();
   const n = Number(spec);
-  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`--workers: "${spec}" is not "auto" or 1..1024`);
+  if (!Number.isInteger(n) || n < 1 || n > 1024)
+    throw new Error(`--workers: "${spec}" is not "auto" or 1..1024`);
   return n;
 }
 
@@ -171,12 +172,9 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
     if (live.size === 0) return done();
     for (const w of live.values()) w.process.kill(signal);
     // Workers end within their grace; one that does not is killed, so the primary always exits.
-    setTimeout(
-      () => {
-        for (const w of live.values()) w.process.kill("SIGKILL");
-      },
-      opts.graceMs + 15_000,
-    ).unref();
+    setTimeout(() => {
+      for (const w of live.values()) w.process.kill("SIGKILL");
+    }, opts.graceMs + 15_000).unref();
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

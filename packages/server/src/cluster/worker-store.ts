@@ -111,7 +111,12 @@ export class WorkerStore implements Store {
     let out: StoredRecord[] = [];
     if (length > f.delivered) {
       const first = records?.[0]?.seq;
-      if (records && first !== undefined && first <= f.delivered + 1 && first + records.length - 1 === length) {
+      if (
+        records &&
+        first !== undefined &&
+        first <= f.delivered + 1 &&
+        first + records.length - 1 === length
+      ) {
         out = first === f.delivered + 1 ? records : records.slice(f.delivered + 1 - first);
       } else {
         out = this.inner.readRange(id, f.delivered, length);

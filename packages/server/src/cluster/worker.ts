@@ -5,7 +5,7 @@ import { realClock } from "../core/clock.js";
 import type { Coordinator } from "../core/coordinator.js";
 import type { Store } from "../stores/store.js";
 import { IpcCoordinator, PrimaryChannel } from "./ipc-coordinator.js";
-import { WORKER_HEADER_ENV, WORKER_STORE_ENV } from "./messages.js";
+import { WORKER_STORE_ENV, workerHeader } from "./messages.js";
 import { WorkerStore } from "./worker-store.js";
 
 export interface WorkerParts {
@@ -39,10 +39,10 @@ export function workerParts(config: Config, env: NodeJS.ProcessEnv = process.env
   return { channel, store, coordinator: new IpcCoordinator(channel, store) };
 }
 
-/** With SLUICE_WORKER_HEADER=1, every HTTP response says which worker process served it. */
+/** Adds `Sluice-Worker: <pid>` to every HTTP response when SLUICE_WORKER_HEADER=1. */
 export function addWorkerHeader(app: FastifyInstance, env: NodeJS.ProcessEnv = process.env): void {
-  if (env[WORKER_HEADER_ENV] !== "1") return;
-  const value = String(process.pid);
+  const value = workerHeader(env);
+  if (value === undefined) return;
   app.addHook("onRequest", (_req, reply, done) => {
     reply.raw.setHeader("sluice-worker", value);
     done();
