@@ -42,6 +42,8 @@ export interface WorkerStoreOptions {
   clock: Clock;
   /** Sends this worker's committed changes to the other workers (through the primary). */
   publish: (changes: WireChange[]) => void;
+  /** Expired streams are swept this often (ms; 0 = only when sweep() is called). */
+  sweepIntervalMs?: number;
 }
 
 /**
@@ -66,6 +68,7 @@ export class WorkerStore implements Store {
       limits: opts.limits,
       clock: opts.clock,
       shared: true,
+      ...(opts.sweepIntervalMs !== undefined ? { sweepIntervalMs: opts.sweepIntervalMs } : {}),
       onCommit: (changes) => this.committed(changes),
     });
   }
