@@ -22,6 +22,8 @@ export function isSluiceMessage(m: unknown): m is { sluice: string } {
 
 /** The env var that tells a forked process which store file the workers share. */
 export const WORKER_STORE_ENV = "SLUICE_WORKER_STORE";
+/** Set to 1 when that file is a scratch file standing in for the memory store (not durable). */
+export const WORKER_SCRATCH_ENV = "SLUICE_WORKER_SCRATCH";
 /** Set to 1 to add `Sluice-Worker: <worker id>` to every HTTP response (debugging, tests). */
 export const WORKER_HEADER_ENV = "SLUICE_WORKER_HEADER";
 

@@ -1,9 +1,15 @@
 import cluster, { type Worker } from "node:cluster";
-import { mkdtempSync, rmSync } from "node:fs";
+import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { releaseLock, SqliteStore, takeLock } from "../stores/sqlite.js";
-import { isSluiceMessage, type ToPrimary, type ToWorker, WORKER_STORE_ENV } from "./messages.js";
+import {
+  isSluiceMessage,
+  type ToPrimary,
+  type ToWorker,
+  WORKER_SCRATCH_ENV,
+  WORKER_STORE_ENV,
+} from "./messages.js";
 
 export interface PrimaryOptions {
   /** How many worker processes (≥ 1). */
@@ -15,6 +21,15 @@ export interface PrimaryOptions {
   /** Where the primary's few lines go (the listening line, restarts). */
   out?: (line: string) => void;
   err?: (line: string) => void;
+}
+
+function scratchRoot(): string {
+  try {
+    accessSync("/dev/shm", constants.W_OK);
+    return "/dev/shm";
+  } catch {
+    return os.tmpdir();
+  }
 }
 
 /** `--workers auto` → the cores this process may use; a number stays as given. */
@@ -41,8 +56,11 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
   if (opts.store === "memory" || opts.store.startsWith("sqlite:")) {
     let path: string;
     if (opts.store === "memory") {
-      tempDir = mkdtempSync(join(os.tmpdir(), "sluice-workers-"));
+      // A scratch file in RAM where there is a tmpfs (/dev/shm), else in the temp directory;
+      // not durable either way (the memory store is not), removed at exit.
+      tempDir = mkdtempSync(join(scratchRoot(), "sluice-workers-"));
       path = join(tempDir, "streams.db");
+      env[WORKER_SCRATCH_ENV] = "1";
     } else {
       path = opts.store.slice("sqlite:".length);
     }

@@ -46,6 +46,8 @@ export interface WorkerStoreOptions {
   clock: Clock;
   /** Sends this worker's committed changes to the other workers (through the primary). */
   publish: (changes: WireChange[]) => void;
+  /** false for a scratch file (see SqliteStoreOptions.durable). */
+  durable?: boolean;
   /** Expired streams are swept this often (ms; 0 = only when sweep() is called). */
   sweepIntervalMs?: number;
 }
@@ -72,6 +74,7 @@ export class WorkerStore implements Store {
       limits: opts.limits,
       clock: opts.clock,
       shared: true,
+      durable: opts.durable ?? true,
       ...(opts.sweepIntervalMs !== undefined ? { sweepIntervalMs: opts.sweepIntervalMs } : {}),
       onCommit: (changes) => this.committed(changes),
     });

@@ -5,7 +5,7 @@ import { realClock } from "../core/clock.js";
 import type { Coordinator } from "../core/coordinator.js";
 import type { Store } from "../stores/store.js";
 import { IpcCoordinator, PrimaryChannel } from "./ipc-coordinator.js";
-import { WORKER_STORE_ENV, workerHeader } from "./messages.js";
+import { WORKER_SCRATCH_ENV, WORKER_STORE_ENV, workerHeader } from "./messages.js";
 import { WorkerStore } from "./worker-store.js";
 
 export interface WorkerParts {
@@ -33,6 +33,7 @@ export function workerParts(config: Config, env: NodeJS.ProcessEnv = process.env
       defaultTtlS: config.limits.stream_ttl_s,
     },
     clock: realClock,
+    durable: env[WORKER_SCRATCH_ENV] !== "1",
     publish: (changes) => channel.send({ sluice: "notices", changes }),
   });
   channel.onNotices = (changes) => store.onRemote(changes);

@@ -40,6 +40,11 @@ export interface SqliteStoreOptions {
    * is taken here (the primary holds it), and `onCommit` hears every committed change.
    */
   shared?: boolean;
+  /**
+   * false: a scratch file nobody reads after this run (the workers' stand-in for the memory
+   * store): `synchronous = OFF`, so no commit or checkpoint ever waits for the disk.
+   */
+  durable?: boolean;
   /** Called after each group commit with what it changed, in commit order (for the worker notices). */
   onCommit?: (changes: CommitChange[]) => void;
 }
@@ -152,7 +157,7 @@ export class SqliteStore implements Store {
     this.db.pragma("busy_timeout = 5000");
     this.db.pragma("journal_mode = WAL");
     // WAL + NORMAL: a committed transaction survives a process crash (not necessarily a power loss).
-    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma(opts.durable === false ? "synchronous = OFF" : "synchronous = NORMAL");
     this.db.exec(SCHEMA);
     // Files created before records had an encoding: add the column (NULL = UTF-8 text).
     const cols = this.db.prepare<[], { name: string }>("PRAGMA table_info(events)").all();
