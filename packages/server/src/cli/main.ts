@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { Command, InvalidArgumentError } from "commander";
 import { runPrimary, workerCount } from "../cluster/primary.js";
-import { addWorkerHeader, type WorkerParts, workerParts } from "../cluster/worker.js";
+import { addWorkerHeader, aggregateMetrics, type WorkerParts, workerParts } from "../cluster/worker.js";
 import { ConfigError, loadConfig } from "../config.js";
 import { createSluice } from "../server.js";
 import { readSse } from "./sse-client.js";
@@ -132,6 +132,7 @@ program
           worker?.store ? { store: worker.store, coordinator: worker.coordinator } : {},
         );
         addWorkerHeader(server.app);
+        if (worker) aggregateMetrics(server.metrics, worker.channel);
       } catch (err) {
         if (err instanceof ConfigError) fail(err.message, 2);
         fail(`cannot start: ${(err as Error).message}`, 1);

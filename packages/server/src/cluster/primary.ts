@@ -2,6 +2,7 @@ import cluster, { type Worker } from "node:cluster";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { AggregatorRegistry, type PrometheusContentType } from "prom-client";
 import { releaseLock, SqliteStore, takeLock } from "../stores/sqlite.js";
 import {
   isSluiceMessage,
@@ -83,6 +84,7 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
   let listening = 0;
   let started = false;
   let stopping = false;
+  let aggregator: AggregatorRegistry<PrometheusContentType> | undefined;
 
   const send = (w: Worker, m: ToWorker) => {
     if (w.isConnected()) w.send(m);
@@ -108,6 +110,20 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
         return;
       }
       case "request": {
+        if (m.op === "metrics") {
+          aggregator ??= new AggregatorRegistry<PrometheusContentType>();
+          aggregator.clusterMetrics().then(
+            (text) => send(w, { sluice: "reply", seq: m.seq, value: text }),
+            () =>
+              send(w, {
+                sluice: "reply",
+                seq: m.seq,
+                value: null,
+                error: "the workers' metrics could not be gathered",
+              }),
+          );
+          return;
+        }
         let value: unknown;
         switch (m.op) {
           case "acquire":

@@ -1,8 +1,10 @@
 import cluster from "node:cluster";
 import type { FastifyInstance } from "fastify";
+import { AggregatorRegistry } from "prom-client";
 import type { Config } from "../config.js";
 import { realClock } from "../core/clock.js";
 import type { Coordinator } from "../core/coordinator.js";
+import type { Metrics } from "../observability/metrics.js";
 import type { Store } from "../stores/store.js";
 import { IpcCoordinator, PrimaryChannel } from "./ipc-coordinator.js";
 import { WORKER_SCRATCH_ENV, WORKER_STORE_ENV, workerHeader } from "./messages.js";
@@ -48,4 +50,16 @@ export function addWorkerHeader(app: FastifyInstance, env: NodeJS.ProcessEnv = p
     reply.raw.setHeader("sluice-worker", value);
     done();
   });
+}
+
+/**
+ * `GET /metrics` on any worker answers for all of them: the primary gathers every worker's
+ * registry (prom-client's AggregatorRegistry: counters and histograms summed, gauges summed
+ * unless the metric says otherwise) and the worker serves that text.
+ */
+export function aggregateMetrics(metrics: Metrics, channel: PrimaryChannel): void {
+  // Constructing one is what makes prom-client answer the primary's requests in a worker.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([metrics.registry]);
+  metrics.scrape = () => channel.request<string>({ sluice: "request", op: "metrics" });
 }
