@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
 import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +16,17 @@ import { demoBody, readAllJson, readSse, type SseMsg } from "./helpers.js";
 let srv: SluiceProc;
 let mock: MockUpstream;
 
+/** The primaries' scratch directories (the memory store's stand-in) now present. */
+function scratchDirs(): string[] {
+  const out: string[] = [];
+  for (const root of ["/dev/shm", tmpdir()]) {
+    try {
+      for (const d of readdirSync(root)) if (d.startsWith("sluice-workers-")) out.push(`${root}/${d}`);
+    } catch {}
+  }
+  return out;
+}
+
 beforeAll(async () => {
   process.env.SLUICE_WORKER_HEADER = "1";
   mock = await startMockUpstream({ port: 0 });
@@ -25,13 +37,23 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const pid of [srv.proc.pid, ...childrenOf(srv.proc.pid as number)]) {
-    try {
-      process.kill(pid as number, "SIGKILL");
-    } catch {}
+  // Normally stopped by the last test; if not, stop it as an operator would (its scratch file is
+  // removed on the way out), and kill what is left after a bound.
+  if (srv && srv.proc.exitCode === null && srv.proc.signalCode === null) {
+    const workers = childrenOf(srv.proc.pid as number);
+    srv.kill("SIGTERM");
+    const timer = setTimeout(() => {
+      for (const pid of [srv.proc.pid as number, ...workers]) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {}
+      }
+    }, 15_000);
+    await srv.exited;
+    clearTimeout(timer);
   }
   await mock?.close();
-});
+}, 30_000);
 
 /** The pids whose parent is `ppid` (from /proc). */
 function childrenOf(ppid: number): number[] {
@@ -115,6 +137,27 @@ async function ended(id: string): Promise<string> {
 }
 
 const offsets = (msgs: SseMsg[]) => msgs.filter((m) => m.event).map((m) => m.id as string);
+
+describe("docs/operations.md", () => {
+  it("runs its --workers command: one worker per available core behind the one port", async () => {
+    const doc = readFileSync(new URL("../../../docs/operations.md", import.meta.url), "utf8");
+    const line = /^npx sluice serve --workers auto --port 8080$/m.exec(doc)?.[0];
+    expect(line).toBeDefined();
+    // The same arguments, on a free port instead of 8080 (spawnSluice adds --port and a config).
+    const args = (line as string).split(" ").slice(2);
+    expect(args).toEqual(["serve", "--workers", "auto", "--port", "8080"]);
+    const s = await spawnSluice(args.slice(1, 3));
+    try {
+      const n = availableParallelism();
+      expect(s.output()).toContain(`(${n} worker${n === 1 ? "" : "s"})`);
+      expect(childrenOf(s.proc.pid as number).length).toBe(n);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    } finally {
+      s.kill("SIGTERM");
+      expect((await s.exited).code).toBe(0);
+    }
+  }, 60_000);
+});
 
 describe("sluice serve --workers 2", () => {
   it("runs two worker processes, children of the one it started, both answering on the one port", async () => {
@@ -274,11 +317,14 @@ describe("sluice serve --workers 2", () => {
     expect(alive(victim.owner)).toBe(false);
   }, 60_000);
 
-  it("SIGTERM to the primary stops every worker and exits 0", async () => {
+  it("SIGTERM to the primary stops every worker, removes its scratch file and exits 0", async () => {
     const workers = childrenOf(srv.proc.pid as number);
     expect(workers.length).toBe(2);
+    const scratch = scratchDirs();
+    expect(scratch.length).toBeGreaterThan(0);
     srv.kill("SIGTERM");
     expect((await srv.exited).code).toBe(0);
     for (const pid of workers) expect(alive(pid)).toBe(false);
+    expect(scratchDirs().filter((d) => scratch.includes(d))).toEqual([]);
   });
 });
