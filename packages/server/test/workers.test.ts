@@ -86,20 +86,48 @@ async function fresh(path: string, init: RequestInit = {}): Promise<{ res: Respo
   return { res, worker };
 }
 
-/** Repeats a request on new connections until a worker matching `want` answers it. */
+/**
+ * Sends a request on two new connections at once until a worker matching `want` answers one of
+ * them (node:cluster gives each worker at most one connection until it has taken it, so two at
+ * once normally reach both); the other responses are dropped.
+ */
 async function on(
   want: (pid: number) => boolean,
   path: string,
   init: RequestInit = {},
 ): Promise<{ res: Response; worker: number }> {
   const seen: string[] = [];
-  for (let i = 0; i < 20; i++) {
-    const r = await fresh(path, init);
-    if (want(r.worker)) return r;
-    seen.push(`${r.worker}:${r.res.status}`);
-    await r.res.body?.cancel();
+  for (let i = 0; i < 30; i++) {
+    const both = await Promise.all([fresh(path, init), fresh(path, init)]);
+    const hit = both.find((r) => want(r.worker));
+    for (const r of both) {
+      if (r === hit) continue;
+      seen.push(`${r.worker}:${r.res.status}`);
+      await r.res.body?.cancel();
+    }
+    if (hit) return hit;
+    await new Promise((res) => setTimeout(res, 50));
   }
   throw new Error(`no worker as wanted answered ${path} (answers: ${seen.join(" ")})`);
+}
+
+/** A keep-alive connection held open to a worker matching `want` (requests on it reach that worker). */
+async function connectionTo(want: (pid: number) => boolean): Promise<Agent> {
+  for (let i = 0; i < 30; i++) {
+    const agents = [new Agent({ connections: 1 }), new Agent({ connections: 1 })];
+    const answers = await Promise.all(
+      agents.map(async (dispatcher) => {
+        const res = await fetch(`${srv.url}/healthz`, { dispatcher } as RequestInit);
+        await res.text();
+        return Number(res.headers.get("sluice-worker"));
+      }),
+    );
+    const k = answers.findIndex(want);
+    for (let j = 0; j < agents.length; j++) if (j !== k) await agents[j]?.close();
+    if (k >= 0) return agents[k] as Agent;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error("no connection to the wanted worker");
 }
 
 async function start(body: unknown): Promise<{ id: string; owner: number }> {
@@ -249,9 +277,16 @@ describe("sluice serve --workers 2", () => {
     // Wait until the owner streams from the upstream.
     while (!(mock.requests.length > before && (await info(id)).length > 2))
       await new Promise((r) => setTimeout(r, 20));
-    const cancel = await on((w) => w !== owner, `/v1/streams/${id}/cancel`, { method: "POST" });
-    expect(cancel.res.status).toBe(200);
-    expect(((await cancel.res.json()) as { status: string }).status).toBe("cancelled");
+    // Exactly one cancel, sent on a connection to the other worker.
+    const other = await connectionTo((w) => w !== owner);
+    const cancel = await fetch(`${srv.url}/v1/streams/${id}/cancel`, {
+      method: "POST",
+      dispatcher: other,
+    } as RequestInit);
+    expect(Number(cancel.headers.get("sluice-worker"))).not.toBe(owner);
+    expect(cancel.status).toBe(200);
+    expect(((await cancel.json()) as { status: string }).status).toBe("cancelled");
+    await other.close();
     const events = await readAllJson(srv.url, id);
     expect(events.at(-1)?.event).toMatchObject({ type: "abort", by: "client" });
     while (mock.requests[before]?.status === "streaming") await new Promise((r) => setTimeout(r, 20));
