@@ -78,12 +78,18 @@ function alive(pid: number): boolean {
   }
 }
 
-/** fetch on a new connection of its own (closed with the response). */
-async function fresh(path: string, init: RequestInit = {}): Promise<{ res: Response; worker: number }> {
-  const dispatcher = new Agent({ pipelining: 0 });
+/**
+ * fetch on a new connection of its own (a keep-alive one: with `Connection: close` undici can
+ * trip on a server closing while a body is not read yet).
+ */
+async function fresh(
+  path: string,
+  init: RequestInit = {},
+): Promise<{ res: Response; worker: number; dispatcher: Agent }> {
+  const dispatcher = new Agent({ connections: 1 });
   const res = await fetch(`${srv.url}${path}`, { ...init, dispatcher } as RequestInit);
   const worker = Number(res.headers.get("sluice-worker"));
-  return { res, worker };
+  return { res, worker, dispatcher };
 }
 
 /**
@@ -104,6 +110,7 @@ async function on(
       if (r === hit) continue;
       seen.push(`${r.worker}:${r.res.status}`);
       await r.res.body?.cancel();
+      await r.dispatcher.destroy();
     }
     if (hit) return hit;
     await new Promise((res) => setTimeout(res, 50));
