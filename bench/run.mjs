@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...] [--profile] [--keep]`
+// `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...,workers] [--profile] [--keep]`
 // (e.g. `npm run bench -- --only=sluice-demo --scenarios=compact`: compact catch-up alone)
 // Starts Sluice, mock-upstream and the peers on loopback (servers pinned to core 0, the load
 // generator and mock-upstream to core 1), runs bounded loads from a separate process, prints a
@@ -19,6 +19,7 @@ import {
   setNice,
   spawnPinned,
   stopAll,
+  treeCpuMs,
   waitPort,
 } from "./lib/procs.mjs";
 import { available as wsReaderAvailable } from "./lib/readers/ws.mjs";
@@ -47,7 +48,7 @@ const SCENARIOS = arg("scenarios")?.split(",") ?? [
   "resume",
   "cancel",
   "compact",
-  ...(QUICK ? [] : ["cluster"]),
+  ...(QUICK ? [] : ["cluster", "workers"]),
 ];
 const SERVER_CORE = 0;
 const CLIENT_CORE = 1;
@@ -165,6 +166,9 @@ const CAP_START = {
   "sluice-ws": 1000,
   "sluice-redis": 250,
   "sluice-redis-x": 250,
+  "sluice-w1": 500,
+  "sluice-w2": 500,
+  "sluice-w2-x": 500,
   resumable: 150,
   "resumable-r": 150,
   durable: 250,
@@ -185,6 +189,7 @@ const results = {
   cancel: [],
   compact: [],
   cluster: { capacity: [], fanout: [] },
+  workers: [],
   profile: null,
   notes: [],
 };
@@ -243,6 +248,8 @@ for (const k of [
   "redis2",
   "sluiceA",
   "sluiceB",
+  "sluiceW1",
+  "sluiceW2",
 ])
   ports[k] = await freePort();
 const node = process.execPath;
@@ -269,6 +276,10 @@ const SERVER_PROCS = {
   "sluice-ws": ["sluice"],
   "sluice-redis": ["sluiceA", "redis2"],
   "sluice-redis-x": ["sluiceA", "sluiceB", "redis2"],
+  // A --workers server: the primary and its worker processes (treeCpuMs counts them all).
+  "sluice-w1": ["sluiceW1"],
+  "sluice-w2": ["sluiceW2"],
+  "sluice-w2-x": ["sluiceW2"],
   resumable: ["resumable", "redis"],
   "resumable-r": ["resumable", "redis"],
   durable: ["durable"],
@@ -440,7 +451,7 @@ function targetAlive(t) {
   if (m?.exited) throw new Error("mock-upstream died: stopping");
   return true;
 }
-const serverCpu = (t) => SERVER_PROCS[t].reduce((s, n) => s + cpuMs(procs.get(n)?.pid), 0);
+const serverCpu = (t) => SERVER_PROCS[t].reduce((s, n) => s + treeCpuMs(procs.get(n)?.pid), 0);
 const serverRss = (t) => SERVER_PROCS[t].reduce((s, n) => s + rssKb(procs.get(n)?.pid), 0);
 
 // ── the load generator (its own process, its own core) ───────────────────────
@@ -683,6 +694,16 @@ function targetsSummary() {
       `100 tok/s: ≥ 2× relay capacity (${t})`,
       x === undefined ? "—" : `${r.capacity} vs ${relay100.capacity} = ${fmt(x, 2)}×`,
       verdict(x === undefined ? undefined : x >= 2),
+    ]);
+  }
+  const w1 = results.workers.find((r) => r.target === "sluice-w1" && !(r.na && !r.probes));
+  for (const t of ["sluice-w2", "sluice-w2-x"]) {
+    const r = results.workers.find((x) => x.target === t && !(x.na && !x.probes));
+    const x = ratio(r?.capacity, w1?.capacity);
+    rows.push([
+      `--workers 2: capacity (and events/s) ≥ 1.8× --workers 1 (${t})`,
+      x === undefined ? "—" : `${r.capacity} vs ${w1.capacity} = ${fmt(x, 2)}×`,
+      verdict(x === undefined ? undefined : x >= 1.8),
     ]);
   }
   results.targets = rows.map(([target, value, status]) => ({ target, value, status }));
@@ -1618,6 +1639,93 @@ async function compact() {
   );
 }
 
+// ── scenario 8: the cores of one machine (`sluice serve --workers N`, issue 13) ──────────────
+/**
+ * `--workers 1` pinned to the server core, then `--workers 2` allowed both cores (the machine has
+ * two: the second is also the load generator's and mock-upstream's, so this is what two workers
+ * get on this machine, not two free cores). Each server runs alone during its probes.
+ */
+async function startWorkers(name, cores, n) {
+  const cfg = join(RESULTS, `sluice-bench-${name}.json`);
+  writeFileSync(cfg, JSON.stringify({ host: "127.0.0.1", port: ports[name], log_level: "warn" }));
+  spawnPinned(
+    name,
+    cores,
+    node,
+    [...prof(name), SLUICE_CLI, "serve", "--workers", String(n), "--config", cfg],
+    {
+      cwd: ROOT,
+      logDir: LOGS,
+    },
+  );
+  await waitPort(ports[name], 30_000);
+}
+
+async function stopWorkers(name) {
+  const p = procs.get(name);
+  if (!p || p.exited) return;
+  await new Promise((resolve) => {
+    p.child.once("exit", resolve);
+    p.child.kill("SIGTERM");
+  });
+}
+
+async function workers() {
+  const load = await noteLoad("workers (--workers 1 vs 2)");
+  const plan = [
+    ["sluiceW1", String(SERVER_CORE), 1, ["sluice-w1"]],
+    ["sluiceW2", `${SERVER_CORE},${CLIENT_CORE}`, 2, ["sluice-w2", "sluice-w2-x"]],
+  ];
+  for (const [name, cores, n, list] of plan) {
+    const ts = targetsOf(list);
+    if (ts.length === 0) continue;
+    try {
+      await startWorkers(name, cores, n);
+    } catch (e) {
+      for (const t of ts) dead[t] = `did not start: ${e.message}`;
+    }
+    for (const t of ts) {
+      if (!targetAlive(t)) {
+        results.workers.push({ target: t, tps: 30, na: dead[t] });
+        continue;
+      }
+      await settleAll(`capacity ${t}`);
+      results.workers.push({ ...(await capacityOf(t, 30)), load, workers: n });
+    }
+    await stopWorkers(name);
+  }
+  const single = results.capacity.find((r) => r.target === "sluice-demo" && !(r.na && !r.probes));
+  const w1 = results.workers.find((r) => r.target === "sluice-w1" && !(r.na && !r.probes));
+  const rows = [];
+  const row = (label, c, extra = "") => [
+    label,
+    !c || (c.na && !c.probes) ? `n/a${c?.na ? `: ${c.na}` : ""}` : `${c.capacity} (${c.bounded})`,
+    c?.capacity ? fmt(c.capacity * 30, 0) : "—",
+    fmt(c?.at?.p99),
+    fmt(c?.cpuPerEventUs),
+    w1?.capacity && c?.capacity ? `${fmt(c.capacity / w1.capacity, 2)}×` : "—",
+    c?.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? extra,
+  ];
+  if (single) rows.push(row(`${TARGETS["sluice-demo"].label} (no --workers, memory store)`, single));
+  for (const t of ["sluice-w1", "sluice-w2", "sluice-w2-x"]) {
+    const c = results.workers.find((r) => r.target === t);
+    if (c) rows.push(row(TARGETS[t].label, c));
+  }
+  table(
+    "8. --workers 1 vs 2 (30 tok/s, SSE, demo model; 1 worker on core 0, 2 workers on cores 0-1, which the load generator shares)",
+    [
+      "target",
+      "capacity",
+      "events/s at cap",
+      "p99 at cap",
+      "µs/event (all server procs)",
+      "vs --workers 1",
+      "probes",
+    ],
+    rows,
+  );
+}
+
 // ── main ──────────────────────────────────────────────────────────────────────
 let exitCode = 0;
 const onSignal = async () => {
@@ -1675,6 +1783,7 @@ try {
     cancel,
     compact,
     cluster,
+    workers,
   };
   for (const s of SCENARIOS) {
     if (!run[s]) throw new Error(`unknown scenario ${s}`);

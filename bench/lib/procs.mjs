@@ -74,6 +74,33 @@ export function cpuMs(pid) {
   }
 }
 
+/** CPU of a process and all its descendants now alive (a --workers primary and its workers). */
+export function treeCpuMs(pid) {
+  if (pid === undefined) return Number.NaN;
+  let total = cpuMs(pid);
+  const { readdirSync, readFileSync } = fs;
+  const parent = new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {}
+  }
+  const tree = new Set([pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [child, ppid] of parent) {
+      if (tree.has(ppid) && !tree.has(child)) {
+        tree.add(child);
+        total += cpuMs(child);
+        grew = true;
+      }
+    }
+  }
+  return total;
+}
+
 export function rssKb(pid) {
   try {
     const { readFileSync } = fs;

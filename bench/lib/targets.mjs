@@ -39,6 +39,21 @@ export const TARGETS = {
     kind: "sluice",
     note: "two Sluice nodes on one redis-server: each generation started on node A, its reader on node B",
   },
+  "sluice-w1": {
+    label: "Sluice --workers 1 (demo)",
+    kind: "sluice",
+    note: "sluice serve --workers 1: one worker behind the primary, its streams in the shared SQLite file (what --workers uses for the default memory store)",
+  },
+  "sluice-w2": {
+    label: "Sluice --workers 2 (demo)",
+    kind: "sluice",
+    note: "sluice serve --workers 2: two workers on one port (node:cluster round-robin), one shared SQLite file; each generation read on the connection that started it (its owner)",
+  },
+  "sluice-w2-x": {
+    label: "Sluice --workers 2: start, then read on a new connection",
+    kind: "sluice",
+    note: "as sluice-w2, but each generation is started by one request and read by another connection: about half the readers are on the other worker (notices relayed by the primary)",
+  },
   resumable: {
     label: "resumable-stream + Redis",
     kind: "peer",
@@ -110,6 +125,29 @@ export function liveSpec(target, ports, id, demo) {
         path: "/v1/streams",
         headers: { "content-type": "application/json", ...SSE },
         body: sluiceBody("demo", demo, { on_disconnect: "cancel" }),
+      };
+    case "sluice-w1":
+    case "sluice-w2":
+      return {
+        port: target === "sluice-w1" ? ports.sluiceW1 : ports.sluiceW2,
+        method: "POST",
+        path: "/v1/streams",
+        headers: { "content-type": "application/json", ...SSE },
+        body: sluiceBody("demo", demo, { on_disconnect: "cancel" }),
+      };
+    case "sluice-w2-x":
+      return {
+        pre: {
+          port: ports.sluiceW2,
+          method: "POST",
+          path: "/v1/streams",
+          body: sluiceBody("demo", demo),
+          idFromJson: true,
+        },
+        port: ports.sluiceW2,
+        method: "GET",
+        path: "/v1/streams/{id}?offset=-1",
+        headers: SSE,
       };
     case "sluice-redis-x":
       // The loadgen POSTs the generation to node A (JSON answer: its id), then reads it from node B.

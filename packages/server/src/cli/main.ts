@@ -1,7 +1,10 @@
 #!/usr/bin/env node
+import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { Command, InvalidArgumentError } from "commander";
+import { runPrimary, workerCount } from "../cluster/primary.js";
+import { addWorkerHeader, aggregateMetrics, type WorkerParts, workerParts } from "../cluster/worker.js";
 import { ConfigError, loadConfig } from "../config.js";
 import { createSluice } from "../server.js";
 import { readSse } from "./sse-client.js";
@@ -68,6 +71,10 @@ program
   .option("--grpc-port <port>", "also serve gRPC (proto/sluice.proto) on this port; off by default", intArg)
   .option("--tls-cert <file>", "PEM certificate: serve HTTP/2 over TLS (HTTP/1.1 fallback); needs --tls-key")
   .option("--tls-key <file>", "PEM private key for --tls-cert")
+  .option(
+    "--workers <n>",
+    "run N worker processes behind the one port (auto = one per available core); see docs/operations.md",
+  )
   .action(
     async (opts: {
       host?: string;
@@ -80,6 +87,7 @@ program
       grpcPort?: number;
       tlsCert?: string;
       tlsKey?: string;
+      workers?: string;
     }) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) fail("--tls-cert and --tls-key go together", 2);
       let config: ReturnType<typeof loadConfig>;
@@ -101,9 +109,30 @@ program
         if (err instanceof ConfigError) fail(err.message, 2);
         throw err;
       }
+      if (opts.workers !== undefined && cluster.isPrimary) {
+        let n: number;
+        try {
+          n = workerCount(opts.workers);
+        } catch (err) {
+          fail((err as Error).message, 2);
+        }
+        try {
+          await runPrimary({ workers: n, store: config.store, graceMs: config.shutdown_grace_ms });
+        } catch (err) {
+          fail(`cannot start: ${(err as Error).message}`, 1);
+        }
+        return;
+      }
+      let worker: WorkerParts | undefined;
       let server: Awaited<ReturnType<typeof createSluice>>;
       try {
-        server = await createSluice(config);
+        worker = cluster.isWorker ? workerParts(config) : undefined;
+        server = await createSluice(
+          config,
+          worker?.store ? { store: worker.store, coordinator: worker.coordinator } : {},
+        );
+        addWorkerHeader(server.app);
+        if (worker) aggregateMetrics(server.metrics, worker.channel);
       } catch (err) {
         if (err instanceof ConfigError) fail(err.message, 2);
         fail(`cannot start: ${(err as Error).message}`, 1);
@@ -118,8 +147,17 @@ program
         { url, store: server.store.name, models: server.routes.list().map((r) => r.name) },
         "sluice listening",
       );
-      process.stdout.write(`sluice listening on ${url}\n`);
-      if (server.grpc) process.stdout.write(`sluice gRPC listening on ${server.grpc.address}\n`);
+      if (worker) {
+        // The primary prints the listening line once every worker listens.
+        worker.channel.send({
+          sluice: "listening",
+          url,
+          ...(server.grpc ? { grpc: server.grpc.address } : {}),
+        });
+      } else {
+        process.stdout.write(`sluice listening on ${url}\n`);
+        if (server.grpc) process.stdout.write(`sluice gRPC listening on ${server.grpc.address}\n`);
+      }
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;
@@ -134,6 +172,8 @@ program
       };
       process.on("SIGINT", () => void stop("SIGINT"));
       process.on("SIGTERM", () => void stop("SIGTERM"));
+      // A worker whose primary is gone stops too (nobody relays its notices or routes cancels).
+      if (worker) process.on("disconnect", () => void stop("disconnect"));
     },
   );
 

@@ -38,7 +38,7 @@ export function registerObservability(app: FastifyInstance, deps: { metrics?: Me
   app.get("/metrics", async (req, reply) => {
     requireAction(req.principal, "admin");
     if (!metrics) return reply.code(404).send({ error: { code: "not_found", message: "metrics are off" } });
-    const body = await metrics.registry.metrics();
+    const body = metrics.scrape ? await metrics.scrape() : await metrics.registry.metrics();
     return reply.type(metrics.registry.contentType).send(body);
   });
 

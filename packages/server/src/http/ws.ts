@@ -7,6 +7,7 @@ import { z } from "zod";
 import { originMayConnect } from "../auth/cors.js";
 import { OPEN_PRINCIPAL, type Principal } from "../auth/principal.js";
 import { credentialFrom, type Identity, resolveCredential } from "../auth/security.js";
+import { workerHeader } from "../cluster/messages.js";
 import { type Reader, ReaderGroup, type SharedChunk, type Sink } from "../core/hub.js";
 import { INTERNAL_ERROR_MESSAGE, isInternalFailure, publicError } from "../core/public-error.js";
 import { wsSluice } from "../formats/sluice.js";
@@ -131,6 +132,8 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
       ? { threshold: 256, concurrencyLimit: 10, zlibDeflateOptions: { level: 1 } }
       : false,
   });
+  const worker = workerHeader();
+  if (worker !== undefined) wss.on("headers", (headers) => headers.push(`Sluice-Worker: ${worker}`));
   const sockets = new Set<WsConnection>();
   let pinger: NodeJS.Timeout | undefined;
 

@@ -78,6 +78,11 @@ export class Metrics implements GenerationObserver {
 
   private hub: Hub | undefined;
   private runner: Runner | undefined;
+  /**
+   * What `GET /metrics` answers, when not this registry's own text: under `--workers`, the
+   * primary's aggregation of every worker's registry (cluster/worker.ts).
+   */
+  scrape: (() => Promise<string>) | undefined;
 
   constructor(private readonly opts: { logger?: Logger } = {}) {
     const registers = [this.registry];

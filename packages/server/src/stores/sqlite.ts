@@ -41,6 +41,25 @@ export interface SqliteStoreOptions {
    * removed; with only running ones left, create fails with `capacity_exceeded`.
    */
   maxStreams?: number;
+  /**
+   * Several processes of one server share this file (`sluice serve --workers N`): no lock file
+   * is taken here (the primary holds it), and `onCommit` hears every committed change.
+   */
+  shared?: boolean;
+  /**
+   * false: a scratch file nobody reads after this run (the workers' stand-in for the memory
+   * store): `synchronous = OFF`, so no commit or checkpoint ever waits for the disk.
+   */
+  durable?: boolean;
+  /** Called after each group commit with what it changed, in commit order (for the worker notices). */
+  onCommit?: (changes: CommitChange[]) => void;
+}
+
+/** One stream changed by a commit: its notice and its length after the change (0 when deleted). */
+export interface CommitChange {
+  id: string;
+  notice: StoreNotice;
+  length: number;
 }
 
 interface StreamRow {
@@ -144,6 +163,7 @@ export class SqliteStore implements Store {
   private closed = false;
   private readonly commitIntervalMs: number;
   private readonly lockFile: string | undefined;
+  private readonly onCommit: ((changes: CommitChange[]) => void) | undefined;
   /** Transactions committed by the write queue (for metrics and tests). */
   commits = 0;
   private readonly st: ReturnType<SqliteStore["prepare"]>;
@@ -155,9 +175,12 @@ export class SqliteStore implements Store {
     this.path = opts.path;
     if (opts.path !== ":memory:") {
       mkdirSync(dirname(opts.path), { recursive: true });
-      this.lockFile = takeLock(`${opts.path}.lock`);
+      if (!opts.shared) this.lockFile = takeLock(`${opts.path}.lock`);
     }
+    this.onCommit = opts.onCommit;
     this.db = new Database(opts.path);
+    // First: other processes may hold the file (workers), and even the next pragma takes a lock.
+    this.db.pragma("busy_timeout = 5000");
     // A new file gives back the pages of removed streams (sweep runs incremental_vacuum), so
     // it shrinks after churn; it must be chosen before the first table exists. Files made
     // before this keep reusing freed pages (they stop growing) until a VACUUM converts them.
@@ -167,8 +190,7 @@ export class SqliteStore implements Store {
     // The WAL is cut back to this after each checkpoint instead of keeping its largest size.
     this.db.pragma("journal_size_limit = 16777216");
     // WAL + NORMAL: a committed transaction survives a process crash (not necessarily a power loss).
-    this.db.pragma("synchronous = NORMAL");
-    this.db.pragma("busy_timeout = 5000");
+    this.db.pragma(opts.durable === false ? "synchronous = OFF" : "synchronous = NORMAL");
     this.db.exec(SCHEMA);
     // Files created before records had an encoding: add the column (NULL = UTF-8 text).
     const cols = this.db.prepare<[], { name: string }>("PRAGMA table_info(events)").all();
@@ -250,16 +272,20 @@ export class SqliteStore implements Store {
     const results: Applied[] = [];
     const count = this.count;
     try {
-      this.db.transaction(() => {
-        for (const op of ops) {
-          try {
-            results.push(this.apply(op));
-          } catch (err) {
-            if (!(err instanceof SluiceError)) throw err;
-            results.push({ op, ok: false, value: err });
+      // IMMEDIATE: the write lock is taken at BEGIN, so when other processes share the file
+      // (workers) the busy timeout applies, instead of a read snapshot failing to upgrade.
+      this.db
+        .transaction(() => {
+          for (const op of ops) {
+            try {
+              results.push(this.apply(op));
+            } catch (err) {
+              if (!(err instanceof SluiceError)) throw err;
+              results.push({ op, ok: false, value: err });
+            }
           }
-        }
-      })();
+        })
+        .immediate();
     } catch (err) {
       // Rolled back: the row count is what it was.
       this.count = count;
@@ -267,6 +293,16 @@ export class SqliteStore implements Store {
       return;
     }
     this.commits++;
+    if (this.onCommit) {
+      const changes: CommitChange[] = [];
+      for (const r of results) {
+        if (!r.notice) continue;
+        const id = r.op.kind === "create" ? r.op.init.id : (r.op as { id: string }).id;
+        const length = r.notice.deleted ? 0 : (r.value as AppendResult).length;
+        changes.push({ id, notice: r.notice, length });
+      }
+      if (changes.length > 0) this.onCommit(changes);
+    }
     for (const r of results) {
       if (r.ok) (r.op.done as Settle<unknown>).resolve(r.value);
       else r.op.done.reject(r.value);
@@ -468,6 +504,23 @@ export class SqliteStore implements Store {
     };
   }
 
+  /** The stream's length and status now (synchronous), or undefined when there is none. */
+  head(id: string): { length: number; status: StreamInfo["status"] } | undefined {
+    const row = this.closed ? undefined : this.live(id);
+    return row ? { length: row.length, status: row.status } : undefined;
+  }
+
+  /** Records with afterSeq < seq <= uptoSeq, read now (synchronous); [] when the store is closed. */
+  readRange(id: string, afterSeq: number, uptoSeq: number): StoredRecord[] {
+    if (this.closed || uptoSeq <= afterSeq) return [];
+    return this.st.read.all(id, afterSeq, uptoSeq - afterSeq).map((r) => {
+      const rec: StoredRecord = { seq: r.seq, offset: formatOffset(r.seq), data: r.data };
+      if (r.type !== null) rec.type = r.type;
+      if (r.encoding !== null) rec.encoding = r.encoding as StoredRecord["encoding"];
+      return rec;
+    });
+  }
+
   async info(id: string): Promise<StreamInfo | undefined> {
     const row = this.live(id);
     return row ? toInfo(row) : undefined;
@@ -578,7 +631,7 @@ export class SqliteStore implements Store {
  */
 const lockedHere = new Set<string>();
 
-function takeLock(file: string): string {
+export function takeLock(file: string): string {
   if (lockedHere.has(file)) {
     throw new Error(`the SQLite store ${file.slice(0, -5)} is already open in this process`);
   }
@@ -599,6 +652,12 @@ function takeLock(file: string): string {
     rmSync(file, { force: true });
   }
   throw new Error(`cannot lock ${file}`);
+}
+
+/** Gives up a lock taken with takeLock. */
+export function releaseLock(file: string): void {
+  rmSync(file, { force: true });
+  lockedHere.delete(file);
 }
 
 function alive(pid: number): boolean {

@@ -1,0 +1,220 @@
+import cluster, { type Worker } from "node:cluster";
+import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { AggregatorRegistry, type PrometheusContentType } from "prom-client";
+import { releaseLock, SqliteStore, takeLock } from "../stores/sqlite.js";
+import {
+  isSluiceMessage,
+  type ToPrimary,
+  type ToWorker,
+  WORKER_SCRATCH_ENV,
+  WORKER_STORE_ENV,
+} from "./messages.js";
+
+export interface PrimaryOptions {
+  /** How many worker processes (≥ 1). */
+  workers: number;
+  /** The configured store: `memory` (a temporary SQLite file the workers share), `sqlite:PATH`, or Redis. */
+  store: string;
+  /** The workers' shutdown grace (ms): the primary waits that long plus a margin before killing them. */
+  graceMs: number;
+  /** Where the primary's few lines go (the listening line, restarts). */
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+}
+
+function scratchRoot(): string {
+  try {
+    accessSync("/dev/shm", constants.W_OK);
+    return "/dev/shm";
+  } catch {
+    return os.tmpdir();
+  }
+}
+
+/** `--workers auto` → the cores this process may use; a number stays as given. */
+export function workerCount(spec: string): number {
+  if (spec === "auto") return os.availableParallelism();
+  const n = Number(spec);
+  if (!Number.isInteger(n) || n < 1 || n > 1024)
+    throw new Error(`--workers: "${spec}" is not "auto" or 1..1024`);
+  return n;
+}
+
+/**
+ * The primary of `sluice serve --workers N`: forks N workers that share one port (node:cluster
+ * hands incoming connections round-robin to them), relays each worker's commit notices to the
+ * others, keeps the generation → owning worker map (cancel routing, orphan closing), restarts a
+ * worker that dies, and on SIGTERM/SIGINT stops them all and exits 0. It serves no request.
+ */
+export async function runPrimary(opts: PrimaryOptions): Promise<void> {
+  const out = opts.out ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const err = opts.err ?? ((l: string) => process.stderr.write(`${l}\n`));
+  let tempDir: string | undefined;
+  let lock: string | undefined;
+  const env: Record<string, string> = {};
+  if (opts.store === "memory" || opts.store.startsWith("sqlite:")) {
+    let path: string;
+    if (opts.store === "memory") {
+      // A scratch file in RAM where there is a tmpfs (/dev/shm), else in the temp directory;
+      // not durable either way (the memory store is not), removed at exit.
+      tempDir = mkdtempSync(join(scratchRoot(), "sluice-workers-"));
+      path = join(tempDir, "streams.db");
+      env[WORKER_SCRATCH_ENV] = "1";
+    } else {
+      path = opts.store.slice("sqlite:".length);
+    }
+    // The primary holds the file's lock for all its workers, and creates the schema before
+    // they open it at the same moment.
+    const store = new SqliteStore({ path, shared: true, sweepIntervalMs: 0 });
+    await store.close();
+    lock = takeLock(`${path}.lock`);
+    env[WORKER_STORE_ENV] = `sqlite:${path}`;
+  }
+  const cleanup = () => {
+    if (lock) releaseLock(lock);
+    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+    lock = undefined;
+    tempDir = undefined;
+  };
+
+  const owners = new Map<string, number>();
+  const live = new Map<number, Worker>();
+  let listening = 0;
+  let started = false;
+  let stopping = false;
+  let aggregator: AggregatorRegistry<PrometheusContentType> | undefined;
+
+  const send = (w: Worker, m: ToWorker) => {
+    if (w.isConnected()) w.send(m);
+  };
+
+  const onMessage = (w: Worker, raw: unknown) => {
+    if (!isSluiceMessage(raw)) return;
+    const m = raw as ToPrimary;
+    switch (m.sluice) {
+      case "notices": {
+        const msg: ToWorker = { sluice: "notices", changes: m.changes };
+        for (const other of live.values()) if (other !== w) send(other, msg);
+        return;
+      }
+      case "listening": {
+        if (started) return;
+        listening++;
+        if (listening === opts.workers) {
+          started = true;
+          out(`sluice listening on ${m.url} (${opts.workers} worker${opts.workers === 1 ? "" : "s"})`);
+          if (m.grpc) out(`sluice gRPC listening on ${m.grpc}`);
+        }
+        return;
+      }
+      case "request": {
+        if (m.op === "metrics") {
+          aggregator ??= new AggregatorRegistry<PrometheusContentType>();
+          aggregator.clusterMetrics().then(
+            (text) => send(w, { sluice: "reply", seq: m.seq, value: text }),
+            () =>
+              send(w, {
+                sluice: "reply",
+                seq: m.seq,
+                value: null,
+                error: "the workers' metrics could not be gathered",
+              }),
+          );
+          return;
+        }
+        let value: unknown;
+        switch (m.op) {
+          case "acquire":
+            owners.set(m.id, w.id);
+            value = true;
+            break;
+          case "release":
+            if (owners.get(m.id) === w.id) owners.delete(m.id);
+            value = true;
+            break;
+          case "hasOwner":
+            value = owners.has(m.id);
+            break;
+          case "owned":
+            value = m.ids.filter((id) => owners.has(id));
+            break;
+          case "cancel": {
+            const owner = live.get(owners.get(m.id) ?? -1);
+            if (owner) send(owner, { sluice: "cancel", id: m.id, by: m.by, reason: m.reason });
+            value = owner !== undefined;
+            break;
+          }
+          default:
+            value = null;
+        }
+        send(w, { sluice: "reply", seq: m.seq, value });
+        return;
+      }
+    }
+  };
+
+  const fork = () => {
+    const w = cluster.fork(env);
+    live.set(w.id, w);
+    const born = Date.now();
+    w.on("message", (m: unknown) => onMessage(w, m));
+    w.on("exit", (code, signal) => {
+      live.delete(w.id);
+      const orphans: string[] = [];
+      for (const [id, owner] of owners) {
+        if (owner === w.id) {
+          owners.delete(id);
+          orphans.push(id);
+        }
+      }
+      if (stopping) {
+        if (live.size === 0) done();
+        return;
+      }
+      if (!started) {
+        // A worker that cannot start (port taken, bad config) would fail again: stop here.
+        err(`sluice: a worker exited during startup (${signal ?? `code ${code}`}); stopping`);
+        stop("SIGTERM", code === 0 || code === null ? 1 : code);
+        return;
+      }
+      err(`sluice: worker ${w.process.pid} exited (${signal ?? `code ${code}`}); starting another`);
+      const survivor = live.values().next().value as Worker | undefined;
+      if (survivor && orphans.length > 0) send(survivor, { sluice: "interrupt", ids: orphans });
+      // The replacement also closes unowned generations when it starts (covers no survivor).
+      const wait = Date.now() - born < 1000 ? 1000 : 0;
+      setTimeout(() => {
+        if (!stopping) fork();
+      }, wait).unref();
+    });
+  };
+
+  let exitCode = 0;
+  let resolveDone: () => void = () => {};
+  const finished = new Promise<void>((r) => {
+    resolveDone = r;
+  });
+  const done = () => {
+    cleanup();
+    resolveDone();
+  };
+  const stop = (signal: NodeJS.Signals, code = 0) => {
+    if (stopping) return;
+    stopping = true;
+    exitCode = code;
+    if (live.size === 0) return done();
+    for (const w of live.values()) w.process.kill(signal);
+    // Workers end within their grace; one that does not is killed, so the primary always exits.
+    setTimeout(() => {
+      for (const w of live.values()) w.process.kill("SIGKILL");
+    }, opts.graceMs + 15_000).unref();
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("exit", cleanup);
+
+  for (let i = 0; i < opts.workers; i++) fork();
+  await finished;
+  process.exit(exitCode);
+}
