@@ -13,6 +13,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 runStoreContract({
   name: "sqlite shared by workers",
+  maxStreams: false,
   newStore: ({ clock, maxRecordsPerStream, defaultTtlS }) =>
     new WorkerStore({
       path: join(dir, `contract-${++n}.db`),
