@@ -160,6 +160,11 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
     live.set(w.id, w);
     const born = Date.now();
     w.on("message", (m: unknown) => onMessage(w, m));
+    // A worker that was just killed can still look connected for a moment: a notice relayed to
+    // it then fails (EPIPE / ERR_IPC_CHANNEL_CLOSED) as an 'error' event on the worker, which
+    // unhandled would end the primary — and with it every worker. Its 'exit' follows and is
+    // handled below.
+    w.on("error", () => {});
     w.on("exit", (code, signal) => {
       live.delete(w.id);
       const orphans: string[] = [];
