@@ -19,14 +19,7 @@ import {
 } from "../formats/anthropic.js";
 import { lite } from "../formats/codec.js";
 import type { StreamInfo } from "../stores/store.js";
-import {
-  type AppDeps,
-  type DoorDeps,
-  describeIssues,
-  SSE_HEADERS,
-  STREAM_ID_HEADER,
-  toSluiceError,
-} from "./context.js";
+import { type AppDeps, type DoorDeps, describeIssues, SSE_HEADERS, toSluiceError } from "./context.js";
 import { startFor } from "./start.js";
 
 const TextBlock = z.object({ type: z.literal("text"), text: z.string() }).passthrough();
@@ -242,12 +235,9 @@ export function registerAnthropic(app: FastifyInstance, deps: DoorDeps): void {
     const { request, body } = parseMessagesBody(req.body, isDemo);
     const route = routes.resolve(request.model);
     const onDisconnect = request.on_disconnect ?? route.on_disconnect ?? "continue";
-    const hold = body.stream === true ? await live.hold(req, reply, "sse") : undefined;
-    const info = await startFor(req, deps, request).catch((err) => {
-      hold?.release();
-      throw err;
-    });
-    reply.header(STREAM_ID_HEADER, info.id);
+    const { info, hold } = await live.start(req, reply, body.stream === true, () =>
+      startFor(req, deps, request),
+    );
     if (hold) {
       await live.stream(
         req,

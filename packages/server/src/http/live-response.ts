@@ -22,6 +22,7 @@ import { type ConnectionGate, Deadlines } from "../core/limits.js";
 import type { Runner } from "../core/runner.js";
 import type { Codec } from "../formats/codec.js";
 import type { Metrics } from "../observability/metrics.js";
+import { STREAM_ID_HEADER } from "./context.js";
 import { Heartbeats, pickEncoding, ResponseSink } from "./sink.js";
 
 declare module "fastify" {
@@ -160,6 +161,26 @@ export class LiveResponses {
       },
       release,
     };
+  }
+
+  /**
+   * The start of every door that starts a generation and may stream it to this response: when
+   * `streaming`, the connection slot is held first (a full server refuses before any generation
+   * starts) and given back if starting fails; then the stream-id header is set.
+   */
+  async start<T extends { id: string }>(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    streaming: boolean,
+    begin: () => Promise<T>,
+  ): Promise<{ info: T; hold: Hold | undefined }> {
+    const hold = streaming ? await this.hold(req, reply, "sse") : undefined;
+    const info = await begin().catch((err) => {
+      hold?.release();
+      throw err;
+    });
+    reply.header(STREAM_ID_HEADER, info.id);
+    return { info, hold };
   }
 
   /**

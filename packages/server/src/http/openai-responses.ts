@@ -541,13 +541,10 @@ export function registerOpenAIResponses(app: FastifyInstance, deps: DoorDeps): v
     const onDisconnect = background
       ? "continue"
       : (request.on_disconnect ?? route.on_disconnect ?? "continue");
-    const hold = b.stream === true ? await live.hold(req, reply, "sse") : undefined;
     const stored: ResponsesMeta = b.store === false ? { ...meta, messages: [] } : meta;
-    const info = await startFor(req, deps, request, { responses: stored }).catch((err) => {
-      hold?.release();
-      throw err;
-    });
-    reply.header(STREAM_ID_HEADER, info.id);
+    const { info, hold } = await live.start(req, reply, b.stream === true, () =>
+      startFor(req, deps, request, { responses: stored }),
+    );
     if (hold) {
       await streamResponse(req, reply, info, { afterSequence: -1 }, onDisconnect === "cancel", hold);
       return reply;

@@ -23,7 +23,6 @@ import {
   describeIssues,
   SSE_HEADERS,
   SSE_HEARTBEAT,
-  STREAM_ID_HEADER,
   toSluiceError,
 } from "./context.js";
 import { startFor } from "./start.js";
@@ -146,12 +145,9 @@ export function registerOpenAI(app: FastifyInstance, deps: DoorDeps): void {
     const { request, body } = parseChatBody(req.body);
     const route = routes.resolve(request.model);
     const onDisconnect = request.on_disconnect ?? route.on_disconnect ?? "continue";
-    const hold = body.stream === true ? await live.hold(req, reply, "sse") : undefined;
-    const info = await startFor(req, deps, request).catch((err) => {
-      hold?.release();
-      throw err;
-    });
-    reply.header(STREAM_ID_HEADER, info.id);
+    const { info, hold } = await live.start(req, reply, body.stream === true, () =>
+      startFor(req, deps, request),
+    );
     if (hold) {
       const codec = body.stream_options?.include_usage === true ? sseOpenAIUsage : sseOpenAI;
       await live.stream(

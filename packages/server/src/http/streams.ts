@@ -43,12 +43,9 @@ export function registerStreams(app: FastifyInstance, doors: DoorDeps): void {
   // ── start a generation ────────────────────────────────────────────────────
   app.post("/v1/streams", async (req, reply) => {
     const request = parseGenerationRequest(req.body);
-    const hold = pickTransport(req) === "sse" ? await live.hold(req, reply, "sse") : undefined;
-    const info = await startFor(req, doors, request).catch((err) => {
-      hold?.release();
-      throw err;
-    });
-    reply.header(STREAM_ID_HEADER, info.id);
+    const { info, hold } = await live.start(req, reply, pickTransport(req) === "sse", () =>
+      startFor(req, doors, request),
+    );
     if (hold) {
       const codec = codecFor(undefined, "sse");
       const onDisconnect = request.on_disconnect ?? routes.resolve(request.model).on_disconnect ?? "continue";
