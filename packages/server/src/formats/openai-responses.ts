@@ -169,6 +169,21 @@ export class ResponsesEncoder {
     return it;
   }
 
+  /** Opens the function_call item of a tool call first seen in `ev` (after closing the open item). */
+  private openCall(out: ResponsesEvent[], callId: string, ev: Json): Item {
+    this.closeOpen(out);
+    const it = this.openItem(out, "function_call", {
+      id: this.itemId("fc", this.items.length),
+      type: "function_call",
+      status: "in_progress",
+      call_id: callId,
+      name: String(ev.name ?? ""),
+      arguments: "",
+    });
+    this.calls.set(callId, it);
+    return it;
+  }
+
   /** Ends the open message or reasoning item (its done events). */
   private closeOpen(out: ResponsesEvent[], status = "completed"): void {
     const it = this.open;
@@ -294,20 +309,7 @@ export class ResponsesEncoder {
       }
       case "tool-call-delta": {
         const callId = String(ev.id ?? "");
-        let it = this.calls.get(callId);
-        if (!it) {
-          this.closeOpen(out);
-          const index = this.items.length;
-          it = this.openItem(out, "function_call", {
-            id: this.itemId("fc", index),
-            type: "function_call",
-            status: "in_progress",
-            call_id: callId,
-            name: String(ev.name ?? ""),
-            arguments: "",
-          });
-          this.calls.set(callId, it);
-        }
+        const it = this.calls.get(callId) ?? this.openCall(out, callId, ev);
         const delta = String(ev.args_delta ?? "");
         if (delta !== "") {
           it.text += delta;
@@ -324,17 +326,7 @@ export class ResponsesEncoder {
         let it = this.calls.get(callId);
         const whole = JSON.stringify(ev.args ?? {});
         if (!it) {
-          this.closeOpen(out);
-          const index = this.items.length;
-          it = this.openItem(out, "function_call", {
-            id: this.itemId("fc", index),
-            type: "function_call",
-            status: "in_progress",
-            call_id: callId,
-            name: String(ev.name ?? ""),
-            arguments: "",
-          });
-          this.calls.set(callId, it);
+          it = this.openCall(out, callId, ev);
           it.text = whole;
           this.ev(out, "response.function_call_arguments.delta", {
             item_id: it.item.id,
