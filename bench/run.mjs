@@ -82,7 +82,7 @@ const Q = QUICK
       fanNs: [1000],
       fanRamp: 500,
       fanLead: 400,
-      fanTargets: ["relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
+      fanTargets: ["relay", "sluice-up", "sluice-demo", "sluice-ws", "resumable", "durable", "portkey"],
       idleN: 1000,
       idleRamp: 600,
       memSettleMs: 400,
@@ -662,6 +662,14 @@ function targetsSummary() {
         ? verdict(ok)
         : `not measured at ${SCALE_TARGET_N.toLocaleString("en")} (at ${n.toLocaleString("en")}: ${verdict(ok)})`;
   const pct = (x) => `${fmt(x * 100, 1)}%`;
+  /** Capacity a vs b, goal a/b ≥ min: [measured, status]. No ratio when b held no N (0: no probe passed). */
+  const capCmp = (a, b, min, show = (x) => `${fmt(x, 2)}×`) => {
+    if (!a || !b) return ["—", "not measured"];
+    const c = (r) => `${r.capacity}${r.bounded?.startsWith("≥") ? " (≥)" : ""}`;
+    if (!(b.capacity > 0)) return [`${c(a)} vs ${c(b)}`, "not measured (no probe of the reference passed)"];
+    const x = a.capacity / b.capacity;
+    return [`${c(a)} vs ${c(b)} = ${show(x)}`, verdict(x >= min)];
+  };
   const relay = cap("capacity", "relay");
   for (const t of ["sluice-up", "sluice-demo", "sluice-ws"]) {
     const r = cap("capacity", t);
@@ -674,13 +682,10 @@ function targetsSummary() {
     ]);
   }
   for (const t of ["sluice-up", "sluice-demo"]) {
-    const r = cap("capacity", t);
-    const x = ratio(r?.capacity, relay?.capacity);
     rows.push([
       "3",
       `SSE capacity ≥ 90% relay (${t})`,
-      x === undefined ? "—" : `${r.capacity} vs ${relay.capacity} = ${fmt(x * 100, 0)}%`,
-      verdict(x === undefined ? undefined : x >= 0.9),
+      ...capCmp(cap("capacity", t), relay, 0.9, (x) => `${fmt(x * 100, 0)}%`),
     ]);
   }
   const best = Math.max(...["sluice-demo", "sluice-up"].map((t) => cap("capacity", t)?.capacity ?? 0));
@@ -714,26 +719,17 @@ function targetsSummary() {
   ]);
   const relay100 = cap("capacity100", "relay");
   for (const t of ["sluice-demo", "sluice-ws", "sluice-up"]) {
-    const r = cap("capacity100", t);
-    const x = ratio(r?.capacity, relay100?.capacity);
-    rows.push([
-      "3",
-      `100 tok/s: ≥ 2× relay capacity (${t})`,
-      x === undefined ? "—" : `${r.capacity} vs ${relay100.capacity} = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 2),
-    ]);
+    rows.push(["3", `100 tok/s: ≥ 2× relay capacity (${t})`, ...capCmp(cap("capacity100", t), relay100, 2)]);
   }
 
   // Issue 13.1: --workers 2 vs 1.
   const w1 = results.workers.find((r) => r.target === "sluice-w1" && !(r.na && !r.probes));
   for (const t of ["sluice-w2", "sluice-w2-x"]) {
     const r = results.workers.find((x) => x.target === t && !(x.na && !x.probes));
-    const x = ratio(r?.capacity, w1?.capacity);
     rows.push([
       "13.1",
       `--workers 2: capacity (and events/s) ≥ 1.8× --workers 1 (${t})`,
-      x === undefined ? "—" : `${r.capacity} vs ${w1.capacity} = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 1.8),
+      ...capCmp(r, w1, 1.8),
     ]);
   }
 
@@ -812,14 +808,10 @@ function targetsSummary() {
   const redis1 = results.cluster.capacity.find((r) => r.target === "sluice-redis" && !(r.na && !r.probes));
   {
     const r2 = results.cluster.capacity.find((r) => r.target === "sluice-redis-2" && !(r.na && !r.probes));
-    const x = ratio(r2?.capacity, redis1?.capacity);
     rows.push([
       "13.5",
       "Redis: 2 nodes (cores 0, 1) capacity ≥ 1.8× 1 node (core 0), 30 tok/s",
-      x === undefined
-        ? "—"
-        : `${r2.capacity} (${r2.bounded}) vs ${redis1.capacity} (${redis1.bounded}) = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 1.8),
+      ...capCmp(r2, redis1, 1.8),
     ]);
   }
 
@@ -827,13 +819,7 @@ function targetsSummary() {
   const sse = cap("capacity", "sluice-demo");
   const ws = cap("capacity", "sluice-ws");
   {
-    const x = ratio(ws?.capacity, sse?.capacity);
-    rows.push([
-      "15",
-      "WS capacity ≥ SSE's, 30 tok/s (sluice-ws vs sluice-demo)",
-      x === undefined ? "—" : `${ws.capacity} vs ${sse.capacity} = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 1),
-    ]);
+    rows.push(["15", "WS capacity ≥ SSE's, 30 tok/s (sluice-ws vs sluice-demo)", ...capCmp(ws, sse, 1)]);
     const w5 = o500("sluice-ws");
     const s5 = o500("sluice-demo");
     const c5 = ratio(w5?.cpuPerEventUs, s5?.cpuPerEventUs);
@@ -886,13 +872,7 @@ function targetsSummary() {
         : `${fmt(redis1.cpuPerEventUs)} µs at ${redis1.at?.n} vs ${fmt(sse.cpuPerEventUs)} µs at ${sse.at?.n} = ${fmt(c, 2)}×`,
       verdict(c === undefined ? undefined : c <= 1.5),
     ]);
-    const x = ratio(redis1?.capacity, sse?.capacity);
-    rows.push([
-      "15",
-      "Redis, 1 node: capacity ≥ 0.7× memory store",
-      x === undefined ? "—" : `${redis1.capacity} vs ${sse.capacity} = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 0.7),
-    ]);
+    rows.push(["15", "Redis, 1 node: capacity ≥ 0.7× memory store", ...capCmp(redis1, sse, 0.7)]);
   }
   results.targets = rows.map(([issue, target, value, status]) => ({ issue, target, value, status }));
   table("Targets (issues 3, 13, 15) (this run)", ["issue", "target", "measured", "status"], rows);
