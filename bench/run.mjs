@@ -1945,28 +1945,40 @@ async function scaleIdle(t, n, load) {
   let idleCpuMs;
   let idleMs;
   let headed = 0;
-  // If not every reader is answered (or fails) by then, release them unmeasured.
-  const timeout = setTimeout(() => lg.child.send({ type: "release" }), ramp + Q.holdMaxMs);
+  let allAnswered = false;
+  // Measured once: when every reader is answered (or failed), or at the bound with those that are
+  // (the rest still connecting: the table shows how many were open).
+  let measuring;
+  const measure = () => {
+    measuring ??= (async () => {
+      await sleep(Q.memSettleMs);
+      after = serverRss(t);
+      const c0 = serverCpu(t);
+      const t0 = Date.now();
+      await sleep(Q.idleCpuMs);
+      idleCpuMs = serverCpu(t) - c0;
+      idleMs = Date.now() - t0;
+      lg.child.send({ type: "release" });
+    })();
+    return measuring;
+  };
+  const timeout = setTimeout(measure, ramp + Q.holdMaxMs);
   const r = await job(
     { type: "live", transport: "sse", hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 },
     t,
     {
-      onHeld: async (m) => {
+      onHeld: (m) => {
         clearTimeout(timeout);
         headed = m.headed;
-        await sleep(Q.memSettleMs);
-        after = serverRss(t);
-        const c0 = serverCpu(t);
-        const t0 = Date.now();
-        await sleep(Q.idleCpuMs);
-        idleCpuMs = serverCpu(t) - c0;
-        idleMs = Date.now() - t0;
-        lg.child.send({ type: "release" });
+        allAnswered = true;
+        measure();
       },
     },
   );
   clearTimeout(timeout);
+  await measuring;
   after ??= serverRss(t);
+  // At the bound: the readers answered by the end of the measurement.
   headed = headed || r.headed;
   const row = {
     target: t,
@@ -1980,6 +1992,8 @@ async function scaleIdle(t, n, load) {
     rssAfterKb: after,
     kbPerConn: headed ? (after - before) / headed : Number.NaN,
     idleCpuPct: idleMs ? (idleCpuMs / idleMs) * 100 : Number.NaN,
+    // false: measured at the bound (ramp + holdMaxMs) while some readers were still unanswered.
+    allAnswered,
   };
   log(
     `  scale idle ${t}: ${headed}/${n} open, RSS ${before} → ${after} kB = ${fmt(row.kbPerConn, 2)} KB/connection, idle CPU ${fmt(row.idleCpuPct)}% of a core`,
@@ -2033,7 +2047,11 @@ async function scale() {
       f && !f.na ? `${fmt(f.p50)} / ${fmt(f.p99)}` : "—",
       f && !f.na ? fmt(f.cpuPerEventUs) : "—",
       f && !f.na ? `${fmt(f.serverCpuPct, 0)}%` : "—",
-      i?.na ? `n/a: ${i.na}` : i ? `${i.open}/${i.n} (failed ${i.failed})` : "—",
+      i?.na
+        ? `n/a: ${i.na}`
+        : i
+          ? `${i.open}/${i.n} (failed ${i.failed})${i.allAnswered ? "" : ", measured at the bound"}`
+          : "—",
       i && !i.na ? fmt(i.kbPerConn, 2) : "—",
       i && !i.na ? `${fmt(i.idleCpuPct)}%` : "—",
     ]);
