@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...,workers] [--profile] [--keep]`
+// `npm run bench [-- --quick] [--only=a,b] [--scenarios=overhead,capacity,...,workers,scale] [--profile] [--keep]`
 // (e.g. `npm run bench -- --only=sluice-demo --scenarios=compact`: compact catch-up alone)
 // Starts Sluice, mock-upstream and the peers on loopback (servers pinned to core 0, the load
 // generator and mock-upstream to core 1), runs bounded loads from a separate process, prints a
@@ -15,11 +15,11 @@ import {
   cpuMs,
   freePort,
   procs,
-  rssKb,
   setNice,
   spawnPinned,
   stopAll,
   treeCpuMs,
+  treeRssKb,
   waitPort,
 } from "./lib/procs.mjs";
 import { available as wsReaderAvailable } from "./lib/readers/ws.mjs";
@@ -48,17 +48,23 @@ const SCENARIOS = arg("scenarios")?.split(",") ?? [
   "resume",
   "cancel",
   "compact",
-  ...(QUICK ? [] : ["cluster", "workers"]),
+  ...(QUICK ? [] : ["cluster", "workers", "scale"]),
 ];
 const SERVER_CORE = 0;
 const CLIENT_CORE = 1;
 const T_START = Date.now();
 
-/** Sizes: --quick stays under 2 minutes and ≤ 2,000 connections; the full run under 15 minutes. */
+/**
+ * Sizes: --quick stays under 2 minutes and ≤ 2,000 connections; the full run was under 15 minutes
+ * before session 5 added the `workers` and `scale` scenarios, the N = 500 overhead runs and more
+ * cluster probes (those last three budgeted at ≤ 5 minutes together).
+ */
 const Q = QUICK
   ? {
       repeats: 1,
+      // N = 500 (issue 13.4's p99, WS vs SSE CPU at one N) only when asked: --overhead-n=100,500.
       overheadNs: [100],
+      overheadTargetsAt: { 500: ["upstream", "relay", "sluice-up", "sluice-demo", "sluice-ws"] },
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       bigOverheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo"],
       ramp: 250,
@@ -99,14 +105,18 @@ const Q = QUICK
       resumeTps: 200,
       resumeLength: 250,
       resumeTtftMs: 300,
-      clusterProbes: 1,
+      clusterProbes: { "sluice-redis": 1, "sluice-redis-x": 1, "sluice-redis-2": 1 },
       clusterFanN: 500,
       compactRepeats: 3,
+      scaleN: 1000,
+      idleCpuMs: 1000,
     }
   : {
       repeats: 3,
-      repeatsAt: { 1: 1, 100: 2, 1000: 1 },
-      overheadNs: [1, 100, 1000],
+      repeatsAt: { 1: 1, 100: 2, 500: 3, 1000: 1 },
+      overheadNs: [1, 100, 500, 1000],
+      // N = 500: the p99 of issue 13.4 (sluice-up vs relay) and WS vs SSE CPU at one N (issue 15).
+      overheadTargetsAt: { 500: ["upstream", "relay", "sluice-up", "sluice-demo", "sluice-ws"] },
       overheadTargets: ["upstream", "relay", "sluice-up", "sluice-demo", "resumable", "durable", "portkey"],
       bigOverheadTargets: [
         "upstream",
@@ -155,9 +165,11 @@ const Q = QUICK
       resumeTps: 100,
       resumeLength: 400,
       resumeTtftMs: 500,
-      clusterProbes: 2,
+      clusterProbes: { "sluice-redis": 4, "sluice-redis-x": 2, "sluice-redis-2": 3 },
       clusterFanN: 1000,
       compactRepeats: 5,
+      scaleN: 10000,
+      idleCpuMs: 3000,
     };
 const CAP_START = {
   relay: 1000,
@@ -166,6 +178,7 @@ const CAP_START = {
   "sluice-ws": 1000,
   "sluice-redis": 250,
   "sluice-redis-x": 250,
+  "sluice-redis-2": 500,
   "sluice-w1": 500,
   "sluice-w2": 500,
   "sluice-w2-x": 500,
@@ -190,6 +203,7 @@ const results = {
   compact: [],
   cluster: { capacity: [], fanout: [] },
   workers: [],
+  scale: [],
   profile: null,
   notes: [],
 };
@@ -276,6 +290,7 @@ const SERVER_PROCS = {
   "sluice-ws": ["sluice"],
   "sluice-redis": ["sluiceA", "redis2"],
   "sluice-redis-x": ["sluiceA", "sluiceB", "redis2"],
+  "sluice-redis-2": ["sluiceA", "sluiceB", "redis2"],
   // A --workers server: the primary and its worker processes (treeCpuMs counts them all).
   "sluice-w1": ["sluiceW1"],
   "sluice-w2": ["sluiceW2"],
@@ -452,7 +467,7 @@ function targetAlive(t) {
   return true;
 }
 const serverCpu = (t) => SERVER_PROCS[t].reduce((s, n) => s + treeCpuMs(procs.get(n)?.pid), 0);
-const serverRss = (t) => SERVER_PROCS[t].reduce((s, n) => s + rssKb(procs.get(n)?.pid), 0);
+const serverRss = (t) => SERVER_PROCS[t].reduce((s, n) => s + treeRssKb(procs.get(n)?.pid), 0);
 
 // ── the load generator (its own process, its own core) ───────────────────────
 const lg = spawnPinned("loadgen", CLIENT_CORE, node, [join(BENCH, "lib/loadgen.mjs")], {
@@ -527,7 +542,7 @@ async function warm(target) {
   for (let i = 0; i < Q.warmStreams; i++) {
     const demo = demoOpts({ seed: i + 1, ttft_ms: 20, tokens_per_s: 100, length: Q.warmLength });
     specs.push({
-      ...liveSpec(target, ports, `w${run}-${i}`, demo),
+      ...liveSpec(target, ports, `w${run}-${i}`, demo, i),
       at: Math.random() * 300,
       localAddress: srcAddr(i),
     });
@@ -551,7 +566,7 @@ async function liveRun(target, n, tps) {
   for (let i = 0; i < n; i++) {
     const demo = demoOpts({ seed: i + 1, ttft_ms: TTFT_MS, tokens_per_s: tps, length });
     specs.push({
-      ...liveSpec(target, ports, `r${run}-${i}`, demo),
+      ...liveSpec(target, ports, `r${run}-${i}`, demo, i),
       at: Math.random() * ramp,
       localAddress: srcAddr(i),
     });
@@ -634,30 +649,47 @@ async function noteLoad(scenario) {
 }
 const targetsOf = (list) => list.filter(want);
 
-// ── the targets of issue 3, read off this run's results ───────────────────────
+// ── the targets of issues 3, 13 and 15, read off this run's results ──────────────────────────
 const signed = (x) => (x === undefined || Number.isNaN(x) ? "—" : `${x >= 0 ? "+" : "−"}${fmt(Math.abs(x))}`);
+/** The size the scale targets of issues 13.5 and 15 name; a smaller run (--quick) is not that target. */
+const SCALE_TARGET_N = 10_000;
 function targetsSummary() {
   const rows = [];
   const cap = (key, t) => results[key].find((r) => r.target === t && !(r.na && !r.probes));
-  const ratio = (a, b) => (a !== undefined && b ? a / b : undefined);
+  const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b ? a / b : undefined);
   const verdict = (ok) => (ok === undefined ? "not measured" : ok ? "met" : "missed");
+  /** A target stated at 10,000 readers, measured here at n: below that size, say so. */
+  const atScale = (n, ok) =>
+    ok === undefined
+      ? "not measured"
+      : n >= SCALE_TARGET_N
+        ? verdict(ok)
+        : `not measured at ${SCALE_TARGET_N.toLocaleString("en")} (at ${n.toLocaleString("en")}: ${verdict(ok)})`;
+  const pct = (x) => `${fmt(x * 100, 1)}%`;
+  /** Capacity a vs b, goal a/b ≥ min: [measured, status]. No ratio when b held no N (0: no probe passed). */
+  const capCmp = (a, b, min, show = (x) => `${fmt(x, 2)}×`) => {
+    if (!a || !b) return ["—", "not measured"];
+    const c = (r) => `${r.capacity}${r.bounded?.startsWith("≥") ? " (≥)" : ""}`;
+    if (!(b.capacity > 0)) return [`${c(a)} vs ${c(b)}`, "not measured (no probe of the reference passed)"];
+    const x = a.capacity / b.capacity;
+    return [`${c(a)} vs ${c(b)} = ${show(x)}`, verdict(x >= min)];
+  };
   const relay = cap("capacity", "relay");
   for (const t of ["sluice-up", "sluice-demo", "sluice-ws"]) {
     const r = cap("capacity", t);
     const x = ratio(r?.cpuPerEventUs, relay?.cpuPerEventUs);
     rows.push([
-      `CPU/event ≤ 1.1× relay, 30 tok/s (${t})`,
+      t === "sluice-up" ? "3, 13.4" : "3",
+      `CPU/event ≤ 1.1× relay, 30 tok/s, each at its capacity (${t})`,
       x === undefined ? "—" : `${fmt(r.cpuPerEventUs)} vs ${fmt(relay.cpuPerEventUs)} µs = ${fmt(x, 2)}×`,
       verdict(x === undefined ? undefined : x <= 1.1),
     ]);
   }
   for (const t of ["sluice-up", "sluice-demo"]) {
-    const r = cap("capacity", t);
-    const x = ratio(r?.capacity, relay?.capacity);
     rows.push([
+      "3",
       `SSE capacity ≥ 90% relay (${t})`,
-      x === undefined ? "—" : `${r.capacity} vs ${relay.capacity} = ${fmt(x * 100, 0)}%`,
-      verdict(x === undefined ? undefined : x >= 0.9),
+      ...capCmp(cap("capacity", t), relay, 0.9, (x) => `${fmt(x * 100, 0)}%`),
     ]);
   }
   const best = Math.max(...["sluice-demo", "sluice-up"].map((t) => cap("capacity", t)?.capacity ?? 0));
@@ -665,6 +697,7 @@ function targetsSummary() {
     const r = cap("capacity", rt);
     const x = r?.capacity ? best / r.capacity : undefined;
     rows.push([
+      "3",
       `capacity ≥ 6× ${TARGETS[rt].label}`,
       x === undefined
         ? "—"
@@ -675,6 +708,7 @@ function targetsSummary() {
   for (const t of ["sluice-up", "sluice-demo"]) {
     const o = results.overhead.find((r) => r.target === t && r.n === 100 && !r.na);
     rows.push([
+      t === "sluice-up" ? "3, 15" : "3",
       `TTFT added ≤ 1 ms p50, ≤ 5 ms p99 at N = 100 (${t})`,
       o ? `${signed(o.ttft_p50_added)} / ${signed(o.ttft_p99_added)} ms` : "—",
       verdict(o ? o.ttft_p50_added <= 1 && o.ttft_p99_added <= 5 : undefined),
@@ -682,32 +716,170 @@ function targetsSummary() {
   }
   const m = results.memory.find((r) => r.target === "sluice-demo" && !r.na);
   rows.push([
+    "3",
     "idle SSE connection ≤ 16 KB RSS",
     m ? `${fmt(m.kbPerConn, 2)} KB at ${m.n}` : "—",
     verdict(m ? m.kbPerConn <= 16 : undefined),
   ]);
   const relay100 = cap("capacity100", "relay");
   for (const t of ["sluice-demo", "sluice-ws", "sluice-up"]) {
-    const r = cap("capacity100", t);
-    const x = ratio(r?.capacity, relay100?.capacity);
-    rows.push([
-      `100 tok/s: ≥ 2× relay capacity (${t})`,
-      x === undefined ? "—" : `${r.capacity} vs ${relay100.capacity} = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 2),
-    ]);
+    rows.push(["3", `100 tok/s: ≥ 2× relay capacity (${t})`, ...capCmp(cap("capacity100", t), relay100, 2)]);
   }
+
+  // Issue 13.1: --workers 2 vs 1.
   const w1 = results.workers.find((r) => r.target === "sluice-w1" && !(r.na && !r.probes));
   for (const t of ["sluice-w2", "sluice-w2-x"]) {
     const r = results.workers.find((x) => x.target === t && !(x.na && !x.probes));
-    const x = ratio(r?.capacity, w1?.capacity);
     rows.push([
+      "13.1",
       `--workers 2: capacity (and events/s) ≥ 1.8× --workers 1 (${t})`,
-      x === undefined ? "—" : `${r.capacity} vs ${w1.capacity} = ${fmt(x, 2)}×`,
-      verdict(x === undefined ? undefined : x >= 1.8),
+      ...capCmp(r, w1, 1.8),
     ]);
   }
-  results.targets = rows.map(([target, value, status]) => ({ target, value, status }));
-  table("Targets of issue 3 (this run)", ["target", "measured", "status"], rows);
+
+  // Issue 13.4: through the upstream, p99 at 500 streams within 2× the relay's (same run, same N).
+  const o500 = (t) => results.overhead.find((r) => r.target === t && r.n === 500 && !r.na);
+  {
+    const up = o500("sluice-up");
+    const rl = o500("relay");
+    const x = ratio(up?.delay_p99, rl?.delay_p99);
+    rows.push([
+      "13.4",
+      "p99 delivery delay at 500 streams, 30 tok/s ≤ 2× relay's (sluice-up)",
+      x === undefined
+        ? "—"
+        : `${fmt(up.delay_p99)} vs ${fmt(rl.delay_p99)} ms = ${fmt(x, 2)}× (median of ${up.repeats})`,
+      verdict(x === undefined ? undefined : x <= 2),
+    ]);
+    const c = ratio(up?.cpuPerEventUs, rl?.cpuPerEventUs);
+    rows.push([
+      "13.4",
+      "CPU/event ≤ 1.1× relay at the same N = 500 (sluice-up)",
+      c === undefined ? "—" : `${fmt(up.cpuPerEventUs)} vs ${fmt(rl.cpuPerEventUs)} µs = ${fmt(c, 2)}×`,
+      verdict(c === undefined ? undefined : c <= 1.1),
+    ]);
+  }
+
+  // Issue 13.5: 10,000 readers on 1 vs N workers; Redis 2 nodes vs 1.
+  const sc = (t, kind) => results.scale.find((r) => r.target === t && r.kind === kind && !r.na);
+  for (const t of ["sluice-w1", "sluice-w2"]) {
+    const f = sc(t, "fanout");
+    rows.push([
+      "13.5",
+      `fan-out to ${SCALE_TARGET_N.toLocaleString("en")} readers: 100% delivered, none failed (${t})`,
+      f
+        ? `${pct(f.delivered)} at ${f.n}, ${f.failed} failed; p99 ${fmt(f.p99)} ms, ${fmt(f.cpuPerEventUs)} µs/event`
+        : "—",
+      atScale(f?.n, f ? f.delivered >= 0.995 && f.failed === 0 : undefined),
+    ]);
+  }
+  {
+    const [f1, f2] = [sc("sluice-w1", "fanout"), sc("sluice-w2", "fanout")];
+    const p = ratio(f2?.p99, f1?.p99);
+    const c = ratio(f2?.cpuPerEventUs, f1?.cpuPerEventUs);
+    rows.push([
+      "13.5",
+      "fan-out: --workers 2 ÷ --workers 1 (p99, CPU/event)",
+      p === undefined && c === undefined
+        ? "—"
+        : `p99 ${fmt(f2.p99)} vs ${fmt(f1.p99)} ms = ${fmt(p, 2)}×; ${fmt(f2.cpuPerEventUs)} vs ${fmt(f1.cpuPerEventUs)} µs/event = ${fmt(c, 2)}× (at ${f1.n})`,
+      p === undefined && c === undefined ? "not measured" : "reported (no goal)",
+    ]);
+  }
+  for (const t of ["sluice-w1", "sluice-w2"]) {
+    const i = sc(t, "idle");
+    rows.push([
+      "13.5",
+      `${SCALE_TARGET_N.toLocaleString("en")} idle readers, each its own generation: all open (${t})`,
+      i
+        ? `${i.open}/${i.n} open; ${fmt(i.kbPerConn, 2)} KB/connection, idle CPU ${fmt(i.idleCpuPct)}% of a core`
+        : "—",
+      atScale(i?.n, i ? i.open === i.n : undefined),
+    ]);
+  }
+  {
+    const [i1, i2] = [sc("sluice-w1", "idle"), sc("sluice-w2", "idle")];
+    const k = ratio(i2?.kbPerConn, i1?.kbPerConn);
+    rows.push([
+      "13.5",
+      "idle readers: --workers 2 ÷ --workers 1 (RSS per connection, idle CPU)",
+      k === undefined
+        ? "—"
+        : `${fmt(i2.kbPerConn, 2)} vs ${fmt(i1.kbPerConn, 2)} KB = ${fmt(k, 2)}×; idle CPU ${fmt(i2.idleCpuPct)}% vs ${fmt(i1.idleCpuPct)}% (at ${i1.n})`,
+      k === undefined ? "not measured" : "reported (no goal)",
+    ]);
+  }
+  const redis1 = results.cluster.capacity.find((r) => r.target === "sluice-redis" && !(r.na && !r.probes));
+  {
+    const r2 = results.cluster.capacity.find((r) => r.target === "sluice-redis-2" && !(r.na && !r.probes));
+    rows.push([
+      "13.5",
+      "Redis: 2 nodes (cores 0, 1) capacity ≥ 1.8× 1 node (core 0), 30 tok/s",
+      ...capCmp(r2, redis1, 1.8),
+    ]);
+  }
+
+  // Issue 15: WebSocket as cheap as SSE; Redis near the memory store.
+  const sse = cap("capacity", "sluice-demo");
+  const ws = cap("capacity", "sluice-ws");
+  {
+    rows.push(["15", "WS capacity ≥ SSE's, 30 tok/s (sluice-ws vs sluice-demo)", ...capCmp(ws, sse, 1)]);
+    const w5 = o500("sluice-ws");
+    const s5 = o500("sluice-demo");
+    const c5 = ratio(w5?.cpuPerEventUs, s5?.cpuPerEventUs);
+    rows.push([
+      "15",
+      "WS CPU/event ≤ SSE's at the same N = 500",
+      c5 === undefined ? "—" : `${fmt(w5.cpuPerEventUs)} vs ${fmt(s5.cpuPerEventUs)} µs = ${fmt(c5, 2)}×`,
+      verdict(c5 === undefined ? undefined : c5 <= 1),
+    ]);
+    const cc = ratio(ws?.cpuPerEventUs, sse?.cpuPerEventUs);
+    rows.push([
+      "15",
+      "WS CPU/event ≤ SSE's, each at its capacity",
+      cc === undefined
+        ? "—"
+        : `${fmt(ws.cpuPerEventUs)} µs at ${ws.at?.n} vs ${fmt(sse.cpuPerEventUs)} µs at ${sse.at?.n} = ${fmt(cc, 2)}×`,
+      verdict(cc === undefined ? undefined : cc <= 1),
+    ]);
+  }
+  {
+    // The largest fan-out size run for both transports.
+    const ns = results.fanout
+      .filter((r) => r.target === "sluice-ws" && !r.na)
+      .map((r) => r.n)
+      .filter((n) => results.fanout.some((r) => r.target === "sluice-demo" && r.n === n && !r.na));
+    const n = ns.length ? Math.max(...ns) : undefined;
+    const fw = results.fanout.find((r) => r.target === "sluice-ws" && r.n === n && !r.na);
+    const fs = results.fanout.find((r) => r.target === "sluice-demo" && r.n === n && !r.na);
+    rows.push([
+      "15",
+      `WS fan-out to ${SCALE_TARGET_N.toLocaleString("en")} readers: 100% delivered, none failed`,
+      fw ? `${pct(fw.delivered)} at ${fw.n}, ${fw.failed} failed` : "—",
+      atScale(fw?.n, fw ? fw.delivered >= 0.995 && fw.failed === 0 : undefined),
+    ]);
+    const x = ratio(fw?.p99, fs?.p99);
+    rows.push([
+      "15",
+      `WS fan-out to ${SCALE_TARGET_N.toLocaleString("en")} readers: p99 ≤ SSE's`,
+      x === undefined ? "—" : `${fmt(fw.p99)} vs ${fmt(fs.p99)} ms = ${fmt(x, 2)}× at ${fw.n}`,
+      atScale(fw?.n, x === undefined ? undefined : x <= 1),
+    ]);
+  }
+  {
+    const c = ratio(redis1?.cpuPerEventUs, sse?.cpuPerEventUs);
+    rows.push([
+      "15",
+      "Redis, 1 node: CPU/event ≤ 1.5× memory store, each at its capacity",
+      c === undefined
+        ? "—"
+        : `${fmt(redis1.cpuPerEventUs)} µs at ${redis1.at?.n} vs ${fmt(sse.cpuPerEventUs)} µs at ${sse.at?.n} = ${fmt(c, 2)}×`,
+      verdict(c === undefined ? undefined : c <= 1.5),
+    ]);
+    rows.push(["15", "Redis, 1 node: capacity ≥ 0.7× memory store", ...capCmp(redis1, sse, 0.7)]);
+  }
+  results.targets = rows.map(([issue, target, value, status]) => ({ issue, target, value, status }));
+  table("Targets (issues 3, 13, 15) (this run)", ["issue", "target", "measured", "status"], rows);
 }
 
 // ── scenario 1: overhead ──────────────────────────────────────────────────────
@@ -715,7 +887,9 @@ async function overhead() {
   const load = await noteLoad("overhead");
   const overheadNs = arg("overhead-n") ? arg("overhead-n").split(",").map(Number) : Q.overheadNs;
   for (const n of overheadNs) {
-    const list = targetsOf(n >= 1000 ? Q.bigOverheadTargets : Q.overheadTargets);
+    const list = targetsOf(
+      Q.overheadTargetsAt?.[n] ?? (n >= 1000 ? Q.bigOverheadTargets : Q.overheadTargets),
+    );
     const runs = {};
     for (let rep = 0; rep < (Q.repeatsAt?.[n] ?? Q.repeats); rep++) {
       for (const t of list) {
@@ -748,6 +922,13 @@ async function overhead() {
         if (base) row[`${k}_added`] = row[k] - median(base.map(get));
       }
       row.loadgen_cpu_pct = median(rs.map((r) => (r.loadgenCpuWindowMs / r.windowMs) * 100));
+      // Server CPU per delivered event at this N (all targets at the same N: a side-by-side figure).
+      row.cpuPerEventUs = median(rs.map((r) => r.cpuPerEventUs));
+      row.cpuPerEventUs_spread = [
+        Math.min(...rs.map((r) => r.cpuPerEventUs)),
+        Math.max(...rs.map((r) => r.cpuPerEventUs)),
+      ];
+      row.delivered = median(rs.map((r) => r.delivered));
       results.overhead.push(row);
     }
   }
@@ -765,11 +946,12 @@ async function overhead() {
       "delay p99",
       "added",
       "failed",
+      "server µs/event",
       "loadgen CPU",
     ],
     results.overhead.map((r) =>
       r.na
-        ? [TARGETS[r.target].label, r.n, `n/a: ${r.na}`, "", "", "", "", "", "", "", "", ""]
+        ? [TARGETS[r.target].label, r.n, `n/a: ${r.na}`, "", "", "", "", "", "", "", "", "", ""]
         : [
             TARGETS[r.target].label,
             r.n,
@@ -782,6 +964,7 @@ async function overhead() {
             fmt(r.delay_p99),
             fmt(r.delay_p99_added),
             r.failed,
+            r.target === "upstream" ? "—" : fmt(r.cpuPerEventUs),
             `${fmt(r.loadgen_cpu_pct, 0)}%`,
           ],
     ),
@@ -789,21 +972,24 @@ async function overhead() {
 }
 
 // ── scenario 2: capacity at 30 (and 100) tok/s ────────────────────────────────
-async function capacityOf(t, tps) {
+/** opts.start: the first probe's N (default CAP_START); opts.probes: most probes (default Q's). */
+async function capacityOf(t, tps, opts = {}) {
   let lo = 0;
   let hi = Number.POSITIVE_INFINITY;
   // --cap-n=N: one probe at N for every target (a side-by-side CPU comparison), --cap-reps=K runs.
   const fixedN = arg("cap-n") ? Number(arg("cap-n")) : undefined;
-  let n = fixedN ?? Math.min(CAP_START[t] ?? 500, Q.maxStreams);
-  if (tps >= 100 && fixedN === undefined) n = Math.max(50, Math.round(n / 2));
+  let n = fixedN ?? Math.min(opts.start ?? CAP_START[t] ?? 500, Q.maxStreams);
+  if (tps >= 100 && fixedN === undefined && opts.start === undefined) n = Math.max(50, Math.round(n / 2));
   const probes = [];
   let best;
   const maxProbes =
     fixedN !== undefined
       ? 1
-      : tps >= 100
-        ? (Q.cap100ProbesPeer[t] ?? Q.cap100Probes)
-        : (Q.capProbesPeer[t] ?? Q.capProbes);
+      : opts.probes !== undefined
+        ? opts.probes
+        : tps >= 100
+          ? (Q.cap100ProbesPeer[t] ?? Q.cap100Probes)
+          : (Q.capProbesPeer[t] ?? Q.capProbes);
   const repeats = arg("cap-reps") ? Number(arg("cap-reps")) : (Q.capRepeatsPeer[t] ?? Q.capRepeats);
   for (let k = 0; k < maxProbes && targetAlive(t); k++) {
     const reps = [];
@@ -920,62 +1106,62 @@ async function startShared(t, id, demo) {
   return { ...s, sid };
 }
 
+/** One generation at 30 tok/s read by n readers of target t (started over a ramp): a result row. */
+async function fanoutRun(t, n, load) {
+  const ramp = Q.fanRamp;
+  const ttft = ramp + Q.fanLead;
+  const windowStart = ttft + 300;
+  const windowEnd = windowStart + Q.window;
+  const demo = demoOpts({
+    seed: 1,
+    ttft_ms: ttft,
+    tokens_per_s: 30,
+    length: Math.ceil((30 * (Q.window + 1500)) / 1000),
+  });
+  const shared = sharedStream(t, ports, "x", demo);
+  if (shared.na) return { target: t, n, na: shared.na };
+  if (!targetAlive(t)) return { target: t, n, na: dead[t] };
+  let row;
+  try {
+    const s = await startShared(t, `fan${++runSeq}`, demo);
+    const specs = [];
+    for (let i = 0; i < n; i++)
+      specs.push({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) });
+    const r = await job(
+      { type: "live", transport: transportOf(t), specs, windowStart, windowEnd, endAt: windowEnd + 500 },
+      t,
+    );
+    const tokens = (30 * Q.window) / 1000;
+    row = {
+      target: t,
+      n,
+      load,
+      p50: r.delay.p50,
+      p99: r.delay.p99,
+      max: r.delay.max,
+      delivered: r.tokensInWindow / (n * tokens),
+      failed: r.failed,
+      errors: r.errors,
+      cpuPerEventUs: r.tokensInWindow ? (r.serverCpuMs * 1000) / r.tokensInWindow : Number.NaN,
+      serverCpuPct: (r.serverCpuMs / r.windowMs) * 100,
+      loadgenCpuPct: (r.loadgenCpuWindowMs / r.windowMs) * 100,
+      loadgenLagMs: r.timerLagMs,
+    };
+    log(
+      `  fan-out ${t} n=${n}: p99 ${fmt(r.delay.p99)} ms, delivered ${fmt(row.delivered * 100, 0)}%, failed ${r.failed}`,
+    );
+  } catch (e) {
+    row = { target: t, n, na: `error: ${e.message}` };
+  }
+  await quiesce(t);
+  return row;
+}
+
 async function fanout() {
   const load = await noteLoad("fan-out");
   const fanNs = arg("fan-n") ? arg("fan-n").split(",").map(Number) : Q.fanNs;
-  for (const n of fanNs) {
-    for (const t of targetsOf(Q.fanTargets)) {
-      const ramp = Q.fanRamp;
-      const ttft = ramp + Q.fanLead;
-      const windowStart = ttft + 300;
-      const windowEnd = windowStart + Q.window;
-      const demo = demoOpts({
-        seed: 1,
-        ttft_ms: ttft,
-        tokens_per_s: 30,
-        length: Math.ceil((30 * (Q.window + 1500)) / 1000),
-      });
-      const shared = sharedStream(t, ports, "x", demo);
-      if (shared.na) {
-        results.fanout.push({ target: t, n, na: shared.na });
-        continue;
-      }
-      if (!targetAlive(t)) {
-        results.fanout.push({ target: t, n, na: dead[t] });
-        continue;
-      }
-      try {
-        const s = await startShared(t, `fan${++runSeq}`, demo);
-        const specs = [];
-        for (let i = 0; i < n; i++)
-          specs.push({ ...s.reader(s.sid), at: Math.random() * ramp, localAddress: srcAddr(i) });
-        const r = await job(
-          { type: "live", transport: transportOf(t), specs, windowStart, windowEnd, endAt: windowEnd + 500 },
-          t,
-        );
-        const tokens = (30 * Q.window) / 1000;
-        results.fanout.push({
-          target: t,
-          n,
-          load,
-          p50: r.delay.p50,
-          p99: r.delay.p99,
-          max: r.delay.max,
-          delivered: r.tokensInWindow / (n * tokens),
-          failed: r.failed,
-          errors: r.errors,
-          cpuPerEventUs: r.tokensInWindow ? (r.serverCpuMs * 1000) / r.tokensInWindow : Number.NaN,
-          serverCpuPct: (r.serverCpuMs / r.windowMs) * 100,
-          loadgenCpuPct: (r.loadgenCpuWindowMs / r.windowMs) * 100,
-          loadgenLagMs: r.timerLagMs,
-        });
-        log(`  fan-out ${t} n=${n}: p99 ${fmt(r.delay.p99)} ms, failed ${r.failed}`);
-      } catch (e) {
-        results.fanout.push({ target: t, n, na: `error: ${e.message}` });
-      }
-      await quiesce(t);
-    }
-  }
+  for (const n of fanNs)
+    for (const t of targetsOf(Q.fanTargets)) results.fanout.push(await fanoutRun(t, n, load));
   table(
     "3. Fan-out: one generation at 30 tok/s, N readers; delivery delay (ms)",
     [
@@ -1032,7 +1218,7 @@ async function memory() {
       // A relay or gateway holds an upstream request per reader: that is its idle cost.
       const run = ++runSeq;
       specs = Array.from({ length: n }, (_, i) => ({
-        ...liveSpec(t, ports, `m${run}-${i}`, demo),
+        ...liveSpec(t, ports, `m${run}-${i}`, demo, i),
         at: Math.random() * ramp,
         localAddress: srcAddr(i),
       }));
@@ -1375,8 +1561,13 @@ async function cancel() {
   );
 }
 
-// ── scenario 7: two Sluice nodes on one Redis (issue 5) ───────────────────────
-/** Started only for this scenario: its own redis-server and two Sluice nodes, all on the server core. */
+// ── scenario 7: two Sluice nodes on one Redis (issue 5; 2 nodes vs 1: issue 13 part 5) ───────
+/**
+ * Started only for this scenario: its own redis-server and node A on the server core (core 0),
+ * node B on the other core (core 1, which the load generator and mock-upstream share: the
+ * machine has two). The 1-node target uses node A alone, so it has core 0 as every single-node
+ * target does; the 2-node target adds node B on core 1.
+ */
 async function startCluster() {
   if (procs.get("sluiceA")) return;
   spawnPinned(
@@ -1409,8 +1600,9 @@ async function startCluster() {
         store: `redis://127.0.0.1:${ports.redis2}`,
       }),
     );
+    const core = name === "sluiceB" ? CLIENT_CORE : SERVER_CORE;
     SPAWN[name] = () =>
-      spawnPinned(name, SERVER_CORE, node, [...prof(name), SLUICE_CLI, "serve", "--config", cfg], {
+      spawnPinned(name, core, node, [...prof(name), SLUICE_CLI, "serve", "--config", cfg], {
         cwd: ROOT,
         logDir: LOGS,
       });
@@ -1423,22 +1615,24 @@ async function startCluster() {
 async function cluster() {
   const load = await noteLoad("cluster (2 nodes, 1 Redis)");
   await startCluster();
-  const list = targetsOf(["sluice-redis", "sluice-redis-x"]);
+  const list = targetsOf(["sluice-redis", "sluice-redis-x", "sluice-redis-2"]);
   for (const t of list) {
     if (!targetAlive(t)) {
       results.cluster.capacity.push({ target: t, tps: 30, na: dead[t] });
       continue;
     }
-    const saved = Q.capProbes;
-    Q.capProbes = Q.clusterProbes;
-    try {
-      results.cluster.capacity.push({ ...(await capacityOf(t, 30)), load });
-    } finally {
-      Q.capProbes = saved;
+    const opts = { probes: Q.clusterProbes[t] ?? 1 };
+    if (t === "sluice-redis-2") {
+      // 2 nodes vs 1 (goal ≥ 1.8×): the first probe is at 1.8× the 1-node capacity of this run,
+      // so it alone says whether the goal holds; the others bracket the capacity.
+      const one = results.cluster.capacity.find((r) => r.target === "sluice-redis" && r.capacity > 0);
+      if (one) opts.start = Math.ceil(one.capacity * 1.8);
     }
+    await settleAll(`capacity ${t}`);
+    results.cluster.capacity.push({ ...(await capacityOf(t, 30, opts)), load });
   }
   // Cross-node delivery of one generation to many readers: started on A, read on B (and on A).
-  for (const t of list) {
+  for (const t of list.filter((x) => x !== "sluice-redis-2")) {
     if (!targetAlive(t)) continue;
     const n = Q.clusterFanN;
     const ramp = Q.fanRamp;
@@ -1479,11 +1673,13 @@ async function cluster() {
   }
   const single = results.capacity.find((r) => r.target === "sluice-demo");
   const singleFan = results.fanout.find((r) => r.target === "sluice-demo" && r.n === Q.clusterFanN);
+  const oneNode = results.cluster.capacity.find((r) => r.target === "sluice-redis" && r.capacity > 0);
   table(
-    "7. Two Sluice nodes on one redis-server (all server processes on core 0), 30 tok/s, SSE — next to the single node (memory store) of this run",
+    "7. Sluice nodes on one redis-server, 30 tok/s, SSE, demo — node A + redis-server on core 0, node B on core 1 (shared with the load generator and mock-upstream); next to the single node (memory store) of this run",
     [
       "target",
       "capacity",
+      "vs 1 node",
       "p99 at cap",
       "µs/event (all server procs)",
       "probes",
@@ -1495,6 +1691,7 @@ async function cluster() {
             [
               `${TARGETS["sluice-demo"].label} (memory store)`,
               single.na && !single.probes ? "n/a" : `${single.capacity} (${single.bounded})`,
+              "",
               fmt(single.at?.p99),
               fmt(single.cpuPerEventUs),
               single.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? "",
@@ -1510,6 +1707,9 @@ async function cluster() {
         return [
           TARGETS[t].label,
           !c || (c.na && !c.probes) ? `n/a: ${c?.na}` : `${c.capacity} (${c.bounded})`,
+          t !== "sluice-redis" && oneNode && c?.capacity !== undefined
+            ? `${fmt(c.capacity / oneNode.capacity, 2)}×`
+            : "",
           fmt(c?.at?.p99),
           fmt(c?.cpuPerEventUs),
           c?.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? "",
@@ -1646,6 +1846,8 @@ async function compact() {
  * get on this machine, not two free cores). Each server runs alone during its probes.
  */
 async function startWorkers(name, cores, n) {
+  // A fresh server: its targets get their JIT warm-up again before their first measured run.
+  for (const [t, ps] of Object.entries(SERVER_PROCS)) if (ps.includes(name)) warmed.delete(t);
   const cfg = join(RESULTS, `sluice-bench-${name}.json`);
   writeFileSync(cfg, JSON.stringify({ host: "127.0.0.1", port: ports[name], log_level: "warn" }));
   spawnPinned(
@@ -1726,6 +1928,172 @@ async function workers() {
   );
 }
 
+// ── scenario 9: 10,000 readers on 1 vs N workers (issue 13 part 5) ───────────────────────────
+/**
+ * (b) Idle: n readers, each on its own generation that is not producing yet (the demo's first
+ * token is 120 s away), held open: RSS per connection summed over the primary and its workers
+ * (after − before, ÷ connections open), and the server's CPU over Q.idleCpuMs while they sit idle.
+ */
+async function scaleIdle(t, n, load) {
+  const ramp = Q.idleRamp;
+  const demo = demoOpts({ seed: 1, ttft_ms: 120_000, tokens_per_s: 30, length: 10 });
+  const run = ++runSeq;
+  const specs = Array.from({ length: n }, (_, i) => ({
+    ...liveSpec(t, ports, `i${run}-${i}`, demo, i),
+    at: Math.random() * ramp,
+    localAddress: srcAddr(i),
+  }));
+  await sleep(Q.memPreMs);
+  const before = serverRss(t);
+  let after;
+  let idleCpuMs;
+  let idleMs;
+  let headed = 0;
+  let allAnswered = false;
+  // Measured once: when every reader is answered (or failed), or at the bound with those that are
+  // (the rest still connecting: the table shows how many were open).
+  let measuring;
+  const measure = () => {
+    measuring ??= (async () => {
+      await sleep(Q.memSettleMs);
+      after = serverRss(t);
+      const c0 = serverCpu(t);
+      const t0 = Date.now();
+      await sleep(Q.idleCpuMs);
+      idleCpuMs = serverCpu(t) - c0;
+      idleMs = Date.now() - t0;
+      lg.child.send({ type: "release" });
+    })();
+    return measuring;
+  };
+  const timeout = setTimeout(measure, ramp + Q.holdMaxMs);
+  const r = await job(
+    { type: "live", transport: "sse", hold: true, specs, windowStart: 0, windowEnd: 1, endAt: 0 },
+    t,
+    {
+      onHeld: (m) => {
+        clearTimeout(timeout);
+        headed = m.headed;
+        allAnswered = true;
+        measure();
+      },
+    },
+  );
+  clearTimeout(timeout);
+  await measuring;
+  after ??= serverRss(t);
+  // At the bound: the readers answered by the end of the measurement.
+  headed = headed || r.headed;
+  const row = {
+    target: t,
+    kind: "idle",
+    n,
+    load,
+    open: headed,
+    failed: r.failed,
+    errors: r.errors,
+    rssBeforeKb: before,
+    rssAfterKb: after,
+    kbPerConn: headed ? (after - before) / headed : Number.NaN,
+    idleCpuPct: idleMs ? (idleCpuMs / idleMs) * 100 : Number.NaN,
+    // false: measured at the bound (ramp + holdMaxMs) while some readers were still unanswered.
+    allAnswered,
+  };
+  log(
+    `  scale idle ${t}: ${headed}/${n} open, RSS ${before} → ${after} kB = ${fmt(row.kbPerConn, 2)} KB/connection, idle CPU ${fmt(row.idleCpuPct)}% of a core`,
+  );
+  await quiesce(t);
+  return row;
+}
+
+/**
+ * `sluice serve --workers 1` (core 0) and `--workers 2` (cores 0-1; core 1 is also the load
+ * generator's and mock-upstream's), each started fresh as scenario `workers` starts them:
+ * first (b) Q.scaleN idle readers each on its own generation (clean heap), then (a) one
+ * generation fanned out to Q.scaleN readers (as scenario `fanout`; readers land on any worker).
+ */
+async function scale() {
+  const load = await noteLoad("scale (--workers 1 vs 2: fan-out and idle readers)");
+  const n = Number(arg("scale-n") ?? Q.scaleN);
+  const plan = [
+    ["sluiceW1", String(SERVER_CORE), 1, "sluice-w1"],
+    ["sluiceW2", `${SERVER_CORE},${CLIENT_CORE}`, 2, "sluice-w2"],
+  ];
+  for (const [name, cores, k, t] of plan) {
+    if (!want(t)) continue;
+    try {
+      await startWorkers(name, cores, k);
+    } catch (e) {
+      dead[t] = `did not start: ${e.message}`;
+    }
+    const meta = { workers: k, cores };
+    if (!targetAlive(t)) {
+      results.scale.push({ target: t, kind: "idle", n, ...meta, na: dead[t] });
+      results.scale.push({ target: t, kind: "fanout", n, ...meta, na: dead[t] });
+      continue;
+    }
+    await settleAll(`scale ${t}`);
+    results.scale.push({ ...(await scaleIdle(t, n, load)), ...meta });
+    await settleAll(`scale ${t}`);
+    await warm(t);
+    results.scale.push({ ...(await fanoutRun(t, n, load)), kind: "fanout", ...meta });
+    await stopWorkers(name);
+  }
+  const get = (t, kind) => results.scale.find((r) => r.target === t && r.kind === kind);
+  const rows = [];
+  for (const t of ["sluice-w1", "sluice-w2"]) {
+    const f = get(t, "fanout");
+    const i = get(t, "idle");
+    if (!f && !i) continue;
+    rows.push([
+      TARGETS[t].label,
+      f?.na ? `n/a: ${f.na}` : f ? `${fmt(f.delivered * 100, 1)}% (failed ${f.failed})` : "—",
+      f && !f.na ? `${fmt(f.p50)} / ${fmt(f.p99)}` : "—",
+      f && !f.na ? fmt(f.cpuPerEventUs) : "—",
+      f && !f.na ? `${fmt(f.serverCpuPct, 0)}%` : "—",
+      i?.na
+        ? `n/a: ${i.na}`
+        : i
+          ? `${i.open}/${i.n} (failed ${i.failed})${i.allAnswered ? "" : ", measured at the bound"}`
+          : "—",
+      i && !i.na ? fmt(i.kbPerConn, 2) : "—",
+      i && !i.na ? `${fmt(i.idleCpuPct)}%` : "—",
+    ]);
+  }
+  const [f1, f2, i1, i2] = [
+    get("sluice-w1", "fanout"),
+    get("sluice-w2", "fanout"),
+    get("sluice-w1", "idle"),
+    get("sluice-w2", "idle"),
+  ];
+  const x = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b ? `${fmt(a / b, 2)}×` : "—");
+  if (f1 || i1)
+    rows.push([
+      "--workers 2 ÷ --workers 1",
+      "",
+      `p99 ${x(f2?.p99, f1?.p99)}`,
+      x(f2?.cpuPerEventUs, f1?.cpuPerEventUs),
+      "",
+      "",
+      x(i2?.kbPerConn, i1?.kbPerConn),
+      x(i2?.idleCpuPct, i1?.idleCpuPct),
+    ]);
+  table(
+    `9. Scale on one machine, SSE, demo: ${n.toLocaleString("en")} readers of one generation (30 tok/s), and ${n.toLocaleString("en")} idle readers each on its own not-yet-producing generation — --workers 1 on core 0, --workers 2 on cores 0-1 (core 1 shared with the load generator); CPU and RSS summed over the primary and its workers`,
+    [
+      "target",
+      "fan-out: delivered",
+      "p50 / p99 ms",
+      "µs/event",
+      "server CPU",
+      "idle: open",
+      "KB / connection",
+      "idle CPU (of a core)",
+    ],
+    rows,
+  );
+}
+
 // ── main ──────────────────────────────────────────────────────────────────────
 let exitCode = 0;
 const onSignal = async () => {
@@ -1784,6 +2152,7 @@ try {
     compact,
     cluster,
     workers,
+    scale,
   };
   for (const s of SCENARIOS) {
     if (!run[s]) throw new Error(`unknown scenario ${s}`);

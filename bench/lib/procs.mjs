@@ -74,10 +74,9 @@ export function cpuMs(pid) {
   }
 }
 
-/** CPU of a process and all its descendants now alive (a --workers primary and its workers). */
-export function treeCpuMs(pid) {
-  if (pid === undefined) return Number.NaN;
-  let total = cpuMs(pid);
+/** A process and all its descendants now alive (a --workers primary and its workers). */
+export function treePids(pid) {
+  if (pid === undefined) return [];
   const { readdirSync, readFileSync } = fs;
   const parent = new Map();
   for (const name of readdirSync("/proc")) {
@@ -93,12 +92,30 @@ export function treeCpuMs(pid) {
     for (const [child, ppid] of parent) {
       if (tree.has(ppid) && !tree.has(child)) {
         tree.add(child);
-        total += cpuMs(child);
         grew = true;
       }
     }
   }
+  return [...tree];
+}
+
+/** f(pid) + f(each descendant); a descendant that exits while it is read counts 0. */
+function treeSum(pid, f) {
+  let total = f(pid);
+  for (const p of treePids(pid)) if (p !== pid) total += f(p) || 0;
   return total;
+}
+
+/** CPU of a process and all its descendants now alive (a --workers primary and its workers). */
+export function treeCpuMs(pid) {
+  if (pid === undefined) return Number.NaN;
+  return treeSum(pid, cpuMs);
+}
+
+/** RSS summed over a process and its descendants (a --workers primary and its workers). */
+export function treeRssKb(pid) {
+  if (pid === undefined) return Number.NaN;
+  return treeSum(pid, rssKb);
 }
 
 export function rssKb(pid) {

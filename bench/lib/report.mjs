@@ -83,9 +83,31 @@ export function renderHtml(res) {
     "ms",
     res.cancel.filter((r) => !r.na).map((r) => ({ label: label(r.target), value: r.p50 })),
   );
+  const scale = res.scale ?? [];
+  body += bars(
+    "Scale: one generation to N readers, --workers 1 vs 2 — delivery p99",
+    "ms",
+    scale
+      .filter((r) => r.kind === "fanout" && !r.na)
+      .map((r) => ({ label: `${label(r.target)} (${r.n})`, value: r.p99 })),
+  );
+  body += bars(
+    "Scale: idle readers, each on its own generation, --workers 1 vs 2 — RSS per connection (primary + workers)",
+    "KB",
+    scale
+      .filter((r) => r.kind === "idle" && !r.na)
+      .map((r) => ({ label: `${label(r.target)} (${r.n})`, value: r.kbPerConn })),
+  );
+  if (res.targets?.length)
+    body += `<h3>Targets (issues 3, 13, 15)</h3><table border="1" cellpadding="3" style="border-collapse:collapse;font-size:12px"><tr><th>issue</th><th>target</th><th>measured</th><th>status</th></tr>${res.targets
+      .map(
+        (t) =>
+          `<tr><td>${esc(t.issue ?? "")}</td><td>${esc(t.target)}</td><td>${esc(t.value)}</td><td>${esc(t.status)}</td></tr>`,
+      )
+      .join("")}</table>`;
   const na = [];
-  for (const k of ["overhead", "capacity", "capacity100", "fanout", "memory", "resume", "cancel"])
-    for (const r of res[k])
+  for (const k of ["overhead", "capacity", "capacity100", "fanout", "memory", "resume", "cancel", "scale"])
+    for (const r of res[k] ?? [])
       if (r.na && !r.probes) na.push(`<li>${esc(k)} — ${esc(label(r.target))}: ${esc(r.na)}</li>`);
   if (na.length) body += `<h3>Not measured (and why)</h3><ul>${na.join("")}</ul>`;
   body += `<h3>Raw results</h3><pre>${esc(JSON.stringify(res, null, 2))}</pre>`;

@@ -39,6 +39,11 @@ export const TARGETS = {
     kind: "sluice",
     note: "two Sluice nodes on one redis-server: each generation started on node A, its reader on node B",
   },
+  "sluice-redis-2": {
+    label: "Sluice on Redis, 2 nodes: half the generations on each",
+    kind: "sluice",
+    note: "two Sluice nodes on one redis-server, node A on core 0 (with redis-server), node B on core 1 (with the load generator): even readers start and read their generation on A, odd ones on B",
+  },
   "sluice-w1": {
     label: "Sluice --workers 1 (demo)",
     kind: "sluice",
@@ -90,8 +95,8 @@ function sluiceBody(model, demo, extra = {}) {
 
 const SSE = { accept: "text/event-stream" };
 
-/** A reader that starts its own generation and reads it live. */
-export function liveSpec(target, ports, id, demo) {
+/** A reader that starts its own generation and reads it live; `i` = the reader's index in its run. */
+export function liveSpec(target, ports, id, demo, i = 0) {
   switch (target) {
     case "upstream":
       return {
@@ -121,6 +126,15 @@ export function liveSpec(target, ports, id, demo) {
     case "sluice-redis":
       return {
         port: ports.sluiceA,
+        method: "POST",
+        path: "/v1/streams",
+        headers: { "content-type": "application/json", ...SSE },
+        body: sluiceBody("demo", demo, { on_disconnect: "cancel" }),
+      };
+    case "sluice-redis-2":
+      // Half the generations on each node, each read on the node that runs it.
+      return {
+        port: i % 2 === 0 ? ports.sluiceA : ports.sluiceB,
         method: "POST",
         path: "/v1/streams",
         headers: { "content-type": "application/json", ...SSE },
@@ -256,6 +270,23 @@ export function sharedStream(target, ports, id, demo) {
         }),
         resume: "last-event-id",
       };
+    case "sluice-w1":
+    case "sluice-w2": {
+      // Started by one request (on whichever worker takes it); readers connect to the primary's
+      // port and land on any worker (node:cluster round-robin): on 2 workers about half follow
+      // a generation another worker owns.
+      const port = target === "sluice-w1" ? ports.sluiceW1 : ports.sluiceW2;
+      return {
+        start: { url: `http://127.0.0.1:${port}/v1/streams`, body: sluiceBody("demo", demo), idFrom: "json" },
+        reader: (sid, offset = "-1") => ({
+          port,
+          method: "GET",
+          path: `/v1/streams/${sid}?offset=${offset}`,
+          headers: SSE,
+        }),
+        resume: "last-event-id",
+      };
+    }
     case "durable":
       return {
         start: {
