@@ -17,7 +17,7 @@ import { type Running, readSse, startSluice, waitForStatus } from "./helpers.js"
 class RecordingStore extends MemoryStore {
   readonly batches: string[][] = [];
   override append(id: string, records: RecordInput[], opts?: AppendOptions): Promise<AppendResult> {
-    this.batches.push(records.map((r) => r.type));
+    this.batches.push(records.map((r) => r.type ?? ""));
     return super.append(id, records, opts);
   }
 }
