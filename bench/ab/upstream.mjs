@@ -4,7 +4,10 @@
 // core 1, Sluice to core 0), each read live over SSE (POST /v1/streams, Accept: text/event-stream).
 // Reports per build: server CPU per delivered event over a SECS window, events delivered,
 // delivery delay (receive − the token's due time) p50/p99/max, and the client's TTFT p50/p99
-// plus the server's sluice_ttft_phase_seconds when the build has it. Builds alternate.
+// (ramp: the N streams on a just-started server; probes: a short generation every 250 ms inside
+// the window, on a warm server under the load), and for the window the server's
+// sluice_ttft_phase_seconds (when the build has it), GC, event-loop delay, and the load
+// generator's own loop delay. Builds alternate.
 // --callgrind: Sluice runs under valgrind's callgrind, instructions counted only in the window
 // (callgrind_control -i on/off): Ir per delivered event, immune to the machine's load (use a
 // small N: the server runs ~50x slower).
@@ -47,46 +50,60 @@ function q(a, p) {
   return a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : Number.NaN;
 }
 
-/** Each phase of sluice_ttft_phase_seconds: mean and p99 (the bucket bound it falls under), ms. */
-async function phases(url) {
+/** The counters this script reads from /metrics: TTFT phases and GC (cumulative), loop lag. */
+async function scrape(url) {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const out = {};
-  for (const m of text.matchAll(/^sluice_ttft_phase_seconds_(sum|count)\{phase="([^"]+)"\} (\S+)/gm)) {
-    out[m[2]] ??= { buckets: [] };
-    out[m[2]][m[1]] = Number(m[3]);
-  }
-  for (const m of text.matchAll(/^sluice_ttft_phase_seconds_bucket\{le="([^"]+)",phase="([^"]+)"\} (\S+)/gm))
-    out[m[2]]?.buckets.push([Number(m[1]), Number(m[3])]);
-  for (const m of text.matchAll(/^sluice_ttft_phase_seconds_bucket\{phase="([^"]+)",le="([^"]+)"\} (\S+)/gm))
-    out[m[1]]?.buckets.push([Number(m[2]), Number(m[3])]);
-  const res = {};
-  const num = (re) => Number(text.match(re)?.[1] ?? Number.NaN);
-  res.server_loop_lag = {
-    p99: +(num(/^nodejs_eventloop_lag_p99_seconds (\S+)/m) * 1000).toFixed(1),
-    max: +(num(/^nodejs_eventloop_lag_max_seconds (\S+)/m) * 1000).toFixed(1),
+  const hist = (name, label) => {
+    const out = {};
+    for (const m of text.matchAll(new RegExp(`^${name}_(sum|count)\\{${label}="([^"]+)"\\} (\\S+)`, "gm"))) {
+      out[m[2]] ??= { buckets: {} };
+      out[m[2]][m[1]] = Number(m[3]);
+    }
+    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\S+)`, "gm"))) {
+      const le = m[1].match(/le="([^"]+)"/)?.[1];
+      const lv = m[1].match(new RegExp(`${label}="([^"]+)"`))?.[1];
+      if (le !== undefined && lv !== undefined && out[lv]) out[lv].buckets[le] = Number(m[2]);
+    }
+    return out;
   };
-  const gc = {};
-  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="([^"]+)"\} (\S+)/gm)) {
-    gc[m[2]] ??= {};
-    gc[m[2]][m[1]] = Number(m[3]);
-  }
-  for (const m of text.matchAll(
-    /^nodejs_gc_duration_seconds_bucket\{le="([^"]+)",kind="([^"]+)"\} (\S+)/gm,
-  )) {
-    if (m[1] === "0.1" && gc[m[2]]) gc[m[2]].over_100ms = (gc[m[2]].count ?? 0) - Number(m[3]);
-  }
-  for (const [k, v] of Object.entries(gc))
-    res[`server_gc_${k}`] = {
-      n: v.count,
-      total_ms: Math.round((v.sum ?? 0) * 1000),
-      over_100ms: v.over_100ms,
-    };
-  for (const [k, v] of Object.entries(out)) {
+  const num = (re) => Number(text.match(re)?.[1] ?? Number.NaN);
+  return {
+    phases: hist("sluice_ttft_phase_seconds", "phase"),
+    gc: hist("nodejs_gc_duration_seconds", "kind"),
+    // prom-client resets its loop-delay histogram at each scrape: this is since the last one.
+    loop: {
+      p99: +(num(/^nodejs_eventloop_lag_p99_seconds (\S+)/m) * 1000).toFixed(1),
+      max: +(num(/^nodejs_eventloop_lag_max_seconds (\S+)/m) * 1000).toFixed(1),
+    },
+  };
+}
+
+/** What happened between two scrapes: per phase mean and p99 bucket bound (ms), GC, loop lag. */
+function windowOf(a, b) {
+  const diff = (x, y) => {
+    const res = {};
+    for (const [k, v] of Object.entries(y)) {
+      const u = x?.[k] ?? { sum: 0, count: 0, buckets: {} };
+      const count = v.count - (u.count ?? 0);
+      const sum = v.sum - (u.sum ?? 0);
+      const buckets = Object.entries(v.buckets)
+        .map(([le, c]) => [le === "+Inf" ? Number.POSITIVE_INFINITY : Number(le), c - (u.buckets[le] ?? 0)])
+        .sort((p, q) => p[0] - q[0]);
+      res[k] = { sum, count, buckets };
+    }
+    return res;
+  };
+  const out = { loop_lag_ms: b.loop, phases_ms: {}, gc: {} };
+  for (const [k, v] of Object.entries(diff(a.phases, b.phases))) {
     if (!v.count) continue;
-    const p99 = v.buckets.sort((x, y) => x[0] - y[0]).find(([, c]) => c >= 0.99 * v.count)?.[0];
-    res[k] = { mean: +((v.sum / v.count) * 1000).toFixed(3), p99_le: p99 === undefined ? null : p99 * 1000 };
+    const p99 = v.buckets.find(([, c]) => c >= 0.99 * v.count)?.[0];
+    out.phases_ms[k] = { n: v.count, mean: +((v.sum / v.count) * 1000).toFixed(3), p99_le: p99 * 1000 };
   }
-  return res;
+  for (const [k, v] of Object.entries(diff(a.gc, b.gc))) {
+    const under = v.buckets.find(([le]) => le === 0.1)?.[1] ?? v.count;
+    out.gc[k] = { n: v.count, total_ms: Math.round(v.sum * 1000), over_100ms: v.count - under };
+  }
+  return out;
 }
 
 async function once(root) {
@@ -143,69 +160,69 @@ async function once(root) {
     c1 = cpuMs(srv.pid);
     cg(false);
   });
-  for (let i = 0; i < N; i++) {
-    setTimeout(
-      () => {
-        const sent = now();
-        let first = true;
-        let buf = "";
-        const body = JSON.stringify({
-          model: "up",
-          messages: [{ role: "user", content: "Explain how a durable stream log works" }],
-          demo: {
-            seed: i + 1,
-            ttft_ms: 0,
-            tokens_per_s: TPS,
-            length: Math.ceil(TPS * (SECS + 6)),
-            jitter: 0,
-            stamp: true,
-          },
-          on_disconnect: "cancel",
-        });
-        conns.push(
-          openHttp(
-            {
-              port: PORT,
-              method: "POST",
-              path: "/v1/streams",
-              headers: { "content-type": "application/json", accept: "text/event-stream" },
-              body,
-            },
-            {
-              onBody(text, t) {
-                buf += text;
-                let start = 0;
-                for (;;) {
-                  const end = buf.indexOf("\n\n", start);
-                  if (end < 0) break;
-                  const ev = buf.slice(start, end);
-                  start = end + 2;
-                  if (!ev.includes("text-delta")) continue;
-                  if (first) {
-                    first = false;
-                    ttfts.push(t - sent);
-                  }
-                  if (t >= wStart && t < wEnd) {
-                    events++;
-                    const d = ev.indexOf('"due":');
-                    if (d >= 0) delays.push(t - Number.parseInt(ev.slice(d + 6), 10));
-                  }
-                }
-                if (start) buf = buf.slice(start);
-              },
-              onError() {
-                failed++;
-              },
-            },
-          ),
-        );
+  /** One generation read live; `probe`: a short one started inside the window (warm TTFT). */
+  const open = (seed, length, probe) => {
+    const sent = now();
+    let first = true;
+    let buf = "";
+    const body = JSON.stringify({
+      model: "up",
+      messages: [{ role: "user", content: "Explain how a durable stream log works" }],
+      demo: { seed, ttft_ms: 0, tokens_per_s: TPS, length, jitter: 0, stamp: true },
+      on_disconnect: "cancel",
+    });
+    const conn = openHttp(
+      {
+        port: PORT,
+        method: "POST",
+        path: "/v1/streams",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body,
       },
-      (i / N) * ramp,
+      {
+        onBody(text, t) {
+          buf += text;
+          let start = 0;
+          for (;;) {
+            const end = buf.indexOf("\n\n", start);
+            if (end < 0) break;
+            const ev = buf.slice(start, end);
+            start = end + 2;
+            if (!ev.includes("text-delta")) continue;
+            if (first) {
+              first = false;
+              (probe ? probeTtfts : ttfts).push(t - sent);
+            }
+            if (!probe && t >= wStart && t < wEnd) {
+              events++;
+              const d = ev.indexOf('"due":');
+              if (d >= 0) delays.push(t - Number.parseInt(ev.slice(d + 6), 10));
+            }
+          }
+          if (start) buf = buf.slice(start);
+        },
+        onError() {
+          if (!probe) failed++;
+        },
+      },
     );
-  }
+    conns.push(conn);
+  };
+  for (let i = 0; i < N; i++)
+    setTimeout(() => open(i + 1, Math.ceil(TPS * (SECS + 6)), false), (i / N) * ramp);
+  // Probes: a 3-token generation every 250 ms inside the window, on a warm server at load N.
+  const probeTtfts = [];
+  const probes = setInterval(() => {
+    if (now() >= wStart && now() < wEnd - 500) open(100000 + probeTtfts.length, 3, true);
+  }, 250);
+  let base;
+  setTimeout(() => {
+    scrape(url).then((x) => (base = x));
+  }, wStart - now());
   await ended;
+  clearInterval(probes);
   await sleep(50);
-  const ph = await phases(url).catch(() => undefined);
+  const ph = base ? windowOf(base, await scrape(url)) : undefined;
   for (const c of conns) c.close();
   let ir;
   if (CALLGRIND) {
@@ -221,6 +238,7 @@ async function once(root) {
   }
   delays.sort((a, b) => a - b);
   ttfts.sort((a, b) => a - b);
+  probeTtfts.sort((a, b) => a - b);
   return {
     root,
     events,
@@ -232,11 +250,16 @@ async function once(root) {
       p99: +q(delays, 0.99).toFixed(1),
       max: +(delays.at(-1) ?? 0).toFixed(1),
     },
-    ttft_ms: { p50: +q(ttfts, 0.5).toFixed(2), p99: +q(ttfts, 0.99).toFixed(2) },
+    ttft_ms_ramp: { p50: +q(ttfts, 0.5).toFixed(2), p99: +q(ttfts, 0.99).toFixed(2) },
+    ttft_ms_probes: {
+      n: probeTtfts.length,
+      p50: +q(probeTtfts, 0.5).toFixed(2),
+      p99: +q(probeTtfts, 0.99).toFixed(2),
+    },
     failed,
     client_loop_delay_ms: { p99: +(loop.percentile(99) / 1e6).toFixed(1), max: +(loop.max / 1e6).toFixed(1) },
     ...(ir !== undefined ? { ir_per_event: Math.round(ir / events) } : {}),
-    ...(ph ? { server: ph } : {}),
+    ...(ph ? { server_window: ph } : {}),
   };
 }
 
