@@ -155,7 +155,10 @@ export class OpenAICompatibleProvider implements Provider {
             }
             if (message.event === "error") {
               // What came before the error in this read is handed over first (as if read alone).
-              if (events.length > 0) await handOver(sink, events, signal);
+              if (events.length > 0) {
+                const held = handOver(sink, events, signal);
+                if (held) await held;
+              }
               const msg = errorMessageOf(data) ?? snippet(data);
               throw new SluiceError("upstream_error", redact(`upstream error: ${msg}`));
             }
@@ -165,7 +168,10 @@ export class OpenAICompatibleProvider implements Provider {
               chunkDue = reader.read(data, events);
             } catch (err) {
               events.length = from;
-              if (events.length > 0) await handOver(sink, events, signal);
+              if (events.length > 0) {
+                const held = handOver(sink, events, signal);
+                if (held) await held;
+              }
               throw err;
             }
             // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
@@ -179,7 +185,10 @@ export class OpenAICompatibleProvider implements Provider {
         } finally {
           messages.length = 0;
         }
-        if (events.length > 0) await handOver(sink, events, signal);
+        if (events.length > 0) {
+          const held = handOver(sink, events, signal);
+          if (held) await held;
+        }
         if (sawDone) break read;
       }
       // Whatever follows [DONE] (normally just the end of the body) is drained, bounded, so the
@@ -194,10 +203,14 @@ export class OpenAICompatibleProvider implements Provider {
         for (const event of state.final()) events.push(event);
       } catch (err) {
         // The calls before a malformed one are handed over first, as the iterator gave them.
-        if (events.length > 0) await handOver(sink, events, signal);
+        if (events.length > 0) {
+          const held = handOver(sink, events, signal);
+          if (held) await held;
+        }
         throw err;
       }
-      await handOver(sink, events, signal);
+      const held = handOver(sink, events, signal);
+      if (held) await held;
     } finally {
       // Stopped early (error, abort, consumer gone): close the upstream body.
       sse.close();
@@ -205,11 +218,24 @@ export class OpenAICompatibleProvider implements Provider {
   }
 }
 
-/** One read's events to the sink; an abort (cancel, or the sink stopping at max_tokens) ends here. */
-async function handOver(sink: ProviderSink, events: ProviderEvent[], signal: AbortSignal): Promise<void> {
+/**
+ * One read's events to the sink; an abort (cancel, or the sink stopping at max_tokens) ends
+ * here. Not async: with the runner's synchronous sink it costs no promise and no await per read
+ * (the caller awaits only a promise the sink returned).
+ */
+function handOver(
+  sink: ProviderSink,
+  events: ProviderEvent[],
+  signal: AbortSignal,
+): Promise<void> | undefined {
   const held = sink(events);
-  if (held !== undefined) await held;
+  if (held !== undefined) {
+    return held.then(() => {
+      if (signal.aborted) throw signal.reason;
+    });
+  }
   if (signal.aborted) throw signal.reason;
+  return undefined;
 }
 
 interface ToolCallState {
