@@ -5,7 +5,8 @@
 // HTTP client + SSE parsing + chunk mapping), events delivered and the delay p99 (receive − due).
 //   taskset -c 0 node bench/provider-path.mjs [module.js] [--n=300] [--tps=30] [--secs=4]
 // `module.js` defaults to packages/server/dist/providers/openai-compatible.js (pass another build
-// of the file to compare two versions in the same conditions).
+// of the file to compare two versions in the same conditions). A build with Provider.push is read
+// through it (one call per upstream read), unless --pull.
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { startMockUpstream } from "./lib/mock-upstream.mjs";
@@ -18,6 +19,8 @@ const modPath =
 const N = arg("n", 300);
 const TPS = arg("tps", 30);
 const SECS = arg("secs", 4);
+/** --pull: read through `stream()` (the async iterator) even where the build has `push`. */
+const PULL = argv.includes("--pull");
 const { OpenAICompatibleProvider } = await import(pathToFileURL(resolve(ROOT, modPath)).href);
 
 const { port, proc: up } = await startMockUpstream(ROOT);
@@ -50,13 +53,21 @@ async function one(i) {
       stamp: true,
     },
   };
+  const take = (e) => {
+    const t = now();
+    if (t >= wStart && t < wEnd) {
+      events++;
+      if (typeof e.due === "number") delays.push(t - e.due);
+    }
+  };
   try {
-    for await (const e of provider.stream(req, { signal: ac.signal, clock })) {
-      const t = now();
-      if (t >= wStart && t < wEnd) {
-        events++;
-        if (typeof e.due === "number") delays.push(t - e.due);
-      }
+    if (provider.push && !PULL) {
+      // The push path (what the runner uses): one call per upstream read.
+      await provider.push(req, { signal: ac.signal, clock }, (events) => {
+        for (const e of events) take(e);
+      });
+    } else {
+      for await (const e of provider.stream(req, { signal: ac.signal, clock })) take(e);
     }
   } catch (e) {
     if (!ac.signal.aborted) failed++;
@@ -73,6 +84,7 @@ const cpuMs = (c.user + c.system) / 1000;
 console.log(
   JSON.stringify({
     module: modPath,
+    path: provider.push && !PULL ? "push" : "pull",
     n: N,
     tps: TPS,
     events,

@@ -14,6 +14,11 @@ export interface GenerationTrack {
   token(): void;
   /** A try at `route` failed before its first token; another try (or a fallback) follows. */
   retry?(route: string): void;
+  /**
+   * Once, when the first output token's append has committed: the TTFT phase marks
+   * (core/phases.ts; performance.now() values, 0 for a phase not reached).
+   */
+  phases?(at: Float64Array): void;
   /** The generation ended with this terminal event. */
   end(terminal: TerminalEvent): void;
 }

@@ -8,7 +8,7 @@ import {
   type TerminalEvent,
   type UsageEvent,
 } from "@sluice/protocol";
-import type { ProviderEvent } from "../providers/provider.js";
+import type { ProviderContext, ProviderEvent } from "../providers/provider.js";
 import { redactUpstreamText } from "../providers/upstream-http.js";
 import {
   type EndStatus,
@@ -22,6 +22,16 @@ import { type Clock, realClock } from "./clock.js";
 import { type Coordinator, LocalCoordinator } from "./coordinator.js";
 import { newStreamId } from "./ids.js";
 import type { GenerationObserver, GenerationTrack } from "./observer.js";
+import {
+  PHASE_CREATE,
+  PHASE_FIRST_APPEND,
+  PHASE_FIRST_PARSED,
+  PHASE_LEASE,
+  PHASE_RECEIVED,
+  PHASE_ROUTE,
+  PHASE_START_APPEND,
+  PhaseMarks,
+} from "./phases.js";
 import { isInternalFailure, publicError } from "./public-error.js";
 import type { GenerationRequest } from "./request.js";
 import { DEFAULT_RETRY, type Route, type RouteTable } from "./routes.js";
@@ -73,6 +83,8 @@ interface Generation {
   track?: GenerationTrack | undefined;
   /** Its share of the memory budget, if there is one. */
   hold?: GenerationHold | undefined;
+  /** TTFT phase marks (core/phases.ts). */
+  marks: PhaseMarks;
 }
 
 export interface Usage {
@@ -147,10 +159,13 @@ export class Runner {
   /** Starts a generation; resolves once the stream exists with its `start` event. */
   async start(request: GenerationRequest, opts: StartOptions = {}): Promise<StreamInfo> {
     if (!this.accepting) throw new SluiceError("capacity_exceeded", "the server is shutting down");
+    const marks = new PhaseMarks();
+    marks.mark(PHASE_RECEIVED);
     const route = this.routes.resolve(request.model);
     // Every route that may serve it (fallbacks too) must be able to honour the whole request.
     for (const r of this.routes.chain(route))
       r.provider.check?.({ ...request, upstream_model: r.upstream_model });
+    marks.mark(PHASE_ROUTE);
     const id = newStreamId();
     const createdAt = new Date(this.clock.now()).toISOString();
     const init = {
@@ -177,8 +192,10 @@ export class Runner {
       hold?.release();
       throw err;
     }
+    marks.mark(PHASE_LEASE);
     try {
       await this.store.create(init);
+      marks.mark(PHASE_CREATE);
     } catch (err) {
       hold?.release();
       await this.coordinator.release(id).catch(() => {});
@@ -192,10 +209,11 @@ export class Runner {
     };
     const controller = new AbortController();
     const track = this.observer?.begin({ id, route: route.name, model: request.model });
-    const gen: Generation = { id, controller, done: Promise.resolve(), track, hold };
+    const gen: Generation = { id, controller, done: Promise.resolve(), track, hold, marks };
     this.running.set(id, gen);
     try {
       await this.store.append(id, [encode(start)]);
+      marks.mark(PHASE_START_APPEND);
     } catch (err) {
       this.running.delete(id);
       hold?.release();
@@ -236,6 +254,13 @@ export class Runner {
     const appender = new Appender(this.store, id, this.maxBufferedEvents, (err) => this.onError(err, id));
     // On a store that keeps records elsewhere (SQLite, Redis), a record stops counting once stored.
     if (hold && !this.recordsInMemory) appender.onStored = (bytes) => hold.uncharge(bytes);
+    const track = gen.track;
+    if (track?.phases) {
+      appender.onFirstStored = () => {
+        gen.marks.mark(PHASE_FIRST_APPEND);
+        track.phases?.(gen.marks.at);
+      };
+    }
     let deadline: NodeJS.Timeout | undefined;
     if (request.timeout_ms !== undefined) {
       const ms = request.timeout_ms;
@@ -310,30 +335,65 @@ export class Runner {
     }
   }
 
-  /** One attempt on one route: the provider's events, shaped, charged to the budget, appended. */
+  /**
+   * One attempt on one route: the provider's events, shaped, charged to the budget, appended.
+   * A push provider hands over each upstream read's events at once: they become one append
+   * (one batch of records, one wake of the readers), each event still its own record.
+   */
   private async streamOnce(ctx: RunContext, route: Route): Promise<void> {
-    const { gen, signal, appender, shaper } = ctx;
+    const { gen, signal, appender } = ctx;
+    const provider = route.provider;
     const providerRequest = { ...ctx.request, upstream_model: route.upstream_model };
-    for await (const ev of route.provider.stream(providerRequest, { signal, clock: this.clock })) {
-      if (signal.aborted) break;
-      const out = shaper.shape(ev);
-      if (out === undefined) continue;
-      if (out === MAX_TOKENS) {
-        // The provider should stop by itself at max_tokens (and may still send its usage and
-        // finish); a token past it means it doesn't, so we stop it.
-        gen.controller.abort({ kind: "max_tokens" } satisfies StopReason);
-        break;
-      }
-      if (shaper.counted) gen.track?.token();
-      const rec = encode(out);
-      // Past its own memory bound or the node's, the generation ends here (stream_too_large /
-      // capacity_exceeded) rather than the process running out of heap.
-      const over = gen.hold?.charge(recordCost(rec));
-      if (over) throw over;
-      appender.push(rec);
-      ctx.appended++;
-      if (appender.failed) throw appender.failed;
+    const pctx: ProviderContext = { signal, clock: this.clock, mark: gen.marks.mark };
+    if (provider.push) {
+      await provider.push(providerRequest, pctx, (events) => {
+        if (signal.aborted) return; // the provider throws the reason when the sink returns
+        try {
+          for (let i = 0; i < events.length; i++) {
+            if (!this.take(ctx, events[i] as ProviderEvent)) break;
+          }
+        } finally {
+          appender.flush();
+        }
+        if (appender.failed) throw appender.failed;
+      });
+      return;
     }
+    for await (const ev of provider.stream(providerRequest, pctx)) {
+      if (signal.aborted) break;
+      const more = this.take(ctx, ev);
+      appender.flush();
+      if (appender.failed) throw appender.failed;
+      if (!more) break;
+    }
+  }
+
+  /**
+   * One provider event: shaped, charged, queued on the appender (the caller flushes). False
+   * when the generation must stop taking events (max_tokens reached: its signal is aborted).
+   */
+  private take(ctx: RunContext, ev: ProviderEvent): boolean {
+    const { gen, appender, shaper } = ctx;
+    const out = shaper.shape(ev);
+    if (out === undefined) return true;
+    if (out === MAX_TOKENS) {
+      // The provider should stop by itself at max_tokens (and may still send its usage and
+      // finish); a token past it means it doesn't, so we stop it.
+      gen.controller.abort({ kind: "max_tokens" } satisfies StopReason);
+      return false;
+    }
+    if (shaper.counted) {
+      gen.track?.token();
+      if (shaper.outputTokens === 1) gen.marks.mark(PHASE_FIRST_PARSED);
+    }
+    const rec = encode(out);
+    // Past its own memory bound or the node's, the generation ends here (stream_too_large /
+    // capacity_exceeded) rather than the process running out of heap.
+    const over = gen.hold?.charge(recordCost(rec));
+    if (over) throw over;
+    appender.add(rec);
+    ctx.appended++;
+    return !appender.failed;
   }
 
   /** Why the generation ended: a stop (cancel, deadline, …), the provider's finish, or an error. */
@@ -614,6 +674,8 @@ class Appender {
   failed: SluiceError | undefined;
   /** Told the cost of each batch the store has taken (memory budget). */
   onStored: ((bytes: number) => void) | undefined;
+  /** Told once, when the first batch has been stored (TTFT phases). */
+  onFirstStored: (() => void) | undefined;
 
   constructor(
     private readonly store: Store,
@@ -624,6 +686,12 @@ class Appender {
   ) {}
 
   push(rec: RecordInput): void {
+    this.add(rec);
+    this.flush();
+  }
+
+  /** Queues a record; it is stored with the next flush (with the others queued since). */
+  add(rec: RecordInput): void {
     // After a failed append nothing more is stored (and a drain would finish synchronously,
     // leaving `inFlight` set to a settled promise that close() would await forever).
     if (this.failed) return;
@@ -635,7 +703,11 @@ class Appender {
       return;
     }
     this.pending.push(rec);
-    if (!this.inFlight) this.inFlight = this.drain();
+  }
+
+  /** Starts storing what is queued (one append), unless an append is in flight: it follows that one. */
+  flush(): void {
+    if (this.pending.length > 0 && !this.inFlight && !this.failed) this.inFlight = this.drain();
   }
 
   private async drain(): Promise<void> {
@@ -645,6 +717,11 @@ class Appender {
         this.pending = [];
         try {
           await this.store.append(this.id, batch);
+          if (this.onFirstStored) {
+            const first = this.onFirstStored;
+            this.onFirstStored = undefined;
+            first();
+          }
           if (this.onStored) {
             let bytes = 0;
             for (const r of batch) bytes += recordCost(r);

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { Hub } from "../core/hub.js";
 import type { GenerationObserver, GenerationTrack } from "../core/observer.js";
+import { TTFT_PHASES } from "../core/phases.js";
 import type { Runner } from "../core/runner.js";
 import type { Store } from "../stores/store.js";
 import { BatchedHistogram, type HistogramSeries } from "./batched-histogram.js";
@@ -10,6 +11,10 @@ import { BatchedHistogram, type HistogramSeries } from "./batched-histogram.js";
 /** Latency buckets in seconds: 1 ms … 30 s. */
 const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** TTFT phases: 50 µs … 2.5 s. */
+const PHASE_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+];
 const STORE_BUCKETS = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1];
 /** Tokens are added to the counter in batches of this many (and at the end). */
 const TOKEN_BATCH = 32;
@@ -24,6 +29,8 @@ export interface LiveStream {
   started_at: number;
   tokens: number;
   ttft_ms: number | undefined;
+  /** TTFT phases: ms from `received` to each phase reached (core/phases.ts), once known. */
+  ttft_phases_ms?: Record<string, number> | undefined;
 }
 
 export interface EndedStream extends LiveStream {
@@ -75,6 +82,9 @@ export class Metrics implements GenerationObserver {
   readonly upstreamRetries: Counter<"route">;
   readonly slowReaderDisconnects: Counter;
   readonly storeOps: BatchedHistogram;
+  readonly ttftPhases: BatchedHistogram;
+  /** The series of each TTFT phase, by index in TTFT_PHASES (index 0, `received`, has none). */
+  readonly phaseSeries: HistogramSeries[];
 
   private hub: Hub | undefined;
   private runner: Runner | undefined;
@@ -161,6 +171,14 @@ export class Metrics implements GenerationObserver {
         cutsSeen = now;
       },
     });
+    this.ttftPhases = new BatchedHistogram({
+      name: "sluice_ttft_phase_seconds",
+      help: "Time to a generation's first token by phase (each phase's time since the one before; `total` from received to the first append), once per generation",
+      label: "phase",
+      buckets: PHASE_BUCKETS,
+      registers,
+    });
+    this.phaseSeries = TTFT_PHASES.map((p) => this.ttftPhases.labels(p === "received" ? "total" : p));
     this.storeOps = new BatchedHistogram({
       name: "sluice_store_operation_seconds",
       help: "Latency of store operations, by operation",
@@ -427,6 +445,7 @@ export class Track implements GenerationTrack {
   private readonly t0 = performance.now();
   private last = 0;
   ttftMs: number | undefined;
+  phasesMs: Record<string, number> | undefined;
 
   constructor(
     private readonly m: Metrics,
@@ -461,6 +480,25 @@ export class Track implements GenerationTrack {
     this.m.retried(route);
   }
 
+  phases(at: Float64Array): void {
+    const series = this.m.phaseSeries;
+    const t0 = at[0] as number;
+    if (t0 === 0) return;
+    const ms: Record<string, number> = {};
+    let prev = t0;
+    let last = t0;
+    for (let i = 1; i < at.length; i++) {
+      const t = at[i] as number;
+      if (t === 0) continue; // not on this path (e.g. no upstream for the demo model)
+      (series[i] as HistogramSeries).observe(Math.max(0, t - prev) / 1000);
+      ms[TTFT_PHASES[i] as string] = Math.round((t - t0) * 1000) / 1000;
+      prev = t;
+      last = t;
+    }
+    (series[0] as HistogramSeries).observe((last - t0) / 1000);
+    this.phasesMs = ms;
+  }
+
   end(terminal: TerminalEvent): void {
     this.flush();
     this.m.ended(this, terminal);
@@ -474,6 +512,7 @@ export class Track implements GenerationTrack {
       started_at: this.started_at,
       tokens: this.tokens,
       ttft_ms: this.ttftMs === undefined ? undefined : Math.round(this.ttftMs),
+      ...(this.phasesMs ? { ttft_phases_ms: this.phasesMs } : {}),
     };
   }
 }

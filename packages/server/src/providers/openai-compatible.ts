@@ -10,7 +10,14 @@
 import type { FinishReason, ToolCallEvent, UsageEvent } from "@sluice/protocol";
 import { SluiceError } from "@sluice/protocol";
 import { ChunkScanner, type ScannedTextChunk, scannedField } from "./openai-chunk-scan.js";
-import type { Provider, ProviderContext, ProviderEvent, ProviderRequest } from "./provider.js";
+import {
+  type Provider,
+  type ProviderContext,
+  type ProviderEvent,
+  type ProviderRequest,
+  type ProviderSink,
+  pull,
+} from "./provider.js";
 import {
   describe,
   type EventSourceMessage,
@@ -91,7 +98,15 @@ export class OpenAICompatibleProvider implements Provider {
     return body;
   }
 
-  async *stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
+  stream(request: ProviderRequest, ctx: ProviderContext): AsyncGenerator<ProviderEvent> {
+    return pull((sink) => this.push(request, ctx, sink));
+  }
+
+  /**
+   * The hot path: per upstream read, the events of every chunk it held go to `sink` in one
+   * call (the runner appends them as one batch). See Provider.push.
+   */
+  async push(request: ProviderRequest, ctx: ProviderContext, sink: ProviderSink): Promise<void> {
     const { signal } = ctx;
     const headers: Record<string, string> = {
       "content-type": "application/json",
@@ -108,6 +123,7 @@ export class OpenAICompatibleProvider implements Provider {
       body: JSON.stringify(this.buildBody(request)),
       signal,
       now: ctx.clock.now(),
+      ...(ctx.mark ? { mark: ctx.mark } : {}),
     });
     try {
       const messages = sse.messages;
@@ -127,35 +143,53 @@ export class OpenAICompatibleProvider implements Provider {
             break;
           throw err;
         }
-        let k = 0;
+        events.length = 0;
         try {
-          for (; k < messages.length; k++) {
+          for (let k = 0; k < messages.length; k++) {
             const message = messages[k] as EventSourceMessage;
             const data = message.data;
             if (data.trim() === "") continue;
             if (data.trim() === "[DONE]") {
               sawDone = true;
-              break read;
+              break;
             }
             if (message.event === "error") {
+              // What came before the error in this read is handed over first (as if read alone).
+              if (events.length > 0) {
+                const held = handOver(sink, events, signal);
+                if (held) await held;
+              }
               const msg = errorMessageOf(data) ?? snippet(data);
               throw new SluiceError("upstream_error", redact(`upstream error: ${msg}`));
             }
-            events.length = 0;
-            const chunkDue = reader.read(data, events);
+            const from = events.length;
+            let chunkDue: unknown;
+            try {
+              chunkDue = reader.read(data, events);
+            } catch (err) {
+              events.length = from;
+              if (events.length > 0) {
+                const held = handOver(sink, events, signal);
+                if (held) await held;
+              }
+              throw err;
+            }
             // `demo.stamp` (benchmarks): carry mock-upstream's `sluice_due` onto delta events as `due`.
-            const due = stamp ? chunkDue : undefined;
-            for (let e = 0; e < events.length; e++) {
-              const event = events[e] as ProviderEvent;
-              yield typeof due === "number" && event.type.endsWith("-delta")
-                ? Object.assign({}, event, { due })
-                : event;
-              if (signal.aborted) throw signal.reason;
+            if (stamp && typeof chunkDue === "number") {
+              for (let e = from; e < events.length; e++) {
+                const event = events[e] as ProviderEvent;
+                if (event.type.endsWith("-delta")) events[e] = Object.assign({}, event, { due: chunkDue });
+              }
             }
           }
         } finally {
           messages.length = 0;
         }
+        if (events.length > 0) {
+          const held = handOver(sink, events, signal);
+          if (held) await held;
+        }
+        if (sawDone) break read;
       }
       // Whatever follows [DONE] (normally just the end of the body) is drained, bounded, so the
       // upstream connection goes back to the pool instead of being closed.
@@ -164,15 +198,44 @@ export class OpenAICompatibleProvider implements Provider {
       if (!sawDone && state.finishReason === undefined) {
         throw new SluiceError("upstream_error", "upstream stream was cut off");
       }
-      for (const event of state.final()) {
-        yield event;
-        if (signal.aborted) throw signal.reason;
+      events.length = 0;
+      try {
+        for (const event of state.final()) events.push(event);
+      } catch (err) {
+        // The calls before a malformed one are handed over first, as the iterator gave them.
+        if (events.length > 0) {
+          const held = handOver(sink, events, signal);
+          if (held) await held;
+        }
+        throw err;
       }
+      const held = handOver(sink, events, signal);
+      if (held) await held;
     } finally {
-      // Stopped early (error, abort, consumer returned): close the upstream body.
+      // Stopped early (error, abort, consumer gone): close the upstream body.
       sse.close();
     }
   }
+}
+
+/**
+ * One read's events to the sink; an abort (cancel, or the sink stopping at max_tokens) ends
+ * here. Not async: with the runner's synchronous sink it costs no promise and no await per read
+ * (the caller awaits only a promise the sink returned).
+ */
+function handOver(
+  sink: ProviderSink,
+  events: ProviderEvent[],
+  signal: AbortSignal,
+): Promise<void> | undefined {
+  const held = sink(events);
+  if (held !== undefined) {
+    return held.then(() => {
+      if (signal.aborted) throw signal.reason;
+    });
+  }
+  if (signal.aborted) throw signal.reason;
+  return undefined;
 }
 
 interface ToolCallState {

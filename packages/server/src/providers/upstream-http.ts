@@ -14,6 +14,7 @@ import { StringDecoder } from "node:string_decoder";
 import { SluiceError } from "@sluice/protocol";
 import { createParser, type EventSourceMessage, type EventSourceParser } from "eventsource-parser";
 import { Agent, type Dispatcher, request as undiciRequest } from "undici";
+import { PHASE_UPSTREAM_FIRST_BYTE, PHASE_UPSTREAM_HEADERS, PHASE_UPSTREAM_SENT } from "../core/phases.js";
 
 export type { EventSourceMessage };
 
@@ -98,6 +99,8 @@ export interface PostOptions {
   signal: AbortSignal;
   /** Epoch ms now (for an HTTP-date Retry-After). */
   now: number;
+  /** TTFT phase marks (ProviderContext.mark): request sent, headers, first body byte. */
+  mark?: ((phase: number) => void) | undefined;
 }
 
 /** One upstream: its dispatcher (connect timeout), timeouts, event bound and redaction. */
@@ -181,10 +184,11 @@ export class UpstreamHttp {
     const controller = new AbortController();
     const onAbort = () => controller.abort(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
-    const watchdog = new Watchdog(this.timeouts, url, controller);
+    const watchdog = new Watchdog(this.timeouts, url, controller, opts.mark);
     let response: Dispatcher.ResponseData;
     try {
       try {
+        opts.mark?.(PHASE_UPSTREAM_SENT);
         response = await undiciRequest(url, {
           method,
           headers: opts.headers,
@@ -212,6 +216,7 @@ export class UpstreamHttp {
       signal.removeEventListener("abort", onAbort);
       throw err;
     }
+    opts.mark?.(PHASE_UPSTREAM_HEADERS);
     const sse = new UpstreamSse(response, this, watchdog, signal, () =>
       signal.removeEventListener("abort", onAbort),
     );
@@ -387,7 +392,15 @@ class Watchdog {
   readonly #url: string;
   readonly #controller: AbortController;
 
-  constructor(timeouts: UpstreamTimeouts, url: string, controller: AbortController) {
+  readonly #mark: ((phase: number) => void) | undefined;
+
+  constructor(
+    timeouts: UpstreamTimeouts,
+    url: string,
+    controller: AbortController,
+    mark?: ((phase: number) => void) | undefined,
+  ) {
+    this.#mark = mark;
     this.#timeouts = timeouts;
     this.#url = url;
     this.#controller = controller;
@@ -398,6 +411,7 @@ class Watchdog {
 
   /** The first body chunk: from now on the idle timeout applies. */
   firstChunk(): void {
+    this.#mark?.(PHASE_UPSTREAM_FIRST_BYTE);
     this.sawBody = true;
     this.last = performance.now();
     clearTimeout(this.#timer);
