@@ -15,7 +15,9 @@ const arg = (name) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : undefined;
 };
-const ROOT = resolve(arg("root") ?? process.env.COSTS_ROOT ?? join(dirname(fileURLToPath(import.meta.url)), ".."));
+const ROOT = resolve(
+  arg("root") ?? process.env.COSTS_ROOT ?? join(dirname(fileURLToPath(import.meta.url)), ".."),
+);
 const ONLY = arg("only");
 const REPS = Number(arg("reps") ?? 1);
 const dist = (p) => join(ROOT, "packages/server/dist", p);
@@ -53,7 +55,10 @@ async function stores() {
   }
   for (let rep = 0; rep < REPS; rep++) {
     await appends("memory store append", new MemoryStore({}));
-    await appends("sqlite store append", new SqliteStore({ path: join(dir, `a${rep}.db`), sweepIntervalMs: 0 }));
+    await appends(
+      "sqlite store append",
+      new SqliteStore({ path: join(dir, `a${rep}.db`), sweepIntervalMs: 0 }),
+    );
     // What a worker of --workers N --store memory runs: a scratch file on /dev/shm, notices built.
     const scratch = shm();
     await appends(
