@@ -185,6 +185,8 @@ export class SqliteStore implements Store {
   private readonly txRows = new Map<string, StreamRow>();
   /** Those whose length grew: their UPDATE is written once, by writePending. */
   private readonly grown = new Set<StreamRow>();
+  /** Stream id → its rowid in `streams`, as last read (a hint, checked on use; bounded). */
+  private readonly ords = new Map<string, number>();
   /** Records appended in this transaction, not yet inserted: 5 values per record. */
   private pendingEvents: (string | number | null)[] = [];
   /** Rows in `streams` (kept here: COUNT(*) walks the table). */
@@ -248,7 +250,8 @@ export class SqliteStore implements Store {
       addEvents: db.prepare(
         `INSERT INTO events (stream, seq, type, data, encoding) VALUES ${Array(EVENT_BATCH).fill("(?, ?, ?, ?, ?)").join(", ")}`,
       ),
-      grow: db.prepare("UPDATE streams SET length = ?, bytes = ? WHERE id = ?"),
+      grow: db.prepare("UPDATE streams SET length = ?, bytes = ? WHERE ord = ?"),
+      byOrd: db.prepare<[number], StreamRow>("SELECT * FROM streams WHERE ord = ?"),
       setMeta: db.prepare("UPDATE streams SET metadata = ? WHERE id = ?"),
       end: db.prepare("UPDATE streams SET status = ?, ended_ms = ?, expires_ms = ? WHERE id = ?"),
       setExpiry: db.prepare("UPDATE streams SET expires_ms = ? WHERE id = ?"),
@@ -430,7 +433,17 @@ export class SqliteStore implements Store {
     // with the appends of this commit applied (written back once, by writePending).
     let row = this.txRows.get(id);
     if (!row) {
-      row = this.st.get.get(id);
+      // By its rowid when this process has seen the stream (a stream re-created under the same
+      // id has another: then by id).
+      const ord = this.ords.get(id);
+      row = ord === undefined ? undefined : this.st.byOrd.get(ord);
+      if (row?.id !== id) {
+        row = this.st.get.get(id);
+        if (row) {
+          if (this.ords.size >= 100_000) this.ords.clear();
+          this.ords.set(id, row.ord);
+        }
+      }
       if (row) this.txRows.set(id, row);
     }
     if (!row || this.expired(row)) throw new SluiceError("stream_not_found", `no stream ${id}`);
@@ -498,7 +511,7 @@ export class SqliteStore implements Store {
       }
       this.pendingEvents = [];
     }
-    for (const row of this.grown) this.st.grow.run(row.length, row.bytes, row.id);
+    for (const row of this.grown) this.st.grow.run(row.length, row.bytes, row.ord);
     this.grown.clear();
   }
 
