@@ -3,16 +3,16 @@
 // record each per transaction, on a scratch file in /dev/shm with synchronous=OFF. Compares the
 // record table layouts and pragmas behind docs/architecture.md ("All the cores of one machine"),
 // and the write-behind estimate (one row per stream holding `chunk` records).
-//   node bench/sqlite-layouts.cjs base rowid rowid_ord chunk4 chunk8   (REPS=5 ROUNDS=96 env)
+//   node bench/sqlite-layouts.cjs base rowid rowid_ord chunk4 chunk8   (env: REPS=5 ROUNDS=96 S=500 streams)
 // Prints µs of CPU (process.cpuUsage) per record, one line per repetition, modes alternating.
 const Database = require(require("node:path").join(__dirname, "..", "node_modules", "better-sqlite3"));
-const fs = require("fs");
-const S = 500,
+const fs = require("node:fs");
+const S = Number(process.env.S || 500),
   ROUNDS = Number(process.env.ROUNDS || 100);
 const data = JSON.stringify({ type: "text-delta", delta: " token" });
 function run(mode) {
   const dir = fs.mkdtempSync("/dev/shm/pg-");
-  const db = new Database(dir + "/x.db");
+  const db = new Database(`${dir}/x.db`);
   if (mode.page) db.pragma(`page_size = ${mode.page}`);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = OFF");
