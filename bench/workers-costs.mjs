@@ -3,17 +3,34 @@
 // machine"): store appends (memory vs SQLite, as a worker's WorkerStore), a follower taking records
 // from notices vs reading them back from the file, and node:cluster IPC relayed by the primary.
 //   node bench/workers-costs.mjs            (needs npm run build; CPU from process.cpuUsage())
+//   node bench/workers-costs.mjs --only append [--root DIR] [--reps N]
+//     only the store appends, of the build in DIR (another worktree: A/B runs alternating builds)
 import cluster from "node:cluster";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const arg = (name) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const ROOT = resolve(
+  arg("root") ?? process.env.COSTS_ROOT ?? join(dirname(fileURLToPath(import.meta.url)), ".."),
+);
+const ONLY = arg("only");
+const REPS = Number(arg("reps") ?? 1);
 const dist = (p) => join(ROOT, "packages/server/dist", p);
 const S = 500;
 const ROUNDS = 100;
 const IPC_N = 200_000;
+const shm = () => {
+  try {
+    return mkdtempSync(join("/dev/shm", "sluice-workers-costs-"));
+  } catch {
+    return mkdtempSync(join(tmpdir(), "sluice-workers-costs-"));
+  }
+};
 const data = JSON.stringify({ type: "text-delta", delta: " token" });
 const cpu = (t0) => {
   const c = process.cpuUsage(t0);
@@ -36,8 +53,31 @@ async function stores() {
     console.log(`${name}: ${(cpu(t0) / (S * ROUNDS)).toFixed(2)} µs CPU per appended record`);
     await store.close();
   }
-  await appends("memory store append", new MemoryStore({}));
-  await appends("sqlite store append", new SqliteStore({ path: join(dir, "a.db"), sweepIntervalMs: 0 }));
+  for (let rep = 0; rep < REPS; rep++) {
+    await appends("memory store append", new MemoryStore({}));
+    await appends(
+      "sqlite store append",
+      new SqliteStore({ path: join(dir, `a${rep}.db`), sweepIntervalMs: 0 }),
+    );
+    // What a worker of --workers N --store memory runs: a scratch file on /dev/shm, notices built.
+    const scratch = shm();
+    await appends(
+      "worker store append (scratch file on /dev/shm, notices built)",
+      new WorkerStore({
+        path: join(scratch, "w.db"),
+        limits: {},
+        clock,
+        durable: false,
+        sweepIntervalMs: 0,
+        publish: () => {},
+      }),
+    );
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  if (ONLY === "append") {
+    rmSync(dir, { recursive: true, force: true });
+    return;
+  }
   // A second worker following 500 streams another one writes: records from the notices, or read back.
   for (const carry of [true, false]) {
     const path = join(dir, `f-${carry}.db`);
@@ -87,6 +127,7 @@ function ipc(batch, withData) {
 
 if (cluster.isPrimary) {
   await stores();
+  if (ONLY === "append") process.exit(0);
   for (const [batch, withData] of [
     [1, false],
     [20, false],

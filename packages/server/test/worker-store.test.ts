@@ -148,3 +148,128 @@ describe("WorkerStore: two workers on one SQLite file", () => {
     await p.close();
   });
 });
+
+/**
+ * Two stores with interest routing, the primary's part played by the test: B's follow calls
+ * wait in `asks` until `register()` tells A (setInterest) and answers B, as the primary does.
+ */
+function routed() {
+  const path = join(dir, `routed-${++n}.db`);
+  const toB: WireChange[][] = [];
+  const asks: { id: string; on: boolean; answer: () => void }[] = [];
+  const a = new WorkerStore({
+    path,
+    clock: realClock,
+    limits: {},
+    sweepIntervalMs: 0,
+    publish: (c) => toB.push(c),
+    follow: () => {},
+  });
+  const b = new WorkerStore({
+    path,
+    clock: realClock,
+    limits: {},
+    sweepIntervalMs: 0,
+    publish: () => {},
+    follow: (id, on) =>
+      on
+        ? new Promise<void>((answer) => asks.push({ id, on, answer }))
+        : void asks.push({ id, on, answer: () => {} }),
+  });
+  return {
+    a,
+    b,
+    toB,
+    asks,
+    /** The primary registers B's pending follows and unfollows (telling A), then answers B. */
+    async register() {
+      for (const ask of asks.splice(0)) {
+        a.setInterest(ask.id, ask.on);
+        ask.answer();
+      }
+      await new Promise((r) => setImmediate(r));
+    },
+    deliver() {
+      for (const c of toB.splice(0)) b.onRemote(c);
+    },
+    async close() {
+      await a.close();
+      await b.close();
+    },
+  };
+}
+
+describe("WorkerStore: interest routing (notices only to the workers that follow the stream)", () => {
+  it("publishes nothing for a stream no other worker follows", async () => {
+    const r = routed();
+    await r.a.create({ id: "own", kind: "generation", content_type: "x" });
+    const local: StoreNotice[] = [];
+    r.a.subscribe("own", (x) => local.push(x));
+    await r.a.append("own", [rec(1), rec(2)]);
+    await r.a.append("own", [rec(3)], { close: "completed" });
+    expect(collect(local).seqs()).toEqual([1, 2, 3]);
+    expect(r.toB).toEqual([]);
+    await r.close();
+  });
+
+  it("a reader attaching on B mid-stream gets every record once, even those A committed before it heard of B", async () => {
+    const r = routed();
+    await r.a.create({ id: "mid", kind: "generation", content_type: "x" });
+    await r.a.append("mid", [rec(1), rec(2), rec(3)]);
+    const heard: StoreNotice[] = [];
+    r.b.subscribe("mid", (x) => heard.push(x)); // starts after 3
+    expect(r.asks.map((x) => [x.id, x.on])).toEqual([["mid", true]]);
+    await r.a.append("mid", [rec(4)]); // A does not know yet: not published
+    expect(r.toB).toEqual([]);
+    await r.register(); // A publishes its head (4); B reads what it missed from the file
+    expect(collect(heard).seqs()).toEqual([4]);
+    await r.a.append("mid", [rec(5), rec(6)]);
+    r.deliver(); // the head notice (nothing new), then 5 and 6 with their records
+    await r.a.append("mid", [rec(7)], { close: "completed" });
+    r.deliver();
+    expect(collect(heard).seqs()).toEqual([4, 5, 6, 7]);
+    expect(collect(heard).datas()).toEqual([4, 5, 6, 7].map((i) => rec(i).data));
+    expect(collect(heard).last()?.status).toBe("completed");
+    await r.close();
+  });
+
+  it("detach and reattach: B stops and resumes following; A publishes only while B follows", async () => {
+    const r = routed();
+    await r.a.create({ id: "re", kind: "generation", content_type: "x" });
+    const first: StoreNotice[] = [];
+    const off = r.b.subscribe("re", (x) => first.push(x));
+    await r.register();
+    await r.a.append("re", [rec(1)]);
+    r.deliver();
+    expect(collect(first).seqs()).toEqual([1]);
+    off(); // B's last reader leaves: B unfollows
+    expect(r.asks.map((x) => [x.id, x.on])).toEqual([["re", false]]);
+    await r.register();
+    await r.a.append("re", [rec(2)]);
+    expect(r.toB).toEqual([]);
+    // Reattached (a resume from offset 2): the new follower starts at the head, 2.
+    const second: StoreNotice[] = [];
+    r.b.subscribe("re", (x) => second.push(x));
+    await r.a.append("re", [rec(3)]); // before A hears of B again
+    await r.register();
+    await r.a.append("re", [rec(4)], { close: "completed" });
+    r.deliver();
+    expect(collect(first).seqs()).toEqual([1]);
+    expect(collect(second).seqs()).toEqual([3, 4]);
+    expect(collect(second).last()?.status).toBe("completed");
+    await r.close();
+  });
+
+  it("a delete reaches B's follower, which then unfollows", async () => {
+    const r = routed();
+    await r.a.create({ id: "del", kind: "log", content_type: "text/plain" });
+    const heard: StoreNotice[] = [];
+    r.b.subscribe("del", (x) => heard.push(x));
+    await r.register();
+    expect(await r.a.delete("del")).toBe(true);
+    r.deliver();
+    expect(heard.at(-1)?.deleted).toBe(true);
+    expect(r.asks.map((x) => [x.id, x.on])).toEqual([["del", false]]);
+    await r.close();
+  });
+});

@@ -13,6 +13,7 @@ export class PrimaryChannel {
   onNotices: (changes: WireChange[]) => void = () => {};
   onCancel: (id: string, by: string, reason: string) => void = () => {};
   onInterrupt: (ids: string[]) => void = () => {};
+  onInterest: (id: string, on: boolean) => void = () => {};
   private readonly listener = (m: unknown) => this.receive(m);
 
   constructor(private readonly proc: NodeJS.Process = process) {
@@ -40,6 +41,9 @@ export class PrimaryChannel {
         return;
       case "interrupt":
         this.onInterrupt(msg.ids);
+        return;
+      case "interest":
+        this.onInterest(msg.id, msg.on);
         return;
     }
   }
@@ -80,9 +84,14 @@ export class IpcCoordinator implements Coordinator {
   constructor(
     private readonly channel: PrimaryChannel,
     private readonly store: Store,
+    /** Hears, at startup, the streams other workers follow (WorkerStore.setInterests). */
+    private readonly onInterests?: (ids: string[]) => void,
   ) {}
 
   async start(hooks: CoordinatorHooks): Promise<void> {
+    // First: the closes below are commits, and other workers may follow those streams.
+    if (this.onInterests)
+      this.onInterests(await this.channel.request<string[]>({ sluice: "request", op: "interests" }));
     this.channel.onCancel = (id, by, reason) => {
       if (this.owned.has(id)) hooks.cancelLocal(id, by, reason);
     };

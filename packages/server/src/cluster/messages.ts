@@ -8,13 +8,21 @@ export type ToPrimary =
   | { sluice: "request"; seq: number; op: "release"; id: string }
   | { sluice: "request"; seq: number; op: "cancel"; id: string; by: string; reason: string }
   | { sluice: "request"; seq: number; op: "owned"; ids: string[] }
+  /** This worker follows the stream now (its first reader of it); the reply comes once the primary knows. */
+  | { sluice: "request"; seq: number; op: "follow"; id: string }
+  /** The streams other workers follow (asked once, at startup; changes then come as `interest`). */
+  | { sluice: "request"; seq: number; op: "interests" }
+  /** This worker no longer follows the stream (its last reader of it left). */
+  | { sluice: "unfollow"; id: string }
   | { sluice: "request"; seq: number; op: "metrics" };
 
 export type ToWorker =
   | { sluice: "notices"; changes: WireChange[] }
   | { sluice: "reply"; seq: number; value: unknown; error?: string }
   | { sluice: "cancel"; id: string; by: string; reason: string }
-  | { sluice: "interrupt"; ids: string[] };
+  | { sluice: "interrupt"; ids: string[] }
+  /** Another worker began (`on`) or stopped (`!on`) following the stream: publish its commits or not. */
+  | { sluice: "interest"; id: string; on: boolean };
 
 export function isSluiceMessage(m: unknown): m is { sluice: string } {
   return typeof m === "object" && m !== null && typeof (m as { sluice?: unknown }).sluice === "string";

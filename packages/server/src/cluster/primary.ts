@@ -11,6 +11,7 @@ import {
   WORKER_SCRATCH_ENV,
   WORKER_STORE_ENV,
 } from "./messages.js";
+import type { WireChange } from "./worker-store.js";
 
 export interface PrimaryOptions {
   /** How many worker processes (≥ 1). */
@@ -90,15 +91,69 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
     if (w.isConnected()) w.send(m);
   };
 
+  // Interest routing: stream id → the workers that follow it (have readers of it). A commit's
+  // changes are relayed only to those; each worker publishes only the streams some other
+  // worker follows, so a stream read only where it is written costs no IPC at all.
+  const follows = new Map<string, Set<number>>();
+  /** Tells each live worker other than `by` whose "someone else follows `id`" turned `on`. */
+  const interest = (id: string, by: number, on: boolean, set: Set<number> | undefined) => {
+    for (const x of live.values()) {
+      if (x.id === by) continue;
+      // Followers other than x, not counting `by`: x's view changes only if there were none.
+      let others = 0;
+      for (const f of set ?? []) if (f !== x.id && f !== by) others++;
+      if (others === 0) send(x, { sluice: "interest", id, on });
+    }
+  };
+  const follow = (worker: number, id: string) => {
+    let set = follows.get(id);
+    if (set?.has(worker)) return;
+    if (!set) {
+      set = new Set();
+      follows.set(id, set);
+    }
+    interest(id, worker, true, set);
+    set.add(worker);
+  };
+  const unfollow = (worker: number, id: string) => {
+    const set = follows.get(id);
+    if (!set?.delete(worker)) return;
+    if (set.size === 0) follows.delete(id);
+    interest(id, worker, false, set);
+  };
+  /** The streams some worker other than `worker` follows. */
+  const interestsOf = (worker: number): string[] => {
+    const out: string[] = [];
+    for (const [id, set] of follows) if (set.size > (set.has(worker) ? 1 : 0)) out.push(id);
+    return out;
+  };
+
   const onMessage = (w: Worker, raw: unknown) => {
     if (!isSluiceMessage(raw)) return;
     const m = raw as ToPrimary;
     switch (m.sluice) {
       case "notices": {
-        const msg: ToWorker = { sluice: "notices", changes: m.changes };
-        for (const other of live.values()) if (other !== w) send(other, msg);
+        // Each change goes only to the workers that follow its stream.
+        const to = new Map<number, WireChange[]>();
+        for (const c of m.changes) {
+          const set = follows.get(c[0]);
+          if (!set) continue;
+          for (const x of set) {
+            if (x === w.id) continue;
+            const list = to.get(x);
+            if (list) list.push(c);
+            else to.set(x, [c]);
+          }
+        }
+        for (const [x, changes] of to) {
+          const other = live.get(x);
+          if (other) send(other, { sluice: "notices", changes });
+        }
         return;
       }
+      case "unfollow":
+        unfollow(w.id, m.id);
+        return;
       case "listening": {
         if (started) return;
         listening++;
@@ -140,6 +195,13 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
           case "owned":
             value = m.ids.filter((id) => owners.has(id));
             break;
+          case "follow":
+            follow(w.id, m.id);
+            value = true;
+            break;
+          case "interests":
+            value = interestsOf(w.id);
+            break;
           case "cancel": {
             const owner = live.get(owners.get(m.id) ?? -1);
             if (owner) send(owner, { sluice: "cancel", id: m.id, by: m.by, reason: m.reason });
@@ -167,6 +229,7 @@ export async function runPrimary(opts: PrimaryOptions): Promise<void> {
     w.on("error", () => {});
     w.on("exit", (code, signal) => {
       live.delete(w.id);
+      for (const [id, set] of [...follows]) if (set.has(w.id)) unfollow(w.id, id);
       const orphans: string[] = [];
       for (const [id, owner] of owners) {
         if (owner === w.id) {

@@ -46,6 +46,12 @@ export interface WorkerStoreOptions {
   clock: Clock;
   /** Sends this worker's committed changes to the other workers (through the primary). */
   publish: (changes: WireChange[]) => void;
+  /**
+   * Interest routing: tells the primary this worker begins (`on`; resolves once the primary
+   * knows) or stops following a stream. With it, `publish` carries only the changes of streams
+   * another worker follows (`setInterest`); without it, every change (tests of two stores).
+   */
+  follow?: (id: string, on: boolean) => Promise<void> | void;
   /** false for a scratch file (see SqliteStoreOptions.durable). */
   durable?: boolean;
   /** Expired streams are swept this often (ms; 0 = only when sweep() is called). */
@@ -56,8 +62,10 @@ export interface WorkerStoreOptions {
  * The store of one worker of `sluice serve --workers N`: a SQLite file in WAL mode shared by
  * every worker (each has its own connection; writes are serialised by SQLite's write lock,
  * reads never wait). The notices of the appends this worker commits reach its own readers at
- * once, with their records, and go to the other workers as `[id, length, status]`; a worker
- * that follows that stream reads the records it has not delivered yet from the file. So, as
+ * once, with their records, and go with their records to the workers that follow that
+ * stream (interest routing: a worker tells the primary when it starts and stops following
+ * one); a follower takes the records from the notice when they continue exactly where it
+ * is, else reads what it has not delivered yet from the file. So, as
  * with the Redis store's followers, every reader gets every record once and in order,
  * whichever worker appended it, and a lost or late notice is repaired by the next one.
  */
@@ -66,9 +74,13 @@ export class WorkerStore implements Store {
   readonly inner: SqliteStore;
   private readonly followers = new Map<string, Follower>();
   private readonly publish: (changes: WireChange[]) => void;
+  private readonly follow: ((id: string, on: boolean) => Promise<void> | void) | undefined;
+  /** Streams some other worker follows (only their changes are published); unused without `follow`. */
+  private readonly wanted = new Set<string>();
 
   constructor(opts: WorkerStoreOptions) {
     this.publish = opts.publish;
+    this.follow = opts.follow;
     this.inner = new SqliteStore({
       path: opts.path,
       limits: opts.limits,
@@ -81,20 +93,44 @@ export class WorkerStore implements Store {
   }
 
   private committed(changes: CommitChange[]): void {
-    const wire: WireChange[] = new Array(changes.length);
+    const wire: WireChange[] = [];
+    const all = this.follow === undefined;
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i] as CommitChange;
+      const f = this.followers.get(c.id);
+      if (f) this.advance(c.id, f, c.notice.deleted ? -1 : c.length, c.notice.status, c.notice.records);
+      if (!all && !this.wanted.has(c.id)) continue;
       const recs = c.notice.records;
       const out: WireRecord[] = new Array(recs.length);
       for (let j = 0; j < recs.length; j++) {
         const r = recs[j] as StoredRecord;
         out[j] = r.encoding ? [r.type ?? "", r.data, r.encoding] : [r.type ?? "", r.data];
       }
-      wire[i] = [c.id, c.notice.deleted ? -1 : c.length, c.notice.status, out];
-      const f = this.followers.get(c.id);
-      if (f) this.advance(c.id, f, c.notice.deleted ? -1 : c.length, c.notice.status, c.notice.records);
+      wire.push([c.id, c.notice.deleted ? -1 : c.length, c.notice.status, out]);
     }
-    this.publish(wire);
+    if (wire.length > 0) this.publish(wire);
+  }
+
+  /**
+   * Another worker began or stopped following a stream (from the primary). On `on`, this
+   * worker publishes the stream's head as it sees it now: a commit of this worker made before
+   * it heard of the interest, and so not published, is then read from the file by the
+   * follower instead of missing (its records, or its close, would otherwise wait for a next
+   * commit that may never come).
+   */
+  setInterest(id: string, on: boolean): void {
+    if (!on) {
+      this.wanted.delete(id);
+      return;
+    }
+    this.wanted.add(id);
+    const head = this.inner.head(id);
+    if (head) this.publish([[id, head.length, head.status, []]]);
+  }
+
+  /** The streams other workers follow, when this worker starts. */
+  setInterests(ids: string[]): void {
+    for (const id of ids) this.wanted.add(id);
   }
 
   /** Changes committed by another worker. */
@@ -131,7 +167,10 @@ export class WorkerStore implements Store {
     if (f.gone) return;
     if (length < 0) {
       f.gone = true;
-      this.followers.delete(id);
+      if (this.followers.get(id) === f) {
+        this.followers.delete(id);
+        this.follow?.(id, false);
+      }
       f.emit({ records: [], status: f.status, deleted: true });
       return;
     }
@@ -164,8 +203,17 @@ export class WorkerStore implements Store {
     if (!f || f.gone) {
       // Starts at the stream's length now: every commit after this one is heard.
       const head = this.inner.head(id);
-      f = new Follower(head?.length ?? 0, head?.status ?? "running");
-      this.followers.set(id, f);
+      const follower = new Follower(head?.length ?? 0, head?.status ?? "running");
+      f = follower;
+      this.followers.set(id, follower);
+      const told = this.follow?.(id, true);
+      // Once the primary relays this stream's commits here, read what was committed between
+      // the head above and then (its notices went nowhere): from the file, never twice.
+      if (told)
+        told.then(
+          () => this.catchUp(id, follower),
+          () => {},
+        );
     }
     f.listeners.add(listener);
     const follower = f;
@@ -174,8 +222,15 @@ export class WorkerStore implements Store {
       if (follower.listeners.size === 0 && this.followers.get(id) === follower) {
         this.followers.delete(id);
         follower.gone = true;
+        this.follow?.(id, false);
       }
     };
+  }
+
+  private catchUp(id: string, f: Follower): void {
+    if (f.gone || this.followers.get(id) !== f) return;
+    const head = this.inner.head(id);
+    if (head) this.advance(id, f, head.length, head.status, undefined);
   }
 
   create(init: CreateStream): Promise<StreamInfo> {

@@ -37,9 +37,18 @@ export function workerParts(config: Config, env: NodeJS.ProcessEnv = process.env
     clock: realClock,
     durable: env[WORKER_SCRATCH_ENV] !== "1",
     publish: (changes) => channel.send({ sluice: "notices", changes }),
+    follow: (id, on) => {
+      if (!on) return channel.send({ sluice: "unfollow", id });
+      return channel.request({ sluice: "request", op: "follow", id }).then(() => {});
+    },
   });
   channel.onNotices = (changes) => store.onRemote(changes);
-  return { channel, store, coordinator: new IpcCoordinator(channel, store) };
+  channel.onInterest = (id, on) => store.setInterest(id, on);
+  return {
+    channel,
+    store,
+    coordinator: new IpcCoordinator(channel, store, (ids) => store.setInterests(ids)),
+  };
 }
 
 /** Adds `Sluice-Worker: <pid>` to every HTTP response when SLUICE_WORKER_HEADER=1. */

@@ -98,6 +98,9 @@ interface Settle<T> {
   reject(e: unknown): void;
 }
 
+/** Records per multi-row INSERT of a group commit (the rest go one per statement). */
+const EVENT_BATCH = 32;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS streams (
   ord INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -117,20 +120,30 @@ CREATE TABLE IF NOT EXISTS streams (
 CREATE INDEX IF NOT EXISTS streams_expiry ON streams (expires_ms) WHERE expires_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS streams_status ON streams (status, ord);
 CREATE INDEX IF NOT EXISTS streams_tenant ON streams (tenant, ord);
-CREATE TABLE IF NOT EXISTS events (
-  stream TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  type TEXT,
-  data TEXT NOT NULL,
-  encoding TEXT,
-  PRIMARY KEY (stream, seq)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chats (
   key TEXT PRIMARY KEY,
   stream TEXT NOT NULL,
   expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chats_stream ON chats (stream);
+`;
+
+/**
+ * The records, in a file made by this version: a rowid table (rows in append order, so a group
+ * commit's inserts fill the last pages instead of dirtying one page per stream) with a unique
+ * index on (stream, seq) for reads. Files made before keep their WITHOUT ROWID table keyed by
+ * (stream, seq); every statement reads and writes both the same way. Measured with 500 streams
+ * × one record per group commit: ~7 µs per record instead of ~9.5 (raw SQLite, /dev/shm).
+ */
+const EVENTS = `
+CREATE TABLE events (
+  stream TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  type TEXT,
+  data TEXT NOT NULL,
+  encoding TEXT
+);
+CREATE UNIQUE INDEX events_stream_seq ON events (stream, seq);
 `;
 
 /** What one queued write did: its answer, and the notices to deliver once it is committed. */
@@ -168,6 +181,14 @@ export class SqliteStore implements Store {
   commits = 0;
   private readonly st: ReturnType<SqliteStore["prepare"]>;
   private readonly maxStreams: number;
+  /** Streams read by the appends of the transaction being applied, with those appends applied. */
+  private readonly txRows = new Map<string, StreamRow>();
+  /** Those whose length grew: their UPDATE is written once, by writePending. */
+  private readonly grown = new Set<StreamRow>();
+  /** Stream id → its rowid in `streams`, as last read (a hint, checked on use; bounded). */
+  private readonly ords = new Map<string, number>();
+  /** Records appended in this transaction, not yet inserted: 5 values per record. */
+  private pendingEvents: (string | number | null)[] = [];
   /** Rows in `streams` (kept here: COUNT(*) walks the table). */
   private count: number;
 
@@ -191,7 +212,15 @@ export class SqliteStore implements Store {
     this.db.pragma("journal_size_limit = 16777216");
     // WAL + NORMAL: a committed transaction survives a process crash (not necessarily a power loss).
     this.db.pragma(opts.durable === false ? "synchronous = OFF" : "synchronous = NORMAL");
-    this.db.exec(SCHEMA);
+    this.db
+      .transaction(() => {
+        const events = this.db
+          .prepare<[], { n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE name = 'events'")
+          .get();
+        this.db.exec(SCHEMA);
+        if (events?.n === 0) this.db.exec(EVENTS);
+      })
+      .immediate();
     // Files created before records had an encoding: add the column (NULL = UTF-8 text).
     const cols = this.db.prepare<[], { name: string }>("PRAGMA table_info(events)").all();
     if (!cols.some((c) => c.name === "encoding")) this.db.exec("ALTER TABLE events ADD COLUMN encoding TEXT");
@@ -218,7 +247,11 @@ export class SqliteStore implements Store {
          VALUES (@id, @kind, @content_type, 'running', @tenant, @model, @metadata, @created_ms)`,
       ),
       addEvent: db.prepare("INSERT INTO events (stream, seq, type, data, encoding) VALUES (?, ?, ?, ?, ?)"),
-      grow: db.prepare("UPDATE streams SET length = ?, bytes = ? WHERE id = ?"),
+      addEvents: db.prepare(
+        `INSERT INTO events (stream, seq, type, data, encoding) VALUES ${Array(EVENT_BATCH).fill("(?, ?, ?, ?, ?)").join(", ")}`,
+      ),
+      grow: db.prepare("UPDATE streams SET length = ?, bytes = ? WHERE ord = ?"),
+      byOrd: db.prepare<[number], StreamRow>("SELECT * FROM streams WHERE ord = ?"),
       setMeta: db.prepare("UPDATE streams SET metadata = ? WHERE id = ?"),
       end: db.prepare("UPDATE streams SET status = ?, ended_ms = ?, expires_ms = ? WHERE id = ?"),
       setExpiry: db.prepare("UPDATE streams SET expires_ms = ? WHERE id = ?"),
@@ -277,6 +310,11 @@ export class SqliteStore implements Store {
       this.db
         .transaction(() => {
           for (const op of ops) {
+            if (op.kind !== "append") {
+              // Other writes read rows from the database: write the appends' rows first.
+              this.writePending();
+              this.txRows.clear();
+            }
             try {
               results.push(this.apply(op));
             } catch (err) {
@@ -284,14 +322,19 @@ export class SqliteStore implements Store {
               results.push({ op, ok: false, value: err });
             }
           }
+          this.writePending();
         })
         .immediate();
     } catch (err) {
+      this.pendingEvents = [];
+      this.grown.clear();
       // Rolled back: the row count is what it was.
       this.count = count;
+      this.txRows.clear();
       for (const op of ops) op.done.reject(storeFailure("sqlite", err));
       return;
     }
+    this.txRows.clear();
     this.commits++;
     if (this.onCommit) {
       const changes: CommitChange[] = [];
@@ -386,27 +429,49 @@ export class SqliteStore implements Store {
     inputs: RecordInput[],
     opts: AppendOptions,
   ): { result: AppendResult; notice: StoreNotice } {
-    const row = this.st.get.get(id);
+    // The row as this transaction left it: read once per stream per commit, then kept here
+    // with the appends of this commit applied (written back once, by writePending).
+    let row = this.txRows.get(id);
+    if (!row) {
+      // By its rowid when this process has seen the stream (a stream re-created under the same
+      // id has another: then by id).
+      const ord = this.ords.get(id);
+      row = ord === undefined ? undefined : this.st.byOrd.get(ord);
+      if (row?.id !== id) {
+        row = this.st.get.get(id);
+        if (row) {
+          if (this.ords.size >= 100_000) this.ords.clear();
+          this.ords.set(id, row.ord);
+        }
+      }
+      if (row) this.txRows.set(id, row);
+    }
     if (!row || this.expired(row)) throw new SluiceError("stream_not_found", `no stream ${id}`);
     // Checked against the row as it is now in this transaction, i.e. after every write
     // before it in the same group commit.
     const bytes = checkAppend(id, row, inputs, opts, this.limits);
     const added: StoredRecord[] = new Array(inputs.length);
+    const rows = this.pendingEvents;
     let seq = row.length;
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i] as RecordInput;
       seq++;
-      this.st.addEvent.run(id, seq, input.type ?? null, input.data, input.encoding ?? null);
+      rows.push(id, seq, input.type ?? null, input.data, input.encoding ?? null);
       const rec: StoredRecord = { seq, offset: formatOffset(seq), data: input.data };
       if (input.type !== undefined) rec.type = input.type;
       if (input.encoding !== undefined) rec.encoding = input.encoding;
       added[i] = rec;
     }
-    if (inputs.length > 0) this.st.grow.run(seq, row.bytes + bytes, id);
+    if (inputs.length > 0) {
+      row.length = seq;
+      row.bytes += bytes;
+      this.grown.add(row);
+    }
     let metadata: Record<string, unknown> | undefined;
     if (opts.metadata) {
       metadata = { ...JSON.parse(row.metadata), ...opts.metadata };
-      this.st.setMeta.run(JSON.stringify(metadata), id);
+      row.metadata = JSON.stringify(metadata);
+      this.st.setMeta.run(row.metadata, id);
     }
     let status: StreamInfo["status"] = row.status;
     if (opts.close) {
@@ -414,12 +479,40 @@ export class SqliteStore implements Store {
       const now = this.clock.now();
       const meta = metadata ?? JSON.parse(row.metadata);
       const ttl = typeof meta.ttl_s === "number" ? meta.ttl_s : this.limits.defaultTtlS;
-      this.st.end.run(status, now, now + ttl * 1000, id);
+      row.status = status;
+      row.ended_ms = now;
+      row.expires_ms = now + ttl * 1000;
+      this.st.end.run(status, now, row.expires_ms, id);
     }
     return {
       result: { next_offset: formatOffset(seq), length: seq, status },
       notice: { records: added, status },
     };
+  }
+
+  /**
+   * Writes what the appends of this transaction left pending: their records, several rows per
+   * INSERT, and each stream's new length and size, once per stream. Runs before any other kind
+   * of write (which reads rows from the database) and before the commit.
+   */
+  private writePending(): void {
+    const rows = this.pendingEvents;
+    let at = 0;
+    if (rows.length > 0) {
+      const n = rows.length;
+      const wide = EVENT_BATCH * 5;
+      while (n - at >= wide) {
+        this.st.addEvents.run(rows.slice(at, at + wide));
+        at += wide;
+      }
+      while (at < n) {
+        this.st.addEvent.run(rows[at], rows[at + 1], rows[at + 2], rows[at + 3], rows[at + 4]);
+        at += 5;
+      }
+      this.pendingEvents = [];
+    }
+    for (const row of this.grown) this.st.grow.run(row.length, row.bytes, row.ord);
+    this.grown.clear();
   }
 
   private applyUpdate(id: string, patch: StreamPatch): StreamInfo | undefined {
