@@ -1,5 +1,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -272,4 +280,37 @@ async function* sseMessages(body: ReadableStream<Uint8Array>) {
 
 export async function json<T = Record<string, unknown>>(res: Response | Promise<Response>): Promise<T> {
   return (await (await res).json()) as T;
+}
+
+/** The pids whose parent is `ppid` (from /proc). */
+export function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === ppid) out.push(Number(name));
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * Stops a `--workers` server still running as an operator would (SIGTERM: its scratch file is
+ * removed on the way out), and SIGKILLs the primary and its workers if it is not gone in 15 s.
+ */
+export async function stopWorkersServer(srv: SluiceProc | undefined): Promise<void> {
+  if (!srv || srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
+  const workers = childrenOf(srv.proc.pid as number);
+  srv.kill("SIGTERM");
+  const timer = setTimeout(() => {
+    for (const pid of [srv.proc.pid as number, ...workers]) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
+  }, 15_000);
+  await srv.exited;
+  clearTimeout(timer);
 }

@@ -1,6 +1,5 @@
-import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type SluiceProc, spawnSluice } from "./cluster-helper.js";
+import { childrenOf, type SluiceProc, spawnSluice, stopWorkersServer } from "./cluster-helper.js";
 
 /**
  * `sluice serve --workers 2` while notices flow between the workers all the time: a worker
@@ -12,37 +11,12 @@ import { type SluiceProc, spawnSluice } from "./cluster-helper.js";
  */
 let srv: SluiceProc;
 
-function childrenOf(ppid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === ppid) out.push(Number(name));
-    } catch {}
-  }
-  return out;
-}
-
 beforeAll(async () => {
   srv = await spawnSluice(["--workers", "2"], { shutdown_grace_ms: 300 });
 }, 60_000);
 
 afterAll(async () => {
-  if (srv && srv.proc.exitCode === null && srv.proc.signalCode === null) {
-    const workers = childrenOf(srv.proc.pid as number);
-    srv.kill("SIGTERM");
-    const timer = setTimeout(() => {
-      for (const pid of [srv.proc.pid as number, ...workers]) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {}
-      }
-    }, 15_000);
-    await srv.exited;
-    clearTimeout(timer);
-  }
+  await stopWorkersServer(srv);
 }, 30_000);
 
 describe("sluice serve --workers 2: killing workers while notices flow", () => {

@@ -4,7 +4,7 @@ import { type MockUpstream, startMockUpstream } from "@sluice/mock-upstream";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { type SluiceProc, spawnSluice } from "./cluster-helper.js";
+import { childrenOf, type SluiceProc, spawnSluice, stopWorkersServer } from "./cluster-helper.js";
 import { demoBody, readAllJson, readSse, type SseMsg } from "./helpers.js";
 
 /**
@@ -39,35 +39,9 @@ beforeAll(async () => {
 afterAll(async () => {
   // Normally stopped by the last test; if not, stop it as an operator would (its scratch file is
   // removed on the way out), and kill what is left after a bound.
-  if (srv && srv.proc.exitCode === null && srv.proc.signalCode === null) {
-    const workers = childrenOf(srv.proc.pid as number);
-    srv.kill("SIGTERM");
-    const timer = setTimeout(() => {
-      for (const pid of [srv.proc.pid as number, ...workers]) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {}
-      }
-    }, 15_000);
-    await srv.exited;
-    clearTimeout(timer);
-  }
+  await stopWorkersServer(srv);
   await mock?.close();
 }, 30_000);
-
-/** The pids whose parent is `ppid` (from /proc). */
-function childrenOf(ppid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === ppid) out.push(Number(name));
-    } catch {}
-  }
-  return out;
-}
 
 function alive(pid: number): boolean {
   try {
