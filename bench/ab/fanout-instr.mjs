@@ -5,8 +5,10 @@
 // to one demo generation over a ramp; counters are zeroed when the job starts, dumped before the
 // first token (→ instructions per connection opened: accept, upgrade or route, subscribe, attach)
 // and again once every reader has its end (→ instructions per event delivered).
+// `--shape=own`: the capacity scenario's shape instead — every reader starts its own generation
+// (WebSocket `start`; SSE `POST /v1/streams`, on_disconnect cancel), first tokens after the ramp.
 //   node bench/ab/fanout-instr.mjs <rootA> [rootB …] [--n=500] [--proto=ws,sse] [--rounds=1]
-//        [--tps=10] [--length=40] [--ramp=15000]
+//        [--tps=10] [--length=150] [--ramp=15000] [--shape=fanout|own]
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +27,8 @@ const TPS = Number(opt("tps", 10));
 const LENGTH = Number(opt("length", 150));
 const RAMP = Number(opt("ramp", 15000));
 const PORT = Number(opt("port", 19121));
+const SHAPE = opt("shape", "fanout");
+const MESSAGES = [{ role: "user", content: "go" }];
 const dir = mkdtempSync(join(tmpdir(), "sluice-fanout-instr-"));
 
 const pinned = (core, args, stdio) =>
@@ -91,27 +95,47 @@ async function once(root, proto, run) {
   const pid = srv.pid; // sh execs taskset execs valgrind
   const ttft = RAMP + 3000;
   const demo = { seed: 1, ttft_ms: ttft, tokens_per_s: TPS, length: LENGTH, jitter: 0, stamp: true };
-  const res = await fetch(`${url}/v1/streams`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "go" }], demo }),
-  });
-  const { id } = await res.json();
+  let id;
+  if (SHAPE === "fanout") {
+    const res = await fetch(`${url}/v1/streams`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "demo", messages: MESSAGES, demo }),
+    });
+    id = (await res.json()).id;
+  }
   execFileSync("callgrind_control", ["-z", String(pid)], { stdio: "ignore" });
   const specs = [];
   for (let i = 0; i < N; i++) {
     const at = (i / N) * RAMP;
-    specs.push(
-      proto === "ws"
-        ? { port: PORT, path: "/v1/ws", subscribe: { stream: id, offset: "-1" }, at }
-        : {
-            port: PORT,
-            method: "GET",
-            path: `/v1/streams/${id}?offset=-1`,
-            headers: { accept: "text/event-stream" },
-            at,
-          },
-    );
+    if (SHAPE === "own") {
+      // Its first token after the ramp whatever its start (phases spread over one token gap).
+      const own = { ...demo, seed: i + 1, ttft_ms: Math.round(ttft - at + (i % 10) * (100 / TPS)) };
+      specs.push(
+        proto === "ws"
+          ? { port: PORT, path: "/v1/ws", start: { model: "demo", messages: MESSAGES, demo: own }, at }
+          : {
+              port: PORT,
+              method: "POST",
+              path: "/v1/streams",
+              headers: { "content-type": "application/json", accept: "text/event-stream" },
+              body: JSON.stringify({ model: "demo", messages: MESSAGES, demo: own, on_disconnect: "cancel" }),
+              at,
+            },
+      );
+    } else {
+      specs.push(
+        proto === "ws"
+          ? { port: PORT, path: "/v1/ws", subscribe: { stream: id, offset: "-1" }, at }
+          : {
+              port: PORT,
+              method: "GET",
+              path: `/v1/streams/${id}?offset=-1`,
+              headers: { accept: "text/event-stream" },
+              at,
+            },
+      );
+    }
   }
   const jid = ++jobSeq;
   let openIr;
@@ -153,7 +177,7 @@ for (let k = 0; k < ROUNDS; k++)
       const x = await once(root, proto, ++run);
       all.push(x);
       console.log(
-        `${proto} n=${N} ${root}: ${x.ended} ended, ${x.failed} failed, ${x.events} events; opening ${(x.openIr.main / N / 1e3).toFixed(0)} k instr/connection on the main thread (${(x.openIr.all / N / 1e3).toFixed(0)} k all threads); delivering ${(x.deliverIr.main / x.events / 1e3).toFixed(2)} k instr/event on the main thread (${(x.deliverIr.all / x.events / 1e3).toFixed(2)} k all threads)`,
+        `${proto} ${SHAPE} n=${N} ${root}: ${x.ended} ended, ${x.failed} failed, ${x.events} events; opening ${(x.openIr.main / N / 1e3).toFixed(0)} k instr/connection on the main thread (${(x.openIr.all / N / 1e3).toFixed(0)} k all threads); delivering ${(x.deliverIr.main / x.events / 1e3).toFixed(2)} k instr/event on the main thread (${(x.deliverIr.all / x.events / 1e3).toFixed(2)} k all threads)`,
       );
     }
 lg.send({ type: "exit" });

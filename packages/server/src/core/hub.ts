@@ -520,7 +520,15 @@ class Tail {
         break;
       }
     }
-    const taken: TakenFrames = { frames, last: this.windowStart + i - 1, from: seq, end, codec, maxBytes };
+    const taken: TakenFrames = {
+      frames,
+      chars: size,
+      last: this.windowStart + i - 1,
+      from: seq,
+      end,
+      codec,
+      maxBytes,
+    };
     this.framesMemo = taken;
     return taken;
   }
@@ -533,6 +541,8 @@ class Tail {
 /** Frames taken from a tail's window (see framesFromWindow), shared by readers at the same place. */
 interface TakenFrames extends SharedChunk {
   frames: string[];
+  /** Their total length (characters). */
+  chars: number;
   last: number;
   from: number;
   end: number;
@@ -716,7 +726,7 @@ export class Reader implements Flushable {
         this.seq = w.last;
         if (w.frames.length > 0) {
           sink.writeFrames(w.frames, w);
-          for (const f of w.frames) this.hub.counters.charsOut += f.length;
+          this.hub.counters.charsOut += w.chars;
         }
       } else {
         const w = tail.takeFromWindow(this.seq, this.codec, max) as Taken;
