@@ -2,8 +2,8 @@ import net from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FlowScheduler } from "../src/core/flow.js";
-import { Hub, type Sink } from "../src/core/hub.js";
-import { ndjsonSluice } from "../src/formats/sluice.js";
+import { Hub, type Reader, ReaderGroup, type Sink } from "../src/core/hub.js";
+import { ndjsonSluice, wsSluice } from "../src/formats/sluice.js";
 import { MemoryStore } from "../src/stores/memory.js";
 import {
   demoBody,
@@ -154,6 +154,130 @@ describe("coalescing (Hub + FlowScheduler)", () => {
         },
       ),
       { numRuns: 60 },
+    );
+  });
+
+  it("readers sharing a connection (a group) get exactly their records, joining and leaving it", async () => {
+    // A message transport's sink (frames, as the WebSocket's): its group is looked up on every
+    // schedule, as the WebSocket's is (grouped only while the socket holds several subscriptions).
+    class FramesSink extends TestSink {
+      grouped: ReaderGroup | undefined;
+      get group(): ReaderGroup | undefined {
+        return this.grouped;
+      }
+      writeFrames(frames: string[]): void {
+        this.write(frames.join(""));
+      }
+    }
+    const groupOp = fc.oneof(
+      { arbitrary: opArb, weight: 5 },
+      {
+        arbitrary: fc.record({
+          op: fc.constant("attach" as const),
+          from: fc.oneof(fc.constant("now" as const), fc.nat(40)),
+          flushMs: fc.option(fc.constantFrom(0, 3), { nil: undefined }),
+          group: fc.option(fc.nat(2), { nil: undefined }),
+        }),
+        weight: 2,
+      },
+      {
+        arbitrary: fc.record({ op: fc.constant("join" as const), reader: fc.nat(10), group: fc.nat(2) }),
+        weight: 1,
+      },
+      { arbitrary: fc.record({ op: fc.constant("leave" as const), reader: fc.nat(10) }), weight: 1 },
+      { arbitrary: fc.record({ op: fc.constant("detach" as const), reader: fc.nat(10) }), weight: 1 },
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(0, 1, 4),
+        fc.array(groupOp, { minLength: 1, maxLength: 50 }),
+        async (flushIntervalMs, ops) => {
+          const store = new MemoryStore({ sweepIntervalMs: 0 });
+          const flow = new FlowScheduler({ flushIntervalMs, adaptive: false });
+          const hub = new Hub(store, {
+            flow,
+            windowSize: 16,
+            highWaterBytes: 64,
+            slowReaderMs: 0,
+            slowReaderLagBytes: 0,
+          });
+          let corked = 0;
+          const groups = [0, 1, 2].map(
+            () => new ReaderGroup({ before: () => corked++, after: () => corked-- }),
+          );
+          await store.create({ id: "g", kind: "log", content_type: "text/plain" });
+          const readers: { sink: FramesSink; from: number; reader: Reader; detached: boolean }[] = [];
+          let length = 0;
+          const pick = (i: number) => readers[i % Math.max(1, readers.length)];
+          try {
+            for (const o of ops) {
+              if (o.op === "append") {
+                await store.append(
+                  "g",
+                  o.data.map((d) => ({ type: "data", data: JSON.stringify(d) })),
+                );
+                length += o.data.length;
+              } else if (o.op === "attach") {
+                const from = o.from === "now" ? length : Math.min(o.from, length);
+                const sink = new FramesSink(o.flushMs);
+                if ("group" in o && o.group !== undefined) sink.grouped = groups[o.group];
+                const reader = await hub.attach("g", from, wsSluice, sink);
+                readers.push({ sink, from, reader, detached: false });
+              } else if (o.op === "join") {
+                const r = pick(o.reader);
+                if (r) r.sink.grouped = groups[o.group];
+              } else if (o.op === "leave") {
+                const r = pick(o.reader);
+                if (r) r.sink.grouped = undefined;
+              } else if (o.op === "detach") {
+                const r = pick(o.reader);
+                if (r && !r.detached) {
+                  r.detached = true;
+                  r.reader.detach();
+                  r.sink.ended = true;
+                }
+              } else if (o.op === "congest") {
+                const r = pick(o.reader);
+                if (r) r.sink.congested = true;
+              } else if (o.op === "drain") {
+                const r = pick(o.reader);
+                if (r) {
+                  r.sink.congested = false;
+                  r.sink.drain();
+                }
+              } else if (o.op === "wait") {
+                if (o.ms === 0) await tick();
+                else await sleep(o.ms);
+              }
+            }
+            await store.append("g", [{ type: "end", data: '"end"' }], { close: "completed" });
+            for (let i = 0; i < 200 && readers.some((r) => !r.sink.ended); i++) {
+              for (const r of readers) {
+                r.sink.congested = false;
+                r.sink.drain();
+              }
+              await sleep(1);
+            }
+            const page = await store.read("g", 0, 100_000);
+            const info = { id: "g", created_at: "" };
+            for (const r of readers) {
+              expect(r.sink.ended).toBe(true);
+              let want = "";
+              for (const rec of page.records.slice(r.from)) want += wsSluice.encode(rec, info);
+              // A reader detached early has a prefix of its records; every other one has them all.
+              if (r.detached) expect(want.startsWith(r.sink.out)).toBe(true);
+              else expect(r.sink.out).toBe(want);
+            }
+            expect(corked).toBe(0);
+            for (const g of groups) expect(g.size).toBe(0);
+            expect(hub.readerCount()).toBe(0);
+          } finally {
+            hub.stop();
+            flow.stop();
+          }
+        },
+      ),
+      { numRuns: 100 },
     );
   });
 

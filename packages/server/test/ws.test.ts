@@ -105,6 +105,20 @@ describe("WebSocket /v1/ws", () => {
     c.close();
   });
 
+  it("flush_ms gives a subscription its own cadence: fewer, larger batches, same records", async () => {
+    const { id } = await startStream(s.url, demoBody({ length: 150, tokens_per_s: 300 }));
+    const c = await Client.open(s.url);
+    const before = s.server.flow.flushes;
+    c.send({ type: "subscribe", stream: id, offset: "-1", flush_ms: 200 });
+    await c.next((m) => m.type === "end" && m.stream === id);
+    const flushes = s.server.flow.flushes - before;
+    const all = await readAllJson(s.url, id);
+    expect(c.events(id).map((m) => m.offset)).toEqual(all.map((e) => e.offset));
+    // ~0.5 s of generation at one flush per 200 ms: a handful of writes for ~150 events.
+    expect(flushes).toBeLessThan(15);
+    c.close();
+  });
+
   it("resumes from an offset with nothing lost or duplicated", async () => {
     const { id } = await startStream(s.url, demoBody({ length: 40, tokens_per_s: 400 }));
     const c1 = await Client.open(s.url);

@@ -64,32 +64,73 @@ export interface WriteMark {
   ended: boolean;
 }
 
-/** Readers sharing one connection; flushed as one (e.g. corked WebSocket writes). */
+/**
+ * Readers sharing one connection; flushed as one (e.g. corked WebSocket writes). Nothing is
+ * allocated per flush: the first pending reader has a slot of its own (the common case, one
+ * reader pending per round), the rest a list made when first needed and reused.
+ */
 export class ReaderGroup implements Flushable {
   lastFlushAt = Number.NEGATIVE_INFINITY;
   flowState = 0;
   flushMs: number | undefined;
-  readonly dirty = new Set<Reader>();
+  private first: Reader | undefined;
+  private rest: Reader[] | undefined;
+  private restLength = 0;
 
   constructor(private readonly around: { before?: () => void; after?: () => void } = {}) {}
 
-  flush(): void {
-    if (this.dirty.size === 0) return;
-    // One reader writes once: nothing to gather (the common case, one subscription per socket).
-    if (this.dirty.size === 1) {
-      const [r] = this.dirty;
-      this.dirty.clear();
-      (r as Reader).flush();
+  /** Readers waiting for this group's flush. */
+  get size(): number {
+    return (this.first === undefined ? 0 : 1) + this.restLength;
+  }
+
+  /** @internal `r` has something to write (Reader.schedule; a reader is added at most once). */
+  add(r: Reader): void {
+    if (this.first === undefined) this.first = r;
+    else {
+      this.rest ??= [];
+      this.rest[this.restLength++] = r;
+    }
+  }
+
+  /** @internal `r` detached before the flush. */
+  delete(r: Reader): void {
+    if (this.first === r) {
+      this.first = undefined;
       return;
     }
+    const rest = this.rest;
+    if (!rest) return;
+    const i = rest.indexOf(r);
+    if (i < 0 || i >= this.restLength) return;
+    rest.splice(i, 1);
+    this.restLength--;
+  }
+
+  flush(): void {
+    const first = this.first;
+    const n = this.restLength;
+    // One reader writes once: nothing to gather (the common case).
+    if (n === 0) {
+      if (first === undefined) return;
+      this.first = undefined;
+      first.flush();
+      return;
+    }
+    const rest = this.rest as Reader[];
+    // Taken out before flushing: a reader may be scheduled again meanwhile (into a fresh list).
+    this.first = undefined;
+    this.rest = undefined;
+    this.restLength = 0;
     this.around.before?.();
     try {
-      const readers = [...this.dirty];
-      this.dirty.clear();
-      for (const r of readers) r.flush();
+      first?.flush();
+      for (let i = 0; i < n; i++) (rest[i] as Reader).flush();
     } finally {
       this.around.after?.();
     }
+    rest.length = 0;
+    this.rest ??= rest;
   }
 }
 
@@ -479,7 +520,15 @@ class Tail {
         break;
       }
     }
-    const taken: TakenFrames = { frames, last: this.windowStart + i - 1, from: seq, end, codec, maxBytes };
+    const taken: TakenFrames = {
+      frames,
+      chars: size,
+      last: this.windowStart + i - 1,
+      from: seq,
+      end,
+      codec,
+      maxBytes,
+    };
     this.framesMemo = taken;
     return taken;
   }
@@ -492,6 +541,8 @@ class Tail {
 /** Frames taken from a tail's window (see framesFromWindow), shared by readers at the same place. */
 interface TakenFrames extends SharedChunk {
   frames: string[];
+  /** Their total length (characters). */
+  chars: number;
   last: number;
   from: number;
   end: number;
@@ -526,6 +577,8 @@ export class Reader implements Flushable {
   foldUntil = 0;
   lastFlushAt = Number.NEGATIVE_INFINITY;
   flowState = 0;
+  /** The connection group this reader was last scheduled in (so a detach takes it out). */
+  private inGroup: ReaderGroup | undefined;
   /** Tail.cumBytes when this reader was last level with the tail (a pending-bytes measure). */
   private sentCum: number;
   /** @internal when the reader started waiting for drain (performance.now()). */
@@ -584,7 +637,8 @@ export class Reader implements Flushable {
     this.state = "scheduled";
     const group = this.sink.group;
     if (group) {
-      group.dirty.add(this);
+      this.inGroup = group;
+      group.add(this);
       this.hub.flow.mark(group, urgent);
     } else {
       this.hub.flow.mark(this, urgent);
@@ -601,7 +655,10 @@ export class Reader implements Flushable {
     if (this.state === "blocked") this.hub.unblockedReader(this);
     this.state = "done";
     this.hub.flow.remove(this);
-    this.sink.group?.dirty.delete(this);
+    if (this.inGroup) {
+      this.inGroup.delete(this);
+      this.inGroup = undefined;
+    }
     this.tail.readers.delete(this);
     this.hub.release(this.tail);
   }
@@ -669,7 +726,7 @@ export class Reader implements Flushable {
         this.seq = w.last;
         if (w.frames.length > 0) {
           sink.writeFrames(w.frames, w);
-          for (const f of w.frames) this.hub.counters.charsOut += f.length;
+          this.hub.counters.charsOut += w.chars;
         }
       } else {
         const w = tail.takeFromWindow(this.seq, this.codec, max) as Taken;

@@ -288,7 +288,14 @@ interface Subscription {
   sink: SubscriptionSink;
 }
 
-/** One subscription's view of the socket: frames go out as WebSocket messages. */
+/** ws's WebSocket.OPEN (a constant, not looked up on the class on every write). */
+const OPEN = 1;
+
+/**
+ * One subscription's view of the socket: frames go out as WebSocket messages. The hot path
+ * (every record, every reader) touches no per-write ws machinery: frames go to the raw socket as
+ * ready-made bytes shared by every socket at the same place in the stream.
+ */
 class SubscriptionSink implements Sink {
   ended = false;
 
@@ -296,8 +303,16 @@ class SubscriptionSink implements Sink {
     private readonly conn: WsConnection,
     readonly stream: string,
     readonly flushMs: number | undefined,
-    readonly group: ReaderGroup,
   ) {}
+
+  /**
+   * The connection's group while the socket carries more than one subscription (their records
+   * then go out in one corked write per flush); a lone subscription, or one with its own
+   * `flush_ms`, is flushed by itself, at its own cadence, like an SSE response.
+   */
+  get group(): ReaderGroup | undefined {
+    return this.flushMs === undefined && this.conn.subscriptions > 1 ? this.conn.group : undefined;
+  }
 
   write(chunk: string): void {
     if (!this.closed) this.conn.ws.send(chunk);
@@ -310,10 +325,11 @@ class SubscriptionSink implements Sink {
     if (raw) {
       // One write of ready-framed bytes, made once per batch and shared by every socket
       // following the stream at the same place (as the SSE path shares its chunk framing).
-      let bytes: Buffer;
-      if (shared) bytes = shared.wsFramed ??= textFrames(frames);
-      else bytes = textFrames(frames);
-      raw.write(bytes);
+      if (!shared) raw.write(textFrames(frames));
+      else {
+        shared.wsFramed ??= textFrames(frames);
+        raw.write(shared.wsFramed);
+      }
       return;
     }
     const ws = conn.ws;
@@ -325,7 +341,9 @@ class SubscriptionSink implements Sink {
   }
 
   get buffered(): number {
-    return this.conn.ws.bufferedAmount;
+    const conn = this.conn;
+    // Raw writes queue in the socket only (ws's sender queues nothing without an extension).
+    return conn.raw === true && conn.socket ? conn.socket.writableLength : conn.ws.bufferedAmount;
   }
 
   onDrain(cb: () => void): void {
@@ -345,7 +363,7 @@ class SubscriptionSink implements Sink {
   }
 
   get closed(): boolean {
-    return this.ended || this.conn.ws.readyState !== WebSocket.OPEN;
+    return this.ended || this.conn.ws.readyState !== OPEN;
   }
 }
 
@@ -358,7 +376,7 @@ class WsConnection {
   private closedDown = false;
   private draining = false;
   /** Whether records may go to the socket as ready-made frames (see rawSocket); decided once. */
-  private raw: boolean | undefined;
+  raw: boolean | undefined;
 
   constructor(
     readonly ws: WebSocket,
@@ -392,7 +410,7 @@ class WsConnection {
   rawSocket(): Duplex | undefined {
     if (this.raw === false) return undefined;
     const ws = this.ws;
-    if (ws.readyState !== WebSocket.OPEN) return undefined;
+    if (ws.readyState !== OPEN) return undefined;
     if (this.raw === undefined) {
       const sender = (ws as unknown as { _sender?: { _state?: number; _queue?: unknown[] } })._sender;
       const plain = ws.extensions === "" && sender?._state === 0 && Array.isArray(sender._queue);
@@ -401,6 +419,11 @@ class WsConnection {
     }
     const socket = this.socket;
     return socket && !socket.destroyed ? socket : undefined;
+  }
+
+  /** Subscriptions this socket holds. */
+  get subscriptions(): number {
+    return this.subs.size;
   }
 
   ping(): void {
@@ -620,7 +643,7 @@ class WsConnection {
       const pos = readPosition(rawOffset);
       after = pos.kind === "now" ? "now" : pos.seq;
     }
-    const sink = new SubscriptionSink(this, stream, flush, this.group);
+    const sink = new SubscriptionSink(this, stream, flush);
     const sub: Subscription = { stream, reader: undefined, sink };
     this.subs.set(stream, sub);
     try {
