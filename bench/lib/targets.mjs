@@ -182,7 +182,7 @@ export function liveSpec(target, ports, id, demo, i = 0) {
       return {
         port: ports.sluice,
         path: "/v1/ws",
-        start: { model: "demo", messages: MESSAGES, demo },
+        start: { model: "demo", messages: MESSAGES, demo, on_disconnect: "cancel" },
       };
     case "resumable":
       return {

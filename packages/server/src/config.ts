@@ -159,7 +159,7 @@ export const RouteConfigSchema = z
       .enum(["continue", "cancel"])
       .optional()
       .describe(
-        "What a disconnect of the client that started a generation does (`POST /v1/streams` streaming, the OpenAI and AI SDK routes): `continue` lets it run (readable and resumable by anyone allowed), `cancel` cancels it. A request's own `on_disconnect` wins.",
+        "What a disconnect of the client that started a generation does (`POST /v1/streams` streaming, the OpenAI, Anthropic, Responses and AI SDK routes, a WebSocket `start`: the socket closing): `continue` lets it run (readable and resumable by anyone allowed), `cancel` cancels it. A request's own `on_disconnect` wins.",
       )
       .meta({ "x-default": '`"continue"`' }),
     retry: RetrySchema.optional().describe(

@@ -170,6 +170,27 @@ describe("WebSocket /v1/ws", () => {
     c.close();
   });
 
+  it("a socket that leaves cancels what it started with on_disconnect: cancel, and nothing else", async () => {
+    const c = await Client.open(s.url);
+    const slow = { length: 5000, tokens_per_s: 50 };
+    c.send({ type: "start", id: "cut", on_disconnect: "cancel", ...demoBody(slow) });
+    c.send({ type: "start", id: "keep", ...demoBody(slow) });
+    c.send({ type: "start", id: "bg", subscribe: false, on_disconnect: "cancel", ...demoBody(slow) });
+    const cut = (await c.next((m) => m.type === "started" && m.id === "cut")).stream as string;
+    const keep = (await c.next((m) => m.type === "started" && m.id === "keep")).stream as string;
+    const bg = (await c.next((m) => m.type === "started" && m.id === "bg")).stream as string;
+    await c.next((m) => m.stream === cut && m.event?.type === "text-delta");
+    c.ws.terminate();
+    await waitForStatus(s.url, cut, (st) => st === "cancelled");
+    await waitForStatus(s.url, bg, (st) => st === "cancelled");
+    const events = await readAllJson(s.url, cut);
+    expect(events.at(-1)?.event).toMatchObject({ type: "abort", by: "client-disconnect" });
+    // The default (continue): still running after the socket is gone.
+    const info = (await (await fetch(`${s.url}/v1/streams/${keep}/info`)).json()) as { status: string };
+    expect(info.status).toBe("running");
+    await fetch(`${s.url}/v1/streams/${keep}/cancel`, { method: "POST" });
+  });
+
   it("carries many streams on one socket, each complete and in order", async () => {
     const c = await Client.open(s.url);
     const ids: string[] = [];

@@ -375,6 +375,10 @@ class WsConnection {
   private drainWaiters: (() => void)[] = [];
   private closedDown = false;
   private draining = false;
+  /** The server is closing this socket (shutdown), not its client: nothing is cancelled. */
+  private serverClosing = false;
+  /** Generations this socket started with `on_disconnect: cancel` (the request's or the route's). */
+  private readonly cancelOnClose = new Set<string>();
   /** Whether records may go to the socket as ready-made frames (see rawSocket); decided once. */
   raw: boolean | undefined;
 
@@ -448,6 +452,7 @@ class WsConnection {
   /** Shutdown has begun: close once no subscription is left (now, if there is none). */
   drain(): void {
     this.draining = true;
+    this.serverClosing = true;
     if (this.subs.size === 0) this.close(1001, SHUTDOWN_REASON);
   }
 
@@ -463,6 +468,7 @@ class WsConnection {
    */
   shutdown(): void {
     if (this.closedDown) return;
+    this.serverClosing = true;
     for (const sub of this.subs.values()) {
       sub.sink.ended = true;
       const msg: Record<string, unknown> = { type: "closing", stream: sub.stream };
@@ -497,6 +503,13 @@ class WsConnection {
   private gone(): void {
     if (this.closedDown) return;
     this.closedDown = true;
+    const { runner } = this.deps;
+    if (!this.serverClosing) {
+      for (const id of this.cancelOnClose) {
+        if (runner.isRunning(id)) void runner.cancel(id, "client-disconnect", "client disconnected");
+      }
+    }
+    this.cancelOnClose.clear();
     for (const s of this.subs.values()) s.reader?.detach();
     this.subs.clear();
     this.deps.hub.flow.remove(this.group);
@@ -688,6 +701,8 @@ class WsConnection {
       ? this.identity
       : { principal: OPEN_PRINCIPAL, apiKey: undefined };
     const info = await startAs(principal, apiKey, this.deps, parsed);
+    const onDisconnect = parsed.on_disconnect ?? this.deps.routes.resolve(parsed.model).on_disconnect;
+    if (onDisconnect === "cancel") this.cancelOnDisconnect(info.id);
     const started: Record<string, unknown> = {
       type: "started",
       stream: info.id,
@@ -701,6 +716,21 @@ class WsConnection {
       // Subscribed from the first event, so nothing is missed.
       await this.attach(info.id, undefined, flush, undefined, 0);
     }
+  }
+
+  /** Cancels `id` if this socket's client leaves first (bounded: ended generations are dropped). */
+  private cancelOnDisconnect(id: string): void {
+    if (this.closedDown) {
+      if (!this.serverClosing && this.deps.runner.isRunning(id)) {
+        void this.deps.runner.cancel(id, "client-disconnect", "client disconnected");
+      }
+      return;
+    }
+    if (this.cancelOnClose.size >= 64) {
+      for (const other of this.cancelOnClose)
+        if (!this.deps.runner.isRunning(other)) this.cancelOnClose.delete(other);
+    }
+    this.cancelOnClose.add(id);
   }
 
   private async cancel(m: unknown, id: ClientId): Promise<void> {
