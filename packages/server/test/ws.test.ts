@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
+import { pingTickMs } from "../src/http/ws.js";
 import {
   demoBody,
   type Running,
@@ -285,10 +286,12 @@ describe("WebSocket /v1/ws", () => {
   });
 
   it("terminates a socket that stops answering pings (one shared ping timer)", async () => {
-    // A ping interval no other timer here uses, so the spy counts only the pinger's intervals.
-    const PING_MS = 173;
+    // A ping tick no other timer here uses, so the spy counts only the pinger's intervals.
+    const PING_MS = 230;
+    const TICK = pingTickMs(PING_MS);
+    expect(TICK).toBe(23);
     const intervals = vi.spyOn(globalThis, "setInterval");
-    const pingTimers = () => intervals.mock.calls.filter((c) => c[1] === PING_MS).length;
+    const pingTimers = () => intervals.mock.calls.filter((c) => c[1] === TICK).length;
     const srv = await startSluice({ ws: { ping_interval_ms: PING_MS } });
     try {
       const live = await Client.open(srv.url);
@@ -306,7 +309,7 @@ describe("WebSocket /v1/ws", () => {
       for (let i = 0; i < 1000 && pings < 4; i++) await new Promise((r) => setTimeout(r, 10));
       expect(pings).toBeGreaterThanOrEqual(4);
       expect(live.closed).toBe(false);
-      const pinger = intervals.mock.results[intervals.mock.calls.findIndex((c) => c[1] === PING_MS)]?.value;
+      const pinger = intervals.mock.results[intervals.mock.calls.findIndex((c) => c[1] === TICK)]?.value;
       const cleared = vi.spyOn(globalThis, "clearInterval");
       const pingerCleared = () => cleared.mock.calls.some((c) => c[0] === pinger);
       live.close();

@@ -113,13 +113,22 @@ async function authenticateUpgrade(req: IncomingMessage, deps: AppDeps): Promise
   return resolveCredential(deps.security, cred);
 }
 
+/** How many ticks one ping interval is cut into (each tick pings one slice of the sockets). */
+export const PING_SLICES = 10;
+
+/** The shared ping timer's tick for a `ws.ping_interval_ms`. */
+export function pingTickMs(intervalMs: number): number {
+  return Math.max(1, Math.round(intervalMs / PING_SLICES));
+}
+
 /**
  * `GET /v1/ws`: one WebSocket carries many streams. Client messages are JSON objects
  * (`subscribe`, `unsubscribe`, `start`, `cancel`, each with an optional `id` echoed in the
  * answer); records arrive as `{stream, offset, event}` (bytes shared across sockets via the
  * `ws:sluice` codec). A bad message gets an error message and never affects the socket's
- * other subscriptions. One interval pings every socket; one that missed the previous ping's
- * pong is terminated.
+ * other subscriptions. One shared timer pings the sockets, a tenth of them per tick so each is
+ * pinged once per `ping_interval_ms` without a burst of every socket at once; one that missed the
+ * previous ping's pong is terminated.
  */
 export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
   const { config, connections } = deps;
@@ -135,10 +144,15 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
   const worker = workerHeader();
   if (worker !== undefined) wss.on("headers", (headers) => headers.push(`Sluice-Worker: ${worker}`));
   const sockets = new Set<WsConnection>();
+  // Sockets dealt round-robin into PING_SLICES slices; each tick of the one timer pings one slice.
+  const slices = Array.from({ length: PING_SLICES }, () => new Set<WsConnection>());
+  let dealt = 0;
+  let tick = 0;
   let pinger: NodeJS.Timeout | undefined;
 
   const ping = () => {
-    for (const c of sockets) c.ping();
+    const slice = slices[tick++ % PING_SLICES] as Set<WsConnection>;
+    for (const c of slice) c.ping();
   };
 
   app.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -244,8 +258,10 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
     wss.handleUpgrade(req, socket, head, (ws) => {
       const gauge = deps.metrics?.connections.labels("ws");
       gauge?.inc();
+      const slice = slices[dealt++ % PING_SLICES] as Set<WsConnection>;
       const conn = new WsConnection(ws, deps, identity, () => {
         if (!sockets.delete(conn)) return;
+        slice.delete(conn);
         gauge?.dec();
         release();
         if (sockets.size === 0 && pinger) {
@@ -254,8 +270,9 @@ export function registerWebSocket(app: FastifyInstance, deps: DoorDeps): void {
         }
       });
       sockets.add(conn);
+      slice.add(conn);
       if (!pinger) {
-        pinger = setInterval(ping, config.ws.ping_interval_ms);
+        pinger = setInterval(ping, pingTickMs(config.ws.ping_interval_ms));
         pinger.unref();
       }
     });
