@@ -10,6 +10,7 @@ export function startSluice(root, port, extra = []) {
       "-c",
       "0",
       "node",
+      ...(process.env.SLUICE_AB_NODE_ARGS ? process.env.SLUICE_AB_NODE_ARGS.split(" ") : []),
       resolve(root, "packages/server/dist/cli/main.js"),
       "serve",
       "--port",

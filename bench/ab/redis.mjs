@@ -2,7 +2,8 @@
 // A/B of two Sluice builds on the Redis store: N demo generations at 30 tok/s, one SSE reader
 // each; over a 5 s window in steady state, the CPU of the Sluice process and of its own
 // redis-server (both pinned to core 0) per delivered event. Builds alternate.
-//   node bench/ab/redis.mjs <rootA> <rootB> [--n=200] [--rounds=3]
+//   node bench/ab/redis.mjs <rootA> <rootB> [--n=200] [--rounds=3] [--store=memory]
+// (SLUICE_AB_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR": the servers run under those node flags)
 import { spawn } from "node:child_process";
 import http from "node:http";
 import { cpuMs, ready, sleep, startSluice } from "./common.mjs";
@@ -34,7 +35,9 @@ async function once(root) {
     { stdio: "ignore" },
   );
   await sleep(300);
-  const srv = startSluice(root, PORT, ["--store", `redis://127.0.0.1:${rport}`]);
+  // --store=memory: the same load on the memory store (its redis-server idles), for the ratio.
+  const store = opt("store", "redis") === "memory" ? [] : ["--store", `redis://127.0.0.1:${rport}`];
+  const srv = startSluice(root, PORT, store);
   const url = `http://127.0.0.1:${PORT}`;
   await ready(url);
   const agent = new http.Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
@@ -78,7 +81,13 @@ async function once(root) {
   const a1 = cpuMs(srv.pid);
   const b1 = cpuMs(redis.pid);
   const secs = (Date.now() - t0) / 1000;
-  srv.kill("SIGKILL");
+  // With SLUICE_AB_NODE_ARGS="--cpu-prof ..." the server must exit on its own to write the profile.
+  if (process.env.SLUICE_AB_NODE_ARGS) {
+    await new Promise((r) => {
+      srv.once("exit", r);
+      srv.kill("SIGTERM");
+    });
+  } else srv.kill("SIGKILL");
   redis.kill("SIGKILL");
   const n = e1 - e0;
   return { root, rate: n / secs, nodeUs: ((a1 - a0) * 1000) / n, redisUs: ((b1 - b0) * 1000) / n };
