@@ -2,7 +2,8 @@
 // A/B of two Sluice builds on the Redis store: N demo generations at 30 tok/s, one SSE reader
 // each; over a 5 s window in steady state, the CPU of the Sluice process and of its own
 // redis-server (both pinned to core 0) per delivered event. Builds alternate.
-//   node bench/ab/redis.mjs <rootA> <rootB> [--n=200] [--rounds=3] [--store=memory]
+//   node bench/ab/redis.mjs <rootA> <rootB> [--n=200] [--rounds=3] [--store=memory] [--redis-core=1]
+// (--redis-core=1: redis-server on the other core, so a profile of Sluice is not charged with it)
 // (SLUICE_AB_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR": the servers run under those node flags)
 import { spawn } from "node:child_process";
 import http from "node:http";
@@ -21,7 +22,7 @@ async function once(root) {
     "taskset",
     [
       "-c",
-      "0",
+      opt("redis-core", "0"),
       "redis-server",
       "--port",
       String(rport),

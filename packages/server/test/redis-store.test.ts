@@ -13,6 +13,15 @@ afterAll(async () => {
   await redis?.close();
 });
 
+/** Waits for an asynchronous condition (polling). */
+async function until(cond: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const start = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - start > timeoutMs) throw new Error("until: timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 let n = 0;
 runStoreContract({
   name: "redis",
@@ -102,7 +111,7 @@ describe("redis store across nodes", () => {
       for (let i = 0; i < 20; i++) await a.append(id, [{ data: `r${i}` }]);
       const len = (await a.info(id))?.length ?? 0;
       await waitFor(() => heardA.at(-1) === len && heardB.at(-1) === len, 10_000);
-      // Node A heard its own appends once each, though Redis also published them back to it.
+      // Node A heard its own appends once each (Redis publishes an append only to the other nodes).
       expect(new Set(heardA).size).toBe(heardA.length);
       // A record written without its notice (as if the notice was lost on the way): node B,
       // which checks quiet streams every 100 ms, still delivers it; node A, which never checks, does not.
@@ -111,6 +120,81 @@ describe("redis store across nodes", () => {
       await waitFor(() => heardB.at(-1) === len + 1, 10_000);
       expect(heardA.at(-1)).toBe(len);
       expect(new Set(heardB).size).toBe(heardB.length);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("publishes an append only to the other nodes that follow the stream, on each node's own channel; appends of one turn go in one script call", async () => {
+    const a = new RedisStore({ url: redis.url, prefix: "pub:", sweepIntervalMs: 0 });
+    const b = new RedisStore({ url: redis.url, prefix: "pub:", sweepIntervalMs: 0 });
+    const spy = a.client.duplicate();
+    try {
+      await a.connected();
+      await b.connected();
+      const published: string[] = [];
+      spy.on("pmessage", (_p: string, channel: string) => published.push(channel));
+      await spy.psubscribe("pub:*");
+      const { id } = await a.create({ id: `st_pub_${Date.now()}`, kind: "log", content_type: "text/plain" });
+      const heardA: string[] = [];
+      a.subscribe(id, (n) => heardA.push(...n.records.map((r) => r.data)));
+      await until(async () => (await a.client.smembers(`pub:f:${id}`)).length === 1);
+      // Only the writer follows: nothing is published.
+      await Promise.all([a.append(id, [{ data: "1" }]), a.append(id, [{ data: "2" }])]);
+      await waitFor(() => heardA.length === 2);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(published).toEqual([]);
+      // Node B follows too: each append of A is published once, to B's channel only.
+      const heardB: string[] = [];
+      b.subscribe(id, (n) => heardB.push(...n.records.map((r) => r.data)));
+      await until(async () => (await a.client.smembers(`pub:f:${id}`)).length === 2);
+      const before = Number(
+        (await a.client.info("commandstats")).match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0,
+      );
+      await Promise.all(Array.from({ length: 10 }, (_, i) => a.append(id, [{ data: `x${i}` }])));
+      const after = Number(
+        (await a.client.info("commandstats")).match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0,
+      );
+      // Ten appends issued in one turn: one script call.
+      expect(after - before).toBe(1);
+      await waitFor(() => heardB.length === 10 && heardA.length === 12);
+      expect(heardB).toEqual(Array.from({ length: 10 }, (_, i) => `x${i}`));
+      expect(heardA.slice(2)).toEqual(heardB);
+      await waitFor(() => published.length === 10);
+      expect(new Set(published).size).toBe(1);
+      expect(published[0]).toMatch(/^pub:node:[0-9a-f]{16}$/);
+    } finally {
+      spy.disconnect();
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("a node that lost its place in a follower set (a reconnect to a Redis that forgot it) registers again and hears the other nodes' appends", async () => {
+    const a = new RedisStore({ url: redis.url, prefix: "rr:", sweepIntervalMs: 0, syncIntervalMs: 0 });
+    const b = new RedisStore({ url: redis.url, prefix: "rr:", sweepIntervalMs: 0, syncIntervalMs: 0 });
+    try {
+      await a.connected();
+      await b.connected();
+      const id = `st_rr_${Date.now()}`;
+      await a.create({ id, kind: "log", content_type: "text/plain" });
+      const heard: string[] = [];
+      b.subscribe(id, (n) => heard.push(...n.records.map((r) => r.data)));
+      await until(async () => (await a.client.smembers(`rr:f:${id}`)).length === 1);
+      // Without its registration B hears nothing of A's appends (the periodic check is off here).
+      await a.client.del(`rr:f:${id}`);
+      await a.append(id, [{ data: "unheard" }]);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(heard).toEqual([]);
+      // The subscriber connections drop and come back: each node registers its followers again
+      // and catches up from the log.
+      await a.client.client("KILL", "TYPE", "pubsub");
+      await until(async () => (await a.client.smembers(`rr:f:${id}`)).length === 1, 10_000);
+      await waitFor(() => heard.includes("unheard"), 10_000);
+      await a.append(id, [{ data: "after" }]);
+      await waitFor(() => heard.includes("after"), 10_000);
+      expect(heard).toEqual(["unheard", "after"]);
     } finally {
       await a.close();
       await b.close();

@@ -45,14 +45,28 @@ export interface RedisStoreOptions {
 }
 
 /**
+ * Tells the nodes that follow a stream (the set `f:<id>` of node tags, kept by RedisStore.subscribe)
+ * a notice, on each node's own channel `node:<tag>`; `skip` (the node that wrote) is left out: it
+ * delivered its own records already. A stream only its writer follows costs no PUBLISH at all.
+ */
+const NOTIFY_LUA = `
+local function notify(pfx, id, msg, skip)
+  local fl = redis.call('SMEMBERS', pfx .. 'f:' .. id)
+  for _, t in ipairs(fl) do
+    if t ~= skip then redis.call('PUBLISH', pfx .. 'node:' .. t, id .. '\\n' .. msg) end
+  end
+end
+`;
+
+/**
  * Creates a stream atomically; an expired stream with the same id is replaced (its followers
  * hear it was deleted). At `max streams` (the index's size), ended streams are removed first,
  * the one that expires first first (`FULL` when only running ones are left).
  * KEYS: meta, log, index, ctr, running, expiry.
- * ARGV: id, now, kind, content_type, tenant, model, notice channel, max streams ('' = none), key
+ * ARGV: id, now, kind, content_type, tenant, model, '' (unused), max streams ('' = none), key
  * prefix, then metadata field/value pairs.
  */
-const CREATE_LUA = `
+const CREATE_LUA = `${NOTIFY_LUA}
 local m = KEYS[1]
 local replaced = false
 if redis.call('EXISTS', m) == 1 then
@@ -60,7 +74,7 @@ if redis.call('EXISTS', m) == 1 then
   local exp = tonumber(h[1])
   if not exp or exp > tonumber(ARGV[2]) then return 'EXISTS' end
   redis.call('DEL', m, KEYS[2])
-  redis.call('PUBLISH', ARGV[7], '0\\n' .. h[2] .. '\\ndeleted')
+  notify(ARGV[9], ARGV[1], '0\\n' .. h[2] .. '\\ndeleted', '')
   replaced = true
 end
 local max = tonumber(ARGV[8])
@@ -73,11 +87,11 @@ if max and not replaced then
       local vm = ARGV[9] .. 'm:' .. v
       local st = redis.call('HGET', vm, 'status')
       if st ~= 'running' then
-        redis.call('DEL', vm, ARGV[9] .. 'l:' .. v)
+        redis.call('DEL', vm, ARGV[9] .. 'l:' .. v, ARGV[9] .. 'f:' .. v)
         redis.call('ZREM', KEYS[3], v)
         redis.call('ZREM', KEYS[6], v)
         redis.call('SREM', KEYS[5], v)
-        if st then redis.call('PUBLISH', ARGV[9] .. 'n:' .. v, '0\\n' .. st .. '\\ndeleted') end
+        if st then notify(ARGV[9], v, '0\\n' .. st .. '\\ndeleted', '') end
         freed = true
         break
       end
@@ -98,66 +112,89 @@ return 'OK'
 `;
 
 /**
- * Appends records (and optionally metadata and the close) atomically; sequence numbers are
- * allocated here, so appends from any number of nodes stay strictly increasing.
- * KEYS: meta, log, running, expiry.
- * ARGV: [1] id, [2] now, [3] max records, [4] max bytes, [5] close status or '', [6] default ttl s,
- * [7] batch token, [8] added bytes, [9] records JSON [[type, data(, encoding)], ...],
- * [10] notice channel, [11] required length (compare-and-append) or '', [12] this node's tag
- * (put on the notice, so the node skips its own notices: it delivered them already), then
- * metadata field/value pairs.
- * Returns {'OK'|'DUP', length, status} or {'NF'} / {'CLOSED', status} / {'LARGE', what} /
- * {'CONFLICT', length}.
+ * Appends to any number of streams in one call: each append atomic (with its metadata and close),
+ * sequence numbers allocated here, so appends from any number of nodes stay strictly increasing.
+ * The appends a node makes in one turn of its event loop (every generation's tokens of that turn)
+ * travel as one script call: one command and one reply instead of one each.
+ * No KEYS (a key is the prefix plus the stream id: one Redis, not Redis Cluster).
+ * ARGV: [1] now, [2] max records, [3] max bytes, [4] default ttl s, [5] key prefix, [6] this node's
+ * tag, then per append: id, close status or '', batch token, added bytes, records JSON
+ * [[type, data(, encoding)], ...], required length (compare-and-append) or '', the number of
+ * metadata pairs, the pairs.
+ * Returns three values per append: 'OK'|'DUP', length, status | 'NF', '', '' | 'CLOSED', status, ''
+ * | 'LARGE', what, '' | 'CONFLICT', length, ''.
  */
-const APPEND_LUA = `
-local m = KEYS[1]
-local now = tonumber(ARGV[2])
-if redis.call('EXISTS', m) == 0 then return {'NF'} end
-local h = redis.call('HMGET', m, 'status', 'length', 'bytes', 'expires_ms', 'lb', 'm.ttl_s')
-local status = h[1]
-local len = tonumber(h[2])
-if h[4] and tonumber(h[4]) <= now then return {'NF'} end
-if ARGV[7] ~= '' and h[5] == ARGV[7] then return {'DUP', len, status} end
-if status ~= 'running' then return {'CLOSED', status} end
-if ARGV[11] ~= '' and tonumber(ARGV[11]) ~= len then return {'CONFLICT', len} end
-local recs = cjson.decode(ARGV[9])
-local n = #recs
-local add = tonumber(ARGV[8])
-local closing = ARGV[5] ~= '' and n <= 1
-if not closing and len + n > tonumber(ARGV[3]) then return {'LARGE', 'records'} end
-if not closing and tonumber(h[3]) + add > tonumber(ARGV[4]) then return {'LARGE', 'bytes'} end
-for i = 1, n do
-  len = len + 1
-  local r = recs[i]
-  local f = {}
-  if r[1] ~= '' then f[#f + 1] = 't'; f[#f + 1] = r[1] end
-  f[#f + 1] = 'd'; f[#f + 1] = r[2]
-  if r[3] then f[#f + 1] = 'e'; f[#f + 1] = r[3] end
-  redis.call('XADD', KEYS[2], len .. '-0', unpack(f))
+const APPEND_LUA = `${NOTIFY_LUA}
+local now = tonumber(ARGV[1])
+local maxRecs = tonumber(ARGV[2])
+local maxBytes = tonumber(ARGV[3])
+local pfx = ARGV[5]
+local tag = ARGV[6]
+local function one(i, id)
+  local m = pfx .. 'm:' .. id
+  local log = pfx .. 'l:' .. id
+  local close = ARGV[i + 1]
+  local token = ARGV[i + 2]
+  local payload = ARGV[i + 4]
+  local nmeta = tonumber(ARGV[i + 6])
+  if redis.call('EXISTS', m) == 0 then return 'NF', '', '' end
+  local h = redis.call('HMGET', m, 'status', 'length', 'bytes', 'expires_ms', 'lb')
+  local status = h[1]
+  local len = tonumber(h[2])
+  if h[4] and tonumber(h[4]) <= now then return 'NF', '', '' end
+  if token ~= '' and h[5] == token then return 'DUP', len, status end
+  if status ~= 'running' then return 'CLOSED', status, '' end
+  if ARGV[i + 5] ~= '' and tonumber(ARGV[i + 5]) ~= len then return 'CONFLICT', len, '' end
+  local recs = cjson.decode(payload)
+  local n = #recs
+  local add = tonumber(ARGV[i + 3])
+  local closing = close ~= '' and n <= 1
+  if not closing and len + n > maxRecs then return 'LARGE', 'records', '' end
+  if not closing and tonumber(h[3]) + add > maxBytes then return 'LARGE', 'bytes', '' end
+  for k = 1, n do
+    len = len + 1
+    local r = recs[k]
+    if r[3] then
+      if r[1] ~= '' then redis.call('XADD', log, len .. '-0', 't', r[1], 'd', r[2], 'e', r[3])
+      else redis.call('XADD', log, len .. '-0', 'd', r[2], 'e', r[3]) end
+    elseif r[1] ~= '' then redis.call('XADD', log, len .. '-0', 't', r[1], 'd', r[2])
+    else redis.call('XADD', log, len .. '-0', 'd', r[2]) end
+  end
+  -- A running stream given an expiry (update): the log created by this append expires with it.
+  if n > 0 and h[4] and close == '' then
+    redis.call('PEXPIRE', log, math.max(1, math.floor(tonumber(h[4]) - now)))
+  end
+  redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', token)
+  for k = i + 7, i + 6 + 2 * nmeta, 2 do redis.call('HSET', m, ARGV[k], ARGV[k + 1]) end
+  if close ~= '' then
+    status = close
+    local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[4])
+    local exp = now + ttl * 1000
+    redis.call('HSET', m, 'status', status, 'ended_ms', now, 'expires_ms', exp)
+    redis.call('SREM', pfx .. 'running', id)
+    redis.call('ZADD', pfx .. 'expiry', exp, id)
+    redis.call('PEXPIRE', m, math.floor(ttl * 1000))
+    redis.call('PEXPIRE', log, math.floor(ttl * 1000))
+    redis.call('PEXPIRE', pfx .. 'f:' .. id, math.floor(ttl * 1000))
+  end
+  notify(pfx, id, len .. '\\n' .. status .. '\\n' .. payload, tag)
+  return 'OK', len, status
 end
--- A running stream given an expiry (update): the log created by this append expires with it.
-if n > 0 and h[4] and ARGV[5] == '' then
-  redis.call('PEXPIRE', KEYS[2], math.max(1, math.floor(tonumber(h[4]) - now)))
+local out = {}
+local i = 7
+while i <= #ARGV do
+  local a, b, c = one(i, ARGV[i])
+  out[#out + 1] = a
+  out[#out + 1] = b
+  out[#out + 1] = c
+  i = i + 7 + 2 * tonumber(ARGV[i + 6])
 end
-redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', ARGV[7])
-for i = 13, #ARGV, 2 do redis.call('HSET', m, ARGV[i], ARGV[i + 1]) end
-if ARGV[5] ~= '' then
-  status = ARGV[5]
-  local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[6])
-  local exp = now + ttl * 1000
-  redis.call('HSET', m, 'status', status, 'ended_ms', now, 'expires_ms', exp)
-  redis.call('SREM', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], exp, ARGV[1])
-  redis.call('PEXPIRE', m, math.floor(ttl * 1000))
-  redis.call('PEXPIRE', KEYS[2], math.floor(ttl * 1000))
-end
-redis.call('PUBLISH', ARGV[10], len .. '\\n' .. status .. '\\n@' .. ARGV[12] .. '\\n' .. ARGV[9])
-return {'OK', len, status}
+return out
 `;
 
 /**
  * Changes metadata and/or expiry (any status), keeping the keys' TTLs on the expiry.
- * KEYS: meta, log, expiry. ARGV: [1] id, [2] now, [3] '' (keep) | 'none' (clear) | expiry ms,
+ * KEYS: meta, log, expiry, followers. ARGV: [1] id, [2] now, [3] '' (keep) | 'none' (clear) | expiry ms,
  * then metadata field/value pairs. Returns the hash (flat) or {} when there is no live stream.
  */
 const UPDATE_LUA = `
@@ -172,6 +209,7 @@ if ARGV[3] == 'none' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('PERSIST', m)
   redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[4])
 elseif ARGV[3] ~= '' then
   local exp = tonumber(ARGV[3])
   local ttl = math.max(1, math.floor(exp - now))
@@ -179,15 +217,16 @@ elseif ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[3], exp, ARGV[1])
   redis.call('PEXPIRE', m, ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 return redis.call('HGETALL', m)
 `;
 
 /**
- * KEYS: meta, log, index, running, expiry. ARGV: id, channel, and for the sweep a time: then
- * only a stream expired by then is deleted (not one re-created or re-dated meanwhile).
+ * KEYS: meta, log, index, running, expiry, followers. ARGV: id, key prefix, and for the sweep a
+ * time: then only a stream expired by then is deleted (not one re-created or re-dated meanwhile).
  */
-const DELETE_LUA = `
+const DELETE_LUA = `${NOTIFY_LUA}
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and ARGV[3] and ARGV[3] ~= '' then
   local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))
@@ -200,8 +239,9 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+if st then notify(ARGV[2], ARGV[1], '0\\n' .. st .. '\\ndeleted', '') end
+redis.call('DEL', KEYS[6])
 if not st then return 0 end
-redis.call('PUBLISH', ARGV[2], '0\\n' .. st .. '\\ndeleted')
 return 1
 `;
 
@@ -284,9 +324,11 @@ class Follower {
 /**
  * Streams in Redis: a Redis Stream per log (entry id = `<seq>-0`, so offsets stay Sluice's
  * 16-digit offsets), a hash per stream for its metadata, sorted sets for listing and expiry.
- * Appends are one Lua script (atomic with metadata and close, sequence allocated in Redis).
- * Each append publishes its records on the stream's channel; every node has ONE subscriber
- * connection and ONE follower per followed stream, which fans out locally through the Hub.
+ * Appends are one Lua script (atomic with metadata and close, sequence allocated in Redis); the
+ * appends of one event-loop turn go in one call. An append publishes its records to each other
+ * node that follows the stream (the set `f:<id>`), on that node's channel: every node has ONE
+ * subscriber connection (one channel) and ONE follower per followed stream, which fans out
+ * locally through the Hub. A node hears nothing back of its own appends.
  */
 export class RedisStore implements Store {
   readonly name = "redis";
@@ -302,8 +344,13 @@ export class RedisStore implements Store {
   private readonly maxStreams: number | undefined;
   private closed = false;
   lastError: string | undefined;
-  /** Names this node's notices (see onPublished). */
-  private readonly tag = randomUUID().slice(0, 8);
+  /** This node, in the streams' follower sets: notices for it come on its channel (node:<tag>). */
+  private readonly tag = randomUUID().replaceAll("-", "").slice(0, 16);
+  /** Append tokens are the tag and a counter (unique per process, no UUID per append). */
+  private appends = 0;
+  /** Appends waiting for this turn's script call (see flushAppends). */
+  private pending: PendingAppend[] = [];
+  private flushScheduled = false;
   /** Request timeouts (see timed). */
   private readonly deadlines = new Deadlines(50);
 
@@ -321,18 +368,33 @@ export class RedisStore implements Store {
     };
     // Auto-pipelining: the appends of many generations issued in one turn of the event loop go
     // to Redis in one write (and come back in one read) instead of one round of syscalls each.
-    this.client = new Redis(opts.url, { ...common, connectionName: "sluice", enableAutoPipelining: true });
+    // The appends' own batch (flushAppends) is written at once, not held for another turn.
+    this.client = new Redis(opts.url, {
+      ...common,
+      connectionName: "sluice",
+      enableAutoPipelining: true,
+      autoPipeliningIgnoredCommands: ["sluiceAppend"],
+    });
     this.sub = new Redis(opts.url, { ...common, connectionName: "sluice-sub" });
     for (const c of [this.client, this.sub]) c.on("error", (err: Error) => (this.lastError = err.message));
     this.client.defineCommand("sluiceCreate", { numberOfKeys: 6, lua: CREATE_LUA });
-    this.client.defineCommand("sluiceUpdate", { numberOfKeys: 3, lua: UPDATE_LUA });
-    this.client.defineCommand("sluiceAppend", { numberOfKeys: 4, lua: APPEND_LUA });
-    this.client.defineCommand("sluiceDelete", { numberOfKeys: 5, lua: DELETE_LUA });
-    this.sub.on("message", (channel: string, message: string) => this.onPublished(channel, message));
-    // After a reconnect, notices published meanwhile were lost: re-check every followed stream.
-    this.sub.on("ready", () => {
-      for (const f of this.followers.values()) f.push(() => f.sync());
-    });
+    this.client.defineCommand("sluiceUpdate", { numberOfKeys: 4, lua: UPDATE_LUA });
+    this.client.defineCommand("sluiceAppend", { numberOfKeys: 0, lua: APPEND_LUA });
+    this.client.defineCommand("sluiceDelete", { numberOfKeys: 6, lua: DELETE_LUA });
+    this.sub.on("message", (_channel: string, message: string) => this.onPublished(message));
+    // ioredis subscribes again after each reconnect.
+    this.sub.subscribe(`${this.prefix}node:${this.tag}`).catch(() => {});
+    // After a reconnect, notices published meanwhile were lost (and a restarted Redis lost the
+    // follower sets): register again and re-check every followed stream.
+    const again = () => {
+      for (const f of this.followers.values())
+        f.push(async () => {
+          await this.client.sadd(this.kFollowers(f.id), this.tag);
+          await f.sync();
+        });
+    };
+    this.sub.on("ready", again);
+    this.client.on("ready", again);
     const syncEvery = opts.syncIntervalMs ?? 1000;
     if (syncEvery > 0) {
       this.timers.push(
@@ -384,8 +446,8 @@ export class RedisStore implements Store {
   private get kExpiry() {
     return `${this.prefix}expiry`;
   }
-  private chan(id: string): string {
-    return `${this.prefix}n:${id}`;
+  private kFollowers(id: string): string {
+    return `${this.prefix}f:${id}`;
   }
 
   private unavailable(): SluiceError {
@@ -440,7 +502,7 @@ export class RedisStore implements Store {
       init.content_type,
       init.tenant ?? "",
       init.model ?? "",
-      this.chan(init.id),
+      "",
       this.maxStreams === undefined ? "" : String(this.maxStreams),
       this.prefix,
       ...meta,
@@ -464,8 +526,16 @@ export class RedisStore implements Store {
     const meta: string[] = [];
     for (const [k, v] of Object.entries(opts.metadata ?? {})) meta.push(`m.${k}`, JSON.stringify(v));
     // A token makes a retried append (reply lost in a disconnect) idempotent.
-    const token = randomUUID();
-    const payload = pairs.length === 0 ? "[]" : JSON.stringify(pairs);
+    const group = [
+      id,
+      opts.close ?? "",
+      `${this.tag}.${++this.appends}`,
+      String(bytes),
+      pairs.length === 0 ? "[]" : JSON.stringify(pairs),
+      opts.if_length === undefined ? "" : String(opts.if_length),
+      String(meta.length / 2),
+      ...meta,
+    ];
     const deadline = Date.now() + this.outageMs;
     let res: (string | number)[];
     for (;;) {
@@ -479,28 +549,7 @@ export class RedisStore implements Store {
       try {
         // Sent just as the connection drops, the script is resent after the reconnect (the
         // token makes that safe); the append waits for it at most until the outage deadline.
-        res = (await this.timed(
-          (this.client as unknown as Scripts).sluiceAppend(
-            this.k("m", id),
-            this.k("l", id),
-            this.kRunning,
-            this.kExpiry,
-            id,
-            String(this.clock.now()),
-            String(this.limits.maxRecordsPerStream),
-            String(this.limits.maxBytesPerStream),
-            opts.close ?? "",
-            String(this.limits.defaultTtlS),
-            token,
-            String(bytes),
-            payload,
-            this.chan(id),
-            opts.if_length === undefined ? "" : String(opts.if_length),
-            this.tag,
-            ...meta,
-          ),
-          Math.max(1, deadline - Date.now()),
-        )) as (string | number)[];
+        res = await this.timed(this.queueAppend(group), Math.max(1, deadline - Date.now()));
         break;
       } catch (err) {
         // Redis answered with an error: retrying will not help.
@@ -539,6 +588,61 @@ export class RedisStore implements Store {
     }
     return { next_offset: formatOffset(len), length: len, status };
   }
+
+  /** Queues one append's arguments for this turn's script call. */
+  private queueAppend(group: string[]): Promise<(string | number)[]> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ group, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flushAppends);
+      }
+    });
+  }
+
+  /**
+   * Sends the appends queued this turn, up to APPEND_BATCH (or about 1 MiB of arguments) a call,
+   * and hands each its three values of the reply.
+   */
+  private readonly flushAppends = (): void => {
+    this.flushScheduled = false;
+    const all = this.pending;
+    this.pending = [];
+    const head = [
+      String(this.clock.now()),
+      String(this.limits.maxRecordsPerStream),
+      String(this.limits.maxBytesPerStream),
+      String(this.limits.defaultTtlS),
+      this.prefix,
+      this.tag,
+    ];
+    for (let from = 0; from < all.length; ) {
+      const argv = head.slice();
+      let chars = 0;
+      let to = from;
+      while (to < all.length && to - from < APPEND_BATCH && (to === from || chars < APPEND_BATCH_CHARS)) {
+        const g = (all[to] as PendingAppend).group;
+        for (let k = 0; k < g.length; k++) argv.push(g[k] as string);
+        chars += (g[4] as string).length;
+        to++;
+      }
+      const batch = all.slice(from, to);
+      from = to;
+      (this.client as unknown as Scripts).sluiceAppend(...argv).then(
+        (res) => {
+          const r = res as (string | number)[];
+          for (let k = 0; k < batch.length; k++)
+            (batch[k] as PendingAppend).resolve([r[3 * k], r[3 * k + 1], r[3 * k + 2]] as (
+              | string
+              | number
+            )[]);
+        },
+        (err: unknown) => {
+          for (const p of batch) p.reject(err);
+        },
+      );
+    }
+  };
 
   /** Records with seq in (after, upTo], at most 1000 (for gap filling). */
   async range(id: string, after: number, upTo: number): Promise<StoredRecord[]> {
@@ -612,6 +716,7 @@ export class RedisStore implements Store {
         this.k("m", id),
         this.k("l", id),
         this.kExpiry,
+        this.kFollowers(id),
         id,
         String(this.clock.now()),
         expiry,
@@ -657,8 +762,9 @@ export class RedisStore implements Store {
       this.kIndex,
       this.kRunning,
       this.kExpiry,
+      this.kFollowers(id),
       id,
-      this.chan(id),
+      this.prefix,
     )) as number;
     const f = this.followers.get(id);
     if (f && r === 1) f.push(() => f.onMsg({ len: 0, status: f.status, records: [], deleted: true }));
@@ -729,8 +835,9 @@ export class RedisStore implements Store {
           nf.status = h.status;
         }
       });
-      // Catch up once the subscription is in place: nothing published before it is heard.
-      this.sub.subscribe(this.chan(id)).then(
+      // Catch up once this node is in the stream's follower set: nothing appended before that
+      // is published to it.
+      this.client.sadd(this.kFollowers(id), this.tag).then(
         () => nf.push(() => nf.sync()),
         () => {},
       );
@@ -742,28 +849,21 @@ export class RedisStore implements Store {
       if (follower.listeners.size === 0 && this.followers.get(id) === follower) {
         this.followers.delete(id);
         follower.gone = true;
-        if (!this.closed) this.sub.unsubscribe(this.chan(id)).catch(() => {});
+        if (!this.closed) this.client.srem(this.kFollowers(id), this.tag).catch(() => {});
       }
     };
   }
 
-  private onPublished(channel: string, message: string): void {
-    const id = channel.slice(this.prefix.length + 2);
-    const f = this.followers.get(id);
+  /** A notice on this node's channel: `<id>\n<length>\n<status>\n<records JSON | deleted>`. */
+  private onPublished(message: string): void {
+    const nl0 = message.indexOf("\n");
+    const f = this.followers.get(message.slice(0, nl0));
     if (!f) return;
-    const nl1 = message.indexOf("\n");
+    const nl1 = message.indexOf("\n", nl0 + 1);
     const nl2 = message.indexOf("\n", nl1 + 1);
-    const len = Number(message.slice(0, nl1));
+    const len = Number(message.slice(nl0 + 1, nl1));
     const status = message.slice(nl1 + 1, nl2) as StreamStatus;
-    let at = nl2 + 1;
-    if (message.charCodeAt(at) === 64 /* @ */) {
-      // An append's notice names the node that made it. This node's own appends reached its
-      // follower when they returned (append, above): skip the copy without parsing it.
-      const nl3 = message.indexOf("\n", at);
-      if (message.slice(at + 1, nl3) === this.tag) return;
-      at = nl3 + 1;
-    }
-    const rest = message.slice(at);
+    const rest = message.slice(nl2 + 1);
     if (rest === "deleted") {
       f.push(() => f.onMsg({ len: 0, status, records: [], deleted: true }));
       return;
@@ -790,8 +890,9 @@ export class RedisStore implements Store {
           this.kIndex,
           this.kRunning,
           this.kExpiry,
+          this.kFollowers(id),
           id,
-          this.chan(id),
+          this.prefix,
           String(this.clock.now()),
         )) as number;
         if (r === 1) {
@@ -818,6 +919,17 @@ export class RedisStore implements Store {
       }),
     );
   }
+}
+
+/** Most appends in one script call (Redis runs a script alone: keep each call short). */
+const APPEND_BATCH = 128;
+/** A call stops taking appends once their records reach this many characters. */
+const APPEND_BATCH_CHARS = 1 << 20;
+
+interface PendingAppend {
+  group: string[];
+  resolve: (r: (string | number)[]) => void;
+  reject: (err: unknown) => void;
 }
 
 interface Scripts {
