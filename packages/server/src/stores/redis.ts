@@ -118,9 +118,10 @@ return 'OK'
  * travel as one script call: one command and one reply instead of one each.
  * No KEYS (a key is the prefix plus the stream id: one Redis, not Redis Cluster).
  * ARGV: [1] now, [2] max records, [3] max bytes, [4] default ttl s, [5] key prefix, [6] this node's
- * tag, then per append: id, close status or '', batch token, added bytes, records JSON
- * [[type, data(, encoding)], ...], required length (compare-and-append) or '', the number of
- * metadata pairs, the pairs.
+ * tag, then per append: id, close status or '', batch token, added bytes, required length
+ * (compare-and-append) or '', the number of metadata pairs, the number of records, the metadata
+ * pairs, then type, data, encoding ('' for none) of each record. The records become JSON
+ * ([[type, data(, encoding)], ...], as onPublished reads it) only for a notice to another node.
  * Returns three values per append: 'OK'|'DUP', length, status | 'NF', '', '' | 'CLOSED', status, ''
  * | 'LARGE', what, '' | 'CONFLICT', length, ''.
  */
@@ -135,37 +136,38 @@ local function one(i, id)
   local log = pfx .. 'l:' .. id
   local close = ARGV[i + 1]
   local token = ARGV[i + 2]
-  local payload = ARGV[i + 4]
-  local nmeta = tonumber(ARGV[i + 6])
-  if redis.call('EXISTS', m) == 0 then return 'NF', '', '' end
+  local nmeta = tonumber(ARGV[i + 5])
+  local n = tonumber(ARGV[i + 6])
+  local r0 = i + 7 + 2 * nmeta
   local h = redis.call('HMGET', m, 'status', 'length', 'bytes', 'expires_ms', 'lb')
   local status = h[1]
+  if not status then return 'NF', '', '' end
   local len = tonumber(h[2])
   if h[4] and tonumber(h[4]) <= now then return 'NF', '', '' end
   if token ~= '' and h[5] == token then return 'DUP', len, status end
   if status ~= 'running' then return 'CLOSED', status, '' end
-  if ARGV[i + 5] ~= '' and tonumber(ARGV[i + 5]) ~= len then return 'CONFLICT', len, '' end
-  local recs = cjson.decode(payload)
-  local n = #recs
+  if ARGV[i + 4] ~= '' and tonumber(ARGV[i + 4]) ~= len then return 'CONFLICT', len, '' end
   local add = tonumber(ARGV[i + 3])
   local closing = close ~= '' and n <= 1
   if not closing and len + n > maxRecs then return 'LARGE', 'records', '' end
   if not closing and tonumber(h[3]) + add > maxBytes then return 'LARGE', 'bytes', '' end
-  for k = 1, n do
+  local first = len + 1
+  for k = r0, r0 + 3 * n - 1, 3 do
     len = len + 1
-    local r = recs[k]
-    if r[3] then
-      if r[1] ~= '' then redis.call('XADD', log, len .. '-0', 't', r[1], 'd', r[2], 'e', r[3])
-      else redis.call('XADD', log, len .. '-0', 'd', r[2], 'e', r[3]) end
-    elseif r[1] ~= '' then redis.call('XADD', log, len .. '-0', 't', r[1], 'd', r[2])
-    else redis.call('XADD', log, len .. '-0', 'd', r[2]) end
+    local t = ARGV[k]
+    local e = ARGV[k + 2]
+    if e ~= '' then
+      if t ~= '' then redis.call('XADD', log, len .. '-0', 't', t, 'd', ARGV[k + 1], 'e', e)
+      else redis.call('XADD', log, len .. '-0', 'd', ARGV[k + 1], 'e', e) end
+    elseif t ~= '' then redis.call('XADD', log, len .. '-0', 't', t, 'd', ARGV[k + 1])
+    else redis.call('XADD', log, len .. '-0', 'd', ARGV[k + 1]) end
   end
   -- A running stream given an expiry (update): the log created by this append expires with it.
   if n > 0 and h[4] and close == '' then
     redis.call('PEXPIRE', log, math.max(1, math.floor(tonumber(h[4]) - now)))
   end
   redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', token)
-  for k = i + 7, i + 6 + 2 * nmeta, 2 do redis.call('HSET', m, ARGV[k], ARGV[k + 1]) end
+  for k = i + 7, r0 - 1, 2 do redis.call('HSET', m, ARGV[k], ARGV[k + 1]) end
   if close ~= '' then
     status = close
     local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[4])
@@ -177,7 +179,19 @@ local function one(i, id)
     redis.call('PEXPIRE', log, math.floor(ttl * 1000))
     redis.call('PEXPIRE', pfx .. 'f:' .. id, math.floor(ttl * 1000))
   end
-  notify(pfx, id, len .. '\\n' .. status .. '\\n' .. payload, tag)
+  -- The other nodes that follow the stream hear it (the writer delivered it already).
+  local fl = redis.call('SMEMBERS', pfx .. 'f:' .. id)
+  if #fl > 1 or (#fl == 1 and fl[1] ~= tag) then
+    local recs = {}
+    for k = r0, r0 + 3 * n - 1, 3 do
+      if ARGV[k + 2] ~= '' then recs[#recs + 1] = cjson.encode({ARGV[k], ARGV[k + 1], ARGV[k + 2]})
+      else recs[#recs + 1] = cjson.encode({ARGV[k], ARGV[k + 1]}) end
+    end
+    local msg = id .. '\\n' .. len .. '\\n' .. status .. '\\n[' .. table.concat(recs, ',') .. ']'
+    for _, t in ipairs(fl) do
+      if t ~= tag then redis.call('PUBLISH', pfx .. 'node:' .. t, msg) end
+    end
+  end
   return 'OK', len, status
 end
 local out = {}
@@ -187,7 +201,7 @@ while i <= #ARGV do
   out[#out + 1] = a
   out[#out + 1] = b
   out[#out + 1] = c
-  i = i + 7 + 2 * tonumber(ARGV[i + 6])
+  i = i + 7 + 2 * tonumber(ARGV[i + 5]) + 3 * tonumber(ARGV[i + 6])
 end
 return out
 `;
@@ -258,6 +272,8 @@ class Follower {
   delivered: number | undefined;
   status: StreamStatus = "running";
   private chain: Promise<void> = Promise.resolve();
+  /** Tasks queued or running (while 0, a notice without a gap is delivered at once). */
+  private busy = 0;
   gone = false;
   /** A notice arrived since the last periodic check (so that check can wait). */
   heard = false;
@@ -268,11 +284,33 @@ class Follower {
   ) {}
 
   push(task: () => Promise<void> | void): void {
-    this.chain = this.chain.then(task).catch(() => {});
+    this.busy++;
+    this.chain = this.chain
+      .then(task)
+      .catch(() => {})
+      .then(() => {
+        this.busy--;
+      });
+  }
+
+  /**
+   * A notice, in order with everything pushed before it: delivered at once when nothing is
+   * pending and it leaves no gap (the common case: a token), else queued behind the rest.
+   */
+  deliver(msg: Msg): void {
+    if (this.busy === 0 && !this.gone && !msg.deleted && this.delivered !== undefined) {
+      const first = msg.len - msg.records.length + 1;
+      if (first <= this.delivered + 1) {
+        this.apply(msg, first, []);
+        return;
+      }
+    }
+    this.push(() => this.onMsg(msg));
   }
 
   emit(n: StoreNotice): void {
-    for (const l of [...this.listeners]) l(n);
+    if (this.listeners.size === 1) for (const l of this.listeners) l(n);
+    else for (const l of [...this.listeners]) l(n);
   }
 
   /** A notice from an append (local or published by any node). */
@@ -285,10 +323,19 @@ class Follower {
     }
     const first = msg.len - msg.records.length + 1;
     if (this.delivered === undefined) this.delivered = first - 1;
-    let out: StoredRecord[] = [];
-    if (msg.len > this.delivered) {
-      if (first > this.delivered + 1) out = await this.store.range(this.id, this.delivered, first - 1);
-      for (const r of msg.records) if (r.seq > this.delivered) out.push(r);
+    let gap: StoredRecord[] = [];
+    if (msg.len > this.delivered && first > this.delivered + 1)
+      gap = await this.store.range(this.id, this.delivered, first - 1);
+    this.apply(msg, first, gap);
+  }
+
+  /** Delivers a notice's records past `delivered` (after `gap`, records read to fill a gap). */
+  private apply(msg: Msg, first: number, gap: StoredRecord[]): void {
+    const delivered = this.delivered as number;
+    let out = gap;
+    if (msg.len > delivered) {
+      if (first > delivered) out = gap.length === 0 ? msg.records : gap.concat(msg.records);
+      else for (const r of msg.records) if (r.seq > delivered) out.push(r);
       this.delivered = msg.len;
     }
     if (out.length > 0 || msg.status !== this.status) {
@@ -516,26 +563,27 @@ export class RedisStore implements Store {
 
   async append(id: string, inputs: RecordInput[], opts: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) throw new SluiceError("store_unavailable", "the store is closed");
-    let bytes = 0;
-    const pairs: string[][] = new Array(inputs.length);
-    for (let i = 0; i < inputs.length; i++) {
-      const r = inputs[i] as RecordInput;
-      bytes += r.data.length;
-      pairs[i] = r.encoding === undefined ? [r.type ?? "", r.data] : [r.type ?? "", r.data, r.encoding];
-    }
     const meta: string[] = [];
-    for (const [k, v] of Object.entries(opts.metadata ?? {})) meta.push(`m.${k}`, JSON.stringify(v));
+    if (opts.metadata !== undefined)
+      for (const [k, v] of Object.entries(opts.metadata)) meta.push(`m.${k}`, JSON.stringify(v));
     // A token makes a retried append (reply lost in a disconnect) idempotent.
-    const group = [
+    const group: string[] = [
       id,
       opts.close ?? "",
       `${this.tag}.${++this.appends}`,
-      String(bytes),
-      pairs.length === 0 ? "[]" : JSON.stringify(pairs),
+      "",
       opts.if_length === undefined ? "" : String(opts.if_length),
       String(meta.length / 2),
-      ...meta,
+      String(inputs.length),
     ];
+    for (let i = 0; i < meta.length; i++) group.push(meta[i] as string);
+    let bytes = 0;
+    for (let i = 0; i < inputs.length; i++) {
+      const r = inputs[i] as RecordInput;
+      bytes += r.data.length;
+      group.push(r.type ?? "", r.data, r.encoding ?? "");
+    }
+    group[3] = String(bytes);
     const deadline = Date.now() + this.outageMs;
     let res: (string | number)[];
     for (;;) {
@@ -549,7 +597,7 @@ export class RedisStore implements Store {
       try {
         // Sent just as the connection drops, the script is resent after the reconnect (the
         // token makes that safe); the append waits for it at most until the outage deadline.
-        res = await this.timed(this.queueAppend(group), Math.max(1, deadline - Date.now()));
+        res = await this.queueAppend(group, deadline);
         break;
       } catch (err) {
         // Redis answered with an error: retrying will not help.
@@ -584,15 +632,15 @@ export class RedisStore implements Store {
       const first = len - inputs.length + 1;
       const records = inputs.map((r, i) => record(first + i, r.type, r.data, r.encoding));
       f.heard = true;
-      f.push(() => f.onMsg({ len, status, records }));
+      f.deliver({ len, status, records });
     }
     return { next_offset: formatOffset(len), length: len, status };
   }
 
   /** Queues one append's arguments for this turn's script call. */
-  private queueAppend(group: string[]): Promise<(string | number)[]> {
+  private queueAppend(group: string[], deadline: number): Promise<(string | number)[]> {
     return new Promise((resolve, reject) => {
-      this.pending.push({ group, resolve, reject });
+      this.pending.push({ group, deadline, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(this.flushAppends);
@@ -620,15 +668,23 @@ export class RedisStore implements Store {
       const argv = head.slice();
       let chars = 0;
       let to = from;
+      let deadline = Number.POSITIVE_INFINITY;
       while (to < all.length && to - from < APPEND_BATCH && (to === from || chars < APPEND_BATCH_CHARS)) {
-        const g = (all[to] as PendingAppend).group;
+        const p = all[to] as PendingAppend;
+        const g = p.group;
+        if (p.deadline < deadline) deadline = p.deadline;
         for (let k = 0; k < g.length; k++) argv.push(g[k] as string);
-        chars += (g[4] as string).length;
+        chars += Number(g[3]);
         to++;
       }
       const batch = all.slice(from, to);
       from = to;
-      (this.client as unknown as Scripts).sluiceAppend(...argv).then(
+      // The call waits for its reply at most until the earliest of its appends' deadlines (one
+      // timer entry per call); the others, not yet past theirs, send again.
+      this.timed(
+        (this.client as unknown as Scripts).sluiceAppend(...argv),
+        Math.max(1, deadline - Date.now()),
+      ).then(
         (res) => {
           const r = res as (string | number)[];
           for (let k = 0; k < batch.length; k++)
@@ -872,7 +928,7 @@ export class RedisStore implements Store {
     const pairs = JSON.parse(rest) as [string, string, string?][];
     const first = len - pairs.length + 1;
     const records = pairs.map(([t, d, e], i) => record(first + i, t === "" ? undefined : t, d, e));
-    f.push(() => f.onMsg({ len, status, records }));
+    f.deliver({ len, status, records });
   }
 
   async sweep(): Promise<number> {
@@ -928,6 +984,8 @@ const APPEND_BATCH_CHARS = 1 << 20;
 
 interface PendingAppend {
   group: string[];
+  /** Date.now() past which the append fails with store_unavailable (its outage deadline). */
+  deadline: number;
   resolve: (r: (string | number)[]) => void;
   reject: (err: unknown) => void;
 }
