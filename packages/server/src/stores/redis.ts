@@ -87,11 +87,12 @@ if max and not replaced then
       local vm = ARGV[9] .. 'm:' .. v
       local st = redis.call('HGET', vm, 'status')
       if st ~= 'running' then
+        -- Its followers hear it is gone (before its follower set goes with it).
+        if st then notify(ARGV[9], v, '0\\n' .. st .. '\\ndeleted', '') end
         redis.call('DEL', vm, ARGV[9] .. 'l:' .. v, ARGV[9] .. 'f:' .. v)
         redis.call('ZREM', KEYS[3], v)
         redis.call('ZREM', KEYS[6], v)
         redis.call('SREM', KEYS[5], v)
-        if st then notify(ARGV[9], v, '0\\n' .. st .. '\\ndeleted', '') end
         freed = true
         break
       end
