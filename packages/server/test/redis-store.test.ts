@@ -189,7 +189,7 @@ describe("redis store across nodes", () => {
       expect(heard).toEqual([]);
       // The subscriber connections drop and come back: each node registers its followers again
       // and catches up from the log.
-      await a.client.client("KILL", "TYPE", "pubsub");
+      await a.client.call("CLIENT", "KILL", "TYPE", "pubsub");
       await until(async () => (await a.client.smembers(`rr:f:${id}`)).length === 1, 10_000);
       await waitFor(() => heard.includes("unheard"), 10_000);
       await a.append(id, [{ data: "after" }]);
