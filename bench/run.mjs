@@ -468,6 +468,11 @@ function targetAlive(t) {
 }
 const serverCpu = (t) => SERVER_PROCS[t].reduce((s, n) => s + treeCpuMs(procs.get(n)?.pid), 0);
 const serverRss = (t) => SERVER_PROCS[t].reduce((s, n) => s + treeRssKb(procs.get(n)?.pid), 0);
+/** The CPU of a target's own redis-server (part of serverCpu), or undefined when it has none. */
+const redisCpu = (t) => {
+  const n = SERVER_PROCS[t]?.find((x) => x === "redis" || x === "redis2");
+  return n === undefined ? undefined : treeCpuMs(procs.get(n)?.pid);
+};
 
 // ── the load generator (its own process, its own core) ───────────────────────
 const lg = spawnPinned("loadgen", CLIENT_CORE, node, [join(BENCH, "lib/loadgen.mjs")], {
@@ -486,6 +491,7 @@ function job(msg, target, { onHeld } = {}) {
   return new Promise((resolveJob, reject) => {
     let cpuOpen;
     let upOpen;
+    let redisOpen;
     const out = {};
     const watch = setInterval(() => {
       if (lg.exited) reject(new Error("load generator died"));
@@ -499,10 +505,13 @@ function job(msg, target, { onHeld } = {}) {
         timers.push(
           setTimeout(() => {
             cpuOpen = serverCpu(target);
+            redisOpen = redisCpu(target);
             upOpen = cpuMs(procs.get("mock-upstream").pid);
           }, msg.windowStart),
           setTimeout(() => {
             out.serverCpuMs = serverCpu(target) - cpuOpen;
+            // The share of it that is redis-server's (the targets with one of their own).
+            if (redisOpen !== undefined) out.redisCpuMs = redisCpu(target) - redisOpen;
             out.upstreamCpuMs = cpuMs(procs.get("mock-upstream").pid) - upOpen;
           }, msg.windowEnd),
         );
@@ -578,6 +587,8 @@ async function liveRun(target, n, tps) {
   const expected = (n * tps * Q.window) / 1000;
   r.delivered = r.tokensInWindow / expected;
   r.cpuPerEventUs = r.tokensInWindow ? (r.serverCpuMs * 1000) / r.tokensInWindow : Number.NaN;
+  if (r.redisCpuMs !== undefined && r.tokensInWindow)
+    r.redisUsPerEvent = (r.redisCpuMs * 1000) / r.tokensInWindow;
   r.pass = r.delay.p99 <= P99_BUDGET_MS && r.failed <= n * 0.005 && r.delivered >= 0.9;
   r.quiesceMs = await quiesce(target);
   return r;
@@ -1009,6 +1020,9 @@ async function capacityOf(t, tps, opts = {}) {
       delivered: median(reps.map((x) => x.delivered)),
       failed: Math.max(...reps.map((x) => x.failed)),
       cpuPerEventUs: median(reps.map((x) => x.cpuPerEventUs)),
+      // Of which redis-server's (targets with one of their own), µs per event.
+      redisUsPerEvent:
+        reps[0].redisUsPerEvent === undefined ? undefined : median(reps.map((x) => x.redisUsPerEvent)),
       serverCpuPct: median(reps.map((x) => (x.serverCpuMs / x.windowMs) * 100)),
       upstreamCpuPct: median(reps.map((x) => (x.upstreamCpuMs / x.windowMs) * 100)),
       loadgenCpuPct: median(reps.map((x) => (x.loadgenCpuWindowMs / x.windowMs) * 100)),
@@ -1017,7 +1031,7 @@ async function capacityOf(t, tps, opts = {}) {
     };
     probes.push(probe);
     log(
-      `  capacity ${tps} tok/s ${t} n=${n}: p99 ${fmt(p99)} ms, delivered ${fmt(probe.delivered * 100, 0)}%, failed ${probe.failed}, server CPU ${fmt(probe.serverCpuPct, 0)}%, ${fmt(probe.cpuPerEventUs)} µs/event, loadgen ${fmt(probe.loadgenCpuPct, 0)}% (lag ${fmt(probe.loadgenLagMs, 0)} ms) → ${pass ? "pass" : "FAIL"}`,
+      `  capacity ${tps} tok/s ${t} n=${n}: p99 ${fmt(p99)} ms, delivered ${fmt(probe.delivered * 100, 0)}%, failed ${probe.failed}, server CPU ${fmt(probe.serverCpuPct, 0)}%, ${fmt(probe.cpuPerEventUs)} µs/event${probe.redisUsPerEvent === undefined ? "" : ` (redis-server ${fmt(probe.redisUsPerEvent)})`}, loadgen ${fmt(probe.loadgenCpuPct, 0)}% (lag ${fmt(probe.loadgenLagMs, 0)} ms) → ${pass ? "pass" : "FAIL"}`,
     );
     if (pass) {
       lo = n;
@@ -1682,6 +1696,7 @@ async function cluster() {
       "vs 1 node",
       "p99 at cap",
       "µs/event (all server procs)",
+      "of which redis-server",
       "probes",
       `fan-out ${Q.clusterFanN}: p50 / p99 / delivered`,
     ],
@@ -1694,6 +1709,7 @@ async function cluster() {
               "",
               fmt(single.at?.p99),
               fmt(single.cpuPerEventUs),
+              "",
               single.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? "",
               singleFan
                 ? `${fmt(singleFan.p50)} / ${fmt(singleFan.p99)} / ${fmt(singleFan.delivered * 100, 0)}%`
@@ -1712,6 +1728,7 @@ async function cluster() {
             : "",
           fmt(c?.at?.p99),
           fmt(c?.cpuPerEventUs),
+          fmt(c?.at?.redisUsPerEvent),
           c?.probes?.map((p) => `${p.n}:${p.pass ? "ok" : "x"}(${fmt(p.p99, 0)})`).join(" ") ?? "",
           f ? `${fmt(f.p50)} / ${fmt(f.p99)} / ${fmt(f.delivered * 100, 0)}%` : "—",
         ];
