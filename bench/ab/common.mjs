@@ -22,6 +22,29 @@ export function startSluice(root, port, extra = []) {
   return proc;
 }
 
+/** A throwaway redis-server (nothing saved) on `port`, pinned to `core`; resolves once it can take connections. */
+export async function startRedisServer(port, core) {
+  const proc = spawn(
+    "taskset",
+    [
+      "-c",
+      String(core),
+      "redis-server",
+      "--port",
+      String(port),
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--bind",
+      "127.0.0.1",
+    ],
+    { stdio: "ignore" },
+  );
+  await sleep(300);
+  return proc;
+}
+
 export async function ready(url) {
   for (let i = 0; i < 300; i++) {
     try {

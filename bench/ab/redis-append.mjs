@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { sleep } from "./common.mjs";
+import { sleep, startRedisServer } from "./common.mjs";
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d;
@@ -60,24 +60,7 @@ if (process.env.SLUICE_AB_CHILD) {
 const roots = argv.filter((a) => !a.startsWith("--"));
 const kind = opt("store", "redis");
 const port = 19211;
-const redis = spawn(
-  "taskset",
-  [
-    "-c",
-    "1",
-    "redis-server",
-    "--port",
-    String(port),
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--bind",
-    "127.0.0.1",
-  ],
-  { stdio: "ignore" },
-);
-await sleep(300);
+const redis = await startRedisServer(port, 1);
 try {
   for (let r = 0; r < Number(opt("rounds", 2)); r++)
     for (const root of roots) {

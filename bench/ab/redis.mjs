@@ -5,9 +5,8 @@
 //   node bench/ab/redis.mjs <rootA> <rootB> [--n=200] [--rounds=3] [--store=memory] [--redis-core=1]
 // (--redis-core=1: redis-server on the other core, so a profile of Sluice is not charged with it)
 // (SLUICE_AB_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR": the servers run under those node flags)
-import { spawn } from "node:child_process";
 import http from "node:http";
-import { cpuMs, ready, sleep, startSluice } from "./common.mjs";
+import { cpuMs, ready, sleep, startRedisServer, startSluice } from "./common.mjs";
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d;
@@ -18,24 +17,7 @@ const PORT = 19201;
 
 async function once(root) {
   const rport = PORT + 1;
-  const redis = spawn(
-    "taskset",
-    [
-      "-c",
-      opt("redis-core", "0"),
-      "redis-server",
-      "--port",
-      String(rport),
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--bind",
-      "127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
-  await sleep(300);
+  const redis = await startRedisServer(rport, opt("redis-core", "0"));
   // --store=memory: the same load on the memory store (its redis-server idles), for the ratio.
   const store = opt("store", "redis") === "memory" ? [] : ["--store", `redis://127.0.0.1:${rport}`];
   const srv = startSluice(root, PORT, store);
