@@ -138,6 +138,7 @@ const Q = QUICK
       capProbes: 5,
       capProbesPeer: { resumable: 4, "resumable-r": 4, durable: 4, portkey: 4 },
       capRepeats: 1,
+      capRetryFailed: true,
       capRepeatsPeer: {},
       cap100Probes: 3,
       cap100ProbesPeer: { resumable: 2, durable: 2, portkey: 2 },
@@ -1003,17 +1004,35 @@ async function capacityOf(t, tps, opts = {}) {
           : (Q.capProbesPeer[t] ?? Q.capProbes);
   const repeats = arg("cap-reps") ? Number(arg("cap-reps")) : (Q.capRepeatsPeer[t] ?? Q.capRepeats);
   for (let k = 0; k < maxProbes && targetAlive(t); k++) {
-    const reps = [];
+    let reps = [];
     for (let rep = 0; rep < repeats; rep++) reps.push(await liveRun(t, n, tps));
-    const p99 = median(reps.map((r) => r.delay.p99));
     // Pass = the median run passes (with 2 repeats: one passes and the median p99 is in budget).
-    const pass =
-      reps.filter((r) => r.pass).length * 2 > reps.length ||
-      (reps.length === 2 && reps.some((r) => r.pass) && p99 <= P99_BUDGET_MS);
+    const passes = (rs) =>
+      rs.filter((r) => r.pass).length * 2 > rs.length ||
+      (rs.length === 2 && rs.some((r) => r.pass) && median(rs.map((r) => r.delay.p99)) <= P99_BUDGET_MS);
+    let pass = passes(reps);
+    // A failed probe is run once more (full run, every target alike) and the second run decides:
+    // this machine stalls now and then for tens of ms with the server far from busy (sessions 5
+    // and 6), and one stall in a 2 s window decides a probe on its own. Both runs are kept.
+    let firstTry;
+    if (!pass && Q.capRetryFailed && fixedN === undefined && targetAlive(t)) {
+      firstTry = {
+        p99: median(reps.map((x) => x.delay.p99)),
+        delivered: median(reps.map((x) => x.delivered)),
+      };
+      log(
+        `  capacity ${tps} tok/s ${t} n=${n}: failed (p99 ${fmt(firstTry.p99)} ms, delivered ${fmt(firstTry.delivered * 100, 0)}%), run once more`,
+      );
+      reps = [];
+      for (let rep = 0; rep < repeats; rep++) reps.push(await liveRun(t, n, tps));
+      pass = passes(reps);
+    }
+    const p99 = median(reps.map((r) => r.delay.p99));
     const r = reps[0];
     const probe = {
       n,
       pass,
+      ...(firstTry ? { firstTry } : {}),
       p50: median(reps.map((x) => x.delay.p50)),
       p99,
       p99_spread: [Math.min(...reps.map((x) => x.delay.p99)), Math.max(...reps.map((x) => x.delay.p99))],

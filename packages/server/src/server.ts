@@ -310,6 +310,8 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
       clearInterval(idle);
       clearTimeout(forced);
       await server.grpc?.close();
+      // Pooled and spare upstream connections (no generation runs any more).
+      await Promise.all([...routes.providers()].map((p) => p.close?.().catch(() => {})));
       hub.stop();
       flow.stop();
       await security.quotas.close?.();

@@ -42,6 +42,14 @@ export class RouteTable {
     this.catchAll = route;
   }
 
+  /** Every provider a route (or the catch-all) uses, each once. */
+  providers(): Set<Route["provider"]> {
+    const out = new Set<Route["provider"]>();
+    for (const r of this.routes.values()) out.add(r.provider);
+    if (this.catchAll) out.add(this.catchAll.provider);
+    return out;
+  }
+
   has(name: string): boolean {
     return this.routes.has(name);
   }

@@ -234,6 +234,10 @@ export class AnthropicProvider implements Provider {
     return this.#http.redact(text);
   }
 
+  close(): Promise<void> {
+    return this.#http.close();
+  }
+
   buildBody(request: ProviderRequest): Record<string, unknown> {
     const { system, messages } = toAnthropicMessages(request.messages);
     const body: Record<string, unknown> = {

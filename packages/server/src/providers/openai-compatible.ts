@@ -72,6 +72,10 @@ export class OpenAICompatibleProvider implements Provider {
     return this.#http.redact(text);
   }
 
+  close(): Promise<void> {
+    return this.#http.close();
+  }
+
   /**
    * The JSON body sent upstream for a request (exported for tests and debugging): the request's
    * `upstream_extra` fields verbatim, then the fields Sluice owns (model, messages, the typed
@@ -133,7 +137,7 @@ export class OpenAICompatibleProvider implements Provider {
       const stamp = request.demo?.stamp === true;
       let sawDone = false;
       let more = true;
-      read: while (more) {
+      while (more) {
         try {
           more = await sse.fill();
         } catch (err) {
@@ -189,7 +193,7 @@ export class OpenAICompatibleProvider implements Provider {
           const held = handOver(sink, events, signal);
           if (held) await held;
         }
-        if (sawDone) break read;
+        if (sawDone) break;
       }
       // Whatever follows [DONE] (normally just the end of the body) is drained, bounded, so the
       // upstream connection goes back to the pool instead of being closed.
@@ -472,6 +476,7 @@ export async function listUpstreamModels(
   const http = new UpstreamHttp({
     timeouts: { first_byte_ms: LIST_MODELS_TIMEOUT_MS, idle_ms: LIST_MODELS_TIMEOUT_MS },
     secrets: [apiKey],
+    spares: 0, // one call: nothing to connect ahead for
   });
   const signals = [AbortSignal.timeout(LIST_MODELS_TIMEOUT_MS * 2), ...(signal ? [signal] : [])];
   let text: string;

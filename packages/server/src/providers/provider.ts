@@ -68,6 +68,8 @@ export interface Provider {
    * text derived from its upstream; the runner applies it to everything it stores from an error.
    */
   redact?(text: string): string;
+  /** Closes what the provider holds open (pooled and spare upstream connections); idempotent. */
+  close?(): Promise<void>;
   /**
    * Bytes of memory the provider holds for a request from its start (e.g. an answer planned
    * up front), counted against the memory budget before the generation is admitted.

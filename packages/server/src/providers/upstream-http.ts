@@ -10,10 +10,12 @@
  * beyond the parser's, and the stall watchdog is one timer per request re-armed only once per
  * idle period (each chunk only stores a timestamp).
  */
+
+import type { Socket } from "node:net";
 import { StringDecoder } from "node:string_decoder";
 import { SluiceError } from "@sluice/protocol";
 import { createParser, type EventSourceMessage, type EventSourceParser } from "eventsource-parser";
-import { Agent, type Dispatcher, request as undiciRequest } from "undici";
+import { Agent, buildConnector, type Dispatcher, request as undiciRequest } from "undici";
 import { PHASE_UPSTREAM_FIRST_BYTE, PHASE_UPSTREAM_HEADERS, PHASE_UPSTREAM_SENT } from "../core/phases.js";
 
 export type { EventSourceMessage };
@@ -45,6 +47,13 @@ export interface UpstreamHttpOptions {
   maxEventChars?: number | undefined;
   /** Values that must never reach a reader (the API key, configured header values). */
   secrets?: readonly (string | undefined)[] | undefined;
+  /**
+   * Connections kept open ahead of need per upstream origin (default 1; 0 for a helper made for
+   * one call): a generation that needs a new connection takes a spare one, already connected.
+   */
+  spares?: number | undefined;
+  /** A spare connection older than this (ms) is closed instead of used (SPARE_MAX_IDLE_MS). */
+  spareMaxIdleMs?: number | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -114,21 +123,28 @@ export class UpstreamHttp {
     this.timeouts = { ...DEFAULT_UPSTREAM_TIMEOUTS, ...definedOnly(opts.timeouts ?? {}) };
     this.maxEventChars = opts.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS;
     this.secrets = secretList(opts.secrets ?? []);
+    const connect = buildConnector({ timeout: this.timeouts.connect_ms }); // 0: no connect timeout
+    this.#spares = new SpareConnections(connect, opts.spares ?? 1, opts.spareMaxIdleMs ?? SPARE_MAX_IDLE_MS);
     // undici's own header/body timers are off: the watchdog below does both, with one timer.
-    this.#dispatcher = new Agent({
-      connect: { timeout: this.timeouts.connect_ms }, // 0: no connect timeout
-      headersTimeout: 0,
-      bodyTimeout: 0,
-    });
+    this.#dispatcher = new Agent({ connect: this.#spares.connect, headersTimeout: 0, bodyTimeout: 0 });
   }
+
+  readonly #spares: SpareConnections;
+  #closing: Promise<void> | undefined;
 
   redact(text: string): string {
     return redactUpstreamText(text, this.secrets);
   }
 
-  /** Closes the pooled connections (a helper made for one call). */
+  /** Closes the pooled and spare connections at once (requests still in flight fail); idempotent. */
   async close(): Promise<void> {
-    await this.#dispatcher.close();
+    if (this.#closing) return this.#closing; // idempotent
+    this.#spares.close();
+    // destroy, not close: undici's close() waits for requests in flight, and a caller closes
+    // when none of its requests matters any more (a one-call helper, or a server shutting
+    // down after its generations ended).
+    this.#closing = this.#dispatcher.destroy();
+    await this.#closing;
   }
 
   /**
@@ -226,6 +242,138 @@ export class UpstreamHttp {
       throw httpStatusError(status, response.headers, text, opts.now, (t) => this.redact(t));
     }
     return sse;
+  }
+}
+
+/** A spare connection older than this is closed, not used: servers drop idle connections (5 s is common). */
+export const SPARE_MAX_IDLE_MS = 2000;
+
+interface Spare {
+  socket: Socket;
+  at: number;
+  /** Takes the spare's own listeners off (it is handed out or gone). */
+  release(): void;
+}
+
+/**
+ * Spare upstream connections (TTFT). Every new generation on a busy route needs a new
+ * connection: its TCP (and TLS) handshake, and the turn of this process's event loop that
+ * sees it complete, come before the request is sent, so a loaded server added milliseconds to
+ * the first token (bench/ab/ttft.mjs; docs/performance.md). The connector given to undici hands
+ * out a connection opened ahead of need, already connected, and opens the next spare behind
+ * it. Spares are opened only when a connection is needed, so a route holds at most `want` of
+ * them per origin; they do not hold the process open (unref'd), one older than
+ * SPARE_MAX_IDLE_MS is closed instead of used (an upstream may be about to drop it), and a
+ * single sweep timer (armed only while spares exist) closes the ones a route stopped needing,
+ * so an idle Sluice holds no upstream connection it does not use.
+ */
+class SpareConnections {
+  readonly #spares = new Map<string, Spare[]>();
+  readonly #opening = new Map<string, number>();
+  #closed = false;
+  #sweep: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly base: buildConnector.connector,
+    private readonly want: number,
+    private readonly maxIdleMs: number,
+  ) {}
+
+  readonly connect = (opts: buildConnector.Options, cb: buildConnector.Callback): void => {
+    if (this.want <= 0 || this.#closed) {
+      this.base(opts, cb);
+      return;
+    }
+    const key = `${opts.protocol}//${opts.hostname}:${opts.port}|${opts.servername ?? ""}|${opts.localAddress ?? ""}`;
+    const list = this.#spares.get(key);
+    let socket: Socket | undefined;
+    const now = performance.now();
+    while (list && list.length > 0 && !socket) {
+      const spare = list.shift() as Spare;
+      spare.release();
+      const s = spare.socket;
+      if (
+        !s.destroyed &&
+        s.readyState === "open" &&
+        s.readableLength === 0 &&
+        now - spare.at <= this.maxIdleMs
+      ) {
+        s.ref();
+        socket = s;
+      } else s.destroy();
+    }
+    if (socket) {
+      const s = socket;
+      queueMicrotask(() => cb(null, s)); // not from inside undici's own connect call
+    } else this.base(opts, cb);
+    this.#fill(key, opts);
+  };
+
+  #fill(key: string, opts: buildConnector.Options): void {
+    const have = (this.#spares.get(key)?.length ?? 0) + (this.#opening.get(key) ?? 0);
+    if (have >= this.want) return;
+    this.#opening.set(key, (this.#opening.get(key) ?? 0) + 1);
+    this.base(opts, (err, socket) => {
+      this.#opening.set(key, (this.#opening.get(key) ?? 1) - 1);
+      if (err || !socket) return; // the next request connects itself (and says why if it fails)
+      if (this.#closed) {
+        socket.destroy();
+        return;
+      }
+      socket.unref();
+      let list = this.#spares.get(key);
+      if (!list) {
+        list = [];
+        this.#spares.set(key, list);
+      }
+      const spares = list;
+      const gone = () => {
+        const i = spares.indexOf(spare);
+        if (i >= 0) spares.splice(i, 1);
+        spare.release();
+        socket.destroy();
+      };
+      const spare: Spare = {
+        socket,
+        at: performance.now(),
+        release: () => {
+          socket.off("close", gone);
+          socket.off("end", gone);
+          socket.off("error", gone);
+        },
+      };
+      socket.on("close", gone);
+      socket.on("end", gone);
+      socket.on("error", gone);
+      spares.push(spare);
+      this.#armSweep();
+    });
+  }
+
+  #armSweep(): void {
+    if (this.#sweep || this.#closed) return;
+    this.#sweep = setTimeout(() => {
+      this.#sweep = undefined;
+      const now = performance.now();
+      let left = 0;
+      for (const list of this.#spares.values()) {
+        for (const spare of list.splice(0)) {
+          if (now - spare.at > this.maxIdleMs) {
+            spare.release();
+            spare.socket.destroy();
+          } else list.push(spare);
+        }
+        left += list.length;
+      }
+      if (left > 0) this.#armSweep();
+    }, this.maxIdleMs);
+    this.#sweep.unref();
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#sweep);
+    for (const list of this.#spares.values()) for (const s of list.splice(0)) s.socket.destroy();
   }
 }
 
