@@ -1,6 +1,6 @@
 // Shared by the A/B scripts: start a Sluice build (its CLI) pinned to core 0, read a process's CPU.
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { openSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 
 export function startSluice(root, port, extra = []) {
@@ -17,7 +17,14 @@ export function startSluice(root, port, extra = []) {
       String(port),
       ...extra,
     ],
-    { stdio: ["ignore", "ignore", "inherit"] },
+    // SLUICE_AB_STDOUT=file: the server's stdout goes there (e.g. with SLUICE_AB_NODE_ARGS=--trace-gc).
+    {
+      stdio: [
+        "ignore",
+        process.env.SLUICE_AB_STDOUT ? openSync(process.env.SLUICE_AB_STDOUT, "w") : "ignore",
+        "inherit",
+      ],
+    },
   );
   return proc;
 }

@@ -5,9 +5,11 @@
 // client's TTFT with the first token's `due` (stamped by mock-upstream as its arrival + ttft_ms):
 //   request path = due − 200 − sent   (client send → the mock's arrival; through Sluice: + Sluice's start)
 //   first token  = received − due     (the mock's write → the client; through Sluice: + parse, append, flush)
-// and reads each Sluice generation's TTFT phases (/v1/stats, ms from `received`) while it is live.
+// and reads each Sluice generation's TTFT phases (/v1/stats, ms from `received`) while it is live,
+// and for each Sluice round the event loop's largest delay and the GC time by kind (/metrics).
 // Prints p50/p99 of each part per round, and the phases of the slowest Sluice readers.
-//   taskset -c 1 node bench/ab/ttft.mjs [root] [--n=100] [--ramp=1000] [--rounds=4]
+// SLUICE_AB_NODE_ARGS="--trace-gc" SLUICE_AB_STDOUT=/tmp/gc.log: V8's own GC trace (common.mjs).
+//   taskset -c 1 node bench/ab/ttft.mjs [root] [--n=100] [--ramp=1000] [--rounds=4] [--gap=300] [--only=direct|sluice]
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -101,6 +103,20 @@ async function round(direct, length) {
   return out;
 }
 
+/** GC time by kind (cumulative ms) and the event loop's max delay since the last scrape (prom-client resets it). */
+async function scrape() {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const gc = {};
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="([^"]+)"\} (\S+)/gm))
+    gc[m[1]] = Number(m[2]) * 1000;
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_count\{kind="([^"]+)"\} (\S+)/gm))
+    gc[`${m[1]}#`] = Number(m[2]);
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_bucket\{le="([^"]+)",kind="([^"]+)"\} (\S+)/gm))
+    gc[`${m[2]}≤${m[1]}s`] = Number(m[3]);
+  const lagMax = Number(text.match(/^nodejs_eventloop_lag_max_seconds (\S+)/m)?.[1] ?? Number.NaN) * 1000;
+  return { gc, lagMax };
+}
+
 const phasesOf = new Map();
 async function collectPhases() {
   const stats = await (await fetch(`${url}/v1/stats`)).json();
@@ -112,6 +128,7 @@ const length = Math.ceil((30 * (RAMP + 1500)) / 1000);
 await round(false, 5); // warm-up: JIT, the pools
 for (let r = 1; r <= ROUNDS; r++) {
   for (const direct of ONLY === "direct" ? [true] : ONLY === "sluice" ? [false] : [true, false]) {
+    const m0 = direct ? undefined : await scrape();
     const p = round(direct, length);
     if (!direct) {
       // Phases while the generations are live (stats lists live ones; recent keeps only 20).
@@ -125,6 +142,15 @@ for (let r = 1; r <= ROUNDS; r++) {
     console.log(
       `round ${r} ${direct ? "direct" : "sluice"} (${recs.length}/${N}): ttft−200 p50 ${f(q(ttft, 0.5))} p99 ${f(q(ttft, 0.99))} max ${f(q(ttft, 1))} | request path p50 ${f(q(req, 0.5))} p99 ${f(q(req, 0.99))} | first token p50 ${f(q(tok, 0.5))} p99 ${f(q(tok, 0.99))}`,
     );
+    if (m0) {
+      const m1 = await scrape();
+      const gc = Object.entries(m1.gc)
+        .map(([k, v]) => [k, v - (m0.gc[k] ?? 0)])
+        .filter(([, v]) => v > 0.05)
+        .map(([k, v]) => `${k} ${f(v)}`)
+        .join(", ");
+      console.log(`   Sluice in the round: event-loop delay max ${f(m1.lagMax)} ms; GC ms: ${gc || "none"}`);
+    }
     if (!direct) {
       const slow = [...recs].sort((a, b) => b.first - b.sent - (a.first - a.sent)).slice(0, 3);
       for (const s of slow) {
