@@ -1,7 +1,8 @@
 // Shared by the A/B scripts: start a Sluice build (its CLI) pinned to core 0, read a process's CPU.
 import { spawn } from "node:child_process";
-import { openSync, readFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { openSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 
 export function startSluice(root, port, extra = []) {
   const proc = spawn(
@@ -69,3 +70,20 @@ export function cpuMs(pid) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A Sluice config file (temp dir) on 127.0.0.1:port with route `up` → mock-upstream's openai-compatible API. */
+export function upstreamConfig(name, port, upPort) {
+  const file = join(tmpdir(), `sluice-ab-${name}-${process.pid}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      host: "127.0.0.1",
+      port,
+      log_level: "warn",
+      routes: {
+        up: { provider: "openai-compatible", base_url: `http://127.0.0.1:${upPort}/v1`, model: "demo" },
+      },
+    }),
+  );
+  return file;
+}

@@ -10,12 +10,10 @@
 // Prints p50/p99 of each part per round, and the phases of the slowest Sluice readers.
 // SLUICE_AB_NODE_ARGS="--trace-gc" SLUICE_AB_STDOUT=/tmp/gc.log: V8's own GC trace (common.mjs).
 //   taskset -c 1 node bench/ab/ttft.mjs [root] [--n=100] [--ramp=1000] [--rounds=4] [--gap=300] [--only=direct|sluice]
-import { writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { dueOf, openHttp } from "../lib/http-stream.mjs";
 import { startMockUpstream } from "../lib/mock-upstream.mjs";
-import { ready, sleep, startSluice } from "./common.mjs";
+import { ready, sleep, startSluice, upstreamConfig } from "./common.mjs";
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d;
@@ -31,18 +29,7 @@ const PORT = 19121;
 const now = () => performance.timeOrigin + performance.now();
 
 const { port: upPort, proc: up } = await startMockUpstream(root);
-const config = join(tmpdir(), `sluice-ab-ttft-${process.pid}.json`);
-writeFileSync(
-  config,
-  JSON.stringify({
-    host: "127.0.0.1",
-    port: PORT,
-    log_level: "warn",
-    routes: {
-      up: { provider: "openai-compatible", base_url: `http://127.0.0.1:${upPort}/v1`, model: "demo" },
-    },
-  }),
-);
+const config = upstreamConfig("ttft", PORT, upPort);
 const srv = startSluice(root, PORT, ["--config", config]);
 const url = `http://127.0.0.1:${PORT}`;
 await ready(url);

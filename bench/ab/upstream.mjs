@@ -13,13 +13,13 @@
 // small N: the server runs ~50x slower).
 //   taskset -c 1 node bench/ab/upstream.mjs <rootA> <rootB> [--n=300] [--tps=30] [--secs=20] [--rounds=2] [--callgrind]
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { openHttp } from "../lib/http-stream.mjs";
 import { startMockUpstream } from "../lib/mock-upstream.mjs";
-import { cpuMs, ready, sleep, startSluice } from "./common.mjs";
+import { cpuMs, ready, sleep, startSluice, upstreamConfig } from "./common.mjs";
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d;
@@ -33,18 +33,7 @@ const CALLGRIND = argv.includes("--callgrind");
 const now = () => performance.timeOrigin + performance.now();
 
 const { port: upPort, proc: up } = await startMockUpstream(roots[0]);
-const config = join(tmpdir(), `sluice-ab-upstream-${process.pid}.json`);
-writeFileSync(
-  config,
-  JSON.stringify({
-    host: "127.0.0.1",
-    port: PORT,
-    log_level: "warn",
-    routes: {
-      up: { provider: "openai-compatible", base_url: `http://127.0.0.1:${upPort}/v1`, model: "demo" },
-    },
-  }),
-);
+const config = upstreamConfig("upstream", PORT, upPort);
 
 function q(a, p) {
   return a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : Number.NaN;
