@@ -313,6 +313,15 @@ class SpareConnections {
     const have = (this.#spares.get(key)?.length ?? 0) + (this.#opening.get(key) ?? 0);
     if (have >= this.want) return;
     this.#opening.set(key, (this.#opening.get(key) ?? 0) + 1);
+    try {
+      this.#open(key, opts);
+    } catch {
+      // A connector that throws at once: the request's own connect meets it and reports it.
+      this.#opening.set(key, (this.#opening.get(key) ?? 1) - 1);
+    }
+  }
+
+  #open(key: string, opts: buildConnector.Options): void {
     this.base(opts, (err, socket) => {
       this.#opening.set(key, (this.#opening.get(key) ?? 1) - 1);
       if (err || !socket) return; // the next request connects itself (and says why if it fails)
