@@ -1087,6 +1087,12 @@ async function capacity(tps, list, key) {
       results[key].push({ target: t, tps, na: dead[t] });
       continue;
     }
+    // Every target's search starts on fresh server processes: a server that keeps what it served
+    // (Sluice's memory store keeps every stream for its TTL, durable-streams too) would otherwise
+    // carry the heap of the targets probed before it (Sluice's one process serves sluice-up,
+    // -demo and -ws in turn: 600 MB by then in session 7's run), and later targets would pay for
+    // the earlier ones' garbage collection.
+    await restart(t);
     await settleAll(`capacity ${t}`);
     results[key].push({ ...(await capacityOf(t, tps)), load });
   }
