@@ -3,7 +3,7 @@
 // per append, one follower per stream, as a generation read on its own node), the node's CPU per
 // append over a steady window. Its own redis-server runs on core 1, the store's process on core 0.
 //   node bench/ab/redis-append.mjs <rootA> [<rootB> ...] [--n=200] [--rate=30] [--secs=6] [--rounds=2] [--store=memory]
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { sleep, startRedisServer } from "./common.mjs";
@@ -44,12 +44,23 @@ if (process.env.SLUICE_AB_CHILD) {
   }
   await sleep(1500);
   const g0 = got;
+  // SLUICE_AB_PROF=dir: a V8 CPU profile of the measured window only (dir/<store>-<pid>.cpuprofile).
+  const prof = process.env.SLUICE_AB_PROF ? new (await import("node:inspector")).Session() : undefined;
+  if (prof) {
+    prof.connect();
+    await new Promise((r) => prof.post("Profiler.enable", () => prof.post("Profiler.start", r)));
+  }
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   await sleep(SECS * 1000);
   const c1 = process.cpuUsage(c0);
   const n = got - g0;
   stop = true;
+  if (prof) {
+    const { profile } = await new Promise((r) => prof.post("Profiler.stop", (_e, v) => r(v)));
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(`${process.env.SLUICE_AB_PROF}/${kind}-${process.pid}.cpuprofile`, JSON.stringify(profile));
+  }
   console.log(
     `${kind} ${root}: ${(n / ((performance.now() - t0) / 1000)).toFixed(0)} appends/s delivered (offered ${N * R}), CPU ${((c1.user + c1.system) / n).toFixed(1)} µs per append`,
   );
@@ -64,6 +75,7 @@ const redis = await startRedisServer(port, 1);
 try {
   for (let r = 0; r < Number(opt("rounds", 2)); r++)
     for (const root of roots) {
+      execFileSync("redis-cli", ["-p", String(port), "config", "resetstat"]);
       const child = spawn(
         "taskset",
         [
@@ -79,6 +91,17 @@ try {
         { stdio: "inherit", env: { ...process.env, SLUICE_AB_CHILD: "1" } },
       );
       await new Promise((res) => child.once("exit", res));
+      // redis-server's own time in the append scripts, per append (commandstats; the window and
+      // the set-up alike, so a comparison, not the bench's figure).
+      const st = execFileSync("redis-cli", ["-p", String(port), "info", "commandstats"], {
+        encoding: "utf8",
+      });
+      const usec = Number(/cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(st)?.[2] ?? 0);
+      const xadds = Number(/cmdstat_xadd:calls=(\d+)/.exec(st)?.[1] ?? 0);
+      if (kind === "redis" && xadds > 0)
+        console.log(
+          `  redis-server: ${(usec / xadds).toFixed(2)} µs per append in scripts (${xadds} appends)`,
+        );
     }
 } finally {
   redis.kill("SIGKILL");

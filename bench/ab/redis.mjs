@@ -5,6 +5,7 @@
 //   node bench/ab/redis.mjs <rootA> <rootB> [--n=200] [--rounds=3] [--store=memory] [--redis-core=1]
 // (--redis-core=1: redis-server on the other core, so a profile of Sluice is not charged with it)
 // (SLUICE_AB_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR": the servers run under those node flags)
+import { execFileSync } from "node:child_process";
 import http from "node:http";
 import { cpuMs, ready, sleep, startRedisServer, startSluice } from "./common.mjs";
 
@@ -64,6 +65,14 @@ async function once(root) {
   const a1 = cpuMs(srv.pid);
   const b1 = cpuMs(redis.pid);
   const secs = (Date.now() - t0) / 1000;
+  // What redis-server ran: calls and µs per call of each command (scripts included).
+  const stats = execFileSync("redis-cli", ["-p", String(rport), "info", "commandstats"], { encoding: "utf8" })
+    .split("\n")
+    .filter((l) => l.startsWith("cmdstat_"))
+    .map((l) => {
+      const m = /^cmdstat_(\w+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)/.exec(l);
+      return m ? `${m[1]} ${m[2]} calls, ${m[4]} µs/call` : l;
+    });
   // With SLUICE_AB_NODE_ARGS="--cpu-prof ..." the server must exit on its own to write the profile.
   if (process.env.SLUICE_AB_NODE_ARGS) {
     await new Promise((r) => {
@@ -73,7 +82,7 @@ async function once(root) {
   } else srv.kill("SIGKILL");
   redis.kill("SIGKILL");
   const n = e1 - e0;
-  return { root, rate: n / secs, nodeUs: ((a1 - a0) * 1000) / n, redisUs: ((b1 - b0) * 1000) / n };
+  return { root, rate: n / secs, nodeUs: ((a1 - a0) * 1000) / n, redisUs: ((b1 - b0) * 1000) / n, stats };
 }
 
 for (let r = 0; r < ROUNDS; r++)
@@ -82,5 +91,6 @@ for (let r = 0; r < ROUNDS; r++)
     console.log(
       `redis n=${N} ${x.root}: ${x.rate.toFixed(0)} events/s (offered ${N * 30}); CPU per event: Sluice ${x.nodeUs.toFixed(1)} µs + redis-server ${x.redisUs.toFixed(1)} µs = ${(x.nodeUs + x.redisUs).toFixed(1)} µs`,
     );
+    if (argv.includes("--stats")) console.log(`  redis-server, whole run: ${x.stats.join("; ")}`);
   }
 process.exit(0);

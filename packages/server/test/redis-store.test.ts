@@ -171,6 +171,56 @@ describe("redis store across nodes", () => {
     }
   });
 
+  it("appends made while a script call is unanswered wait for it and then go together, in one call, each with its own length", async () => {
+    const a = new RedisStore({ url: redis.url, prefix: "gc:", sweepIntervalMs: 0 });
+    const admin = a.client.duplicate();
+    try {
+      await a.connected();
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++)
+        ids.push(
+          (await a.create({ id: `st_gc${i}_${Date.now()}`, kind: "log", content_type: "text/plain" })).id,
+        );
+      // Script calls: EVALSHA, or EVAL when the script was not loaded yet.
+      const calls = async () => {
+        const st = await admin.info("commandstats");
+        const n = (cmd: string) => Number(st.match(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`))?.[1] ?? 0);
+        return n("evalsha") + n("eval");
+      };
+      const before = await calls();
+      // Redis holds every command of normal clients for 300 ms: the first append's call waits.
+      await admin.client("PAUSE", 300, "WRITE");
+      const done: Promise<unknown>[] = [a.append(ids[0] as string, [{ data: "first" }])];
+      // Twenty more appends, one per turn of the event loop, while that call is unanswered.
+      for (let i = 0; i < 20; i++) {
+        await new Promise((r) => setImmediate(r));
+        done.push(a.append(ids[i % 5] as string, [{ data: `n${i}` }, { data: `m${i}` }]));
+      }
+      const results = (await Promise.all(done)) as { length: number }[];
+      // One call for the first append, one for the twenty queued behind it.
+      expect((await calls()) - before).toBe(2);
+      // Each append got its own reply: stream i%5 grew by two records per append, in order.
+      const lengths = results.slice(1).map((r) => r.length);
+      const want = Array.from({ length: 20 }, (_, i) => (i % 5 === 0 ? 1 : 0) + 2 * (Math.floor(i / 5) + 1));
+      expect(lengths).toEqual(want);
+      const page = await a.read(ids[0] as string, 0, 100);
+      expect(page.records.map((r) => r.data)).toEqual([
+        "first",
+        "n0",
+        "m0",
+        "n5",
+        "m5",
+        "n10",
+        "m10",
+        "n15",
+        "m15",
+      ]);
+    } finally {
+      await admin.client("UNPAUSE").catch(() => {});
+      admin.disconnect();
+      await a.close();
+    }
+  });
   it("a node that lost its place in a follower set (a reconnect to a Redis that forgot it) registers again and hears the other nodes' appends", async () => {
     const a = new RedisStore({ url: redis.url, prefix: "rr:", sweepIntervalMs: 0, syncIntervalMs: 0 });
     const b = new RedisStore({ url: redis.url, prefix: "rr:", sweepIntervalMs: 0, syncIntervalMs: 0 });

@@ -119,12 +119,14 @@ return 'OK'
  * travel as one script call: one command and one reply instead of one each.
  * No KEYS (a key is the prefix plus the stream id: one Redis, not Redis Cluster).
  * ARGV: [1] now, [2] max records, [3] max bytes, [4] default ttl s, [5] key prefix, [6] this node's
- * tag, then per append: id, close status or '', batch token, added bytes, required length
- * (compare-and-append) or '', the number of metadata pairs, the number of records, the metadata
- * pairs, then type, data, encoding ('' for none) of each record. The records become JSON
+ * tag, then per append: id; one argument holding, space-separated, close status or '', batch
+ * token, added bytes, required length (compare-and-append) or '', the number of metadata pairs,
+ * the number of records (fewer arguments: each costs the client as much as a record); the
+ * metadata pairs; then type, data, encoding ('' for none) of each record. The records become JSON
  * ([[type, data(, encoding)], ...], as onPublished reads it) only for a notice to another node.
  * Returns three values per append: 'OK'|'DUP', length, status | 'NF', '', '' | 'CLOSED', status, ''
- * | 'LARGE', what, '' | 'CONFLICT', length, ''.
+ * | 'LARGE', what, '' | 'CONFLICT', length, '', all in one string, space-separated (one bulk reply
+ * to decode instead of three per append).
  */
 const APPEND_LUA = `${NOTIFY_LUA}
 local now = tonumber(ARGV[1])
@@ -132,14 +134,10 @@ local maxRecs = tonumber(ARGV[2])
 local maxBytes = tonumber(ARGV[3])
 local pfx = ARGV[5]
 local tag = ARGV[6]
-local function one(i, id)
+local function one(i, id, close, token, add, iflen, nmeta, n)
   local m = pfx .. 'm:' .. id
   local log = pfx .. 'l:' .. id
-  local close = ARGV[i + 1]
-  local token = ARGV[i + 2]
-  local nmeta = tonumber(ARGV[i + 5])
-  local n = tonumber(ARGV[i + 6])
-  local r0 = i + 7 + 2 * nmeta
+  local r0 = i + 2 + 2 * nmeta
   local h = redis.call('HMGET', m, 'status', 'length', 'bytes', 'expires_ms', 'lb')
   local status = h[1]
   if not status then return 'NF', '', '' end
@@ -147,8 +145,7 @@ local function one(i, id)
   if h[4] and tonumber(h[4]) <= now then return 'NF', '', '' end
   if token ~= '' and h[5] == token then return 'DUP', len, status end
   if status ~= 'running' then return 'CLOSED', status, '' end
-  if ARGV[i + 4] ~= '' and tonumber(ARGV[i + 4]) ~= len then return 'CONFLICT', len, '' end
-  local add = tonumber(ARGV[i + 3])
+  if iflen ~= '' and tonumber(iflen) ~= len then return 'CONFLICT', len, '' end
   local closing = close ~= '' and n <= 1
   if not closing and len + n > maxRecs then return 'LARGE', 'records', '' end
   if not closing and tonumber(h[3]) + add > maxBytes then return 'LARGE', 'bytes', '' end
@@ -168,7 +165,7 @@ local function one(i, id)
     redis.call('PEXPIRE', log, math.max(1, math.floor(tonumber(h[4]) - now)))
   end
   redis.call('HSET', m, 'length', len, 'bytes', tonumber(h[3]) + add, 'lb', token)
-  for k = i + 7, r0 - 1, 2 do redis.call('HSET', m, ARGV[k], ARGV[k + 1]) end
+  for k = i + 2, r0 - 1, 2 do redis.call('HSET', m, ARGV[k], ARGV[k + 1]) end
   if close ~= '' then
     status = close
     local ttl = tonumber(redis.call('HGET', m, 'm.ttl_s')) or tonumber(ARGV[4])
@@ -198,13 +195,16 @@ end
 local out = {}
 local i = 7
 while i <= #ARGV do
-  local a, b, c = one(i, ARGV[i])
+  local close, token, add, iflen, nmeta, n = string.match(ARGV[i + 1], '^(%a*) (%S*) (%d+) (%d*) (%d+) (%d+)$')
+  nmeta = tonumber(nmeta)
+  n = tonumber(n)
+  local a, b, c = one(i, ARGV[i], close, token, tonumber(add), iflen, nmeta, n)
   out[#out + 1] = a
   out[#out + 1] = b
   out[#out + 1] = c
-  i = i + 7 + 2 * tonumber(ARGV[i + 5]) + 3 * tonumber(ARGV[i + 6])
+  i = i + 2 + 2 * nmeta + 3 * n
 end
-return out
+return table.concat(out, ' ')
 `;
 
 /**
@@ -373,7 +373,8 @@ class Follower {
  * Streams in Redis: a Redis Stream per log (entry id = `<seq>-0`, so offsets stay Sluice's
  * 16-digit offsets), a hash per stream for its metadata, sorted sets for listing and expiry.
  * Appends are one Lua script (atomic with metadata and close, sequence allocated in Redis); the
- * appends of one event-loop turn go in one call. An append publishes its records to each other
+ * appends of one event-loop turn go in one call, and while a call is unanswered the next ones
+ * queue and go together when it is. An append publishes its records to each other
  * node that follows the stream (the set `f:<id>`), on that node's channel: every node has ONE
  * subscriber connection (one channel) and ONE follower per followed stream, which fans out
  * locally through the Hub. A node hears nothing back of its own appends.
@@ -399,6 +400,8 @@ export class RedisStore implements Store {
   /** Appends waiting for this turn's script call (see flushAppends). */
   private pending: PendingAppend[] = [];
   private flushScheduled = false;
+  /** Append calls sent and not yet answered (see queueAppend). */
+  private inFlight = 0;
   /** Request timeouts (see timed). */
   private readonly deadlines = new Deadlines(50);
 
@@ -568,15 +571,7 @@ export class RedisStore implements Store {
     if (opts.metadata !== undefined)
       for (const [k, v] of Object.entries(opts.metadata)) meta.push(`m.${k}`, JSON.stringify(v));
     // A token makes a retried append (reply lost in a disconnect) idempotent.
-    const group: string[] = [
-      id,
-      opts.close ?? "",
-      `${this.tag}.${++this.appends}`,
-      "",
-      opts.if_length === undefined ? "" : String(opts.if_length),
-      String(meta.length / 2),
-      String(inputs.length),
-    ];
+    const group: string[] = [id, ""];
     for (let i = 0; i < meta.length; i++) group.push(meta[i] as string);
     let bytes = 0;
     for (let i = 0; i < inputs.length; i++) {
@@ -584,9 +579,9 @@ export class RedisStore implements Store {
       bytes += r.data.length;
       group.push(r.type ?? "", r.data, r.encoding ?? "");
     }
-    group[3] = String(bytes);
+    group[1] = `${opts.close ?? ""} ${this.tag}.${++this.appends} ${bytes} ${opts.if_length ?? ""} ${meta.length / 2} ${inputs.length}`;
     const deadline = Date.now() + this.outageMs;
-    let res: (string | number)[];
+    let p: PendingAppend;
     for (;;) {
       if (!this.up()) {
         // Keep the generation's events until Redis is back (bounded by outageMs; the runner
@@ -598,7 +593,7 @@ export class RedisStore implements Store {
       try {
         // Sent just as the connection drops, the script is resent after the reconnect (the
         // token makes that safe); the append waits for it at most until the outage deadline.
-        res = await this.queueAppend(group, deadline);
+        p = await this.queueAppend(group, bytes, deadline);
         break;
       } catch (err) {
         // Redis answered with an error: retrying will not help.
@@ -608,28 +603,31 @@ export class RedisStore implements Store {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    switch (res[0]) {
+    const r = p.reply;
+    const at = p.at;
+    const code = r[at];
+    switch (code) {
       case "NF":
         throw new SluiceError("stream_not_found", `no stream ${id}`);
       case "CLOSED":
-        throw new SluiceError("stream_closed", `stream ${id} has ended (${String(res[1])})`);
+        throw new SluiceError("stream_closed", `stream ${id} has ended (${r[at + 1]})`);
       case "CONFLICT":
         throw new SluiceError(
           "append_conflict",
-          `stream ${id} holds ${String(res[1])} records, not ${String(opts.if_length)}`,
+          `stream ${id} holds ${r[at + 1]} records, not ${String(opts.if_length)}`,
         );
       case "LARGE":
         throw new SluiceError(
           "stream_too_large",
-          res[1] === "records"
+          r[at + 1] === "records"
             ? `stream ${id} would exceed ${this.limits.maxRecordsPerStream} records`
             : `stream ${id} would exceed ${this.limits.maxBytesPerStream} bytes`,
         );
     }
-    const len = Number(res[1]);
-    const status = String(res[2]) as StreamStatus;
+    const len = Number(r[at + 1]);
+    const status = r[at + 2] as StreamStatus;
     const f = this.followers.get(id);
-    if (f && res[0] === "OK") {
+    if (f && code === "OK") {
       const first = len - inputs.length + 1;
       const records = inputs.map((r, i) => record(first + i, r.type, r.data, r.encoding));
       f.heard = true;
@@ -638,11 +636,16 @@ export class RedisStore implements Store {
     return { next_offset: formatOffset(len), length: len, status };
   }
 
-  /** Queues one append's arguments for this turn's script call. */
-  private queueAppend(group: string[], deadline: number): Promise<(string | number)[]> {
+  /**
+   * Queues one append's arguments for the next script call: at the end of this turn when no call
+   * is unanswered, else when the one in flight is answered (group commit: one call in flight at a
+   * time, so the busier Redis is, the more appends each call carries, and the fewer calls, round
+   * trips and context switches there are; an idle store still sends each append at once).
+   */
+  private queueAppend(group: string[], bytes: number, deadline: number): Promise<PendingAppend> {
     return new Promise((resolve, reject) => {
-      this.pending.push({ group, deadline, resolve, reject });
-      if (!this.flushScheduled) {
+      this.pending.push({ group, bytes, deadline, reply: EMPTY, at: 0, resolve, reject });
+      if (!this.flushScheduled && this.inFlight === 0) {
         this.flushScheduled = true;
         setImmediate(this.flushAppends);
       }
@@ -675,11 +678,12 @@ export class RedisStore implements Store {
         const g = p.group;
         if (p.deadline < deadline) deadline = p.deadline;
         for (let k = 0; k < g.length; k++) argv.push(g[k] as string);
-        chars += Number(g[3]);
+        chars += p.bytes;
         to++;
       }
       const batch = all.slice(from, to);
       from = to;
+      this.inFlight++;
       // The call waits for its reply at most until the earliest of its appends' deadlines (one
       // timer entry per call); the others, not yet past theirs, send again.
       this.timed(
@@ -687,19 +691,31 @@ export class RedisStore implements Store {
         Math.max(1, deadline - Date.now()),
       ).then(
         (res) => {
-          const r = res as (string | number)[];
-          for (let k = 0; k < batch.length; k++)
-            (batch[k] as PendingAppend).resolve([r[3 * k], r[3 * k + 1], r[3 * k + 2]] as (
-              | string
-              | number
-            )[]);
+          this.settled();
+          const r = (res as string).split(" ");
+          for (let k = 0; k < batch.length; k++) {
+            const p = batch[k] as PendingAppend;
+            p.reply = r;
+            p.at = 3 * k;
+            p.resolve(p);
+          }
         },
         (err: unknown) => {
+          this.settled();
           for (const p of batch) p.reject(err);
         },
       );
     }
   };
+
+  /** A call was answered: the appends queued behind it go now, in one call. */
+  private settled(): void {
+    this.inFlight--;
+    if (this.inFlight === 0 && this.pending.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushAppends);
+    }
+  }
 
   /** Records with seq in (after, upTo], at most 1000 (for gap filling). */
   async range(id: string, after: number, upTo: number): Promise<StoredRecord[]> {
@@ -978,6 +994,8 @@ export class RedisStore implements Store {
   }
 }
 
+const EMPTY: string[] = [];
+
 /** Most appends in one script call (Redis runs a script alone: keep each call short). */
 const APPEND_BATCH = 128;
 /** A call stops taking appends once their records reach this many characters. */
@@ -985,9 +1003,14 @@ const APPEND_BATCH_CHARS = 1 << 20;
 
 interface PendingAppend {
   group: string[];
+  /** Characters of its records' data (bounds a call's size). */
+  bytes: number;
   /** Date.now() past which the append fails with store_unavailable (its outage deadline). */
   deadline: number;
-  resolve: (r: (string | number)[]) => void;
+  /** The call's reply (every append's three values) and where this append's begin. */
+  reply: string[];
+  at: number;
+  resolve: (r: PendingAppend) => void;
   reject: (err: unknown) => void;
 }
 
