@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Summarizes a V8 .cpuprofile (from `npm run bench -- --profile`, written under
 // bench/results/profile/): self time by function and by file/package, top N.
-// usage: node bench/profile-summary.mjs [file.cpuprofile] [--top=25] [--inclusive=40] [--last=S]
+// usage: node bench/profile-summary.mjs [file.cpuprofile] [--top=25] [--inclusive=40] [--last=S | --from=S --to=S]
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -19,13 +19,15 @@ const prof = JSON.parse(readFileSync(file, "utf8"));
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const self = new Map();
 const dt = new Map();
-// --last=S: only the profile's last S seconds (a steady window, without start-up and set-up).
-const last = Number(args.find((a) => a.startsWith("--last="))?.slice(7) ?? 0);
-const from = last > 0 ? prof.endTime - last * 1e6 : Number.NEGATIVE_INFINITY;
+// A window of the profile (a steady state, without start-up, set-up or shutdown): --last=S, its
+// last S seconds; --from=S and --to=S, seconds after it started.
+const num = (k) => Number(args.find((a) => a.startsWith(`--${k}=`))?.slice(k.length + 3) ?? Number.NaN);
+const from = num("last") > 0 ? prof.endTime - num("last") * 1e6 : prof.startTime + (num("from") || 0) * 1e6;
+const to = num("to") > 0 ? prof.startTime + num("to") * 1e6 : Number.POSITIVE_INFINITY;
 for (let i = 0, t = prof.startTime; i < prof.samples.length; i++) {
   const id = prof.samples[i];
   t += prof.timeDeltas[i] ?? 0;
-  if (t < from) continue;
+  if (t < from || t > to) continue;
   dt.set(id, (dt.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0));
 }
 let total = 0;

@@ -2051,8 +2051,9 @@ async function scaleIdle(t, n, load) {
 /**
  * `sluice serve --workers 1` (core 0) and `--workers 2` (cores 0-1; core 1 is also the load
  * generator's and mock-upstream's), each started fresh as scenario `workers` starts them:
- * first (b) Q.scaleN idle readers each on its own generation (clean heap), then (a) one
- * generation fanned out to Q.scaleN readers (as scenario `fanout`; readers land on any worker).
+ * first (b) Q.scaleN idle readers each on its own generation (clean heap), then, started fresh
+ * again, (a) one generation fanned out to Q.scaleN readers (as scenario `fanout`; readers land
+ * on any worker).
  */
 async function scale() {
   const load = await noteLoad("scale (--workers 1 vs 2: fan-out and idle readers)");
@@ -2076,6 +2077,18 @@ async function scale() {
     }
     await settleAll(`scale ${t}`);
     results.scale.push({ ...(await scaleIdle(t, n, load)), ...meta });
+    // The fan-out on fresh processes too: the idle readers' generations (each waiting for its
+    // first token) stay in the server after their readers leave, and would be measured with it.
+    await stopWorkers(name);
+    try {
+      await startWorkers(name, cores, k);
+    } catch (e) {
+      dead[t] = `did not start: ${e.message}`;
+    }
+    if (!targetAlive(t)) {
+      results.scale.push({ target: t, kind: "fanout", n, ...meta, na: dead[t] });
+      continue;
+    }
     await settleAll(`scale ${t}`);
     await warm(t);
     results.scale.push({ ...(await fanoutRun(t, n, load)), kind: "fanout", ...meta });

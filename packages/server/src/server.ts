@@ -279,7 +279,7 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
     connections,
     grpc: undefined,
     async listen() {
-      const address = await app.listen({ host: config.host, port: config.port });
+      const address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       if (config.grpc_port !== undefined && !server.grpc) {
         server.grpc = await startGrpc({ config, store, hub, runner, connections, security, logger });
       }
@@ -322,3 +322,11 @@ export async function createSluice(config: Config, opts: CreateOptions = {}): Pr
   };
   return server;
 }
+
+/**
+ * Connections the kernel holds for accept (capped by net.core.somaxconn). Node's default, 511,
+ * overflows when thousands of readers arrive at once (a reconnect wave after a deploy, a fan-out,
+ * a busy worker accepting for itself): the client's SYN is then dropped and retried a second or
+ * more later. Queued connections cost the kernel, not this process.
+ */
+const LISTEN_BACKLOG = 4096;
