@@ -11,7 +11,8 @@ import { demoBody, readAllJson, readSse, type SseMsg } from "./helpers.js";
  * `sluice serve --workers 2` (the built CLI): two worker processes behind one port, the
  * default (memory) store becoming one SQLite file they share. SLUICE_WORKER_HEADER=1 makes
  * every HTTP response name the pid of the worker that served it. Each request below goes on
- * a connection of its own, so node:cluster's round-robin spreads them over the workers.
+ * a connection of its own; the workers accept for themselves, so a test that needs a given
+ * worker opens connections until one reaches it (`on`, `connectionTo`, `wsTo`).
  */
 let srv: SluiceProc;
 let mock: MockUpstream;
@@ -68,8 +69,7 @@ async function fresh(
 
 /**
  * Sends a request on two new connections at once until a worker matching `want` answers one of
- * them (node:cluster gives each worker at most one connection until it has taken it, so two at
- * once normally reach both); the other responses are dropped.
+ * them (two at once often reach both); the other responses are dropped.
  */
 async function on(
   want: (pid: number) => boolean,
@@ -109,6 +109,31 @@ async function connectionTo(want: (pid: number) => boolean): Promise<Agent> {
     await new Promise((res) => setTimeout(res, 50));
   }
   throw new Error("no connection to the wanted worker");
+}
+
+/** An open WebSocket to a worker matching `want` (opened two at a time until one is; the rest closed). */
+async function wsTo(want: (pid: number) => boolean): Promise<{ ws: WebSocket; worker: number }> {
+  for (let i = 0; i < 30; i++) {
+    const opened = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<{ ws: WebSocket; worker: number }>((resolve, reject) => {
+            const ws = new WebSocket(`${srv.url.replace(/^http/, "ws")}/v1/ws`);
+            let worker = 0;
+            ws.once("upgrade", (res) => {
+              worker = Number(res.headers["sluice-worker"]);
+            });
+            ws.once("open", () => resolve({ ws, worker }));
+            ws.once("error", reject);
+          }),
+      ),
+    );
+    const k = opened.findIndex((o) => want(o.worker));
+    for (let j = 0; j < opened.length; j++) if (j !== k) opened[j]?.ws.close();
+    if (k >= 0) return opened[k] as { ws: WebSocket; worker: number };
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error("no WebSocket to the wanted worker");
 }
 
 async function start(body: unknown): Promise<{ id: string; owner: number }> {
@@ -207,9 +232,16 @@ describe("sluice serve --workers 2", () => {
     const { id, owner } = await start(demoBody({ length: 150, tokens_per_s: 150 }));
     const workers = new Set<number>();
     const results: Promise<string[]>[] = [];
-    for (let i = 0; i < 4; i++) {
-      const ws = new WebSocket(`${srv.url.replace(/^http/, "ws")}/v1/ws`);
-      ws.once("upgrade", (res) => workers.add(Number(res.headers["sluice-worker"])));
+    // Two sockets on the owner and two on the other worker (workers accept for themselves, so
+    // which one a new connection reaches is the kernel's choice: open until each has two).
+    const sockets = [
+      await wsTo((w) => w === owner),
+      await wsTo((w) => w === owner),
+      await wsTo((w) => w !== owner),
+      await wsTo((w) => w !== owner),
+    ];
+    for (const { ws, worker } of sockets) {
+      workers.add(worker);
       results.push(
         new Promise<string[]>((resolve, reject) => {
           const got: string[] = [];
@@ -222,7 +254,7 @@ describe("sluice serve --workers 2", () => {
             }
           });
           ws.once("error", reject);
-          ws.once("open", () => ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: "-1" })));
+          ws.send(JSON.stringify({ type: "subscribe", stream: id, offset: "-1" }));
         }),
       );
     }
